@@ -1,0 +1,162 @@
+/*
+ * The channel adapter interface. Each channel file (whatsapp.c, messenger.c, instagram.c,
+ * telegram.c) exports exactly one `const sb_adapter_t sb_adapter_<name>` and keeps
+ * everything else static; registry.c holds the table and sb_adapter_find().
+ *
+ * Adapters are pure: no loop, no Redis, no curl handle, no globals. Bytes go in, structs
+ * come out, so every fixture is testable offline. Everything an adapter returns is
+ * allocated from the pool the caller passes in and lives as long as that pool.
+ */
+#ifndef SB_ADAPTER_H
+#define SB_ADAPTER_H
+
+#include <stdint.h>
+#include <h2o/memory.h>
+#include "../gateway/err.h"
+#include "../gateway/sb.h"
+
+/* ---- The normalized event (contract section 3), before routing. ---- */
+
+typedef enum en_sb_event_kind_t {
+    SB_KIND_MESSAGE,
+    SB_KIND_EDIT,
+    SB_KIND_POSTBACK,
+    SB_KIND_REACTION,
+    SB_KIND_STATUS,
+    SB_KIND_OUTBOUND,
+    SB_KIND__COUNT
+} sb_event_kind_t;
+
+/** "message", "edit", ... (static string). */
+const char *sb_event_kind_name(sb_event_kind_t kind);
+
+/*
+ * String fields are absent when base == NULL; a present empty string (a removed reaction's
+ * emoji) has base != NULL and len == 0. Strings are not NUL-terminated unless said so.
+ */
+typedef struct st_sb_event_t {
+    sb_event_kind_t kind;
+    /** Recipient id that selects the binding: phone_number_id, Page id, IG account id, bot id. */
+    h2o_iovec_t recipient_id;
+    /**
+     * Identity of the event within (channel, connection), contract section 2: the kind, the
+     * provider id, plus what makes distinct events of one id distinct (status state, reaction
+     * action/emoji/time, edit time or number). Telegram: "u:<update_id>". Never empty.
+     */
+    h2o_iovec_t identity;
+    /** Where a reply goes (the conversation's address): wa_id, PSID, IGSID, Telegram chat id. */
+    h2o_iovec_t chat_id;
+    struct {
+        h2o_iovec_t external_id, name, phone, username;
+    } contact;
+    struct {
+        int present; /* the "message" object is emitted (message, edit, postback) */
+        h2o_iovec_t external_id, type, text, caption, reply_to, payload;
+        struct {
+            h2o_iovec_t id, mime_type, file_name, url;
+        } media;
+        struct {
+            int present;
+            double latitude, longitude;
+            h2o_iovec_t name, address;
+        } location;
+    } message;
+    struct {
+        int present;
+        h2o_iovec_t message_external_id, emoji;
+    } reaction;
+    struct {
+        int present;
+        h2o_iovec_t message_external_id, state;
+        int has_error;
+        int64_t error_code;
+        h2o_iovec_t error_title;
+    } status;
+    /** The provider's time of the event in ms since the epoch; -1 when it gives none. */
+    int64_t timestamp;
+} sb_event_t;
+
+typedef H2O_VECTOR(sb_event_t) sb_event_list_t;
+
+/** Appends a zeroed event (timestamp -1) to 'list', growing it in 'pool'; returns it. */
+sb_event_t *sb_event_list_push(h2o_mem_pool_t *pool, sb_event_list_t *list);
+
+/**
+ * Appends the contact members of 'ev' as JSON object members without braces and without a
+ * leading comma: `"external_id":"..","name":"..","phone":"..","username":".."` (absent ones
+ * omitted). Appends nothing when the event has no contact fields.
+ */
+void sb_event_append_contact(const sb_event_t *ev, sb_buf_t *out);
+
+/**
+ * Appends the content members of 'ev', each preceded by a comma:
+ * `,"message":{...}`, `,"reaction":{...}`, `,"status":{...}`, `,"timestamp":N` (contract
+ * section 3; absent values omitted, numbers as the shortest literal that round-trips).
+ */
+void sb_event_append_content(const sb_event_t *ev, sb_buf_t *out);
+
+/* ---- Credentials of a connection, decrypted (borrowed, never logged). ---- */
+
+typedef struct st_sb_credentials_t {
+    h2o_iovec_t app_secret, verify_token, access_token; /* Meta channels */
+    h2o_iovec_t bot_token, webhook_secret;              /* Telegram */
+} sb_credentials_t;
+
+/* ---- The adapter vtable. ---- */
+
+#define SB_ADAPTER_META 0x1            /* Graph API channel: X-Hub-Signature-256, hub.challenge */
+#define SB_ADAPTER_TEXT_LIMIT_BYTES 0x2 /* text_limit counts UTF-8 bytes, not characters */
+
+typedef struct st_sb_adapter_t {
+    /** The {channel} path segment: "whatsapp", "messenger", "instagram", "telegram". */
+    const char *name;
+    /** SB_ADAPTER_* flags. */
+    unsigned flags;
+    /** Where outbound text is split (characters, or bytes with SB_ADAPTER_TEXT_LIMIT_BYTES). */
+    size_t text_limit;
+    /** Lower-case name of the request header that authenticates a webhook POST. */
+    const char *auth_header;
+
+    /**
+     * Optional (NULL for Telegram): answers Meta's GET verification. 'query' is the raw query
+     * string (without '?'). Returns 200 and sets '*challenge' (pool) when hub.mode is
+     * "subscribe" and hub.verify_token equals the connection's verify_token; 403 otherwise.
+     */
+    int (*handshake)(const sb_credentials_t *cred, h2o_iovec_t query, h2o_mem_pool_t *pool,
+                     h2o_iovec_t *challenge);
+    /**
+     * Mandatory: checks the authenticity of 'body' given the value of the 'auth_header'
+     * request header ('header.base == NULL' when missing), in constant time. Returns SB_OK or
+     * SB_ERR_BAD_SIGNATURE.
+     */
+    sb_err_t (*verify)(const sb_credentials_t *cred, h2o_iovec_t header, h2o_iovec_t body);
+    /**
+     * Mandatory: parses the raw 'body' into zero or more events appended to 'out', in body
+     * order, allocating from 'pool'. Returns SB_ERR_BAD_BODY when the body is not a webhook of
+     * this channel (not JSON, not an object, wrong "object" / envelope). Items that are not
+     * routed (echoes, unrouted update types, service messages) yield no event and no error;
+     * unknown message types yield type "unsupported".
+     */
+    sb_err_t (*parse)(const sb_credentials_t *cred, h2o_iovec_t body, h2o_mem_pool_t *pool,
+                      sb_event_list_t *out);
+} sb_adapter_t;
+
+extern const sb_adapter_t sb_adapter_whatsapp;
+extern const sb_adapter_t sb_adapter_messenger;
+extern const sb_adapter_t sb_adapter_instagram;
+extern const sb_adapter_t sb_adapter_telegram;
+
+/** Looks an adapter up by its path segment; NULL when there is none. */
+const sb_adapter_t *sb_adapter_find(const char *name, size_t len);
+/** The NULL-terminated table of every adapter. */
+extern const sb_adapter_t *const sb_adapters[];
+
+/* adapters/meta.c: helpers shared by the three Graph channels. */
+
+/** Verifies `sha256=<64 hex>` against HMAC-SHA256(app_secret, body) in constant time. */
+sb_err_t sb_meta_verify(const sb_credentials_t *cred, h2o_iovec_t header, h2o_iovec_t body);
+/** The hub.challenge handshake shared by the Graph channels (see 'handshake' above). */
+int sb_meta_handshake(const sb_credentials_t *cred, h2o_iovec_t query, h2o_mem_pool_t *pool,
+                      h2o_iovec_t *challenge);
+
+#endif

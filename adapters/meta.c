@@ -1,0 +1,470 @@
+/*
+ * What the three Graph API channels (WhatsApp, Messenger, Instagram) share: the
+ * X-Hub-Signature-256 check, the hub.challenge handshake, the webhook envelope, and the
+ * Messenger/Instagram `messaging[]` parser (the two channels differ only in their "object").
+ * The JSON-to-pool-string helpers at the top are used by every adapter, Telegram included.
+ *
+ * Signature: HMAC-SHA256 of the raw body bytes keyed by the app secret, compared with
+ * CRYPTO_memcmp. The body is hashed as it arrived: Meta escapes non-ASCII as \uXXXX and
+ * re-serializing a parsed object would not reproduce the signed bytes. The EVP_MAC
+ * implementation is fetched once (pthread_once) and is read-only afterwards; everything
+ * per request lives in a context that is freed before returning.
+ *
+ * Parsing is defensive: jansson getters are NULL-safe, so a path is chained and only the
+ * leaf is type-checked. Items of the wrong shape (no mid, no sender) are skipped; only a
+ * body that is not a webhook of the channel at all is SB_ERR_BAD_BODY. Identities follow
+ * contract section 2: "m:<mid>", "e:<mid>:<num_edit|timestamp>", "p:<mid>" (or
+ * "p:<sender>:<timestamp>:<payload>" for postbacks without mid), "s:<mid>:<state>",
+ * "r:<mid>:<react|unreact>:<emoji>:<timestamp>".
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include "meta.h"
+
+/* ---- JSON values into pool strings ---- */
+
+h2o_iovec_t sb_meta_str(h2o_mem_pool_t *pool, const json_t *v)
+{
+    if (!json_is_string(v))
+        return h2o_iovec_init(NULL, 0);
+    return sb_pool_strdup(pool, json_string_value(v), json_string_length(v));
+}
+
+h2o_iovec_t sb_meta_int(h2o_mem_pool_t *pool, int64_t v)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%" PRId64, v);
+    return sb_pool_strdup(pool, buf, (size_t)n);
+}
+
+h2o_iovec_t sb_meta_id(h2o_mem_pool_t *pool, const json_t *v)
+{
+    if (json_is_integer(v))
+        return sb_meta_int(pool, (int64_t)json_integer_value(v));
+    return sb_meta_str(pool, v);
+}
+
+int64_t sb_meta_time(const json_t *v, int64_t unit_ms)
+{
+    int64_t t;
+    if (json_is_integer(v)) {
+        t = (int64_t)json_integer_value(v);
+    } else if (json_is_string(v)) {
+        if (sb_parse_int64(json_string_value(v), json_string_length(v), 0, INT64_MAX, &t) != 0)
+            return -1;
+    } else {
+        return -1;
+    }
+    if (t < 0 || t > INT64_MAX / unit_ms)
+        return -1;
+    return t * unit_ms;
+}
+
+h2o_iovec_t sb_meta_join(h2o_mem_pool_t *pool, const h2o_iovec_t *parts, size_t n)
+{
+    size_t len = n == 0 ? 0 : n - 1;
+    for (size_t i = 0; i < n; ++i)
+        len += parts[i].len;
+    char *p = h2o_mem_alloc_pool(pool, len + 1), *w = p;
+    for (size_t i = 0; i < n; ++i) {
+        if (i != 0)
+            *w++ = ':';
+        if (parts[i].len != 0) {
+            memcpy(w, parts[i].base, parts[i].len);
+            w += parts[i].len;
+        }
+    }
+    *w = '\0';
+    return h2o_iovec_init(p, len);
+}
+
+/* ---- X-Hub-Signature-256 ---- */
+
+static EVP_MAC *hmac_impl;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+
+static void hmac_fetch(void)
+{
+    hmac_impl = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
+/* HMAC-SHA256 of 'data' keyed by 'key' into 'md' (32 bytes); returns 0 on success. */
+static int hmac_sha256(h2o_iovec_t key, h2o_iovec_t data, unsigned char *md)
+{
+    static char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    size_t mdlen = 0;
+    int ok;
+
+    pthread_once(&hmac_once, hmac_fetch);
+    if (hmac_impl == NULL)
+        sb_fatal("EVP_MAC_fetch(HMAC) failed: OpenSSL without the default provider");
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(hmac_impl);
+    if (ctx == NULL)
+        return -1;
+    ok = EVP_MAC_init(ctx, (const unsigned char *)key.base, key.len, params) == 1 &&
+         EVP_MAC_update(ctx, (const unsigned char *)(data.base != NULL ? data.base : ""),
+                        data.len) == 1 &&
+         EVP_MAC_final(ctx, md, &mdlen, 32) == 1 && mdlen == 32;
+    EVP_MAC_CTX_free(ctx);
+    return ok ? 0 : -1;
+}
+
+static int hex_value(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+sb_err_t sb_meta_verify(const sb_credentials_t *cred, h2o_iovec_t header, h2o_iovec_t body)
+{
+    static const char prefix[] = "sha256=";
+    unsigned char expected[32], actual[32];
+
+    if (cred == NULL || cred->app_secret.base == NULL || cred->app_secret.len == 0)
+        return SB_ERR_BAD_SIGNATURE;
+    if (header.base == NULL || header.len != sizeof(prefix) - 1 + 64 ||
+        memcmp(header.base, prefix, sizeof(prefix) - 1) != 0)
+        return SB_ERR_BAD_SIGNATURE;
+    const char *hex = header.base + sizeof(prefix) - 1;
+    for (size_t i = 0; i < 32; ++i) {
+        int hi = hex_value((unsigned char)hex[2 * i]),
+            lo = hex_value((unsigned char)hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return SB_ERR_BAD_SIGNATURE;
+        expected[i] = (unsigned char)(hi << 4 | lo);
+    }
+    if (hmac_sha256(cred->app_secret, body, actual) != 0)
+        return SB_ERR_BAD_SIGNATURE;
+    return CRYPTO_memcmp(expected, actual, sizeof(actual)) == 0 ? SB_OK : SB_ERR_BAD_SIGNATURE;
+}
+
+/* ---- hub.challenge ---- */
+
+/* Decodes a query-string component into the pool: %XX escapes and '+' as a space. A '%' not
+ * followed by two hex digits is kept as is. */
+static h2o_iovec_t query_decode(h2o_mem_pool_t *pool, const char *s, size_t len)
+{
+    char *p = h2o_mem_alloc_pool(pool, len + 1);
+    size_t n = 0;
+    for (size_t i = 0; i < len; ++i) {
+        int hi, lo;
+        if (s[i] == '+') {
+            p[n++] = ' ';
+        } else if (s[i] == '%' && i + 2 < len && (hi = hex_value((unsigned char)s[i + 1])) >= 0 &&
+                   (lo = hex_value((unsigned char)s[i + 2])) >= 0) {
+            p[n++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            p[n++] = s[i];
+        }
+    }
+    p[n] = '\0';
+    return h2o_iovec_init(p, n);
+}
+
+/* Finds the first 'key' in the raw query string and decodes its value into '*value'; returns
+ * 1 when found (a key without '=' has an empty value), 0 otherwise. */
+static int query_get(h2o_mem_pool_t *pool, h2o_iovec_t query, const char *key, h2o_iovec_t *value)
+{
+    if (query.base == NULL)
+        return 0;
+    const char *p = query.base, *end = query.base + query.len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p)), *pair_end = amp != NULL ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(pair_end - p));
+        const char *key_end = eq != NULL ? eq : pair_end;
+        h2o_iovec_t k = query_decode(pool, p, (size_t)(key_end - p));
+        if (sb_iov_eq(k, key)) {
+            if (eq != NULL)
+                *value = query_decode(pool, eq + 1, (size_t)(pair_end - eq - 1));
+            else
+                *value = sb_pool_strdup(pool, "", 0);
+            return 1;
+        }
+        p = pair_end + 1;
+    }
+    return 0;
+}
+
+int sb_meta_handshake(const sb_credentials_t *cred, h2o_iovec_t query, h2o_mem_pool_t *pool,
+                      h2o_iovec_t *challenge)
+{
+    h2o_iovec_t mode, token, value;
+
+    if (cred == NULL || cred->verify_token.base == NULL || cred->verify_token.len == 0)
+        return 403;
+    if (!query_get(pool, query, "hub.mode", &mode) || !sb_iov_eq(mode, "subscribe"))
+        return 403;
+    if (!query_get(pool, query, "hub.verify_token", &token) ||
+        token.len != cred->verify_token.len ||
+        CRYPTO_memcmp(token.base, cred->verify_token.base, token.len) != 0)
+        return 403;
+    if (!query_get(pool, query, "hub.challenge", &value) || value.len == 0)
+        return 403;
+    *challenge = value;
+    return 200;
+}
+
+/* ---- The envelope ---- */
+
+sb_err_t sb_meta_load(h2o_iovec_t body, const char *object, json_t **root, json_t **entries)
+{
+    json_error_t error;
+    json_t *doc, *entry;
+
+    if (body.base == NULL)
+        return SB_ERR_BAD_BODY;
+    if ((doc = json_loadb(body.base, body.len, 0, &error)) == NULL)
+        return SB_ERR_BAD_BODY;
+    if (!json_is_object(doc) || !json_is_string(json_object_get(doc, "object")) ||
+        strcmp(json_string_value(json_object_get(doc, "object")), object) != 0 ||
+        !json_is_array(entry = json_object_get(doc, "entry"))) {
+        json_decref(doc);
+        return SB_ERR_BAD_BODY;
+    }
+    *root = doc;
+    *entries = entry;
+    return SB_OK;
+}
+
+/* ---- Messenger / Instagram messaging[] ---- */
+
+typedef struct st_messaging_ctx_t {
+    h2o_mem_pool_t *pool;
+    sb_event_list_t *out;
+    h2o_iovec_t recipient; /* entry[].id: the Page or IG account */
+    h2o_iovec_t sender;    /* sender.id: PSID / IGSID */
+    int64_t timestamp;     /* item timestamp in ms, -1 when absent */
+} messaging_ctx_t;
+
+/* Appends an event of 'kind' carrying the item's recipient, sender and timestamp. */
+static sb_event_t *push_event(messaging_ctx_t *ctx, sb_event_kind_t kind)
+{
+    sb_event_t *ev = sb_event_list_push(ctx->pool, ctx->out);
+    ev->kind = kind;
+    ev->recipient_id = ctx->recipient;
+    ev->contact.external_id = ctx->sender;
+    ev->chat_id = ctx->sender;
+    ev->timestamp = ctx->timestamp;
+    return ev;
+}
+
+/* The item's timestamp as text for identities ("" when absent). */
+static h2o_iovec_t timestamp_text(messaging_ctx_t *ctx)
+{
+    return ctx->timestamp >= 0 ? sb_meta_int(ctx->pool, ctx->timestamp) : SB_META_LIT("");
+}
+
+/* Maps the first attachment onto the message (channels.md 8.3: type from the first one). */
+static void parse_attachment(messaging_ctx_t *ctx, json_t *att, sb_event_t *ev)
+{
+    const char *type = json_string_value(json_object_get(att, "type"));
+    json_t *payload = json_object_get(att, "payload");
+
+    if (type == NULL) {
+        ev->message.type = SB_META_LIT("unsupported");
+    } else if (strcmp(type, "image") == 0) {
+        ev->message.type = SB_META_LIT("image");
+    } else if (strcmp(type, "video") == 0) {
+        ev->message.type = SB_META_LIT("video");
+    } else if (strcmp(type, "audio") == 0) {
+        ev->message.type = SB_META_LIT("audio");
+    } else if (strcmp(type, "file") == 0) {
+        ev->message.type = SB_META_LIT("document");
+    } else if (strcmp(type, "location") == 0) {
+        json_t *coords = json_object_get(payload, "coordinates");
+        json_t *lat = json_object_get(coords, "lat"), *lng = json_object_get(coords, "long");
+        ev->message.type = SB_META_LIT("location");
+        if (json_is_number(lat) && json_is_number(lng)) {
+            ev->message.location.present = 1;
+            ev->message.location.latitude = json_number_value(lat);
+            ev->message.location.longitude = json_number_value(lng);
+            ev->message.location.name = sb_meta_str(ctx->pool, json_object_get(att, "title"));
+        }
+    } else {
+        ev->message.type = SB_META_LIT("unsupported");
+    }
+    ev->message.media.url = sb_meta_str(ctx->pool, json_object_get(payload, "url"));
+}
+
+static void parse_message(messaging_ctx_t *ctx, json_t *msg)
+{
+    json_t *quick_reply = json_object_get(msg, "quick_reply"), *atts;
+    h2o_iovec_t mid, text;
+
+    if (json_is_true(json_object_get(msg, "is_echo")) ||
+        json_is_true(json_object_get(msg, "is_deleted")))
+        return;
+    if ((mid = sb_meta_id(ctx->pool, json_object_get(msg, "mid"))).base == NULL || mid.len == 0)
+        return;
+    text = sb_meta_str(ctx->pool, json_object_get(msg, "text"));
+
+    sb_event_t *ev = push_event(ctx, SB_KIND_MESSAGE);
+    ev->identity = sb_meta_join(ctx->pool, (h2o_iovec_t[]){SB_META_LIT("m"), mid}, 2);
+    ev->message.present = 1;
+    ev->message.external_id = mid;
+    /* An Instagram reply to our story ({"story": {...}}) is not a message reply. */
+    ev->message.reply_to =
+        sb_meta_id(ctx->pool, json_object_get(json_object_get(msg, "reply_to"), "mid"));
+
+    if (json_is_object(quick_reply)) {
+        ev->message.type = SB_META_LIT("interactive");
+        ev->message.text = text;
+        ev->message.payload = sb_meta_str(ctx->pool, json_object_get(quick_reply, "payload"));
+    } else if (json_is_true(json_object_get(msg, "is_unsupported"))) {
+        ev->message.type = SB_META_LIT("unsupported");
+    } else if (json_array_size(atts = json_object_get(msg, "attachments")) != 0) {
+        parse_attachment(ctx, json_array_get(atts, 0), ev);
+        ev->message.caption = text;
+    } else if (text.base != NULL) {
+        ev->message.type = SB_META_LIT("text");
+        ev->message.text = text;
+    } else {
+        ev->message.type = SB_META_LIT("unsupported");
+    }
+}
+
+static void parse_postback(messaging_ctx_t *ctx, json_t *postback)
+{
+    h2o_iovec_t mid = sb_meta_id(ctx->pool, json_object_get(postback, "mid"));
+    h2o_iovec_t payload = sb_meta_str(ctx->pool, json_object_get(postback, "payload"));
+
+    if (mid.len == 0)
+        mid = h2o_iovec_init(NULL, 0);
+    sb_event_t *ev = push_event(ctx, SB_KIND_POSTBACK);
+    ev->message.present = 1;
+    ev->message.external_id = mid;
+    ev->message.text = sb_meta_str(ctx->pool, json_object_get(postback, "title"));
+    ev->message.payload = payload;
+    if (mid.base != NULL) {
+        ev->identity = sb_meta_join(ctx->pool, (h2o_iovec_t[]){SB_META_LIT("p"), mid}, 2);
+    } else {
+        h2o_iovec_t parts[] = {SB_META_LIT("p"), ctx->sender, timestamp_text(ctx),
+                               payload.base != NULL ? payload : SB_META_LIT("")};
+        ev->identity = sb_meta_join(ctx->pool, parts, 4);
+    }
+}
+
+static void parse_reaction(messaging_ctx_t *ctx, json_t *reaction)
+{
+    h2o_iovec_t mid = sb_meta_id(ctx->pool, json_object_get(reaction, "mid")), emoji;
+    const char *action = json_string_value(json_object_get(reaction, "action"));
+    int unreact = action != NULL && strcmp(action, "unreact") == 0;
+
+    if (mid.len == 0)
+        return;
+    /* channels.md 8.1.10: "unreact" is a removal whatever the emoji field says. */
+    emoji = unreact ? h2o_iovec_init(NULL, 0)
+                    : sb_meta_str(ctx->pool, json_object_get(reaction, "emoji"));
+    if (emoji.base == NULL)
+        emoji = SB_META_LIT("");
+    sb_event_t *ev = push_event(ctx, SB_KIND_REACTION);
+    ev->reaction.present = 1;
+    ev->reaction.message_external_id = mid;
+    ev->reaction.emoji = emoji;
+    h2o_iovec_t parts[] = {SB_META_LIT("r"), mid,
+                           unreact ? SB_META_LIT("unreact") : SB_META_LIT("react"), emoji,
+                           timestamp_text(ctx)};
+    ev->identity = sb_meta_join(ctx->pool, parts, 5);
+}
+
+/* A status event for our message 'mid' in 'state'. */
+static void push_status(messaging_ctx_t *ctx, h2o_iovec_t mid, const char *state)
+{
+    h2o_iovec_t st = h2o_iovec_init(state, strlen(state));
+    sb_event_t *ev = push_event(ctx, SB_KIND_STATUS);
+    ev->status.present = 1;
+    ev->status.message_external_id = mid;
+    ev->status.state = st;
+    ev->identity = sb_meta_join(ctx->pool, (h2o_iovec_t[]){SB_META_LIT("s"), mid, st}, 3);
+}
+
+static void parse_edit(messaging_ctx_t *ctx, json_t *edit)
+{
+    h2o_iovec_t mid = sb_meta_id(ctx->pool, json_object_get(edit, "mid"));
+    json_t *num = json_object_get(edit, "num_edit");
+
+    if (mid.len == 0)
+        return;
+    sb_event_t *ev = push_event(ctx, SB_KIND_EDIT);
+    ev->message.present = 1;
+    ev->message.external_id = mid;
+    ev->message.type = SB_META_LIT("text");
+    ev->message.text = sb_meta_str(ctx->pool, json_object_get(edit, "text"));
+    h2o_iovec_t parts[] = {SB_META_LIT("e"), mid,
+                           json_is_integer(num) ? sb_meta_id(ctx->pool, num) : timestamp_text(ctx)};
+    ev->identity = sb_meta_join(ctx->pool, parts, 3);
+}
+
+static void parse_item(messaging_ctx_t *ctx, json_t *item)
+{
+    json_t *v;
+
+    if (!json_is_object(item))
+        return;
+    ctx->sender = sb_meta_id(ctx->pool, json_object_get(json_object_get(item, "sender"), "id"));
+    if (ctx->sender.len == 0)
+        return; /* user_ref senders (plugins) have no PSID to reply to */
+    /* Milliseconds; a string of seconds (dashboard test samples) is scaled: no real ms time is
+     * below 1e11 (1973). */
+    ctx->timestamp = sb_meta_time(json_object_get(item, "timestamp"), 1);
+    if (ctx->timestamp >= 0 && ctx->timestamp < INT64_C(100000000000))
+        ctx->timestamp *= 1000;
+
+    if (json_is_object(v = json_object_get(item, "message"))) {
+        parse_message(ctx, v);
+    } else if (json_is_object(v = json_object_get(item, "postback"))) {
+        parse_postback(ctx, v);
+    } else if (json_is_object(v = json_object_get(item, "reaction"))) {
+        parse_reaction(ctx, v);
+    } else if (json_is_object(v = json_object_get(item, "delivery"))) {
+        json_t *mids = json_object_get(v, "mids");
+        for (size_t i = 0; i < json_array_size(mids); ++i) {
+            h2o_iovec_t mid = sb_meta_id(ctx->pool, json_array_get(mids, i));
+            if (mid.len != 0)
+                push_status(ctx, mid, "delivered");
+        }
+    } else if (json_is_object(v = json_object_get(item, "read"))) {
+        /* Instagram messaging_seen names the message; Messenger's watermark-only read does
+         * not and yields nothing. */
+        h2o_iovec_t mid = sb_meta_id(ctx->pool, json_object_get(v, "mid"));
+        if (mid.len != 0)
+            push_status(ctx, mid, "read");
+    } else if (json_is_object(v = json_object_get(item, "message_edit"))) {
+        parse_edit(ctx, v);
+    }
+}
+
+sb_err_t sb_meta_parse_messaging(h2o_iovec_t body, const char *object, h2o_mem_pool_t *pool,
+                                 sb_event_list_t *out)
+{
+    json_t *root, *entries;
+    sb_err_t err;
+
+    if ((err = sb_meta_load(body, object, &root, &entries)) != SB_OK)
+        return err;
+    for (size_t i = 0; i < json_array_size(entries); ++i) {
+        json_t *entry = json_array_get(entries, i), *items = json_object_get(entry, "messaging");
+        messaging_ctx_t ctx = {
+            pool, out, sb_meta_id(pool, json_object_get(entry, "id")), {NULL, 0}, -1};
+        if (ctx.recipient.len == 0)
+            continue;
+        /* standby[] (another app owns the thread) is informational: not iterated. */
+        for (size_t j = 0; j < json_array_size(items); ++j)
+            parse_item(&ctx, json_array_get(items, j));
+    }
+    json_decref(root);
+    return SB_OK;
+}

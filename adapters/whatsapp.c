@@ -1,0 +1,291 @@
+/*
+ * The WhatsApp Cloud API adapter (channels.md section 2, rules 8.1 and 8.2).
+ *
+ * A body is {"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages",
+ * "value":{...}}]}]}; every change of field "messages" is one `value` whose
+ * metadata.phone_number_id is the number that received it (the binding's external id).
+ * Within one value all messages[] come first, then all statuses[], each in body order.
+ *
+ * Messages map to kind message (any content, incl. button/list/flow replies), edit
+ * (`edit`, coexistence numbers) or reaction; revoke, request_welcome and system messages
+ * are not routed. The sender's name is the profile of the contacts[] entry whose wa_id is
+ * the sender (matched by id, never by position); a username-only user with no `from` is
+ * addressed by its business-scoped user id. Statuses other than sent/delivered/read/failed
+ * (e.g. played) are not routed.
+ *
+ * Identities: "m:<wamid>", "e:<original wamid>:<edit time>", "r:<reacted wamid>:<react|
+ * unreact>:<emoji>:<time>", "s:<wamid>:<state>" (contract section 2).
+ */
+#include "meta.h"
+
+typedef struct st_wa_ctx_t {
+    h2o_mem_pool_t *pool;
+    sb_event_list_t *out;
+    h2o_iovec_t recipient; /* value.metadata.phone_number_id */
+    json_t *contacts;      /* value.contacts (borrowed) */
+} wa_ctx_t;
+
+/* The profile name of the contacts[] entry whose 'key' ("wa_id", "user_id") equals 'id'. */
+static h2o_iovec_t contact_name(wa_ctx_t *ctx, const char *key, h2o_iovec_t id)
+{
+    if (id.len == 0)
+        return h2o_iovec_init(NULL, 0);
+    for (size_t i = 0; i < json_array_size(ctx->contacts); ++i) {
+        json_t *c = json_array_get(ctx->contacts, i), *k = json_object_get(c, key);
+        if (json_is_string(k) && json_string_length(k) == id.len &&
+            memcmp(json_string_value(k), id.base, id.len) == 0)
+            return sb_meta_str(ctx->pool, json_object_get(json_object_get(c, "profile"), "name"));
+    }
+    return h2o_iovec_init(NULL, 0);
+}
+
+/* "+" followed by the wa_id (international format, digits only). */
+static h2o_iovec_t phone_of(h2o_mem_pool_t *pool, h2o_iovec_t wa_id)
+{
+    char *p = h2o_mem_alloc_pool(pool, wa_id.len + 2);
+    p[0] = '+';
+    memcpy(p + 1, wa_id.base, wa_id.len);
+    p[wa_id.len + 1] = '\0';
+    return h2o_iovec_init(p, wa_id.len + 1);
+}
+
+/* Sets 'ev's type, text, caption, media, location and payload from a message object 'm'
+ * ({"type": T, T: {...}}). Unknown and unrenderable types become "unsupported". */
+static void fill_content(wa_ctx_t *ctx, json_t *m, sb_event_t *ev)
+{
+    static const char *const media_types[] = {"image", "video", "audio", "document", "sticker"};
+    const char *type = json_string_value(json_object_get(m, "type"));
+    h2o_mem_pool_t *pool = ctx->pool;
+
+    ev->message.type = SB_META_LIT("unsupported");
+    if (type == NULL)
+        return;
+    if (strcmp(type, "text") == 0) {
+        ev->message.type = SB_META_LIT("text");
+        ev->message.text = sb_meta_str(pool, json_object_get(json_object_get(m, "text"), "body"));
+        return;
+    }
+    for (size_t i = 0; i < sizeof(media_types) / sizeof(media_types[0]); ++i) {
+        if (strcmp(type, media_types[i]) == 0) {
+            json_t *media = json_object_get(m, type);
+            ev->message.type = h2o_iovec_init(media_types[i], strlen(media_types[i]));
+            ev->message.media.id = sb_meta_id(pool, json_object_get(media, "id"));
+            ev->message.media.mime_type = sb_meta_str(pool, json_object_get(media, "mime_type"));
+            ev->message.caption = sb_meta_str(pool, json_object_get(media, "caption"));
+            if (strcmp(type, "document") == 0)
+                ev->message.media.file_name = sb_meta_str(pool, json_object_get(media, "filename"));
+            return;
+        }
+    }
+    if (strcmp(type, "location") == 0) {
+        json_t *loc = json_object_get(m, "location");
+        json_t *lat = json_object_get(loc, "latitude"), *lng = json_object_get(loc, "longitude");
+        ev->message.type = SB_META_LIT("location");
+        if (json_is_number(lat) && json_is_number(lng)) {
+            ev->message.location.present = 1;
+            ev->message.location.latitude = json_number_value(lat);
+            ev->message.location.longitude = json_number_value(lng);
+            ev->message.location.name = sb_meta_str(pool, json_object_get(loc, "name"));
+            ev->message.location.address = sb_meta_str(pool, json_object_get(loc, "address"));
+        }
+    } else if (strcmp(type, "contacts") == 0) {
+        ev->message.type = SB_META_LIT("contact");
+    } else if (strcmp(type, "interactive") == 0) {
+        json_t *inter = json_object_get(m, "interactive");
+        const char *itype = json_string_value(json_object_get(inter, "type"));
+        json_t *reply = itype != NULL ? json_object_get(inter, itype) : NULL;
+        if (itype == NULL || !json_is_object(reply))
+            return;
+        if (strcmp(itype, "button_reply") == 0 || strcmp(itype, "list_reply") == 0) {
+            ev->message.type = SB_META_LIT("interactive");
+            ev->message.text = sb_meta_str(pool, json_object_get(reply, "title"));
+            ev->message.payload = sb_meta_id(pool, json_object_get(reply, "id"));
+        } else if (strcmp(itype, "nfm_reply") == 0) {
+            ev->message.type = SB_META_LIT("interactive");
+            ev->message.text = sb_meta_str(pool, json_object_get(reply, "body"));
+            ev->message.payload = sb_meta_str(pool, json_object_get(reply, "response_json"));
+        }
+    } else if (strcmp(type, "button") == 0) {
+        json_t *button = json_object_get(m, "button");
+        ev->message.type = SB_META_LIT("interactive");
+        ev->message.text = sb_meta_str(pool, json_object_get(button, "text"));
+        ev->message.payload = sb_meta_str(pool, json_object_get(button, "payload"));
+    }
+}
+
+static void parse_message(wa_ctx_t *ctx, json_t *m)
+{
+    h2o_mem_pool_t *pool = ctx->pool;
+    const char *type = json_string_value(json_object_get(m, "type"));
+    h2o_iovec_t id, from, user_id, sender, name, ts_text;
+    int64_t ts;
+
+    if (!json_is_object(m))
+        return;
+    if (type != NULL && (strcmp(type, "revoke") == 0 || strcmp(type, "request_welcome") == 0 ||
+                         strcmp(type, "system") == 0))
+        return;
+    if ((id = sb_meta_id(pool, json_object_get(m, "id"))).len == 0)
+        return;
+    from = sb_meta_id(pool, json_object_get(m, "from"));
+    user_id = sb_meta_str(pool, json_object_get(m, "from_user_id"));
+    if (from.len == 0)
+        from = h2o_iovec_init(NULL, 0);
+    if (user_id.len == 0)
+        user_id = h2o_iovec_init(NULL, 0);
+    sender = from.base != NULL ? from : user_id;
+    if (sender.base == NULL)
+        return; /* nobody to attribute it to or to answer */
+    name = contact_name(ctx, "wa_id", from);
+    if (name.base == NULL)
+        name = contact_name(ctx, "user_id", user_id);
+    ts = sb_meta_time(json_object_get(m, "timestamp"), 1000);
+    ts_text = ts >= 0 ? sb_meta_int(pool, ts) : SB_META_LIT("");
+
+    sb_event_kind_t kind = SB_KIND_MESSAGE;
+    h2o_iovec_t external_id = id, target = {NULL, 0}, emoji = {NULL, 0};
+    json_t *content = m;
+    if (type != NULL && strcmp(type, "reaction") == 0) {
+        json_t *reaction = json_object_get(m, "reaction");
+        if ((target = sb_meta_id(pool, json_object_get(reaction, "message_id"))).len == 0)
+            return;
+        /* Removal: emoji absent (current docs) or "" (seen in the wild). */
+        if ((emoji = sb_meta_str(pool, json_object_get(reaction, "emoji"))).base == NULL)
+            emoji = SB_META_LIT("");
+        kind = SB_KIND_REACTION;
+    } else if (type != NULL && strcmp(type, "edit") == 0) {
+        json_t *edit = json_object_get(m, "edit");
+        if ((external_id = sb_meta_id(pool, json_object_get(edit, "original_message_id"))).len == 0)
+            return;
+        content = json_object_get(edit, "message");
+        kind = SB_KIND_EDIT;
+    }
+
+    sb_event_t *ev = sb_event_list_push(pool, ctx->out);
+    ev->kind = kind;
+    ev->recipient_id = ctx->recipient;
+    ev->chat_id = sender;
+    ev->contact.external_id = sender;
+    ev->contact.name = name;
+    if (from.base != NULL)
+        ev->contact.phone = phone_of(pool, from);
+    ev->timestamp = ts;
+
+    switch (kind) {
+    case SB_KIND_REACTION: {
+        h2o_iovec_t parts[] = {SB_META_LIT("r"), target,
+                               emoji.len == 0 ? SB_META_LIT("unreact") : SB_META_LIT("react"),
+                               emoji, ts_text};
+        ev->reaction.present = 1;
+        ev->reaction.message_external_id = target;
+        ev->reaction.emoji = emoji;
+        ev->identity = sb_meta_join(pool, parts, 5);
+        return;
+    }
+    case SB_KIND_EDIT:
+        ev->identity =
+            sb_meta_join(pool, (h2o_iovec_t[]){SB_META_LIT("e"), external_id, ts_text}, 3);
+        break;
+    default:
+        ev->identity = sb_meta_join(pool, (h2o_iovec_t[]){SB_META_LIT("m"), id}, 2);
+        break;
+    }
+    ev->message.present = 1;
+    ev->message.external_id = external_id;
+    /* Any context carrying an id is a reply target, incl. the message an interactive reply
+     * answers; a forward-only context has none. */
+    ev->message.reply_to = sb_meta_id(pool, json_object_get(json_object_get(m, "context"), "id"));
+    if (ev->message.reply_to.len == 0)
+        ev->message.reply_to = h2o_iovec_init(NULL, 0);
+    fill_content(ctx, content, ev);
+}
+
+static void parse_status(wa_ctx_t *ctx, json_t *s)
+{
+    static const char *const states[] = {"sent", "delivered", "read", "failed"};
+    h2o_mem_pool_t *pool = ctx->pool;
+    const char *status = json_string_value(json_object_get(s, "status"));
+    h2o_iovec_t id, state = {NULL, 0}, recipient;
+
+    if (status == NULL || (id = sb_meta_id(pool, json_object_get(s, "id"))).len == 0)
+        return;
+    for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); ++i) {
+        if (strcmp(status, states[i]) == 0)
+            state = h2o_iovec_init(states[i], strlen(states[i]));
+    }
+    if (state.base == NULL)
+        return; /* "played" and anything newer */
+    recipient = sb_meta_id(pool, json_object_get(s, "recipient_id"));
+    if (recipient.len == 0)
+        recipient = h2o_iovec_init(NULL, 0);
+
+    sb_event_t *ev = sb_event_list_push(pool, ctx->out);
+    ev->kind = SB_KIND_STATUS;
+    ev->recipient_id = ctx->recipient;
+    ev->chat_id = recipient;
+    ev->contact.external_id = recipient;
+    ev->timestamp = sb_meta_time(json_object_get(s, "timestamp"), 1000);
+    ev->status.present = 1;
+    ev->status.message_external_id = id;
+    ev->status.state = state;
+    json_t *error = json_array_get(json_object_get(s, "errors"), 0);
+    json_t *code = json_object_get(error, "code");
+    int64_t n;
+    if (json_is_integer(code)) {
+        ev->status.has_error = 1;
+        ev->status.error_code = (int64_t)json_integer_value(code);
+    } else if (json_is_string(code) &&
+               sb_parse_int64(json_string_value(code), json_string_length(code), INT64_MIN,
+                              INT64_MAX, &n) == 0) {
+        ev->status.has_error = 1;
+        ev->status.error_code = n;
+    }
+    if (ev->status.has_error)
+        ev->status.error_title = sb_meta_str(pool, json_object_get(error, "title"));
+    ev->identity = sb_meta_join(pool, (h2o_iovec_t[]){SB_META_LIT("s"), id, state}, 3);
+}
+
+static sb_err_t parse(const sb_credentials_t *cred, h2o_iovec_t body, h2o_mem_pool_t *pool,
+                      sb_event_list_t *out)
+{
+    json_t *root, *entries;
+    sb_err_t err;
+
+    (void)cred;
+    if ((err = sb_meta_load(body, "whatsapp_business_account", &root, &entries)) != SB_OK)
+        return err;
+    for (size_t i = 0; i < json_array_size(entries); ++i) {
+        json_t *changes = json_object_get(json_array_get(entries, i), "changes");
+        for (size_t j = 0; j < json_array_size(changes); ++j) {
+            json_t *change = json_array_get(changes, j), *value = json_object_get(change, "value");
+            json_t *field = json_object_get(change, "field");
+            if (!json_is_string(field) || strcmp(json_string_value(field), "messages") != 0 ||
+                !json_is_object(value))
+                continue;
+            wa_ctx_t ctx = {pool, out,
+                            sb_meta_id(pool, json_object_get(json_object_get(value, "metadata"),
+                                                             "phone_number_id")),
+                            json_object_get(value, "contacts")};
+            if (ctx.recipient.len == 0)
+                continue;
+            json_t *messages = json_object_get(value, "messages");
+            json_t *statuses = json_object_get(value, "statuses");
+            for (size_t k = 0; k < json_array_size(messages); ++k)
+                parse_message(&ctx, json_array_get(messages, k));
+            for (size_t k = 0; k < json_array_size(statuses); ++k)
+                parse_status(&ctx, json_array_get(statuses, k));
+        }
+    }
+    json_decref(root);
+    return SB_OK;
+}
+
+const sb_adapter_t sb_adapter_whatsapp = {
+    .name = "whatsapp",
+    .flags = SB_ADAPTER_META,
+    .text_limit = 4096,
+    .auth_header = "x-hub-signature-256",
+    .handshake = sb_meta_handshake,
+    .verify = sb_meta_verify,
+    .parse = parse,
+};

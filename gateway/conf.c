@@ -1,0 +1,223 @@
+/*
+ * The configuration table and its loader. Every option has one row here: its JSON path,
+ * its environment variable, its type, default and range. Defaults live only in this table;
+ * the file is a nested JSON object whose leaves are these paths; environment variables win
+ * over the file. Unknown keys, wrong types and out-of-range values stop the process with a
+ * message that names the key (nginx and h2o refuse typos too: ignoring "redis.urll" would
+ * ship an outage).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <jansson.h>
+#include "conf.h"
+#include "sb.h"
+
+#define OPT_STR(p, e, field, d, h) {p, e, SB_CONF_STR, offsetof(sb_conf_t, field), d, 0, 0, h}
+#define OPT_INT(p, e, field, d, lo, hi, h)                                                         \
+    {p, e, SB_CONF_INT, offsetof(sb_conf_t, field), d, lo, hi, h}
+
+const sb_conf_option_t sb_conf_options[] = {
+    OPT_STR("listen", "SWITCHBOARD_LISTEN", listen, "0.0.0.0:8080", "address:port to listen on"),
+    OPT_STR("redis.url", "SWITCHBOARD_REDIS_URL", redis_url, "redis://127.0.0.1:6379/0",
+            "Redis URL: redis://[[user]:password@]host[:port][/db] or unix:///path"),
+    OPT_STR("redis.prefix", "SWITCHBOARD_REDIS_PREFIX", redis_prefix, "sb:",
+            "prefix of every Redis key"),
+    OPT_STR("public_url", "SWITCHBOARD_PUBLIC_URL", public_url, "http://localhost:8080",
+            "base of the webhook URLs given to providers"),
+    OPT_STR("providers.graph_api_base", "SWITCHBOARD_GRAPH_API_BASE", graph_api_base,
+            "https://graph.facebook.com/v21.0", "Meta Graph API base URL"),
+    OPT_STR("providers.telegram_api_base", "SWITCHBOARD_TELEGRAM_API_BASE", telegram_api_base,
+            "https://api.telegram.org", "Telegram Bot API base URL"),
+    OPT_INT("providers.timeout_ms", "SWITCHBOARD_PROVIDER_TIMEOUT_MS", provider_timeout_ms,
+            "10000", 100, 600000, "timeout of one provider call"),
+    OPT_STR("master_key_file", "SWITCHBOARD_MASTER_KEY_FILE", master_key_file, "",
+            "AES-256 key file for credentials (default: <data_dir>/master.key, created "
+            "with mode 0600 on first run)"),
+    OPT_STR("data_dir", "SWITCHBOARD_DATA_DIR", data_dir, "data",
+            "directory for the generated master key"),
+    OPT_INT("outbound.reclaim_idle_ms", "SWITCHBOARD_OUTBOUND_RECLAIM_IDLE_MS", reclaim_idle_ms,
+            "30000", 1000, 86400000,
+            "a command unacknowledged this long by a dead consumer is taken over"),
+    OPT_STR("node_id", "SWITCHBOARD_NODE_ID", node_id, "",
+            "this process's consumer name (default: hostname-pid)"),
+    OPT_INT("max_body_bytes", "SWITCHBOARD_MAX_BODY_BYTES", max_body_bytes, "4194304", 1024,
+            1073741824, "larger webhook bodies get 413"),
+    OPT_INT("workers", "SWITCHBOARD_WORKERS", workers, "0", 0, 256,
+            "worker threads (0: the number of cores this process may run on)"),
+    OPT_STR("log_level", "SWITCHBOARD_LOG_LEVEL", log_level, "info",
+            "debug, info, warn or error"),
+    OPT_INT("streams.maxlen", "SWITCHBOARD_STREAMS_MAXLEN", stream_maxlen, "1000000", 1000,
+            INT64_C(1000000000000), "approximate MAXLEN of every stream"),
+    OPT_INT("dedup_ttl_seconds", "SWITCHBOARD_DEDUP_TTL_SECONDS", dedup_ttl_seconds, "691200",
+            60, 31536000, "how long a provider event id is remembered (Meta retries for 7 days)"),
+    OPT_INT("api.rate_limit_per_minute", "SWITCHBOARD_API_RATE_LIMIT_PER_MINUTE",
+            rate_limit_per_minute, "500", 1, 1000000,
+            "management API requests per minute per client IP (sliding window)"),
+    OPT_INT("api.assistant_creations_per_hour", "SWITCHBOARD_API_ASSISTANT_CREATIONS_PER_HOUR",
+            assistant_creations_per_hour, "10", 1, 1000000,
+            "successful assistant creations per hour per org"),
+    OPT_INT("redis.timeout_ms", "SWITCHBOARD_REDIS_TIMEOUT_MS", redis_timeout_ms, "5000", 100,
+            600000, "a Redis command unanswered this long drops the connection"),
+    OPT_INT("shutdown_timeout_ms", "SWITCHBOARD_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms,
+            "10000", 0, 600000, "how long a shutdown waits for requests in flight"),
+    {NULL, NULL, SB_CONF_STR, 0, NULL, 0, 0, NULL},
+};
+
+static int set_value(sb_conf_t *conf, const sb_conf_option_t *opt, const char *value,
+                     const char *where, char *err, size_t errlen)
+{
+    char *base = (char *)conf + opt->offset;
+    if (opt->type == SB_CONF_STR) {
+        char **slot = (char **)base;
+        free(*slot);
+        *slot = sb_strdup(value);
+        return 0;
+    }
+    int64_t v;
+    if (sb_parse_int64(value, strlen(value), opt->min, opt->max, &v) != 0) {
+        snprintf(err, errlen, "%s: %s must be an integer in [%lld, %lld], got \"%s\"", where,
+                 opt->path, (long long)opt->min, (long long)opt->max, value);
+        return -1;
+    }
+    *(int64_t *)base = v;
+    return 0;
+}
+
+static const sb_conf_option_t *find_option(const char *path)
+{
+    for (const sb_conf_option_t *o = sb_conf_options; o->path != NULL; ++o)
+        if (strcmp(o->path, path) == 0)
+            return o;
+    return NULL;
+}
+
+static int is_prefix_of_option(const char *path)
+{
+    size_t n = strlen(path);
+    for (const sb_conf_option_t *o = sb_conf_options; o->path != NULL; ++o)
+        if (strncmp(o->path, path, n) == 0 && o->path[n] == '.')
+            return 1;
+    return 0;
+}
+
+static int load_object(sb_conf_t *conf, json_t *obj, const char *prefix, const char *file,
+                       char *err, size_t errlen)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach(obj, key, value)
+    {
+        char path[256];
+        snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", key);
+        if (json_is_object(value) && is_prefix_of_option(path)) {
+            if (load_object(conf, value, path, file, err, errlen) != 0)
+                return -1;
+            continue;
+        }
+        const sb_conf_option_t *opt = find_option(path);
+        if (opt == NULL) {
+            snprintf(err, errlen, "%s: unknown key \"%s\"", file, path);
+            return -1;
+        }
+        char buf[64];
+        const char *text;
+        if (opt->type == SB_CONF_STR && json_is_string(value)) {
+            text = json_string_value(value);
+        } else if (opt->type == SB_CONF_INT && json_is_integer(value)) {
+            snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(value));
+            text = buf;
+        } else {
+            snprintf(err, errlen, "%s: \"%s\" must be a %s", file, path,
+                     opt->type == SB_CONF_STR ? "string" : "integer");
+            return -1;
+        }
+        if (set_value(conf, opt, text, file, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int sb_conf_load(sb_conf_t *conf, const char *path, char *err, size_t errlen)
+{
+    memset(conf, 0, sizeof(*conf));
+    for (const sb_conf_option_t *o = sb_conf_options; o->path != NULL; ++o)
+        if (set_value(conf, o, o->def, "default", err, errlen) != 0)
+            return -1;
+
+    if (path != NULL) {
+        json_error_t jerr;
+        json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+        if (root == NULL) {
+            snprintf(err, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
+            return -1;
+        }
+        if (!json_is_object(root)) {
+            snprintf(err, errlen, "%s: the configuration must be a JSON object", path);
+            json_decref(root);
+            return -1;
+        }
+        int ret = load_object(conf, root, "", path, err, errlen);
+        json_decref(root);
+        if (ret != 0)
+            return -1;
+    }
+
+    for (const sb_conf_option_t *o = sb_conf_options; o->path != NULL; ++o) {
+        const char *v = getenv(o->env);
+        if (v != NULL && set_value(conf, o, v, o->env, err, errlen) != 0)
+            return -1;
+    }
+
+    char host[256];
+    int port;
+    if (sb_conf_split_listen(conf->listen, host, sizeof(host), &port) != 0) {
+        snprintf(err, errlen, "listen: \"%s\" is not host:port", conf->listen);
+        return -1;
+    }
+    if (strcmp(conf->log_level, "debug") != 0 && strcmp(conf->log_level, "info") != 0 &&
+        strcmp(conf->log_level, "warn") != 0 && strcmp(conf->log_level, "error") != 0) {
+        snprintf(err, errlen, "log_level: \"%s\" is not debug, info, warn or error",
+                 conf->log_level);
+        return -1;
+    }
+    /* Trailing slashes would double in the URLs we build. */
+    char **urls[] = {&conf->public_url, &conf->graph_api_base, &conf->telegram_api_base};
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); ++i) {
+        size_t n = strlen(*urls[i]);
+        while (n > 0 && (*urls[i])[n - 1] == '/')
+            (*urls[i])[--n] = '\0';
+    }
+    return 0;
+}
+
+void sb_conf_dispose(sb_conf_t *conf)
+{
+    for (const sb_conf_option_t *o = sb_conf_options; o->path != NULL; ++o)
+        if (o->type == SB_CONF_STR) {
+            char **slot = (char **)((char *)conf + o->offset);
+            free(*slot);
+            *slot = NULL;
+        }
+}
+
+int sb_conf_split_listen(const char *listen, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(listen, ':');
+    if (colon == NULL)
+        return -1;
+    size_t hlen = (size_t)(colon - listen);
+    const char *h = listen;
+    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    if (hlen == 0 || hlen >= hostlen)
+        return -1;
+    int64_t p;
+    if (sb_parse_int64(colon + 1, strlen(colon + 1), 0, 65535, &p) != 0)
+        return -1;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (int)p;
+    return 0;
+}

@@ -1,0 +1,60 @@
+/*
+ * Configuration: built-in defaults, then a JSON file (--config), then environment
+ * variables, all described by one table (conf.c) that docs/configuration.md and
+ * conf/switchboard.json follow. Unknown keys and out-of-range values are errors.
+ */
+#ifndef SB_CONF_H
+#define SB_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct st_sb_conf_t {
+    char *listen;
+    char *redis_url;
+    char *redis_prefix;
+    char *public_url;
+    char *graph_api_base;
+    char *telegram_api_base;
+    char *master_key_file; /* empty: <data_dir>/master.key */
+    char *data_dir;
+    int64_t reclaim_idle_ms;
+    char *node_id; /* empty: hostname-pid */
+    int64_t max_body_bytes;
+    int64_t workers; /* 0: the number of cores this process may run on */
+    char *log_level;
+    int64_t stream_maxlen;
+    int64_t dedup_ttl_seconds;
+    int64_t rate_limit_per_minute;
+    int64_t assistant_creations_per_hour;
+    int64_t provider_timeout_ms;
+    int64_t redis_timeout_ms;
+    int64_t shutdown_timeout_ms;
+} sb_conf_t;
+
+typedef enum en_sb_conf_type_t { SB_CONF_STR, SB_CONF_INT } sb_conf_type_t;
+
+typedef struct st_sb_conf_option_t {
+    const char *path; /* JSON path, dots between levels */
+    const char *env;  /* environment override */
+    sb_conf_type_t type;
+    size_t offset;
+    const char *def; /* default, as text */
+    int64_t min, max;
+    const char *help;
+} sb_conf_option_t;
+
+/** The option table (NULL-path terminated). */
+extern const sb_conf_option_t sb_conf_options[];
+
+/**
+ * Fills 'conf' with defaults, then the JSON file at 'path' (may be NULL), then the
+ * environment. Returns 0, or -1 with a message naming the file, key or variable in 'err'.
+ */
+int sb_conf_load(sb_conf_t *conf, const char *path, char *err, size_t errlen);
+/** Frees the strings of 'conf'. */
+void sb_conf_dispose(sb_conf_t *conf);
+/** The listen address split into host and port; returns -1 when malformed. */
+int sb_conf_split_listen(const char *listen, char *host, size_t hostlen, int *port);
+
+#endif

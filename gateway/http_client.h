@@ -1,0 +1,77 @@
+/*
+ * HTTP client for provider calls: curl's multi_socket interface driven by the same libuv
+ * loop (socket and timer callbacks), one multi handle per loop for its lifetime so that
+ * connections are kept alive and reused.
+ */
+#ifndef SB_HTTP_CLIENT_H
+#define SB_HTTP_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct st_sb_http_client_t sb_http_client_t;
+
+typedef struct st_sb_http_request_t {
+    const char *method; /* "GET", "POST", "DELETE" */
+    const char *url;    /* may carry a secret (Telegram token): never logged */
+    /** NULL-terminated "Name: value" lines; may be NULL. */
+    const char *const *headers;
+    const char *body; /* may be NULL */
+    size_t body_len;
+    /** Whole-transfer timeout; 0 = the client's default. */
+    uint32_t timeout_ms;
+    /** Metric label of the provider ("telegram", "graph"). */
+    const char *provider;
+} sb_http_request_t;
+
+typedef enum en_sb_http_result_t {
+    SB_HTTP_OK = 0,        /* a response was received (any status) */
+    SB_HTTP_TIMEOUT,       /* no complete response in time */
+    SB_HTTP_NETWORK_ERROR, /* refused, reset, DNS, TLS, ... */
+    SB_HTTP_TOO_LARGE,     /* response body over the cap */
+    SB_HTTP_CANCELLED      /* the client was closed */
+} sb_http_result_t;
+
+typedef struct st_sb_http_response_t {
+    sb_http_result_t result;
+    int status; /* HTTP status, 0 unless result == SB_HTTP_OK */
+    /** Response body, borrowed: valid only during the callback; NUL-terminated. */
+    const char *body;
+    size_t body_len;
+    /** Retry-After header in ms (seconds or HTTP-date), -1 when absent. */
+    int64_t retry_after_ms;
+    /** Total time of the transfer in microseconds. */
+    uint64_t elapsed_us;
+} sb_http_response_t;
+
+typedef void (*sb_http_cb)(const sb_http_response_t *res, void *data);
+
+typedef struct st_sb_http_client_options_t {
+    uint32_t default_timeout_ms;    /* 0 = 10000 */
+    uint32_t connect_timeout_ms;    /* 0 = 3000 */
+    size_t max_response_bytes;      /* 0 = 1 MiB */
+    long max_host_connections;      /* 0 = 64 */
+} sb_http_client_options_t;
+
+/** Creates a client on 'loop' (new). curl_global_init must have run before threads start. */
+sb_http_client_t *sb_http_client_new(uv_loop_t *loop, const sb_http_client_options_t *opts);
+
+/**
+ * Starts a request (everything in 'req' is copied). Returns 0: 'cb' will be called exactly
+ * once, later, on the loop (never from inside this call). Returns -1 when the client is
+ * closing: 'cb' is never called.
+ */
+int sb_http_client_send(sb_http_client_t *c, const sb_http_request_t *req, sb_http_cb cb,
+                        void *data);
+
+/** Requests in flight (for graceful shutdown). */
+size_t sb_http_client_pending(const sb_http_client_t *c);
+
+/**
+ * Closes: transfers still in flight complete with SB_HTTP_CANCELLED, then the client frees
+ * itself once its libuv handles are closed.
+ */
+void sb_http_client_close(sb_http_client_t *c);
+
+#endif

@@ -1,0 +1,246 @@
+/*
+ * Metrics tables (see metrics.h). Every counter is a relaxed atomic in a fixed array sized
+ * by the enums of its labels, so counting is one atomic add and never allocates; rendering
+ * walks the arrays and prints the non-zero series (histograms always).
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include "../adapters/adapter.h"
+#include "../queue/redis.h"
+#include "metrics.h"
+
+typedef _Atomic uint64_t counter_t;
+
+static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                        0.1,    0.25,  0.5,    1,     2.5,   5,    10};
+#define NBUCKETS (sizeof(latency_bounds) / sizeof(latency_bounds[0]))
+
+typedef struct st_histogram_t {
+    counter_t buckets[NBUCKETS + 1]; /* the last one is +Inf */
+    counter_t count;
+    counter_t sum_us;
+} histogram_t;
+
+static const char *const route_labels[] = {
+#define SB__ROUTE_LABEL(e, label) label,
+    SB_ROUTE_MAP(SB__ROUTE_LABEL)
+#undef SB__ROUTE_LABEL
+};
+static const char *const provider_result_labels[] = {
+#define SB__PR_LABEL(e, label) label,
+    SB_PROVIDER_RESULT_MAP(SB__PR_LABEL)
+#undef SB__PR_LABEL
+};
+static const char *const providers[] = {"telegram", "graph", "other"};
+#define NPROVIDERS 3
+/* channel index SB_METRICS_CHANNELS is "unknown" */
+#define NCHANNELS (SB_METRICS_CHANNELS + 1)
+
+static counter_t http_requests[SB_ROUTE__COUNT][600];
+static histogram_t http_latency[SB_ROUTE__COUNT];
+static counter_t provider_calls[NPROVIDERS][SB_PROVIDER__COUNT];
+static counter_t webhooks[NCHANNELS][SB_ERR__COUNT + 1]; /* + "duplicate" */
+static counter_t events[NCHANNELS][SB_METRICS_KINDS];
+static counter_t duplicates[NCHANNELS], unrouted[NCHANNELS], blocked[NCHANNELS];
+static counter_t signature_failures[NCHANNELS];
+static histogram_t enqueue_latency;
+
+static void observe(histogram_t *h, uint64_t us)
+{
+    double s = (double)us / 1e6;
+    size_t i = 0;
+    while (i < NBUCKETS && s > latency_bounds[i])
+        ++i;
+    atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_us, us, memory_order_relaxed);
+}
+
+static void inc(counter_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static int channel_index(int channel)
+{
+    return channel < 0 || channel >= SB_METRICS_CHANNELS ? SB_METRICS_CHANNELS : channel;
+}
+
+void sb_metrics_http_request(sb_route_t route, int status, uint64_t latency_us)
+{
+    if ((int)route < 0 || route >= SB_ROUTE__COUNT)
+        route = SB_ROUTE_OTHER;
+    if (status < 0 || status >= 600)
+        status = 0;
+    inc(&http_requests[route][status], 1);
+    observe(&http_latency[route], latency_us);
+}
+
+void sb_metrics_provider_call(const char *provider, sb_provider_result_t result)
+{
+    int p = 2;
+    if (provider != NULL && strcmp(provider, "telegram") == 0)
+        p = 0;
+    else if (provider != NULL && strcmp(provider, "graph") == 0)
+        p = 1;
+    if ((int)result < 0 || result >= SB_PROVIDER__COUNT)
+        return;
+    inc(&provider_calls[p][result], 1);
+}
+
+void sb_metrics_webhook(int channel, sb_err_t result, int duplicate_only)
+{
+    int r = duplicate_only && result == SB_OK ? SB_ERR__COUNT : (int)result;
+    if (r < 0 || r > SB_ERR__COUNT)
+        return;
+    inc(&webhooks[channel_index(channel)][r], 1);
+}
+
+void sb_metrics_events(int channel, int kind, uint64_t n)
+{
+    if (kind < 0 || kind >= SB_METRICS_KINDS)
+        return;
+    inc(&events[channel_index(channel)][kind], n);
+}
+
+void sb_metrics_duplicates(int channel, uint64_t n)
+{
+    inc(&duplicates[channel_index(channel)], n);
+}
+
+void sb_metrics_unrouted(int channel, uint64_t n)
+{
+    inc(&unrouted[channel_index(channel)], n);
+}
+
+void sb_metrics_blocked(int channel, uint64_t n)
+{
+    inc(&blocked[channel_index(channel)], n);
+}
+
+void sb_metrics_signature_failure(int channel)
+{
+    inc(&signature_failures[channel_index(channel)], 1);
+}
+
+void sb_metrics_enqueue_latency(uint64_t us)
+{
+    observe(&enqueue_latency, us);
+}
+
+static uint64_t load(counter_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static const char *channel_name(int i)
+{
+    return i < SB_METRICS_CHANNELS && sb_adapters[i] != NULL ? sb_adapters[i]->name : "unknown";
+}
+
+static void render_histogram(sb_buf_t *out, const char *name, const char *labels, histogram_t *h)
+{
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i <= NBUCKETS; ++i) {
+        cumulative += load(&h->buckets[i]);
+        char le[32];
+        if (i < NBUCKETS)
+            snprintf(le, sizeof(le), "%g", latency_bounds[i]);
+        else
+            snprintf(le, sizeof(le), "+Inf");
+        sb_buf_appendf(out, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, labels, *labels ? "," : "",
+                       le, (unsigned long long)cumulative);
+    }
+    const char *open = *labels ? "{" : "", *close = *labels ? "}" : "";
+    sb_buf_appendf(out, "%s_sum%s%s%s %.6f\n", name, open, labels, close,
+                   (double)load(&h->sum_us) / 1e6);
+    sb_buf_appendf(out, "%s_count%s%s%s %llu\n", name, open, labels, close,
+                   (unsigned long long)load(&h->count));
+}
+
+static void render_per_channel(sb_buf_t *out, const char *name, const char *help,
+                               counter_t *arr)
+{
+    sb_buf_appendf(out, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (int c = 0; c < NCHANNELS; ++c)
+        if (c < SB_METRICS_CHANNELS || load(&arr[c]) != 0)
+            sb_buf_appendf(out, "%s{channel=\"%s\"} %llu\n", name, channel_name(c),
+                           (unsigned long long)load(&arr[c]));
+}
+
+void sb_metrics_render(sb_buf_t *out)
+{
+    sb_buf_appendf(out, "# HELP switchboard_http_requests_total HTTP requests by route and "
+                        "status.\n# TYPE switchboard_http_requests_total counter\n");
+    for (int r = 0; r < SB_ROUTE__COUNT; ++r)
+        for (int s = 0; s < 600; ++s) {
+            uint64_t v = load(&http_requests[r][s]);
+            if (v != 0)
+                sb_buf_appendf(out,
+                               "switchboard_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                               route_labels[r], s, (unsigned long long)v);
+        }
+    sb_buf_appendf(out, "# HELP switchboard_http_request_duration_seconds Time from request to "
+                        "response.\n# TYPE switchboard_http_request_duration_seconds histogram\n");
+    for (int r = 0; r < SB_ROUTE__COUNT; ++r) {
+        if (load(&http_latency[r].count) == 0)
+            continue;
+        char labels[128];
+        snprintf(labels, sizeof(labels), "route=\"%s\"", route_labels[r]);
+        render_histogram(out, "switchboard_http_request_duration_seconds", labels,
+                         &http_latency[r]);
+    }
+
+    sb_buf_appendf(out, "# HELP switchboard_redis_reconnects_total Redis reconnection attempts."
+                        "\n# TYPE switchboard_redis_reconnects_total counter\n"
+                        "switchboard_redis_reconnects_total %llu\n",
+                   (unsigned long long)sb_redis_reconnects_total());
+
+    sb_buf_appendf(out, "# HELP switchboard_provider_calls_total Calls to provider APIs by "
+                        "result.\n# TYPE switchboard_provider_calls_total counter\n");
+    for (int p = 0; p < NPROVIDERS; ++p)
+        for (int r = 0; r < SB_PROVIDER__COUNT; ++r) {
+            uint64_t v = load(&provider_calls[p][r]);
+            if (v != 0 || (p < 2 && r == SB_PROVIDER_OK))
+                sb_buf_appendf(
+                    out, "switchboard_provider_calls_total{provider=\"%s\",result=\"%s\"} %llu\n",
+                    providers[p], provider_result_labels[r], (unsigned long long)v);
+        }
+
+    sb_buf_appendf(out, "# HELP switchboard_webhooks_total Webhook requests by channel and "
+                        "result.\n# TYPE switchboard_webhooks_total counter\n");
+    for (int c = 0; c < NCHANNELS; ++c)
+        for (int r = 0; r <= SB_ERR__COUNT; ++r) {
+            uint64_t v = load(&webhooks[c][r]);
+            if (v != 0)
+                sb_buf_appendf(out,
+                               "switchboard_webhooks_total{channel=\"%s\",result=\"%s\"} %llu\n",
+                               channel_name(c), r == SB_ERR__COUNT ? "duplicate" : sb_err_name(r),
+                               (unsigned long long)v);
+        }
+
+    sb_buf_appendf(out, "# HELP switchboard_events_total Events enqueued by channel and kind.\n"
+                        "# TYPE switchboard_events_total counter\n");
+    for (int c = 0; c < NCHANNELS; ++c)
+        for (int k = 0; k < SB_METRICS_KINDS; ++k) {
+            uint64_t v = load(&events[c][k]);
+            if (v != 0)
+                sb_buf_appendf(out, "switchboard_events_total{channel=\"%s\",kind=\"%s\"} %llu\n",
+                               channel_name(c), sb_event_kind_name((sb_event_kind_t)k),
+                               (unsigned long long)v);
+        }
+    render_per_channel(out, "switchboard_duplicate_events_total",
+                       "Events already enqueued by an earlier delivery.", duplicates);
+    render_per_channel(out, "switchboard_unrouted_events_total",
+                       "Events with no binding or a disabled assistant.", unrouted);
+    render_per_channel(out, "switchboard_blocked_events_total",
+                       "Events from BLOCKED contacts, dropped.", blocked);
+    render_per_channel(out, "switchboard_signature_failures_total",
+                       "Webhooks refused for a bad signature or secret token.",
+                       signature_failures);
+
+    sb_buf_appendf(out, "# HELP switchboard_enqueue_duration_seconds Time of one webhook's "
+                        "enqueue in Redis.\n# TYPE switchboard_enqueue_duration_seconds "
+                        "histogram\n");
+    render_histogram(out, "switchboard_enqueue_duration_seconds", "", &enqueue_latency);
+}

@@ -1,0 +1,80 @@
+/*
+ * Process-wide metrics, rendered as Prometheus text by GET /metrics. Counters are relaxed
+ * atomics in fixed tables indexed by enums (no allocation, no lock on the hot path); every
+ * label value comes from one of the X-macro tables below, so the label set is bounded.
+ */
+#ifndef SB_METRICS_H
+#define SB_METRICS_H
+
+#include <stdint.h>
+#include "err.h"
+#include "sb.h"
+
+/* XX(ENUM, "label") : the route label of http_requests_total. */
+#define SB_ROUTE_MAP(XX)                                                                           \
+    XX(HEALTHZ, "/healthz")                                                                        \
+    XX(READYZ, "/readyz")                                                                          \
+    XX(METRICS, "/metrics")                                                                        \
+    XX(WEBHOOK, "/webhooks/{channel}/{id}")                                                        \
+    XX(CONNECTIONS, "/orgs/c/connections")                                                         \
+    XX(CONNECTION, "/orgs/c/connections/{id}")                                                     \
+    XX(CONNECTION_TEST, "/orgs/c/connections/{id}/test")                                           \
+    XX(ASSISTANTS, "/orgs/c/assistants")                                                           \
+    XX(ASSISTANT, "/orgs/c/assistants/{id}")                                                       \
+    XX(BINDINGS, "/orgs/c/assistants/{id}/channels")                                               \
+    XX(BINDING, "/orgs/c/assistants/{id}/channels/{binding_id}")                                   \
+    XX(CONTACTS, "/orgs/c/contacts")                                                               \
+    XX(CONTACT, "/orgs/c/contacts/{id}")                                                           \
+    XX(CONVERSATION_MESSAGES, "/orgs/c/conversations/{id}/messages")                               \
+    XX(INBOX, "/orgs/c/inbox/events")                                                              \
+    XX(OTHER, "other")
+
+typedef enum en_sb_route_t {
+#define SB__ROUTE_ENUM(e, label) SB_ROUTE_##e,
+    SB_ROUTE_MAP(SB__ROUTE_ENUM)
+#undef SB__ROUTE_ENUM
+        SB_ROUTE__COUNT
+} sb_route_t;
+
+/* XX(ENUM, "label") : the result label of provider_calls_total. */
+#define SB_PROVIDER_RESULT_MAP(XX)                                                                 \
+    XX(OK, "ok")                                                                                   \
+    XX(HTTP_4XX, "http_4xx")                                                                       \
+    XX(HTTP_429, "http_429")                                                                       \
+    XX(HTTP_5XX, "http_5xx")                                                                       \
+    XX(TIMEOUT, "timeout")                                                                         \
+    XX(NETWORK_ERROR, "network_error")                                                             \
+    XX(TOO_LARGE, "too_large")                                                                     \
+    XX(CANCELLED, "cancelled")
+
+typedef enum en_sb_provider_result_t {
+#define SB__PR_ENUM(e, label) SB_PROVIDER_##e,
+    SB_PROVIDER_RESULT_MAP(SB__PR_ENUM)
+#undef SB__PR_ENUM
+        SB_PROVIDER__COUNT
+} sb_provider_result_t;
+
+/** Channels, in the order of the adapter table: whatsapp, messenger, instagram, telegram. */
+#define SB_METRICS_CHANNELS 4
+/** Event kinds (sb_event_kind_t). */
+#define SB_METRICS_KINDS 6
+
+/** Counts one HTTP request answered with 'status' after 'latency_us'. */
+void sb_metrics_http_request(sb_route_t route, int status, uint64_t latency_us);
+/** Counts one provider call; 'provider' is "telegram" or "graph" (others count as "other"). */
+void sb_metrics_provider_call(const char *provider, sb_provider_result_t result);
+/** Counts one webhook of channel index 'channel' (-1 when the channel is unknown). */
+void sb_metrics_webhook(int channel, sb_err_t result, int duplicate_only);
+/** Counts events enqueued by kind; duplicates, unrouted and blocked by channel. */
+void sb_metrics_events(int channel, int kind, uint64_t n);
+void sb_metrics_duplicates(int channel, uint64_t n);
+void sb_metrics_unrouted(int channel, uint64_t n);
+void sb_metrics_blocked(int channel, uint64_t n);
+void sb_metrics_signature_failure(int channel);
+/** Observes the latency of one enqueue (EVALSHA round trip) in microseconds. */
+void sb_metrics_enqueue_latency(uint64_t us);
+
+/** Renders every metric in Prometheus text format into 'out' (heap, appended). */
+void sb_metrics_render(sb_buf_t *out);
+
+#endif

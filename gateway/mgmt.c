@@ -1,0 +1,1348 @@
+/*
+ * The management API (contract section 6; docs/api.md is the reference).
+ *
+ * DESIGN
+ * A request becomes a job (server.h) that moves through asynchronous steps, each a Redis
+ * script or a provider call whose callback starts the next step:
+ *
+ *   rate limit + key lookup (one script) -> validate -> [provider call(s)] -> script -> answer
+ *
+ * The per-IP sliding window and the API key lookup run in one script, before anything
+ * else, so even unauthenticated requests count. Objects are Redis hashes; every read checks
+ * the object's "org" field against the key's org, and an object of another org is answered
+ * exactly like a missing one (404). Operations touching several keys are single Lua scripts
+ * (mgmt_scripts.c), hence atomic. Credentials are sealed with the master key before they
+ * reach Redis and leave the gateway only masked.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <jansson.h>
+#include "log.h"
+#include "mgmt.h"
+#include "mgmt_scripts.h"
+#include "provider.h"
+#include "store.h"
+
+#define SB_MODULE "gateway/mgmt"
+#define MAX_MGMT_BODY (1024 * 1024)
+#define MAX_ARGS 64
+
+typedef enum en_op_t {
+    OP_NONE,
+    OP_CONN_LIST,
+    OP_CONN_CREATE,
+    OP_CONN_GET,
+    OP_CONN_PATCH,
+    OP_CONN_DELETE,
+    OP_CONN_TEST,
+    OP_ASST_LIST,
+    OP_ASST_CREATE,
+    OP_ASST_GET,
+    OP_ASST_PATCH,
+    OP_ASST_DELETE,
+    OP_BIND_LIST,
+    OP_BIND_CREATE,
+    OP_BIND_DELETE,
+    OP_CONTACT_LIST,
+    OP_CONTACT_GET,
+    OP_CONTACT_PATCH
+} op_t;
+
+typedef struct st_mjob_t {
+    sb_job_t super;
+    op_t op;
+    /* Set when the route is unknown (404) or the method is not allowed (405). */
+    sb_err_t route_err;
+    const char *allow;
+    char *method;
+    char *id1, *id2;
+    const char *query;
+    h2o_iovec_t body;
+    char ip[64];
+    char key_hash[65];
+    char *org;
+    json_t *json;  /* parsed body (new) */
+    json_t *creds; /* plaintext credentials being worked on (new) */
+    int64_t page, take;
+    char *filter;
+    char new_id[SB_ID_MAX + 1];
+    char secret[40];
+    const char *provider;
+    sb_record_t rec;
+    char first_ext[257];
+    sb_probe_t probe;
+    int creds_changed;
+} mjob_t;
+
+typedef struct st_args_t {
+    const char *v[MAX_ARGS];
+    size_t l[MAX_ARGS];
+    int n;
+} args_t;
+
+static const char *const providers[] = {"whatsapp", "messenger", "instagram", "telegram", NULL};
+static const char *const contact_statuses[] = {"SUBSCRIBED", "UNSUBSCRIBED", "BLOCKED",
+                                               "AI_REPLIES_DISABLED", NULL};
+
+/* ---- Small helpers ---- */
+
+static void arg(args_t *a, const char *s)
+{
+    a->v[a->n] = s;
+    a->l[a->n] = strlen(s);
+    a->n++;
+}
+
+static void arg_int(args_t *a, mjob_t *j, int64_t v)
+{
+    arg(a, sb_pool_printf(&j->super.pool, "%lld", (long long)v).base);
+}
+
+static char *pool_str(mjob_t *j, const char *s, size_t len)
+{
+    return sb_pool_strdup(&j->super.pool, s, len).base;
+}
+
+static const char *find_word(const char *const *list, const char *s)
+{
+    for (; *list != NULL; ++list)
+        if (strcmp(*list, s) == 0)
+            return *list;
+    return NULL;
+}
+
+static void on_job_dispose(sb_job_t *job)
+{
+    mjob_t *j = (mjob_t *)job;
+    json_decref(j->json);
+    json_decref(j->creds);
+}
+
+static void respond_json(mjob_t *j, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    sb_job_respond(&j->super, status, "application/json", text, strlen(text));
+    free(text);
+}
+
+static void fail(mjob_t *j, sb_err_t err, const char *message)
+{
+    sb_job_respond_error(&j->super, err, message);
+}
+
+/* Fails the job when the reply is missing or an error; returns 0 when the reply can be used. */
+static int check_reply(mjob_t *j, redisReply *r)
+{
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return -1;
+    }
+    if (r == NULL) {
+        fail(j, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        sb_log(SB_LOG_ERROR, SB_MODULE, "redis error: %.*s", (int)r->len, r->str);
+        fail(j, SB_ERR_INTERNAL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static void run_script(mjob_t *j, sb_redis_script_t *script, args_t *a, sb_redis_cb cb)
+{
+    sb_redis_t *redis = j->super.worker->redis;
+    if (redis == NULL || sb_redis_eval(redis, script, cb, j, 0, a->n, a->v, a->l) != 0)
+        fail(j, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+}
+
+static void run_command(mjob_t *j, args_t *a, sb_redis_cb cb)
+{
+    sb_redis_t *redis = j->super.worker->redis;
+    if (redis == NULL || sb_redis_command(redis, cb, j, a->n, a->v, a->l) != 0)
+        fail(j, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+}
+
+static const char *prefix(mjob_t *j)
+{
+    return j->super.worker->server->conf->redis_prefix;
+}
+
+static size_t utf8_length(const char *s)
+{
+    size_t n = 0;
+    for (; *s; ++s)
+        if (((unsigned char)*s & 0xC0) != 0x80)
+            ++n;
+    return n;
+}
+
+/* Checks an optional/required string field of 1..max characters; returns NULL when valid,
+ * else the error message (pool). */
+static const char *check_name(mjob_t *j, json_t *obj, const char *field, int required, size_t max)
+{
+    json_t *v = json_object_get(obj, field);
+    if (v == NULL)
+        return required ? sb_pool_printf(&j->super.pool, "%s is required", field).base : NULL;
+    if (!json_is_string(v))
+        return sb_pool_printf(&j->super.pool, "%s must be a string", field).base;
+    size_t n = utf8_length(json_string_value(v));
+    if (n < 1 || n > max)
+        return sb_pool_printf(&j->super.pool, "%s must have 1 to %zu characters", field, max).base;
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return sb_pool_printf(&j->super.pool, "%s must not contain NUL", field).base;
+    return NULL;
+}
+
+/* Rejects members of 'obj' not in 'allowed'; returns the message or NULL. */
+static const char *check_members(mjob_t *j, json_t *obj, const char *const *allowed)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        (void)v;
+        if (find_word(allowed, key) == NULL)
+            return sb_pool_printf(&j->super.pool, "unknown field \"%s\"", key).base;
+    }
+    return NULL;
+}
+
+/* ---- Rendering ---- */
+
+static void set_time(json_t *o, const char *name, h2o_iovec_t ms)
+{
+    int64_t v;
+    char buf[32];
+    if (ms.base != NULL && sb_parse_int64(ms.base, ms.len, 0, INT64_MAX, &v) == 0) {
+        sb_format_time(v, buf);
+        json_object_set_new(o, name, json_string(buf));
+    }
+}
+
+static void set_str(json_t *o, const char *name, h2o_iovec_t v)
+{
+    if (v.base != NULL)
+        json_object_set_new(o, name, json_stringn(v.base, v.len));
+}
+
+static json_t *render_connection(mjob_t *j, const sb_record_t *rec, json_t *creds)
+{
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    json_t *o = json_object();
+    h2o_iovec_t id = sb_record_get(rec, "id"), provider = sb_record_get(rec, "provider");
+    set_str(o, "id", id);
+    set_str(o, "provider", provider);
+    set_str(o, "name", sb_record_get(rec, "name"));
+    set_str(o, "status", sb_record_get(rec, "status"));
+    h2o_iovec_t hint = sb_record_get(rec, "account_hint");
+    json_object_set_new(o, "account_hint", json_stringn(hint.base ? hint.base : "", hint.len));
+    set_time(o, "created_at", sb_record_get(rec, "created_at"));
+    set_time(o, "updated_at", sb_record_get(rec, "updated_at"));
+    json_object_set_new(o, "webhook_url",
+                        json_string(sb_pool_printf(&j->super.pool, "%s/webhooks/%.*s/%.*s",
+                                                   conf->public_url, (int)provider.len,
+                                                   provider.base, (int)id.len, id.base)
+                                        .base));
+    json_t *masked = json_object();
+    json_t *opened = NULL;
+    if (creds == NULL) {
+        char *cid = pool_str(j, id.base ? id.base : "", id.len);
+        creds = opened = sb_credentials_open(j->super.worker->server->master_key, cid,
+                                             sb_record_get(rec, "secrets"));
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(creds, key, v)
+    {
+        if (strcmp(key, "webhook_secret") == 0 || !json_is_string(v))
+            continue;
+        char mask[16];
+        sb_mask_secret(json_string_value(v), mask);
+        json_object_set_new(masked, key, json_string(mask));
+    }
+    json_decref(opened);
+    json_object_set_new(o, "credentials", masked);
+    return o;
+}
+
+static json_t *render_assistant(mjob_t *j, const sb_record_t *rec, json_t *unused)
+{
+    (void)j, (void)unused;
+    json_t *o = json_object();
+    set_str(o, "id", sb_record_get(rec, "id"));
+    set_str(o, "name", sb_record_get(rec, "name"));
+    json_object_set_new(o, "enabled", json_boolean(sb_iov_eq(sb_record_get(rec, "enabled"), "1")));
+    set_time(o, "created_at", sb_record_get(rec, "created_at"));
+    set_time(o, "updated_at", sb_record_get(rec, "updated_at"));
+    return o;
+}
+
+static json_t *render_binding(mjob_t *j, const sb_record_t *rec, json_t *unused)
+{
+    (void)j, (void)unused;
+    json_t *o = json_object();
+    static const char *const fields[] = {"id",          "assistant_id", "connection_id", "channel",
+                                         "external_id", "name",         NULL};
+    for (const char *const *f = fields; *f != NULL; ++f)
+        set_str(o, *f, sb_record_get(rec, *f));
+    set_time(o, "created_at", sb_record_get(rec, "created_at"));
+    return o;
+}
+
+static json_t *render_contact(mjob_t *j, const sb_record_t *rec, json_t *unused)
+{
+    (void)j, (void)unused;
+    json_t *o = json_object();
+    static const char *const fields[] = {"id",    "channel",  "external_id", "name",
+                                         "phone", "username", "status",      NULL};
+    for (const char *const *f = fields; *f != NULL; ++f)
+        set_str(o, *f, sb_record_get(rec, *f));
+    set_time(o, "created_at", sb_record_get(rec, "created_at"));
+    set_time(o, "updated_at", sb_record_get(rec, "updated_at"));
+    return o;
+}
+
+typedef json_t *(*render_fn)(mjob_t *j, const sb_record_t *rec, json_t *creds);
+
+static render_fn renderer(op_t op)
+{
+    switch (op) {
+    case OP_CONN_LIST:
+    case OP_CONN_CREATE:
+    case OP_CONN_GET:
+    case OP_CONN_PATCH:
+        return render_connection;
+    case OP_ASST_LIST:
+    case OP_ASST_CREATE:
+    case OP_ASST_GET:
+    case OP_ASST_PATCH:
+        return render_assistant;
+    case OP_BIND_LIST:
+    case OP_BIND_CREATE:
+        return render_binding;
+    default:
+        return render_contact;
+    }
+}
+
+/* Answers with the object of an HGETALL reply (404 when missing or of another org). */
+static void respond_record(mjob_t *j, redisReply *r, int status)
+{
+    sb_record_t rec;
+    if (sb_record_from_reply(r, &j->super.pool, &rec) != 0 ||
+        !sb_iov_eq(sb_record_get(&rec, "org"), j->org)) {
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    respond_json(j, status, renderer(j->op)(j, &rec, j->creds));
+}
+
+/* ---- Lists ---- */
+
+static int parse_query_param(const char *query, const char *name, char *out, size_t cap)
+{
+    size_t nlen = strlen(name);
+    int found = 0;
+    for (const char *p = query; p != NULL && *p != '\0';) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len > nlen && p[nlen] == '=' && memcmp(p, name, nlen) == 0) {
+            /* Percent-decode; the last occurrence wins. */
+            size_t o = 0;
+            for (size_t i = nlen + 1; i < len && o + 1 < cap; ++i) {
+                char c = p[i];
+                if (c == '+')
+                    c = ' ';
+                else if (c == '%' && i + 2 < len) {
+                    char hex[3] = {p[i + 1], p[i + 2], 0};
+                    char *end;
+                    long v = strtol(hex, &end, 16);
+                    if (end == hex + 2) {
+                        c = (char)v;
+                        i += 2;
+                    }
+                }
+                out[o++] = c;
+            }
+            out[o] = '\0';
+            found = 1;
+        } else if (len == nlen && memcmp(p, name, nlen) == 0) {
+            out[0] = '\0';
+            found = 1;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return found;
+}
+
+/* Reads page and take; answers 400 and returns -1 when they are wrong. */
+static int parse_pagination(mjob_t *j)
+{
+    char buf[64];
+    j->page = 1;
+    j->take = 20;
+    if (parse_query_param(j->query, "page", buf, sizeof(buf)) &&
+        sb_parse_int64(buf, strlen(buf), 1, INT32_MAX, &j->page) != 0) {
+        fail(j, SB_ERR_BAD_REQUEST, "page must be an integer of at least 1");
+        return -1;
+    }
+    if (parse_query_param(j->query, "take", buf, sizeof(buf)) &&
+        sb_parse_int64(buf, strlen(buf), 1, 100, &j->take) != 0) {
+        fail(j, SB_ERR_BAD_REQUEST, "take must be an integer from 1 to 100");
+        return -1;
+    }
+    return 0;
+}
+
+static void on_list(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        fail(j, SB_ERR_INTERNAL, NULL);
+        return;
+    }
+    if (r->element[0]->integer < 0) {
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    json_t *array = json_array();
+    render_fn render = renderer(j->op);
+    for (size_t i = 1; i < r->elements; ++i) {
+        sb_record_t rec;
+        if (sb_record_from_reply(r->element[i], &j->super.pool, &rec) == 0)
+            json_array_append_new(array, render(j, &rec, NULL));
+    }
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%lld", r->element[0]->integer);
+    sb_job_add_header(&j->super, "pagination-count", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)j->page);
+    sb_job_add_header(&j->super, "pagination-page", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)j->take);
+    sb_job_add_header(&j->super, "pagination-take", buf);
+    respond_json(j, 200, array);
+}
+
+static void start_list(mjob_t *j, const char *zset, const char *owner, const char *objprefix)
+{
+    if (parse_pagination(j) != 0)
+        return;
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, zset);
+    arg_int(&a, j, (j->page - 1) * j->take);
+    arg_int(&a, j, j->page * j->take - 1);
+    arg(&a, owner);
+    arg(&a, j->org);
+    arg(&a, objprefix);
+    run_script(j, &sb_script_list, &a, on_list);
+}
+
+/* ---- Single objects ---- */
+
+static void on_get(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    respond_record(j, r, 200);
+}
+
+static void start_get(mjob_t *j, const char *kind)
+{
+    args_t a = {.n = 0};
+    arg(&a, "HGETALL");
+    arg(&a, sb_pool_printf(&j->super.pool, "%s%s:%s", prefix(j), kind, j->id1).base);
+    run_command(j, &a, on_get);
+}
+
+static void on_updated(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    respond_record(j, r, 200);
+}
+
+static void on_deleted(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) {
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    sb_job_respond(&j->super, 204, NULL, NULL, 0);
+}
+
+static void start_delete(mjob_t *j, sb_redis_script_t *script)
+{
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, j->org);
+    arg(&a, j->id1);
+    if (j->id2 != NULL)
+        arg(&a, j->id2);
+    run_script(j, script, &a, on_deleted);
+}
+
+/* ---- Assistants ---- */
+
+static void on_assistant_created(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        fail(j, SB_ERR_INTERNAL, NULL);
+        return;
+    }
+    if (r->element[0]->integer == 0) {
+        long long ms = r->element[1]->type == REDIS_REPLY_INTEGER ? r->element[1]->integer : 1000;
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%lld", ms <= 0 ? 1 : (ms + 999) / 1000);
+        sb_job_add_header(&j->super, "retry-after", buf);
+        fail(j, SB_ERR_RATE_LIMITED, "too many assistants created in the last hour");
+        return;
+    }
+    respond_record(j, r->element[1], 201);
+}
+
+static void assistant_create(mjob_t *j)
+{
+    static const char *const allowed[] = {"name", "enabled", NULL};
+    const char *msg = check_members(j, j->json, allowed);
+    if (msg == NULL)
+        msg = check_name(j, j->json, "name", 1, 1024);
+    json_t *enabled = json_object_get(j->json, "enabled");
+    if (msg == NULL && enabled != NULL && !json_is_boolean(enabled))
+        msg = "enabled must be a boolean";
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    sb_new_id(j->new_id, "as_");
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, j->org);
+    arg(&a, j->new_id);
+    arg_int(&a, j, sb_now_ms());
+    arg_int(&a, j, conf->assistant_creations_per_hour);
+    arg_int(&a, j, 3600 * 1000);
+    arg(&a, json_string_value(json_object_get(j->json, "name")));
+    arg(&a, enabled == NULL || json_is_true(enabled) ? "1" : "0");
+    run_script(j, &sb_script_assistant_create, &a, on_assistant_created);
+}
+
+static void assistant_patch(mjob_t *j)
+{
+    static const char *const allowed[] = {"name", "enabled", NULL};
+    const char *msg = check_members(j, j->json, allowed);
+    if (msg == NULL)
+        msg = check_name(j, j->json, "name", 0, 1024);
+    json_t *enabled = json_object_get(j->json, "enabled");
+    if (msg == NULL && enabled != NULL && !json_is_boolean(enabled))
+        msg = "enabled must be a boolean";
+    if (msg == NULL && json_object_size(j->json) == 0)
+        msg = "nothing to update: give name or enabled";
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, sb_pool_printf(&j->super.pool, "assistant:%s", j->id1).base);
+    arg(&a, j->org);
+    json_t *name = json_object_get(j->json, "name");
+    if (name != NULL) {
+        arg(&a, "name");
+        arg(&a, json_string_value(name));
+    }
+    if (enabled != NULL) {
+        arg(&a, "enabled");
+        arg(&a, json_is_true(enabled) ? "1" : "0");
+    }
+    arg(&a, "updated_at");
+    arg_int(&a, j, sb_now_ms());
+    run_script(j, &sb_script_update, &a, on_updated);
+}
+
+/* ---- Bindings ---- */
+
+static void on_binding_created(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING) {
+        fail(j, SB_ERR_INTERNAL, NULL);
+        return;
+    }
+    const char *what = r->element[0]->str;
+    if (strcmp(what, "ok") == 0 && r->elements == 2)
+        respond_record(j, r->element[1], 201);
+    else if (strcmp(what, "noassistant") == 0)
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+    else if (strcmp(what, "noconnection") == 0)
+        fail(j, SB_ERR_BAD_REQUEST, "connection_id: no such connection");
+    else if (strcmp(what, "noexternal") == 0)
+        fail(j, SB_ERR_BAD_REQUEST, "external_id is required");
+    else if (strcmp(what, "badexternal") == 0)
+        fail(j, SB_ERR_BAD_REQUEST, "external_id of a Telegram binding must be the bot id");
+    else if (strcmp(what, "conflict") == 0)
+        fail(j, SB_ERR_CONFLICT, "this connection and external_id are already bound");
+    else
+        fail(j, SB_ERR_INTERNAL, NULL);
+}
+
+static void binding_create(mjob_t *j)
+{
+    static const char *const allowed[] = {"connection_id", "external_id", "name", NULL};
+    const char *msg = check_members(j, j->json, allowed);
+    json_t *cid = json_object_get(j->json, "connection_id");
+    json_t *ext = json_object_get(j->json, "external_id");
+    if (msg == NULL && !json_is_string(cid))
+        msg = "connection_id is required";
+    if (msg == NULL && ext != NULL)
+        msg = check_name(j, j->json, "external_id", 0, 256);
+    if (msg == NULL)
+        msg = check_name(j, j->json, "name", 0, 1024);
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    if (!sb_id_valid(json_string_value(cid), json_string_length(cid))) {
+        fail(j, SB_ERR_BAD_REQUEST, "connection_id: no such connection");
+        return;
+    }
+    sb_new_id(j->new_id, "bd_");
+    json_t *name = json_object_get(j->json, "name");
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, j->org);
+    arg(&a, j->id1);
+    arg(&a, j->new_id);
+    arg(&a, json_string_value(cid));
+    arg(&a, ext != NULL ? json_string_value(ext) : "");
+    arg(&a, name != NULL ? json_string_value(name) : "");
+    arg_int(&a, j, sb_now_ms());
+    run_script(j, &sb_script_binding_create, &a, on_binding_created);
+}
+
+/* ---- Contacts ---- */
+
+static void contact_list(mjob_t *j)
+{
+    char status[64];
+    const char *zset;
+    if (parse_query_param(j->query, "status", status, sizeof(status)) &&
+        strcmp(status, "ALL") != 0) {
+        if (find_word(contact_statuses, status) == NULL) {
+            fail(j, SB_ERR_BAD_REQUEST,
+                 "status must be ALL, SUBSCRIBED, UNSUBSCRIBED, BLOCKED or AI_REPLIES_DISABLED");
+            return;
+        }
+        zset = sb_pool_printf(&j->super.pool, "org:%s:contacts:%s", j->org, status).base;
+    } else {
+        zset = sb_pool_printf(&j->super.pool, "org:%s:contacts", j->org).base;
+    }
+    start_list(j, zset, "", "contact:");
+}
+
+static void contact_patch(mjob_t *j)
+{
+    static const char *const allowed[] = {"status", NULL};
+    const char *msg = check_members(j, j->json, allowed);
+    json_t *status = json_object_get(j->json, "status");
+    if (msg == NULL && (!json_is_string(status) ||
+                        find_word(contact_statuses, json_string_value(status)) == NULL))
+        msg = "status must be SUBSCRIBED, UNSUBSCRIBED, BLOCKED or AI_REPLIES_DISABLED";
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, j->org);
+    arg(&a, j->id1);
+    arg(&a, json_string_value(status));
+    arg_int(&a, j, sb_now_ms());
+    run_script(j, &sb_script_contact_patch, &a, on_updated);
+}
+
+/* ---- Connections ---- */
+
+static int telegram_token_valid(const char *t)
+{
+    const char *colon = strchr(t, ':');
+    if (colon == NULL || colon == t || colon[1] == '\0' || strlen(t) > 256)
+        return 0;
+    for (const char *p = t; p < colon; ++p)
+        if (*p < '0' || *p > '9')
+            return 0;
+    for (const char *p = colon + 1; *p; ++p)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-'))
+            return 0;
+    return 1;
+}
+
+/* Validates a credentials object for 'provider'; 'partial' allows missing keys. */
+static const char *check_credentials(mjob_t *j, const char *provider, json_t *creds, int partial)
+{
+    static const char *const meta_keys[] = {"app_secret", "verify_token", "access_token", NULL};
+    static const char *const tg_keys[] = {"bot_token", NULL};
+    const char *const *keys = strcmp(provider, "telegram") == 0 ? tg_keys : meta_keys;
+    if (!json_is_object(creds))
+        return "credentials must be an object";
+    const char *msg = check_members(j, creds, keys);
+    if (msg != NULL)
+        return sb_pool_printf(&j->super.pool, "credentials: %s", msg).base;
+    if (partial && json_object_size(creds) == 0)
+        return "credentials must not be empty";
+    for (const char *const *k = keys; *k != NULL; ++k) {
+        json_t *v = json_object_get(creds, *k);
+        if (v == NULL && partial)
+            continue;
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 4096 ||
+            strlen(json_string_value(v)) != json_string_length(v))
+            return sb_pool_printf(&j->super.pool, "credentials.%s is required (a string)", *k)
+                .base;
+    }
+    json_t *token = json_object_get(creds, "bot_token");
+    if (token != NULL && !telegram_token_valid(json_string_value(token)))
+        return "credentials.bot_token must look like <bot id>:<secret>";
+    return NULL;
+}
+
+static void fill_cred(mjob_t *j, sb_credentials_t *cred)
+{
+    memset(cred, 0, sizeof(*cred));
+    sb_credentials_fill(j->creds, &j->super.pool, cred);
+}
+
+static void probe_failed(mjob_t *j, const sb_probe_t *probe)
+{
+    fail(j, probe->err, probe->message[0] != '\0' ? probe->message : NULL);
+}
+
+static void on_conn_stored(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (j->op == OP_CONN_CREATE) {
+        /* Render what was stored. */
+        args_t a = {.n = 0};
+        arg(&a, "HGETALL");
+        arg(&a, sb_pool_printf(&j->super.pool, "%sconnection:%s", prefix(j), j->new_id).base);
+        j->id1 = j->new_id;
+        run_command(j, &a, on_get);
+        return;
+    }
+    respond_record(j, r, 200);
+}
+
+/* Stores a new connection (create) or its updated fields (patch). */
+static void store_connection(mjob_t *j)
+{
+    const unsigned char *key = j->super.worker->server->master_key;
+    char now[32];
+    snprintf(now, sizeof(now), "%lld", (long long)sb_now_ms());
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    if (j->op == OP_CONN_CREATE) {
+        arg(&a, j->org);
+        arg(&a, j->new_id);
+        arg(&a, j->provider);
+        arg(&a, pool_str(j, now, strlen(now)));
+        json_t *name = json_object_get(j->json, "name");
+        const char *n = name != NULL ? json_string_value(name)
+                        : j->probe.hint[0] != '\0' ? j->probe.hint
+                                                    : j->provider;
+        const char *fields[][2] = {{"id", j->new_id},       {"org", j->org},
+                                   {"provider", j->provider}, {"name", n},
+                                   {"status", "active"},    {"account_hint", j->probe.hint},
+                                   {"created_at", now},     {"updated_at", now}};
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); ++i) {
+            arg(&a, fields[i][0]);
+            arg(&a, pool_str(j, fields[i][1], strlen(fields[i][1])));
+        }
+        if (strcmp(j->provider, "telegram") == 0) {
+            const char *token = json_string_value(json_object_get(j->creds, "bot_token"));
+            arg(&a, "bot_id");
+            arg(&a, pool_str(j, token, (size_t)(strchr(token, ':') - token)));
+        }
+    } else {
+        arg(&a, sb_pool_printf(&j->super.pool, "connection:%s", j->id1).base);
+        arg(&a, j->org);
+        json_t *name = json_object_get(j->json, "name");
+        if (name != NULL) {
+            arg(&a, "name");
+            arg(&a, json_string_value(name));
+        }
+        if (j->creds_changed) {
+            arg(&a, "status");
+            arg(&a, "active");
+            if (j->probe.hint[0] != '\0') {
+                arg(&a, "account_hint");
+                arg(&a, pool_str(j, j->probe.hint, strlen(j->probe.hint)));
+            }
+        }
+        arg(&a, "updated_at");
+        arg(&a, pool_str(j, now, strlen(now)));
+    }
+    if (j->op == OP_CONN_CREATE || j->creds_changed) {
+        sb_buf_t sealed = {NULL};
+        sb_credentials_seal(key, j->op == OP_CONN_CREATE ? j->new_id : j->id1, j->creds, &sealed);
+        arg(&a, "secrets");
+        arg(&a, pool_str(j, sealed.base, sealed.len));
+        sb_buf_dispose(&sealed);
+    }
+    run_script(j, j->op == OP_CONN_CREATE ? &sb_script_conn_create : &sb_script_update, &a,
+               on_conn_stored);
+}
+
+static void on_webhook_set(const sb_probe_t *probe, void *data)
+{
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (probe->err != SB_OK) {
+        probe_failed(j, probe);
+        return;
+    }
+    store_connection(j);
+}
+
+static void on_conn_probed(const sb_probe_t *probe, void *data)
+{
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (probe->err != SB_OK) {
+        probe_failed(j, probe);
+        return;
+    }
+    j->probe = *probe;
+    if (strcmp(j->provider, "telegram") != 0) {
+        store_connection(j);
+        return;
+    }
+    const char *id = j->op == OP_CONN_CREATE ? j->new_id : j->id1;
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    char *url = sb_pool_printf(&j->super.pool, "%s/webhooks/telegram/%s", conf->public_url, id).base;
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_provider_telegram_set_webhook(j->super.worker, &cred, url,
+                                     json_string_value(json_object_get(j->creds, "webhook_secret")),
+                                     on_webhook_set, j);
+}
+
+static void connection_create(mjob_t *j)
+{
+    static const char *const allowed[] = {"provider", "name", "credentials", NULL};
+    const char *msg = check_members(j, j->json, allowed);
+    json_t *provider = json_object_get(j->json, "provider");
+    if (msg == NULL && (!json_is_string(provider) ||
+                        (j->provider = find_word(providers, json_string_value(provider))) == NULL))
+        msg = "provider must be whatsapp, messenger, instagram or telegram";
+    if (msg == NULL)
+        msg = check_name(j, j->json, "name", 0, 1024);
+    if (msg == NULL)
+        msg = check_credentials(j, j->provider, json_object_get(j->json, "credentials"), 0);
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    sb_new_id(j->new_id, "cn_");
+    j->creds = json_deep_copy(json_object_get(j->json, "credentials"));
+    if (strcmp(j->provider, "telegram") == 0) {
+        sb_random_alnum(j->secret, 32);
+        json_object_set_new(j->creds, "webhook_secret", json_string(j->secret));
+        OPENSSL_cleanse(j->secret, sizeof(j->secret));
+    }
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_provider_probe(j->super.worker, j->provider, &cred, NULL, on_conn_probed, j);
+}
+
+/* Loads the connection j->id1 into j->rec and j->creds, then calls 'next'. */
+static void (*conn_next_of(mjob_t *j))(mjob_t *);
+
+static void on_conn_loaded(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        sb_record_from_reply(r->element[0], &j->super.pool, &j->rec) != 0 ||
+        !sb_iov_eq(sb_record_get(&j->rec, "org"), j->org)) {
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    if (r->element[1]->type == REDIS_REPLY_STRING)
+        snprintf(j->first_ext, sizeof(j->first_ext), "%s", r->element[1]->str);
+    h2o_iovec_t provider = sb_record_get(&j->rec, "provider");
+    j->provider = NULL;
+    for (size_t i = 0; providers[i] != NULL; ++i)
+        if (sb_iov_eq(provider, providers[i]))
+            j->provider = providers[i];
+    j->creds = sb_credentials_open(j->super.worker->server->master_key, j->id1,
+                                   sb_record_get(&j->rec, "secrets"));
+    if (j->provider == NULL || j->creds == NULL) {
+        sb_log(SB_LOG_ERROR, SB_MODULE, "connection %s: credentials do not open", j->id1);
+        fail(j, SB_ERR_INTERNAL, "the connection's credentials cannot be decrypted");
+        return;
+    }
+    conn_next_of(j)(j);
+}
+
+static void load_connection(mjob_t *j)
+{
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, j->id1);
+    run_script(j, &sb_script_conn_load, &a, on_conn_loaded);
+}
+
+static void connection_patch_loaded(mjob_t *j)
+{
+    json_t *name = json_object_get(j->json, "name");
+    json_t *creds = json_object_get(j->json, "credentials");
+    const char *msg = NULL;
+    if (creds != NULL)
+        msg = check_credentials(j, j->provider, creds, 1);
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    (void)name;
+    if (creds == NULL) {
+        store_connection(j);
+        return;
+    }
+    json_t *token = json_object_get(creds, "bot_token");
+    if (token != NULL) {
+        h2o_iovec_t bot_id = sb_record_get(&j->rec, "bot_id");
+        const char *t = json_string_value(token);
+        if (bot_id.base == NULL || (size_t)(strchr(t, ':') - t) != bot_id.len ||
+            memcmp(t, bot_id.base, bot_id.len) != 0) {
+            fail(j, SB_ERR_BAD_REQUEST, "credentials.bot_token belongs to another bot");
+            return;
+        }
+    }
+    json_object_update(j->creds, creds);
+    j->creds_changed = 1;
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_provider_probe(j->super.worker, j->provider, &cred, j->first_ext, on_conn_probed, j);
+}
+
+static void connection_patch(mjob_t *j)
+{
+    static const char *const allowed[] = {"name", "credentials", NULL};
+    const char *msg = check_members(j, j->json, allowed);
+    if (msg == NULL)
+        msg = check_name(j, j->json, "name", 0, 1024);
+    if (msg == NULL && json_object_size(j->json) == 0)
+        msg = "nothing to update: give name or credentials";
+    if (msg == NULL && json_object_get(j->json, "credentials") != NULL &&
+        !json_is_object(json_object_get(j->json, "credentials")))
+        msg = "credentials must be an object";
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    load_connection(j);
+}
+
+static void on_webhook_deleted(const sb_probe_t *probe, void *data)
+{
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (probe->err != SB_OK)
+        sb_logkv(SB_LOG_WARN, SB_MODULE, (const char *[]){"conn", j->id1, NULL},
+                 "deleteWebhook failed (%s); deleting the connection anyway", probe->message);
+    start_delete(j, &sb_script_conn_delete);
+}
+
+static void connection_delete_loaded(mjob_t *j)
+{
+    if (strcmp(j->provider, "telegram") != 0) {
+        start_delete(j, &sb_script_conn_delete);
+        return;
+    }
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_provider_telegram_delete_webhook(j->super.worker, &cred, on_webhook_deleted, j);
+}
+
+static void on_test_stored(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    sb_record_t rec;
+    if (sb_record_from_reply(r, &j->super.pool, &rec) != 0) {
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "ok", json_boolean(j->probe.err == SB_OK));
+    h2o_iovec_t hint = sb_record_get(&rec, "account_hint");
+    json_object_set_new(o, "account_hint", json_stringn(hint.base ? hint.base : "", hint.len));
+    if (j->probe.err != SB_OK)
+        json_object_set_new(o, "error", json_string(j->probe.message));
+    respond_json(j, 200, o);
+}
+
+static void on_test_probed(const sb_probe_t *probe, void *data)
+{
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    j->probe = *probe;
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, sb_pool_printf(&j->super.pool, "connection:%s", j->id1).base);
+    arg(&a, j->org);
+    if (probe->err == SB_OK) {
+        arg(&a, "status");
+        arg(&a, "active");
+        if (j->probe.hint[0] != '\0') {
+            arg(&a, "account_hint");
+            arg(&a, j->probe.hint);
+        }
+    } else if (probe->token_invalid) {
+        arg(&a, "status");
+        arg(&a, "inactive");
+    }
+    run_script(j, &sb_script_update, &a, on_test_stored);
+}
+
+static void connection_test_loaded(mjob_t *j)
+{
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_provider_probe(j->super.worker, j->provider, &cred, j->first_ext, on_test_probed, j);
+}
+
+static void connection_get_loaded(mjob_t *j)
+{
+    respond_json(j, 200, render_connection(j, &j->rec, j->creds));
+}
+
+static void (*conn_next_of(mjob_t *j))(mjob_t *)
+{
+    switch (j->op) {
+    case OP_CONN_PATCH:
+        return connection_patch_loaded;
+    case OP_CONN_DELETE:
+        return connection_delete_loaded;
+    case OP_CONN_TEST:
+        return connection_test_loaded;
+    default:
+        return connection_get_loaded;
+    }
+}
+
+static void connection_list(mjob_t *j)
+{
+    char provider[64];
+    const char *zset;
+    if (parse_query_param(j->query, "provider", provider, sizeof(provider))) {
+        if (find_word(providers, provider) == NULL) {
+            fail(j, SB_ERR_BAD_REQUEST,
+                 "provider must be whatsapp, messenger, instagram or telegram");
+            return;
+        }
+        zset = sb_pool_printf(&j->super.pool, "org:%s:connections:%s", j->org, provider).base;
+    } else {
+        zset = sb_pool_printf(&j->super.pool, "org:%s:connections", j->org).base;
+    }
+    start_list(j, zset, "", "connection:");
+}
+
+/* ---- Dispatch ---- */
+
+static int op_has_body(op_t op)
+{
+    return op == OP_CONN_CREATE || op == OP_CONN_PATCH || op == OP_ASST_CREATE ||
+           op == OP_ASST_PATCH || op == OP_BIND_CREATE || op == OP_CONTACT_PATCH;
+}
+
+static void dispatch(mjob_t *j)
+{
+    if (j->route_err != SB_OK) {
+        if (j->allow != NULL)
+            sb_job_add_header(&j->super, "allow", j->allow);
+        fail(j, j->route_err, NULL);
+        return;
+    }
+    if (op_has_body(j->op)) {
+        json_error_t err;
+        j->json = j->body.len != 0 ? json_loadb(j->body.base, j->body.len, JSON_REJECT_DUPLICATES,
+                                                &err)
+                                   : NULL;
+        if (!json_is_object(j->json)) {
+            fail(j, SB_ERR_BAD_REQUEST, "the body must be a JSON object");
+            return;
+        }
+    }
+    switch (j->op) {
+    case OP_CONN_LIST:
+        connection_list(j);
+        break;
+    case OP_CONN_CREATE:
+        connection_create(j);
+        break;
+    case OP_CONN_GET:
+    case OP_CONN_DELETE:
+    case OP_CONN_TEST:
+        load_connection(j);
+        break;
+    case OP_CONN_PATCH:
+        connection_patch(j);
+        break;
+    case OP_ASST_LIST:
+        start_list(j, sb_pool_printf(&j->super.pool, "org:%s:assistants", j->org).base, "",
+                   "assistant:");
+        break;
+    case OP_ASST_CREATE:
+        assistant_create(j);
+        break;
+    case OP_ASST_GET:
+        start_get(j, "assistant");
+        break;
+    case OP_ASST_PATCH:
+        assistant_patch(j);
+        break;
+    case OP_ASST_DELETE:
+        start_delete(j, &sb_script_assistant_delete);
+        break;
+    case OP_BIND_LIST:
+        start_list(j, sb_pool_printf(&j->super.pool, "assistant:%s:bindings", j->id1).base,
+                   sb_pool_printf(&j->super.pool, "assistant:%s", j->id1).base, "binding:");
+        break;
+    case OP_BIND_CREATE:
+        binding_create(j);
+        break;
+    case OP_BIND_DELETE:
+        start_delete(j, &sb_script_binding_delete);
+        break;
+    case OP_CONTACT_LIST:
+        contact_list(j);
+        break;
+    case OP_CONTACT_GET:
+        start_get(j, "contact");
+        break;
+    case OP_CONTACT_PATCH:
+        contact_patch(j);
+        break;
+    default:
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+    }
+}
+
+static void on_auth(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING) {
+        fail(j, SB_ERR_INTERNAL, NULL);
+        return;
+    }
+    const char *what = r->element[0]->str;
+    if (strcmp(what, "limited") == 0 && r->elements == 2) {
+        long long ms = strtoll(r->element[1]->str, NULL, 10);
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%lld", ms <= 0 ? 1 : (ms + 999) / 1000);
+        sb_job_add_header(&j->super, "retry-after", buf);
+        fail(j, SB_ERR_RATE_LIMITED, "too many requests from this address");
+        return;
+    }
+    if (strcmp(what, "ok") != 0 || r->elements != 2) {
+        fail(j, SB_ERR_UNAUTHORIZED, NULL);
+        return;
+    }
+    j->org = pool_str(j, r->element[1]->str, r->element[1]->len);
+    dispatch(j);
+}
+
+/* Resolves the route of 'segs' (after /orgs/c/) and 'method' into j->op or j->route_err. */
+static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
+{
+#define METHODS(get, post, patch, del)                                                             \
+    do {                                                                                           \
+        op_t ops[4] = {get, post, patch, del};                                                     \
+        const char *names[4] = {"GET", "POST", "PATCH", "DELETE"};                                 \
+        char *allow = h2o_mem_alloc_pool(&j->super.pool, 32);                                      \
+        allow[0] = '\0';                                                                           \
+        for (int i = 0; i < 4; ++i) {                                                              \
+            if (ops[i] == OP_NONE)                                                                 \
+                continue;                                                                          \
+            if (strcmp(m, names[i]) == 0)                                                          \
+                j->op = ops[i];                                                                    \
+            if (allow[0] != '\0')                                                                  \
+                strcat(allow, ", ");                                                               \
+            strcat(allow, names[i]);                                                               \
+        }                                                                                          \
+        if (j->op == OP_NONE) {                                                                    \
+            j->route_err = SB_ERR_METHOD_NOT_ALLOWED;                                              \
+            j->allow = allow;                                                                      \
+        }                                                                                          \
+    } while (0)
+
+    j->route_err = SB_ERR_NOT_FOUND;
+    for (size_t i = 1; i < n; ++i)
+        if (!sb_id_valid(segs[i], strlen(segs[i])))
+            return SB_ROUTE_OTHER;
+    j->route_err = SB_OK;
+    if (n >= 1 && strcmp(segs[0], "connections") == 0) {
+        if (n == 1) {
+            METHODS(OP_CONN_LIST, OP_CONN_CREATE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONNECTIONS;
+        }
+        j->id1 = segs[1];
+        if (n == 2) {
+            METHODS(OP_CONN_GET, OP_NONE, OP_CONN_PATCH, OP_CONN_DELETE);
+            return SB_ROUTE_CONNECTION;
+        }
+        if (n == 3 && strcmp(segs[2], "test") == 0) {
+            METHODS(OP_NONE, OP_CONN_TEST, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONNECTION_TEST;
+        }
+    } else if (n >= 1 && strcmp(segs[0], "assistants") == 0) {
+        if (n == 1) {
+            METHODS(OP_ASST_LIST, OP_ASST_CREATE, OP_NONE, OP_NONE);
+            return SB_ROUTE_ASSISTANTS;
+        }
+        j->id1 = segs[1];
+        if (n == 2) {
+            METHODS(OP_ASST_GET, OP_NONE, OP_ASST_PATCH, OP_ASST_DELETE);
+            return SB_ROUTE_ASSISTANT;
+        }
+        if (strcmp(segs[2], "channels") == 0) {
+            if (n == 3) {
+                METHODS(OP_BIND_LIST, OP_BIND_CREATE, OP_NONE, OP_NONE);
+                return SB_ROUTE_BINDINGS;
+            }
+            if (n == 4) {
+                j->id2 = segs[3];
+                METHODS(OP_NONE, OP_NONE, OP_NONE, OP_BIND_DELETE);
+                return SB_ROUTE_BINDING;
+            }
+        }
+    } else if (n >= 1 && strcmp(segs[0], "contacts") == 0) {
+        if (n == 1) {
+            METHODS(OP_CONTACT_LIST, OP_NONE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONTACTS;
+        }
+        j->id1 = segs[1];
+        if (n == 2) {
+            METHODS(OP_CONTACT_GET, OP_NONE, OP_CONTACT_PATCH, OP_NONE);
+            return SB_ROUTE_CONTACT;
+        }
+    }
+#undef METHODS
+    j->op = OP_NONE;
+    j->route_err = SB_ERR_NOT_FOUND;
+    return SB_ROUTE_OTHER;
+}
+
+void sb_mgmt_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
+{
+    h2o_iovec_t path = req->path_normalized;
+    if (req->entity.base != NULL && req->entity.len > MAX_MGMT_BODY) {
+        sb_respond_error(req, SB_ROUTE_OTHER, started_us, SB_ERR_BODY_TOO_LARGE, NULL);
+        return;
+    }
+    mjob_t *j = (mjob_t *)sb_job_new(w, req, sizeof(mjob_t), SB_ROUTE_OTHER);
+    j->super.started_us = started_us;
+    j->super.on_dispose = on_job_dispose;
+    j->method = pool_str(j, req->method.base, req->method.len);
+    j->query = "";
+    if (req->query_at != SIZE_MAX)
+        j->query = pool_str(j, req->path.base + req->query_at + 1,
+                            req->path.len - req->query_at - 1);
+    if (req->entity.base != NULL)
+        j->body = sb_pool_strdup(&j->super.pool, req->entity.base, req->entity.len);
+
+    /* Split the path after "/orgs/": the first segment must be "c". */
+    char *rest = pool_str(j, path.base + 6, path.len - 6);
+    char *segs[8];
+    size_t n = 0;
+    int bad = 0;
+    for (char *p = rest; p != NULL;) {
+        char *slash = strchr(p, '/');
+        if (slash != NULL)
+            *slash = '\0';
+        if (n == 8 || *p == '\0') {
+            bad = 1;
+            break;
+        }
+        segs[n++] = p;
+        p = slash ? slash + 1 : NULL;
+    }
+    if (bad || n < 2 || strcmp(segs[0], "c") != 0) {
+        j->route_err = SB_ERR_NOT_FOUND;
+    } else {
+        j->super.route = resolve(j, segs + 1, n - 1, j->method);
+    }
+
+    struct sockaddr_storage ss;
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (len != 0 && ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, j->ip, sizeof(j->ip));
+    else if (len != 0 && ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, j->ip, sizeof(j->ip));
+    else
+        snprintf(j->ip, sizeof(j->ip), "unknown");
+
+    const h2o_header_t *auth = NULL;
+    ssize_t idx = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (idx != -1)
+        auth = req->headers.entries + idx;
+    j->key_hash[0] = '\0';
+    if (auth != NULL && auth->value.len > 7 && strncasecmp(auth->value.base, "Bearer ", 7) == 0) {
+        const char *k = auth->value.base + 7;
+        size_t klen = auth->value.len - 7;
+        while (klen > 0 && *k == ' ')
+            ++k, --klen;
+        if (klen > 0 && klen <= 256)
+            sb_crypto_sha256_hex(k, klen, j->key_hash);
+    }
+
+    const sb_conf_t *conf = w->server->conf;
+    char member[40];
+    sb_random_alnum(member, 24);
+    args_t a = {.n = 0};
+    arg(&a, conf->redis_prefix);
+    arg(&a, j->ip);
+    arg_int(&a, j, sb_now_ms());
+    arg_int(&a, j, conf->rate_limit_per_minute);
+    arg(&a, "60000");
+    arg(&a, pool_str(j, member, strlen(member)));
+    arg(&a, j->key_hash);
+    run_script(j, &sb_script_auth, &a, on_auth);
+}

@@ -1,0 +1,15 @@
+/*
+ * The management API (contract section 6, docs/api.md): API keys, rate limits,
+ * connections, assistants, channel bindings and contacts.
+ */
+#ifndef SB_MGMT_H
+#define SB_MGMT_H
+
+#include "server.h"
+
+/** Handles a request under /orgs/ (answers it, now or later). */
+void sb_mgmt_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us);
+/** The Lua scripts the management API runs (NULL-terminated; loaded on every connect). */
+sb_redis_script_t *const *sb_mgmt_scripts(void);
+
+#endif

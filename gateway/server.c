@@ -1,0 +1,541 @@
+/*
+ * The HTTP server and its workers.
+ *
+ * DESIGN
+ * Every worker thread owns one libuv loop and everything that runs on it: an h2o context,
+ * one Redis connection (commands of concurrent requests pipeline on it), one curl multi
+ * handle and its own listening socket. The listeners share the port with SO_REUSEPORT, so
+ * the kernel spreads connections over the workers and no state is shared between loops
+ * except the read-only configuration, the master key and the atomic metrics.
+ *
+ * A request that waits on Redis or a provider becomes a job (sb_job_t): a heap object with
+ * its own memory pool that can outlive the request. A small guard allocated from the
+ * request's pool clears the job's back pointer when h2o frees the request, so a late
+ * callback finds job->req == NULL and only cleans up. Jobs answer by detaching first, then
+ * replying (replying may free the request's pool synchronously). h2o 2.2.5 does not time
+ * out a request whose handler has not answered, so each job is linked on a timeout list.
+ *
+ * Shutdown (SIGINT/SIGTERM): the main thread wakes every worker; a worker closes its
+ * listener, asks h2o to stop keep-alive, waits for its jobs to finish (up to
+ * shutdown_timeout_ms), closes Redis (pending replies are read first) and curl, then stops.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include "../adapters/adapter.h"
+#include "log.h"
+#include "mgmt.h"
+#include "server.h"
+#include "webhook.h"
+
+#define SB_MODULE "gateway/server"
+
+struct st_sb_job_guard_t {
+    sb_job_t *job;
+};
+
+/* ---- Responses ---- */
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
+    }
+}
+
+void sb_respond(h2o_req_t *req, sb_route_t route, uint64_t started_us, int status,
+                const char *content_type, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason_phrase(status);
+    if (content_type != NULL && status != 204)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                       strlen(content_type));
+    if (status == 204)
+        len = 0;
+    /* h2o_send_inline does not set Content-Length: without it the answer goes out chunked. */
+    req->res.content_length = len;
+    sb_metrics_http_request(route, status, sb_mono_us() - started_us);
+    h2o_send_inline(req, body != NULL ? body : "", len);
+}
+
+static void append_error_body(sb_buf_t *b, sb_err_t err, const char *message)
+{
+    const char *code = sb_err_code(err);
+    if (message == NULL)
+        message = sb_strerror(err);
+    sb_buf_append(b, SB_STRLIT("{\"error\":{\"code\":"));
+    sb_buf_append_json_str(b, code, strlen(code));
+    sb_buf_append(b, SB_STRLIT(",\"message\":"));
+    sb_buf_append_json_str(b, message, strlen(message));
+    sb_buf_append(b, SB_STRLIT("}}"));
+}
+
+void sb_respond_error(h2o_req_t *req, sb_route_t route, uint64_t started_us, sb_err_t err,
+                      const char *message)
+{
+    sb_buf_t b = {NULL};
+    append_error_body(&b, err, message);
+    sb_respond(req, route, started_us, sb_err_http_status(err), "application/json", b.base, b.len);
+    sb_buf_dispose(&b);
+}
+
+/* ---- Jobs ---- */
+
+static void on_guard_dispose(void *p)
+{
+    struct st_sb_job_guard_t *guard = p;
+    if (guard->job != NULL) {
+        sb_job_t *job = guard->job;
+        job->req = NULL;
+        job->_guard = NULL;
+        if (h2o_timeout_is_linked(&job->_timeout))
+            h2o_timeout_unlink(&job->_timeout);
+    }
+}
+
+/* Detaches the job from its request and returns the request (NULL if already gone). */
+static h2o_req_t *job_detach(sb_job_t *job)
+{
+    h2o_req_t *req = job->req;
+    if (job->_guard != NULL) {
+        job->_guard->job = NULL;
+        job->_guard = NULL;
+    }
+    job->req = NULL;
+    if (h2o_timeout_is_linked(&job->_timeout))
+        h2o_timeout_unlink(&job->_timeout);
+    return req;
+}
+
+static void on_job_timeout(h2o_timeout_entry_t *entry)
+{
+    sb_job_t *job = H2O_STRUCT_FROM_MEMBER(sb_job_t, _timeout, entry);
+    uint64_t started = job->started_us;
+    sb_route_t route = job->route;
+    h2o_req_t *req = job_detach(job);
+    /* The job stays until its pending callback runs; it finds req == NULL then. */
+    if (req != NULL) {
+        sb_err_t err = route == SB_ROUTE_WEBHOOK ? SB_ERR_QUEUE_UNAVAILABLE : SB_ERR_TIMEOUT;
+        sb_log(SB_LOG_WARN, SB_MODULE, "request timed out waiting on Redis or a provider");
+        sb_respond_error(req, route, started, err, NULL);
+    }
+}
+
+sb_job_t *sb_job_new(sb_worker_t *worker, h2o_req_t *req, size_t size, sb_route_t route)
+{
+    sb_job_t *job = sb_mem_calloc(1, size);
+    job->req = req;
+    job->worker = worker;
+    job->route = route;
+    job->started_us = sb_mono_us();
+    h2o_mem_init_pool(&job->pool);
+    job->_guard = h2o_mem_alloc_shared(&req->pool, sizeof(*job->_guard), on_guard_dispose);
+    job->_guard->job = job;
+    job->_timeout.cb = on_job_timeout;
+    h2o_timeout_link(&worker->loop, &worker->job_timeout, &job->_timeout);
+    worker->jobs++;
+    return job;
+}
+
+void sb_job_free(sb_job_t *job)
+{
+    job_detach(job);
+    if (job->on_dispose != NULL)
+        job->on_dispose(job);
+    h2o_mem_clear_pool(&job->pool);
+    job->worker->jobs--;
+    free(job);
+}
+
+void sb_job_add_header(sb_job_t *job, const char *name, const char *value)
+{
+    if (job->req == NULL)
+        return;
+    h2o_req_t *req = job->req;
+    size_t nlen = strlen(name), vlen = strlen(value);
+    char *n = h2o_mem_alloc_pool(&req->pool, nlen), *v = h2o_mem_alloc_pool(&req->pool, vlen);
+    memcpy(n, name, nlen);
+    memcpy(v, value, vlen);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, n, nlen, 0, NULL, v, vlen);
+}
+
+void sb_job_respond(sb_job_t *job, int status, const char *content_type, const char *body,
+                    size_t len)
+{
+    uint64_t started = job->started_us;
+    sb_route_t route = job->route;
+    h2o_req_t *req = job_detach(job);
+    if (req != NULL)
+        sb_respond(req, route, started, status, content_type, body, len);
+    sb_job_free(job);
+}
+
+void sb_job_respond_error(sb_job_t *job, sb_err_t err, const char *message)
+{
+    uint64_t started = job->started_us;
+    sb_route_t route = job->route;
+    h2o_req_t *req = job_detach(job);
+    if (req != NULL)
+        sb_respond_error(req, route, started, err, message);
+    sb_job_free(job);
+}
+
+/* ---- Request dispatch ---- */
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    (void)self;
+    sb_worker_t *w = H2O_STRUCT_FROM_MEMBER(sb_worker_t, ctx, req->conn->ctx);
+    uint64_t started = sb_mono_us();
+    h2o_iovec_t path = req->path_normalized;
+    int is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
+
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/healthz"))) {
+        if (!is_get)
+            goto MethodNotAllowed;
+        sb_respond(req, SB_ROUTE_HEALTHZ, started, 200, "text/plain", SB_STRLIT("ok\n"));
+        return 0;
+    }
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/readyz"))) {
+        if (!is_get)
+            goto MethodNotAllowed;
+        size_t up = atomic_load(&w->server->redis_ready);
+        if (up == w->server->nworkers && !w->stopping)
+            sb_respond(req, SB_ROUTE_READYZ, started, 200, "text/plain", SB_STRLIT("ready\n"));
+        else
+            sb_respond(req, SB_ROUTE_READYZ, started, 503, "text/plain",
+                       SB_STRLIT("not ready\n"));
+        return 0;
+    }
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/metrics"))) {
+        if (!is_get)
+            goto MethodNotAllowed;
+        sb_buf_t b = {NULL};
+        sb_metrics_render(&b);
+        sb_respond(req, SB_ROUTE_METRICS, started, 200, "text/plain; version=0.0.4", b.base,
+                   b.len);
+        sb_buf_dispose(&b);
+        return 0;
+    }
+    if (path.len > 10 && memcmp(path.base, "/webhooks/", 10) == 0) {
+        const char *p = path.base + 10, *end = path.base + path.len;
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        if (slash != NULL && slash > p && slash + 1 < end &&
+            memchr(slash + 1, '/', (size_t)(end - slash - 1)) == NULL) {
+            sb_webhook_handle(w, req, h2o_iovec_init(p, (size_t)(slash - p)),
+                              h2o_iovec_init(slash + 1, (size_t)(end - slash - 1)), started);
+            return 0;
+        }
+        sb_respond_error(req, SB_ROUTE_WEBHOOK, started, SB_ERR_NOT_FOUND, NULL);
+        return 0;
+    }
+    if (path.len >= 6 && memcmp(path.base, "/orgs/", 6) == 0) {
+        sb_mgmt_handle(w, req, started);
+        return 0;
+    }
+    sb_respond_error(req, SB_ROUTE_OTHER, started, SB_ERR_NOT_FOUND, NULL);
+    return 0;
+
+MethodNotAllowed:
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET"));
+    sb_respond_error(req, SB_ROUTE_OTHER, started, SB_ERR_METHOD_NOT_ALLOWED, NULL);
+    return 0;
+}
+
+/* ---- Workers ---- */
+
+static void on_accept(uv_stream_t *listener, int status)
+{
+    sb_worker_t *w = listener->data;
+    if (status != 0)
+        return;
+    uv_tcp_t *conn = sb_mem_alloc(sizeof(*conn));
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+        return;
+    }
+    /* The libuv flavour of h2o does not set TCP_NODELAY. */
+    uv_tcp_nodelay(conn, 1);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+    h2o_accept(&w->accept_ctx, sock);
+}
+
+static void on_redis_state(sb_redis_t *r, int connected, void *data)
+{
+    (void)r;
+    sb_worker_t *w = data;
+    if (connected && !w->redis_up) {
+        w->redis_up = 1;
+        atomic_fetch_add(&w->server->redis_ready, 1);
+        sb_log(SB_LOG_INFO, SB_MODULE, "worker %d: redis connected", w->index);
+    } else if (!connected && w->redis_up) {
+        w->redis_up = 0;
+        atomic_fetch_sub(&w->server->redis_ready, 1);
+        sb_log(SB_LOG_WARN, SB_MODULE, "worker %d: redis connection lost", w->index);
+    }
+}
+
+static int open_listener(sb_server_t *server, sb_worker_t *w)
+{
+    char host[256];
+    int port;
+    sb_conf_split_listen(server->conf->listen, host, sizeof(host), &port);
+    if (server->port != 0)
+        port = server->port;
+
+    struct addrinfo hints = {0}, *res = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    /* Start-up only, before the loops run: a blocking resolve is fine here. */
+    if (getaddrinfo(host, portstr, &hints, &res) != 0 || res == NULL) {
+        sb_log(SB_LOG_ERROR, SB_MODULE, "listen: cannot resolve \"%s\"", host);
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        sb_log(SB_LOG_ERROR, SB_MODULE, "listen on %s: %s", server->conf->listen,
+               strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    if (server->port == 0) {
+        struct sockaddr_storage ss;
+        socklen_t sslen = sizeof(ss);
+        getsockname(fd, (struct sockaddr *)&ss, &sslen);
+        server->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                      : ((struct sockaddr_in *)&ss)->sin_port);
+    }
+    uv_tcp_init(&w->loop, &w->listener);
+    w->listener.data = w;
+    if (uv_tcp_open(&w->listener, fd) != 0 ||
+        uv_listen((uv_stream_t *)&w->listener, 1024, on_accept) != 0) {
+        sb_log(SB_LOG_ERROR, SB_MODULE, "listen on %s failed", server->conf->listen);
+        return -1;
+    }
+    return 0;
+}
+
+static void finish_worker(sb_worker_t *w)
+{
+    sb_redis_close(w->redis);
+    w->redis = NULL;
+    sb_http_client_close(w->http);
+    w->http = NULL;
+    uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_close((uv_handle_t *)&w->stop_async, NULL);
+    /* Idle keep-alive connections of h2o 2.2.5 cannot be closed through its API; stop
+     * the loop once our own handles are closed (the process exits right after). */
+    uv_stop(&w->loop);
+}
+
+static void on_drain_timer(uv_timer_t *t)
+{
+    sb_worker_t *w = t->data;
+    if (w->jobs == 0 || sb_mono_us() >= w->stop_deadline_us) {
+        if (w->jobs != 0)
+            sb_log(SB_LOG_WARN, SB_MODULE, "worker %d: %zu requests still in flight at shutdown",
+                   w->index, w->jobs);
+        uv_timer_stop(t);
+        finish_worker(w);
+    }
+}
+
+static void on_stop(uv_async_t *a)
+{
+    sb_worker_t *w = a->data;
+    if (w->stopping)
+        return;
+    w->stopping = 1;
+    uv_close((uv_handle_t *)&w->listener, NULL);
+    h2o_context_request_shutdown(&w->ctx);
+    w->stop_deadline_us = sb_mono_us() + (uint64_t)w->server->conf->shutdown_timeout_ms * 1000;
+    uv_timer_start(&w->drain_timer, on_drain_timer, 0, 20);
+}
+
+static void *worker_main(void *arg)
+{
+    sb_worker_t *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Let close callbacks of the handles closed in finish_worker run. */
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    return NULL;
+}
+
+static sb_redis_script_t *const *all_scripts(void);
+
+static int worker_init(sb_server_t *server, sb_worker_t *w, int index, sb_redis_url_t *url)
+{
+    w->index = index;
+    w->server = server;
+    uv_loop_init(&w->loop);
+    h2o_context_init(&w->ctx, &w->loop, &server->h2o);
+    w->accept_ctx.ctx = &w->ctx;
+    w->accept_ctx.hosts = server->h2o.hosts;
+    uint64_t job_ms = (uint64_t)server->conf->provider_timeout_ms * 3 +
+                      (uint64_t)server->conf->redis_timeout_ms * 2 + 1000;
+    h2o_timeout_init(&w->loop, &w->job_timeout, job_ms);
+    uv_async_init(&w->loop, &w->stop_async, on_stop);
+    w->stop_async.data = w;
+    uv_timer_init(&w->loop, &w->drain_timer);
+    w->drain_timer.data = w;
+
+    sb_redis_options_t ropts = {.url = url,
+                                .scripts = all_scripts(),
+                                .command_timeout_ms = (uint32_t)server->conf->redis_timeout_ms,
+                                .on_state = on_redis_state,
+                                .data = w};
+    w->redis = sb_redis_new(&w->loop, &ropts);
+    sb_http_client_options_t hopts = {.default_timeout_ms =
+                                          (uint32_t)server->conf->provider_timeout_ms};
+    w->http = sb_http_client_new(&w->loop, &hopts);
+    return open_listener(server, w);
+}
+
+static sb_redis_script_t *const *all_scripts(void)
+{
+    static sb_redis_script_t *scripts[64];
+    static int ready;
+    if (!ready) {
+        size_t n = 0;
+        for (sb_redis_script_t *const *s = sb_mgmt_scripts(); *s != NULL; ++s)
+            scripts[n++] = *s;
+        for (sb_redis_script_t *const *s = sb_webhook_scripts(); *s != NULL; ++s)
+            scripts[n++] = *s;
+        for (size_t i = 0; i < n; ++i)
+            sb_redis_script_init(scripts[i]);
+        scripts[n] = NULL;
+        ready = 1;
+    }
+    return scripts;
+}
+
+int sb_server_init(sb_server_t *server, sb_conf_t *conf)
+{
+    memset(server, 0, sizeof(*server));
+    server->conf = conf;
+    char err[512];
+
+    char keypath[1024];
+    if (conf->master_key_file[0] != '\0')
+        snprintf(keypath, sizeof(keypath), "%s", conf->master_key_file);
+    else
+        snprintf(keypath, sizeof(keypath), "%s/master.key", conf->data_dir);
+    if (sb_crypto_load_master_key(keypath, server->master_key, err, sizeof(err)) != 0) {
+        sb_log(SB_LOG_ERROR, SB_MODULE, "master key: %s", err);
+        return -1;
+    }
+
+    h2o_config_init(&server->h2o);
+    /* Twice the limit: bodies between the two are read and answered 413 by the webhook
+     * handler (counted in the metrics); h2o itself refuses anything larger. */
+    server->h2o.max_request_entity_size = (size_t)conf->max_body_bytes * 2;
+    server->h2o.http1.upgrade_to_http2 = 0;
+    server->h2o.server_name = h2o_iovec_init(H2O_STRLIT("switchboard"));
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&server->h2o, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *handler = h2o_create_handler(pathconf, sizeof(*handler));
+    handler->on_req = on_req;
+    return 0;
+}
+
+int sb_server_run(sb_server_t *server)
+{
+    sb_conf_t *conf = server->conf;
+    sb_redis_url_t url;
+    char err[512];
+    if (sb_redis_url_parse(conf->redis_url, &url, err, sizeof(err)) != 0) {
+        sb_log(SB_LOG_ERROR, SB_MODULE, "redis.url: %s", err);
+        return -1;
+    }
+    size_t n = (size_t)conf->workers;
+    if (n == 0) {
+        cpu_set_t set;
+        n = sched_getaffinity(0, sizeof(set), &set) == 0 ? (size_t)CPU_COUNT(&set) : 1;
+        if (n == 0)
+            n = 1;
+    }
+    server->nworkers = n;
+    server->workers = sb_mem_calloc(n, sizeof(sb_worker_t));
+
+    /* Signals go to the main thread only: block them before the workers start. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    for (size_t i = 0; i < n; ++i)
+        if (worker_init(server, &server->workers[i], (int)i, &url) != 0)
+            return -1;
+    sb_log(SB_LOG_INFO, SB_MODULE, "listening on %s (port %d) with %zu workers", conf->listen,
+           server->port, n);
+    for (size_t i = 0; i < n; ++i)
+        pthread_create(&server->workers[i].thread, NULL, worker_main, &server->workers[i]);
+
+    int sig = 0;
+    sigwait(&set, &sig);
+    sb_log(SB_LOG_INFO, SB_MODULE, "signal %d: shutting down", sig);
+    for (size_t i = 0; i < n; ++i)
+        uv_async_send(&server->workers[i].stop_async);
+    for (size_t i = 0; i < n; ++i)
+        pthread_join(server->workers[i].thread, NULL);
+    sb_log(SB_LOG_INFO, SB_MODULE, "stopped");
+    return 0;
+}
+
+void sb_server_dispose(sb_server_t *server)
+{
+    /* The loops may still hold h2o connections (see finish_worker): the workers stay
+     * allocated until the process exits. */
+    OPENSSL_cleanse(server->master_key, sizeof(server->master_key));
+}
