@@ -449,7 +449,7 @@ static void on_get(redisReply *r, void *data)
     mjob_t *j = data;
     if (check_reply(j, r) != 0)
         return;
-    respond_record(j, r, 200);
+    respond_record(j, r, j->op == OP_CONN_CREATE ? 201 : 200);
 }
 
 static void start_get(mjob_t *j, const char *kind)
