@@ -102,6 +102,106 @@ typedef struct st_sb_credentials_t {
     h2o_iovec_t bot_token, webhook_secret;              /* Telegram */
 } sb_credentials_t;
 
+
+/* ---- Outbound (contract section 5). ---- */
+
+#define SB_MAX_BUTTONS 13
+
+/** An outbound command as the runtime or the inbox wrote it, validated. Strings borrowed. */
+typedef struct st_sb_command_t {
+    h2o_iovec_t id, conversation_id;
+    /** "text", "image", "audio", "video", "document", "typing", "read". */
+    h2o_iovec_t type;
+    h2o_iovec_t text, reply_to;
+    struct {
+        h2o_iovec_t url, caption, file_name;
+    } media;
+    struct {
+        h2o_iovec_t id, title;
+    } buttons[SB_MAX_BUTTONS];
+    size_t nbuttons;
+} sb_command_t;
+
+/**
+ * Parses and validates a command JSON object. Returns SB_OK, or SB_ERR_BAD_REQUEST with a
+ * reason (static or pool string) in '*reason'. Rules: "id" string of 1..256 bytes; "type"
+ * one of the seven; "text" required (non-empty string) for text; "media.url" required
+ * (http or https URL) for image/audio/video/document; "buttons" at most SB_MAX_BUTTONS
+ * objects with non-empty string "id" and "title"; "reply_to" string; "conversation_id"
+ * string (may be absent here: the API takes it from the path); unknown top-level members
+ * are refused.
+ */
+sb_err_t sb_command_parse(h2o_iovec_t json, h2o_mem_pool_t *pool, sb_command_t *cmd,
+                          const char **reason);
+
+/** Where a command goes, from the conversation record. Strings borrowed. */
+typedef struct st_sb_target_t {
+    /** The user or chat: wa_id, PSID, IGSID, Telegram chat id. */
+    h2o_iovec_t chat_id;
+    /** Our side: phone_number_id, Page id, IG account id, bot id (the binding's external id). */
+    h2o_iovec_t sender_id;
+    /** Graph API base (Meta channels) or Bot API base (Telegram), no trailing slash. */
+    h2o_iovec_t api_base;
+} sb_target_t;
+
+typedef enum en_sb_part_kind_t {
+    SB_PART_TEXT,    /* a text chunk (buttons go with the last chunk, reply_to with the first) */
+    SB_PART_MEDIA,   /* the attachment (with its caption where the channel allows one) */
+    SB_PART_CAPTION, /* Messenger/Instagram: the caption as a text message after the media */
+    SB_PART_TYPING,
+    SB_PART_READ
+} sb_part_kind_t;
+
+/** One provider request of a command. */
+typedef struct st_sb_send_part_t {
+    sb_part_kind_t kind;
+    /** SB_PART_TEXT / SB_PART_CAPTION: the text of this part. */
+    h2o_iovec_t text;
+    int with_buttons;
+    int with_reply_to;
+} sb_send_part_t;
+
+typedef H2O_VECTOR(sb_send_part_t) sb_send_plan_t;
+
+/** A provider HTTP request, built into a pool. */
+typedef struct st_sb_provider_request_t {
+    const char *method;       /* "POST" or "GET" */
+    h2o_iovec_t url;          /* NUL-terminated; may hold a token: never logged */
+    h2o_iovec_t headers[4];   /* "Name: value", NUL-terminated */
+    size_t nheaders;
+    h2o_iovec_t body;         /* JSON */
+} sb_provider_request_t;
+
+typedef enum en_sb_send_outcome_t {
+    SB_SEND_OK,
+    SB_SEND_RETRY,         /* network, timeout, 5xx, 429, rate-limit codes, retry_after */
+    SB_SEND_PERMANENT,     /* unknown recipient, outside the window, invalid parameter, ... */
+    SB_SEND_TOKEN_INVALID  /* Graph 190/102 (and WhatsApp 0), Telegram 401/404 */
+} sb_send_outcome_t;
+
+typedef struct st_sb_send_result_t {
+    sb_send_outcome_t outcome;
+    /** Retry no sooner than this (ms; from retry_after / Retry-After), -1 when not given. */
+    int64_t retry_after_ms;
+    /** The provider's error code (Graph error.code, Telegram error_code); 0 when none. */
+    int64_t error_code;
+    /** The provider's error message (pool). */
+    h2o_iovec_t error_title;
+    /** On success: the provider's message id (WhatsApp wamid, Messenger/IG message_id,
+     *  Telegram "<chat_id>:<message_id>"); absent for typing / read. */
+    h2o_iovec_t message_id;
+} sb_send_result_t;
+
+/**
+ * Splits 'text' into chunks of at most 'limit' characters (or UTF-8 bytes when 'bytes'),
+ * on whitespace where possible (the whitespace at a cut is dropped), else at a character
+ * boundary; appends them to 'out'. The chunks rejoined with single spaces at the cuts give
+ * the text back when the cuts fell on single spaces.
+ */
+typedef H2O_VECTOR(h2o_iovec_t) sb_iovec_vector_t;
+void sb_text_split(h2o_iovec_t text, size_t limit, int bytes, h2o_mem_pool_t *pool,
+                   sb_iovec_vector_t *out);
+
 /* ---- The adapter vtable. ---- */
 
 #define SB_ADAPTER_META 0x1            /* Graph API channel: X-Hub-Signature-256, hub.challenge */
@@ -139,6 +239,29 @@ typedef struct st_sb_adapter_t {
      */
     sb_err_t (*parse)(const sb_credentials_t *cred, h2o_iovec_t body, h2o_mem_pool_t *pool,
                       sb_event_list_t *out);
+
+    /**
+     * Mandatory: the provider requests a command needs, in order: text split at text_limit
+     * into SB_PART_TEXT chunks; media as SB_PART_MEDIA (+ SB_PART_CAPTION on Messenger and
+     * Instagram, which cannot combine text and attachment); typing / read as one part.
+     */
+    void (*plan)(const sb_command_t *cmd, h2o_mem_pool_t *pool, sb_send_plan_t *out);
+    /**
+     * Mandatory: builds the request of one part (channels.md sections 2.6, 3.4, 4.4, 5.7).
+     * Returns SB_ERR_BAD_REQUEST (with '*reason') when the channel cannot do it (e.g. a
+     * WhatsApp "read" without reply_to).
+     */
+    sb_err_t (*build_send)(const sb_credentials_t *cred, const sb_target_t *target,
+                           const sb_command_t *cmd, const sb_send_part_t *part,
+                           h2o_mem_pool_t *pool, sb_provider_request_t *out,
+                           const char **reason);
+    /**
+     * Mandatory: classifies a provider answer ('status' 0 = no answer: network error or
+     * timeout) and pulls out the message id or the error (channels.md section 6).
+     */
+    void (*classify)(const sb_target_t *target, int status, h2o_iovec_t body,
+                     int64_t retry_after_header_ms, h2o_mem_pool_t *pool,
+                     sb_send_result_t *out);
 } sb_adapter_t;
 
 extern const sb_adapter_t sb_adapter_whatsapp;

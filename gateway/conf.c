@@ -60,6 +60,21 @@ const sb_conf_option_t sb_conf_options[] = {
             600000, "a Redis command unanswered this long drops the connection"),
     OPT_INT("shutdown_timeout_ms", "SWITCHBOARD_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms,
             "10000", 0, 600000, "how long a shutdown waits for requests in flight"),
+    OPT_INT("outbound.rate.telegram", "SWITCHBOARD_OUTBOUND_RATE_TELEGRAM", rate_telegram, "30",
+            1, 100000, "Telegram sends per second per connection"),
+    OPT_INT("outbound.rate.whatsapp", "SWITCHBOARD_OUTBOUND_RATE_WHATSAPP", rate_whatsapp, "80",
+            1, 100000, "WhatsApp sends per second per connection"),
+    OPT_INT("outbound.rate.messenger", "SWITCHBOARD_OUTBOUND_RATE_MESSENGER", rate_messenger,
+            "250", 1, 100000, "Messenger sends per second per connection"),
+    OPT_INT("outbound.rate.instagram", "SWITCHBOARD_OUTBOUND_RATE_INSTAGRAM", rate_instagram,
+            "250", 1, 100000, "Instagram sends per second per connection"),
+    OPT_INT("outbound.retry_deadline_ms", "SWITCHBOARD_OUTBOUND_RETRY_DEADLINE_MS",
+            retry_deadline_ms, "900000", 1000, 604800000,
+            "a command still failing with retryable errors this long after it was taken goes "
+            "to sb:dead"),
+    OPT_INT("outbound.max_in_flight", "SWITCHBOARD_OUTBOUND_MAX_IN_FLIGHT",
+            outbound_max_in_flight, "1000", 1, 1000000,
+            "commands this process holds at once (read from sb:out, not yet acknowledged)"),
     {NULL, NULL, SB_CONF_STR, 0, NULL, 0, 0, NULL},
 };
 
@@ -127,8 +142,8 @@ static int load_object(sb_conf_t *conf, json_t *obj, const char *prefix, const c
             snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(value));
             text = buf;
         } else {
-            snprintf(err, errlen, "%s: \"%s\" must be a %s", file, path,
-                     opt->type == SB_CONF_STR ? "string" : "integer");
+            snprintf(err, errlen, "%s: \"%s\" must be %s", file, path,
+                     opt->type == SB_CONF_STR ? "a string" : "an integer");
             return -1;
         }
         if (set_value(conf, opt, text, file, err, errlen) != 0)
@@ -148,7 +163,11 @@ int sb_conf_load(sb_conf_t *conf, const char *path, char *err, size_t errlen)
         json_error_t jerr;
         json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
         if (root == NULL) {
-            snprintf(err, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
+            /* jansson reports line -1 when the file cannot be opened at all. */
+            if (jerr.line > 0)
+                snprintf(err, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
+            else
+                snprintf(err, errlen, "%s", jerr.text);
             return -1;
         }
         if (!json_is_object(root)) {

@@ -46,7 +46,7 @@ void sb_logkv(sb_log_level_t level, const char *module, const char *const *kv, c
 
     struct timespec ts;
     struct tm tm;
-    char stamp[40];
+    char stamp[64];
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,

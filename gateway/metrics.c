@@ -44,6 +44,19 @@ static counter_t events[NCHANNELS][SB_METRICS_KINDS];
 static counter_t duplicates[NCHANNELS], unrouted[NCHANNELS], blocked[NCHANNELS];
 static counter_t signature_failures[NCHANNELS];
 static histogram_t enqueue_latency;
+static counter_t outbound[NCHANNELS][SB_OUTBOUND__COUNT];
+static const char *const outbound_labels[] = {"sent", "retried", "failed", "token_invalid",
+                                              "duplicate"};
+
+void sb_metrics_outbound(int channel, sb_outbound_result_t result)
+{
+    if ((int)result < 0 || result >= SB_OUTBOUND__COUNT)
+        return;
+    atomic_fetch_add_explicit(&outbound[channel < 0 || channel >= SB_METRICS_CHANNELS
+                                            ? SB_METRICS_CHANNELS
+                                            : channel][result],
+                              1, memory_order_relaxed);
+}
 
 static void observe(histogram_t *h, uint64_t us)
 {
@@ -243,4 +256,16 @@ void sb_metrics_render(sb_buf_t *out)
                         "enqueue in Redis.\n# TYPE switchboard_enqueue_duration_seconds "
                         "histogram\n");
     render_histogram(out, "switchboard_enqueue_duration_seconds", "", &enqueue_latency);
+
+    sb_buf_appendf(out, "# HELP switchboard_outbound_total Outbound results by channel: parts "
+                        "sent, retries, commands failed, token errors (connection set "
+                        "inactive), duplicates.\n# TYPE switchboard_outbound_total counter\n");
+    for (int c = 0; c < NCHANNELS; ++c)
+        for (int r = 0; r < SB_OUTBOUND__COUNT; ++r) {
+            uint64_t v = load(&outbound[c][r]);
+            if (v != 0 || (c < SB_METRICS_CHANNELS && r == SB_OUTBOUND_SENT))
+                sb_buf_appendf(out,
+                               "switchboard_outbound_total{channel=\"%s\",result=\"%s\"} %llu\n",
+                               channel_name(c), outbound_labels[r], (unsigned long long)v);
+        }
 }

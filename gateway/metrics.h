@@ -74,6 +74,18 @@ void sb_metrics_signature_failure(int channel);
 /** Observes the latency of one enqueue (EVALSHA round trip) in microseconds. */
 void sb_metrics_enqueue_latency(uint64_t us);
 
+typedef enum en_sb_outbound_result_t {
+    SB_OUTBOUND_SENT,          /* one part accepted by the provider */
+    SB_OUTBOUND_RETRIED,       /* a retryable failure, tried again later */
+    SB_OUTBOUND_FAILED,        /* a command failed for good (sb:dead) */
+    SB_OUTBOUND_TOKEN_INVALID, /* failed on a token error: the connection is now inactive */
+    SB_OUTBOUND_DUPLICATE,     /* a command id already done: acknowledged, not sent */
+    SB_OUTBOUND__COUNT
+} sb_outbound_result_t;
+
+/** Counts an outbound outcome on channel index 'channel' (-1 when unknown). */
+void sb_metrics_outbound(int channel, sb_outbound_result_t result);
+
 /** Renders every metric in Prometheus text format into 'out' (heap, appended). */
 void sb_metrics_render(sb_buf_t *out);
 

@@ -45,7 +45,8 @@ typedef enum en_op_t {
     OP_BIND_DELETE,
     OP_CONTACT_LIST,
     OP_CONTACT_GET,
-    OP_CONTACT_PATCH
+    OP_CONTACT_PATCH,
+    OP_CONV_MESSAGE
 } op_t;
 
 typedef struct st_mjob_t {
@@ -678,6 +679,51 @@ static void contact_patch(mjob_t *j)
     run_script(j, &sb_script_contact_patch, &a, on_updated);
 }
 
+/* ---- Conversations ---- */
+
+static void on_command_enqueued(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (r->type != REDIS_REPLY_STRING) {
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    json_t *o = json_object();
+    json_object_set(o, "id", json_object_get(j->json, "id"));
+    json_object_set_new(o, "conversation_id", json_string(j->id1));
+    json_object_set_new(o, "entry_id", json_stringn(r->str, r->len));
+    respond_json(j, 202, o);
+}
+
+static void conversation_message(mjob_t *j)
+{
+    json_t *cv = json_object_get(j->json, "conversation_id");
+    if (cv != NULL && (!json_is_string(cv) || strcmp(json_string_value(cv), j->id1) != 0)) {
+        fail(j, SB_ERR_BAD_REQUEST, "conversation_id must be the conversation of the path");
+        return;
+    }
+    json_object_set_new(j->json, "conversation_id", json_string(j->id1));
+    char *text = json_dumps(j->json, JSON_COMPACT);
+    sb_command_t cmd;
+    const char *reason = NULL;
+    if (sb_command_parse(h2o_iovec_init(text, strlen(text)), &j->super.pool, &cmd, &reason) !=
+        SB_OK) {
+        free(text);
+        fail(j, SB_ERR_BAD_REQUEST, reason);
+        return;
+    }
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, j->org);
+    arg(&a, j->id1);
+    arg(&a, pool_str(j, text, strlen(text)));
+    arg_int(&a, j, j->super.worker->server->conf->stream_maxlen);
+    free(text);
+    run_script(j, &sb_script_conv_enqueue, &a, on_command_enqueued);
+}
+
 /* ---- Connections ---- */
 
 static int telegram_token_valid(const char *t)
@@ -1086,7 +1132,8 @@ static void connection_list(mjob_t *j)
 static int op_has_body(op_t op)
 {
     return op == OP_CONN_CREATE || op == OP_CONN_PATCH || op == OP_ASST_CREATE ||
-           op == OP_ASST_PATCH || op == OP_BIND_CREATE || op == OP_CONTACT_PATCH;
+           op == OP_ASST_PATCH || op == OP_BIND_CREATE || op == OP_CONTACT_PATCH ||
+           op == OP_CONV_MESSAGE;
 }
 
 static void dispatch(mjob_t *j)
@@ -1156,6 +1203,9 @@ static void dispatch(mjob_t *j)
         break;
     case OP_CONTACT_PATCH:
         contact_patch(j);
+        break;
+    case OP_CONV_MESSAGE:
+        conversation_message(j);
         break;
     default:
         fail(j, SB_ERR_NOT_FOUND, NULL);
@@ -1253,6 +1303,11 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
                 return SB_ROUTE_BINDING;
             }
         }
+    } else if (n == 3 && strcmp(segs[0], "conversations") == 0 &&
+               strcmp(segs[2], "messages") == 0) {
+        j->id1 = segs[1];
+        METHODS(OP_NONE, OP_CONV_MESSAGE, OP_NONE, OP_NONE);
+        return SB_ROUTE_CONVERSATION_MESSAGES;
     } else if (n >= 1 && strcmp(segs[0], "contacts") == 0) {
         if (n == 1) {
             METHODS(OP_CONTACT_LIST, OP_NONE, OP_NONE, OP_NONE);

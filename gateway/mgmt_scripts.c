@@ -57,8 +57,9 @@ sb_redis_script_t sb_script_conn_load = {
 sb_redis_script_t sb_script_conn_create = {
     "conn_create", "local P, org, id = ARGV[1], ARGV[2], ARGV[3]\n"
                    "redis.call('HSET', P .. 'connection:' .. id, unpack(ARGV, 6))\n"
-                   "redis.call('ZADD', P .. 'org:' .. org .. ':connections', ARGV[5], id)\n"
-                   "redis.call('ZADD', P .. 'org:' .. org .. ':connections:' .. ARGV[4], ARGV[5], id)\n"
+                   "local score = tonumber(ARGV[5]) * 1000 + redis.call('INCR', P .. 'seq') % 1000\n"
+                   "redis.call('ZADD', P .. 'org:' .. org .. ':connections', score, id)\n"
+                   "redis.call('ZADD', P .. 'org:' .. org .. ':connections:' .. ARGV[4], score, id)\n"
                    "return 1\n", {0}};
 
 /* ARGV: prefix, org, id -> 1 deleted (with its bindings) | 0 not found */
@@ -95,7 +96,8 @@ sb_redis_script_t sb_script_assistant_create = {
     "local key = P .. 'assistant:' .. id\n"
     "redis.call('HSET', key, 'id', id, 'org', org, 'name', ARGV[7], 'enabled', ARGV[8],\n"
     "           'created_at', ARGV[4], 'updated_at', ARGV[4])\n"
-    "redis.call('ZADD', P .. 'org:' .. org .. ':assistants', now, id)\n"
+    "redis.call('ZADD', P .. 'org:' .. org .. ':assistants',\n"
+    "           now * 1000 + redis.call('INCR', P .. 'seq') % 1000, id)\n"
     "redis.call('ZADD', ck, now, id)\n"
     "redis.call('PEXPIRE', ck, window)\n"
     "return {1, redis.call('HGETALL', key)}\n", {0}};
@@ -143,7 +145,7 @@ sb_redis_script_t sb_script_binding_create = {
     "redis.call('HSET', bkey, 'id', id, 'org', org, 'assistant_id', aid, 'connection_id', cid,\n"
     "           'channel', c[2], 'external_id', ext, 'created_at', now)\n"
     "if name ~= '' then redis.call('HSET', bkey, 'name', name) end\n"
-    "redis.call('ZADD', akey .. ':bindings', now, id)\n"
+    "redis.call('ZADD', akey .. ':bindings', tonumber(now) * 1000 + redis.call('INCR', P .. 'seq') % 1000, id)\n"
     "redis.call('SADD', ckey .. ':bindings', id)\n"
     "return {'ok', redis.call('HGETALL', bkey)}\n", {0}};
 
@@ -170,12 +172,22 @@ sb_redis_script_t sb_script_contact_patch = {
     "if c[1] ~= org then return false end\n"
     "if c[2] ~= status then\n"
     "  redis.call('ZREM', P .. 'org:' .. org .. ':contacts:' .. c[2], id)\n"
-    "  redis.call('ZADD', P .. 'org:' .. org .. ':contacts:' .. status, c[3], id)\n"
+    "  local score = redis.call('ZSCORE', P .. 'org:' .. org .. ':contacts', id) or c[3]\n"
+    "  redis.call('ZADD', P .. 'org:' .. org .. ':contacts:' .. status, score, id)\n"
     "  redis.call('HSET', key, 'status', status, 'updated_at', now)\n"
     "end\n"
     "return redis.call('HGETALL', key)\n", {0}};
 
-static sb_redis_script_t *const scripts[] = {&sb_script_auth,
+/* ARGV: prefix, org, conversation id, command JSON, maxlen -> entry id, or 0 when the
+ * conversation does not exist or belongs to another org */
+sb_redis_script_t sb_script_conv_enqueue = {
+    "conv_enqueue",
+    "local P, org, cv, cmd, maxlen = unpack(ARGV, 1, 5)\n"
+    "if redis.call('HGET', P .. 'conv:' .. cv, 'org') ~= org then return 0 end\n"
+    "return redis.call('XADD', P .. 'out', 'MAXLEN', '~', maxlen, '*', 'cmd', cmd)\n",
+    {0}};
+
+static sb_redis_script_t *const scripts[] = {&sb_script_auth, &sb_script_conv_enqueue,
                                              &sb_script_list,
                                              &sb_script_update,
                                              &sb_script_conn_load,

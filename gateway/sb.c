@@ -148,16 +148,15 @@ int sb_parse_int64(const char *s, size_t len, int64_t min, int64_t max, int64_t 
         if (++i == len)
             return -1;
     }
+    /* Accumulate on the side of the sign so that INT64_MIN, one beyond -INT64_MAX, parses. */
     for (; i < len; ++i) {
         if (s[i] < '0' || s[i] > '9')
             return -1;
         int d = s[i] - '0';
-        if (v > (INT64_MAX - d) / 10)
+        if (neg ? v < (INT64_MIN + d) / 10 : v > (INT64_MAX - d) / 10)
             return -1;
-        v = v * 10 + d;
+        v = neg ? v * 10 - d : v * 10 + d;
     }
-    if (neg)
-        v = -v;
     if (v < min || v > max)
         return -1;
     *out = v;

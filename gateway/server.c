@@ -30,6 +30,7 @@
 #include "../adapters/adapter.h"
 #include "log.h"
 #include "mgmt.h"
+#include "outbound.h"
 #include "server.h"
 #include "webhook.h"
 
@@ -396,6 +397,10 @@ static void on_stop(uv_async_t *a)
     w->stopping = 1;
     uv_close((uv_handle_t *)&w->listener, NULL);
     h2o_context_request_shutdown(&w->ctx);
+    if (w->outbound != NULL) {
+        sb_outbound_stop(w->outbound);
+        w->outbound = NULL;
+    }
     w->stop_deadline_us = sb_mono_us() + (uint64_t)w->server->conf->shutdown_timeout_ms * 1000;
     uv_timer_start(&w->drain_timer, on_drain_timer, 0, 20);
 }
@@ -436,6 +441,8 @@ static int worker_init(sb_server_t *server, sb_worker_t *w, int index, sb_redis_
     sb_http_client_options_t hopts = {.default_timeout_ms =
                                           (uint32_t)server->conf->provider_timeout_ms};
     w->http = sb_http_client_new(&w->loop, &hopts);
+    if (index == 0)
+        w->outbound = sb_outbound_start(w, url);
     return open_listener(server, w);
 }
 
@@ -448,6 +455,8 @@ static sb_redis_script_t *const *all_scripts(void)
         for (sb_redis_script_t *const *s = sb_mgmt_scripts(); *s != NULL; ++s)
             scripts[n++] = *s;
         for (sb_redis_script_t *const *s = sb_webhook_scripts(); *s != NULL; ++s)
+            scripts[n++] = *s;
+        for (sb_redis_script_t *const *s = sb_outbound_scripts(); *s != NULL; ++s)
             scripts[n++] = *s;
         for (size_t i = 0; i < n; ++i)
             sb_redis_script_init(scripts[i]);
@@ -477,6 +486,8 @@ int sb_server_init(sb_server_t *server, sb_conf_t *conf)
     /* Twice the limit: bodies between the two are read and answered 413 by the webhook
      * handler (counted in the metrics); h2o itself refuses anything larger. */
     server->h2o.max_request_entity_size = (size_t)conf->max_body_bytes * 2;
+    if (server->h2o.max_request_entity_size < 2 * 1024 * 1024)
+        server->h2o.max_request_entity_size = 2 * 1024 * 1024; /* management bodies: 1 MiB */
     server->h2o.http1.upgrade_to_http2 = 0;
     server->h2o.server_name = h2o_iovec_init(H2O_STRLIT("switchboard"));
     h2o_hostconf_t *host =

@@ -36,6 +36,8 @@ typedef struct st_sb_worker_t {
     /** Jobs (requests waiting on something) alive on this worker. */
     size_t jobs;
     int redis_up;
+    /** The sb:out consumer (worker 0 only). */
+    struct st_sb_outbound_t *outbound;
 } sb_worker_t;
 
 struct st_sb_server_t {

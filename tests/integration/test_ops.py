@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402

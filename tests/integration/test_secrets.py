@@ -13,7 +13,6 @@ import os
 import random
 import string
 import sys
-import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

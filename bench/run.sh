@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# Webhook throughput and latency of the gateway, next to a no-work h2o server (bench/README.md).
+#
+# Starts a private redis-server (no persistence), the fake provider (bench/fake_provider.py),
+# the gateway and bench/baseline, sets up one assistant bound to a WhatsApp and a Telegram
+# connection through the management API, then for each connection count runs bench/loadgen
+# against the gateway and against the baseline, interleaved (the VM's speed drifts: pairs
+# measured back to back compare best). Prints a table and checks that Redis holds every event
+# the gateway acknowledged. Everything it starts is stopped on exit.
+#
+# On a machine with 2 or more cores the load generator runs on CPU 0 and the servers (gateway
+# with SWITCHBOARD_WORKERS=1, baseline with one worker, redis-server) on CPU 1, so that the
+# client never competes with the server it measures.
+#
+# Usage: bench/run.sh [--build-dir DIR] [--duration S] [--warmup S] [--connections "16 64 256"]
+#                     [--repeat N]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_DIR=""
+DURATION=10
+WARMUP=2
+CONNS="16 64 256"
+REPEAT=1
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    echo
+    echo "  --build-dir DIR   use (and update) this CMake build directory; it should be a"
+    echo "                    Release or RelWithDebInfo build (default: a fresh one in \$TMPDIR)"
+    echo "  --duration S      measured seconds per run (10)"
+    echo "  --warmup S        unmeasured seconds before each run (2)"
+    echo "  --connections L   connection counts to measure (\"16 64 256\")"
+    echo "  --repeat N        runs per cell; the table shows medians (1)"
+    echo "Environment: REDIS_CPU overrides the CPU redis-server is pinned to (default: the server CPU)."
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --build-dir) BUILD_DIR=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --connections) CONNS=$2; shift 2 ;;
+    --repeat) REPEAT=$2; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+    esac
+done
+
+for tool in cmake redis-server redis-cli python3 curl jq; do
+    command -v "$tool" >/dev/null || { echo "run.sh: $tool is required" >&2; exit 1; }
+done
+
+# ---- Build ----
+
+build() {
+    cmake --build "$1" -j"$(nproc)" --target switchboard loadgen baseline >"$1/bench-build.log" 2>&1
+}
+if [ -z "$BUILD_DIR" ]; then
+    BUILD_DIR=${TMPDIR:-/tmp}/switchboard-bench-build
+    cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSB_TESTS=OFF \
+        -DSB_BENCH=ON -DCMAKE_C_FLAGS="" >/dev/null
+    # gcc -O2 finds warnings (e.g. -Wformat-truncation) that a -O0 build does not: measure
+    # anyway, with those warnings (only) no longer errors, but say so.
+    noerr=""
+    built=0
+    for _ in 1 2 3 4; do
+        if build "$BUILD_DIR"; then
+            built=1
+            break
+        fi
+        found=$({ grep -o '\[-Werror=[a-z0-9-]*=\{0,1\}\]' "$BUILD_DIR/bench-build.log" ||
+            true; } | sort -u | sed 's/\[-Werror=\([a-z0-9-]*\)=\{0,1\}\]/-Wno-error=\1/' | tr '\n' ' ')
+        if [ -z "$found" ]; then
+            cat "$BUILD_DIR/bench-build.log" >&2
+            exit 1
+        fi
+        echo "run.sh: WARNING: the release build fails with -Werror:" >&2
+        grep -m3 "error:" "$BUILD_DIR/bench-build.log" >&2 || true
+        noerr="$noerr $found"
+        echo "run.sh: retrying with$noerr" >&2
+        cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_C_FLAGS="$noerr" >/dev/null
+    done
+    [ "$built" = 1 ] || { cat "$BUILD_DIR/bench-build.log" >&2; exit 1; }
+else
+    BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
+    build "$BUILD_DIR" || { cat "$BUILD_DIR/bench-build.log" >&2; exit 1; }
+    btype=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt")
+    case "$btype" in
+    Release | RelWithDebInfo) ;;
+    *) echo "run.sh: WARNING: $BUILD_DIR is a \"$btype\" build, not a release build" >&2 ;;
+    esac
+fi
+SB=$BUILD_DIR/switchboard
+LOADGEN=$BUILD_DIR/bench/loadgen
+BASELINE=$BUILD_DIR/bench/baseline
+
+# ---- Processes ----
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sb-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_for WHAT CMD...: runs CMD until it succeeds, for up to 10 s.
+wait_for() {
+    local what=$1
+    shift
+    for _ in $(seq 200); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    echo "run.sh: timed out waiting for $what" >&2
+    return 1
+}
+
+NCPU=$(nproc)
+if [ "$NCPU" -ge 2 ]; then
+    LOAD_PIN=(taskset -c 0)
+    SERVER_PIN=(taskset -c 1)
+    REDIS_PIN=(taskset -c "${REDIS_CPU:-1}")
+    PINNING="load generator on CPU 0; gateway, baseline and redis-server on CPU ${REDIS_CPU:-1}"
+    [ "${REDIS_CPU:-1}" != 1 ] &&
+        PINNING="load generator on CPU 0; gateway and baseline on CPU 1; redis-server on CPU $REDIS_CPU"
+else
+    LOAD_PIN=()
+    SERVER_PIN=()
+    REDIS_PIN=()
+    PINNING="not pinned (1 CPU): load generator and servers share the core"
+fi
+
+RPORT=$(free_port)
+"${REDIS_PIN[@]}" redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$WORK" --logfile "$WORK/redis.log" &
+PIDS+=($!)
+wait_for "redis-server" redis-cli -p "$RPORT" ping
+
+FPORT=$(free_port)
+python3 "$ROOT/bench/fake_provider.py" "$FPORT" "$WORK/telegram_secret" &
+PIDS+=($!)
+wait_for "the fake provider" curl -sf "http://127.0.0.1:$FPORT/v21.0/me"
+
+GPORT=$(free_port)
+mkdir -p "$WORK/data"
+export SWITCHBOARD_LISTEN=127.0.0.1:$GPORT
+export SWITCHBOARD_REDIS_URL=redis://127.0.0.1:$RPORT/0
+export SWITCHBOARD_DATA_DIR=$WORK/data
+export SWITCHBOARD_WORKERS=1
+export SWITCHBOARD_PUBLIC_URL=http://127.0.0.1:$GPORT
+export SWITCHBOARD_TELEGRAM_API_BASE=http://127.0.0.1:$FPORT
+export SWITCHBOARD_GRAPH_API_BASE=http://127.0.0.1:$FPORT/v21.0
+export SWITCHBOARD_LOG_LEVEL=warn
+# Keep every event: the check at the end compares XLEN with the acknowledged requests.
+export SWITCHBOARD_STREAMS_MAXLEN=1000000000
+"${SERVER_PIN[@]}" "$SB" >"$WORK/gateway.log" 2>&1 &
+PIDS+=($!)
+GW_PID=$!
+wait_for "the gateway to be ready" curl -sf "http://127.0.0.1:$GPORT/readyz"
+
+BPORT=$(free_port)
+"${SERVER_PIN[@]}" "$BASELINE" --listen "127.0.0.1:$BPORT" --workers 1 2>"$WORK/baseline.log" &
+PIDS+=($!)
+wait_for "the baseline server" curl -sf -X POST "http://127.0.0.1:$BPORT/"
+
+# ---- Set-up through the management API ----
+
+KEY=$("$SB" keys create --org bench)
+
+# api METHOD PATH JSON: prints the "id" of a 201 answer, or fails with the answer.
+api() {
+    local code
+    code=$(curl -sS -o "$WORK/answer" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $KEY" \
+        -H 'Content-Type: application/json' --data "$3" "http://127.0.0.1:$GPORT$2")
+    if [ "$code" != 201 ]; then
+        echo "run.sh: $1 $2 answered $code: $(cat "$WORK/answer")" >&2
+        return 1
+    fi
+    jq -r .id "$WORK/answer"
+}
+
+rand_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+ASSISTANT=$(api POST /orgs/c/assistants '{"name":"bench"}')
+WA_SECRET=$(rand_hex 16)
+WA_PHONE=100000000000777
+WA_CONN=$(api POST /orgs/c/connections "{\"provider\":\"whatsapp\",\"credentials\":{
+    \"app_secret\":\"$WA_SECRET\",\"verify_token\":\"$(rand_hex 8)\",
+    \"access_token\":\"EAAB$(rand_hex 20)\"}}")
+api POST "/orgs/c/assistants/$ASSISTANT/channels" \
+    "{\"connection_id\":\"$WA_CONN\",\"external_id\":\"$WA_PHONE\"}" >/dev/null
+BOT_ID=7000000001
+TG_CONN=$(api POST /orgs/c/connections \
+    "{\"provider\":\"telegram\",\"credentials\":{\"bot_token\":\"$BOT_ID:AA$(rand_hex 16)\"}}")
+TG_SECRET=$(cat "$WORK/telegram_secret")
+api POST "/orgs/c/assistants/$ASSISTANT/channels" \
+    "{\"connection_id\":\"$TG_CONN\",\"external_id\":\"$BOT_ID\"}" >/dev/null
+
+# ---- Measurements ----
+
+# load TARGET CHANNEL CONNECTIONS DURATION WARMUP: one loadgen run, its JSON line on stdout.
+load() {
+    local port=$GPORT channel=$2 args
+    [ "$1" = baseline ] && port=$BPORT
+    if [ "$channel" = whatsapp ]; then
+        args=(--path "/webhooks/whatsapp/$WA_CONN" --secret "$WA_SECRET" --phone-number-id "$WA_PHONE")
+    else
+        args=(--path "/webhooks/telegram/$TG_CONN" --secret "$TG_SECRET")
+    fi
+    "${LOAD_PIN[@]}" "$LOADGEN" --url-host 127.0.0.1 --port "$port" --channel "$channel" \
+        --connections "$3" --duration "$4" --warmup "$5" "${args[@]}" |
+        jq -c --arg t "$1" '. + {target: $t}'
+}
+
+# Every request must be acknowledged before anything is measured (signature, binding, secret).
+for ch in whatsapp telegram; do
+    r=$(load gateway "$ch" 4 0.5 0)
+    if [ "$(jq '.errors + .non_200' <<<"$r")" != 0 ] || [ "$(jq .requests <<<"$r")" = 0 ]; then
+        echo "run.sh: the gateway does not acknowledge $ch webhooks: $r" >&2
+        tail -n 20 "$WORK/gateway.log" >&2
+        exit 1
+    fi
+done
+
+echo "pinning: $PINNING"
+echo "runs: ${DURATION}s measured after ${WARMUP}s warm-up, closed loop, repeat $REPEAT," \
+    "gateway and baseline interleaved"
+RESULTS=$WORK/results.jsonl
+for c in $CONNS; do
+    for ch in whatsapp telegram; do
+        for _ in $(seq "$REPEAT"); do
+            for target in gateway baseline; do
+                r=$(load "$target" "$ch" "$c" "$DURATION" "$WARMUP")
+                echo "$r" | tee -a "$RESULTS" >&2
+            done
+        done
+    done
+done
+
+# ---- Table ----
+
+echo
+jq -rs '
+  def median: sort | if length % 2 == 1 then .[length / 2 | floor]
+                     else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  def cell(t): map(select(.target == t));
+  def fmt(d): (. * pow(10; d) | round) / pow(10; d) | tostring;
+  group_by([.channel, .connections]) | sort_by(.[0].connections, .[0].channel) |
+  (["channel", "conns", "gw_rps", "gw_p50_ms", "gw_p99_ms", "gw_err", "base_rps",
+    "base_p50_ms", "base_p99_ms", "gw/base"] | @tsv),
+  (.[] | cell("gateway") as $g | cell("baseline") as $b |
+   ($g | map(.rps) | median) as $grps | ($b | map(.rps) | median) as $brps |
+   [.[0].channel, .[0].connections, ($grps | round),
+    ($g | map(.p50_ms) | median | fmt(2)), ($g | map(.p99_ms) | median | fmt(2)),
+    ($g | map(.errors + .non_200) | add),
+    ($brps | round),
+    ($b | map(.p50_ms) | median | fmt(2)), ($b | map(.p99_ms) | median | fmt(2)),
+    (if $brps > 0 then ($grps / $brps | fmt(2)) else "-" end)] | @tsv)
+' "$RESULTS" | column -t -s $'\t'
+
+# ---- Checks ----
+
+echo
+status=0
+bad=$(jq -s 'map(.errors + .non_200) | add' "$RESULTS")
+if [ "$bad" != 0 ]; then
+    echo "CHECK FAILED: $bad requests got an error or a status other than 200 (see the JSON lines)"
+    status=1
+fi
+acked=$(jq -s 'map(select(.target == "gateway") | .requests - .non_200) | add' "$RESULTS")
+xlen=$(redis-cli -p "$RPORT" XLEN "sb:in:{$ASSISTANT}")
+metric=$(curl -sf "http://127.0.0.1:$GPORT/metrics" |
+    sed -n 's/^switchboard_http_requests_total{route="webhook",status="200"} //p')
+dups=$(curl -sf "http://127.0.0.1:$GPORT/metrics" |
+    awk '/^switchboard_duplicate_events_total/ { s += $2 } END { print s + 0 }')
+echo "redis: XLEN sb:in:{$ASSISTANT} = $xlen; measured 200s = $acked;" \
+    "all webhook 200s (with warm-ups) = ${metric:-?}; duplicate events = $dups"
+if [ "$xlen" -lt "$acked" ] || { [ -n "$metric" ] && [ "$xlen" != "$metric" ]; }; then
+    echo "CHECK FAILED: the stream does not hold every acknowledged event"
+    status=1
+else
+    echo "check passed: every acknowledged event is in the assistant's stream"
+fi
+if [ "$dups" != 0 ]; then
+    echo "CHECK FAILED: $dups events took the duplicate path (ids must be unique)"
+    status=1
+fi
+if ! kill -0 "$GW_PID" 2>/dev/null; then
+    echo "CHECK FAILED: the gateway exited during the run"
+    status=1
+fi
+if grep -q '"level":"\(warn\|error\)"' "$WORK/gateway.log"; then
+    echo "gateway warnings/errors:"
+    grep '"level":"\(warn\|error\)"' "$WORK/gateway.log" | sort | uniq -c | sort -rn | head -5
+fi
+exit $status

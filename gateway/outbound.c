@@ -1,0 +1,1003 @@
+/*
+ * Outbound: commands from sb:out to the providers (contract section 5).
+ *
+ * DESIGN
+ * One consumer per process (named node_id) in the group "switchboard", on worker 0's loop:
+ *
+ *   reader (own Redis connection, XREADGROUP BLOCK) --> load (one script: conversation,
+ *   connection, command state) --> per-conversation FIFO --> per-connection token bucket
+ *   --> adapter->build_send --> curl multi --> adapter->classify --> record (one script:
+ *   progress, inbox event, XACK) | retry timer | fail (one script: sb:dead, inbox, XACK)
+ *
+ * - Order: a conversation's commands run one at a time in stream order (the load replies
+ *   come back in the order they were asked on one connection, so the FIFO is in stream
+ *   order); parts of a split text go one after the other. Other conversations do not wait.
+ * - Never lost: a command is acknowledged only by the script that records its result. A
+ *   process that dies leaves its commands pending; every process runs XAUTOCLAIM for
+ *   entries idle longer than outbound.reclaim_idle_ms. A live process refreshes the idle
+ *   time of the commands it holds (XCLAIM ... JUSTID, every third of that time), so its slow
+ *   sends are never taken from it. At start it first re-reads its own pending entries.
+ * - Idempotency: sb:cmd:{org}:{id} records the parts sent and "done"; a command id found
+ *   done is acknowledged without sending, a half-sent one resumes after its last recorded
+ *   part. The only window for a second send is dying between the provider's answer and the
+ *   record script.
+ * - Retries: network errors, timeouts, 5xx, 429 and rate-limit codes back off exponentially
+ *   with jitter (honouring Retry-After / retry_after; a Telegram 429 pauses the whole bot)
+ *   until outbound.retry_deadline_ms; permanent errors go to sb:dead and to the inbox as a
+ *   failed outbound event; token errors also set the connection inactive.
+ */
+#include <math.h>
+#include <unistd.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <jansson.h>
+#include "../adapters/adapter.h"
+#include "log.h"
+#include "map.h"
+#include "outbound.h"
+#include "store.h"
+
+#define SB_MODULE "gateway/outbound"
+#define GROUP "switchboard"
+#define READ_COUNT 100
+#define BLOCK_MS "1000"
+
+/* ARGV: prefix, conversation id, command id
+ * -> {0} unknown conversation | {1, conv hash, connection hash, assistant id, command state} */
+static sb_redis_script_t script_load = {
+    "out_load",
+    "local P, cv, id = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local ckey = P .. 'conv:' .. cv\n"
+    "local conv = redis.call('HGETALL', ckey)\n"
+    "if #conv == 0 then return {0} end\n"
+    "local c = redis.call('HMGET', ckey, 'org', 'connection_id', 'binding_id')\n"
+    "local conn = redis.call('HGETALL', P .. 'connection:' .. c[2])\n"
+    "local aid = redis.call('HGET', P .. 'binding:' .. (c[3] or ''), 'assistant_id') or ''\n"
+    "local state = redis.call('HGETALL', P .. 'cmd:' .. c[1] .. ':' .. id)\n"
+    "return {1, conv, conn, aid, state}\n",
+    {0}};
+
+/* ARGV: prefix, org, command id, part, provider message id, last, event, entry, maxlen, ttl */
+static sb_redis_script_t script_sent = {
+    "out_sent",
+    "local P, org, id, n, msgid, last, ev, entry, maxlen, ttl = unpack(ARGV, 1, 10)\n"
+    "local key = P .. 'cmd:' .. org .. ':' .. id\n"
+    "redis.call('HSET', key, 'part:' .. n, msgid, 'parts', n)\n"
+    "if ev ~= '' then\n"
+    "  redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "end\n"
+    "if last == '1' then\n"
+    "  redis.call('HSET', key, 'done', 'sent')\n"
+    "  redis.call('XACK', P .. 'out', '" GROUP "', entry)\n"
+    "end\n"
+    "redis.call('EXPIRE', key, ttl)\n"
+    "return 1\n",
+    {0}};
+
+/* ARGV: prefix, org, command id, entry, raw command, reason, code, event, maxlen, ttl,
+ *       connection id, token invalid */
+static sb_redis_script_t script_failed = {
+    "out_failed",
+    "local P, org, id, entry, raw, reason, code, ev, maxlen, ttl, conn, tok = unpack(ARGV, 1, 12)\n"
+    "redis.call('XADD', P .. 'dead', 'MAXLEN', '~', maxlen, '*', 'cmd', raw, 'reason', reason,\n"
+    "           'code', code, 'org', org, 'entry', entry)\n"
+    "if ev ~= '' then\n"
+    "  redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "end\n"
+    "if org ~= '' and id ~= '' then\n"
+    "  local key = P .. 'cmd:' .. org .. ':' .. id\n"
+    "  redis.call('HSET', key, 'done', 'failed')\n"
+    "  redis.call('EXPIRE', key, ttl)\n"
+    "end\n"
+    "if tok == '1' and conn ~= '' then\n"
+    "  redis.call('HSET', P .. 'connection:' .. conn, 'status', 'inactive')\n"
+    "end\n"
+    "redis.call('XACK', P .. 'out', '" GROUP "', entry)\n"
+    "return 1\n",
+    {0}};
+
+static sb_redis_script_t *const scripts[] = {&script_load, &script_sent, &script_failed, NULL};
+
+sb_redis_script_t *const *sb_outbound_scripts(void)
+{
+    return scripts;
+}
+
+typedef struct st_ob_bucket_t {
+    double tokens, rate;
+    uint64_t last_us;
+    uint64_t paused_until_us;
+} ob_bucket_t;
+
+typedef struct st_ob_conv_t {
+    h2o_linklist_t queue; /* ob_cmd_t.link */
+    int busy;
+    char id[1];
+} ob_conv_t;
+
+typedef struct st_ob_cmd_t ob_cmd_t;
+
+struct st_sb_outbound_t {
+    sb_worker_t *w;
+    sb_redis_t *reader;
+    const char *prefix;
+    char node[128];
+    char stream[256];
+    int reading, stopping, group_ready, history_done;
+    sb_map_t inflight; /* entry id -> ob_cmd_t */
+    sb_map_t convs;    /* conversation id -> ob_conv_t */
+    sb_map_t buckets;  /* connection id -> ob_bucket_t */
+    uv_timer_t reclaim_timer, heartbeat_timer;
+    char reclaim_cursor[64];
+    int reclaiming;
+    int handles_open;
+};
+
+static void maybe_free(sb_outbound_t *ob);
+
+struct st_ob_cmd_t {
+    sb_outbound_t *ob;
+    h2o_mem_pool_t pool;
+    h2o_linklist_t link;
+    ob_conv_t *conv;
+    char entry[64];
+    h2o_iovec_t raw;
+    sb_command_t cmd;
+    int parsed;
+    /* from the load script */
+    h2o_iovec_t org, conn_id, binding_id, assistant_id, channel, contact_id;
+    sb_credentials_t cred;
+    const sb_adapter_t *adapter;
+    sb_target_t target;
+    sb_send_plan_t plan;
+    size_t next_part;
+    int attempt;
+    uint64_t started_us;
+    uv_timer_t timer;
+    int timer_open;
+    void (*on_timer)(ob_cmd_t *cmd);
+    sb_send_result_t result;
+    int inflight_http;
+    /* What the command waits on; at shutdown QUEUED and TIMER ones are dropped at once,
+     * the others by their callback. */
+    enum { WAIT_REDIS, WAIT_QUEUED, WAIT_TIMER, WAIT_HTTP } wait;
+};
+
+static void read_next(sb_outbound_t *ob);
+static void start_cmd(ob_cmd_t *c);
+static void send_part(ob_cmd_t *c);
+
+/* ---- Helpers ---- */
+
+static void args_push(const char **argv, size_t *argvlen, int *argc, h2o_iovec_t v)
+{
+    argv[*argc] = v.base != NULL ? v.base : "";
+    argvlen[*argc] = v.base != NULL ? v.len : 0;
+    (*argc)++;
+}
+
+static h2o_iovec_t iov(const char *s)
+{
+    return h2o_iovec_init(s, strlen(s));
+}
+
+static h2o_iovec_t ipool(ob_cmd_t *c, int64_t v)
+{
+    return sb_pool_printf(&c->pool, "%lld", (long long)v);
+}
+
+static int channel_index(const sb_adapter_t *a)
+{
+    for (int i = 0; sb_adapters[i] != NULL; ++i)
+        if (sb_adapters[i] == a)
+            return i;
+    return -1;
+}
+
+static double channel_rate(sb_outbound_t *ob, h2o_iovec_t channel)
+{
+    const sb_conf_t *conf = ob->w->server->conf;
+    if (sb_iov_eq(channel, "telegram"))
+        return (double)conf->rate_telegram;
+    if (sb_iov_eq(channel, "whatsapp"))
+        return (double)conf->rate_whatsapp;
+    if (sb_iov_eq(channel, "instagram"))
+        return (double)conf->rate_instagram;
+    return (double)conf->rate_messenger;
+}
+
+static void on_cmd_timer_closed(uv_handle_t *h)
+{
+    ob_cmd_t *c = h->data;
+    h2o_mem_clear_pool(&c->pool);
+    free(c);
+}
+
+/* Frees the command; the conversation moves on to its next command. */
+static void cmd_done(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    sb_map_remove(&ob->inflight, c->entry);
+    ob_conv_t *conv = c->conv;
+    if (conv != NULL) {
+        h2o_linklist_unlink(&c->link);
+        conv->busy = 0;
+        if (!h2o_linklist_is_empty(&conv->queue) && !ob->stopping) {
+            ob_cmd_t *next = H2O_STRUCT_FROM_MEMBER(ob_cmd_t, link, conv->queue.next);
+            start_cmd(next);
+        } else if (h2o_linklist_is_empty(&conv->queue)) {
+            sb_map_remove(&ob->convs, conv->id);
+            free(conv);
+        }
+    }
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_cmd_timer_closed);
+    if (ob->stopping)
+        maybe_free(ob);
+    else if (!ob->reading)
+        read_next(ob);
+}
+
+static void on_cmd_timer(uv_timer_t *t)
+{
+    ob_cmd_t *c = t->data;
+    c->on_timer(c);
+}
+
+/* Calls 'fn' on the command after 'ms' milliseconds. */
+static void after(ob_cmd_t *c, uint64_t ms, void (*fn)(ob_cmd_t *))
+{
+    c->on_timer = fn;
+    c->wait = WAIT_TIMER;
+    uv_timer_start(&c->timer, on_cmd_timer, ms, 0);
+}
+
+static void json_member(sb_buf_t *b, const char *name, h2o_iovec_t v)
+{
+    if (v.base == NULL)
+        return;
+    sb_buf_appendf(b, ",\"%s\":", name);
+    sb_buf_append_json_str(b, v.base, v.len);
+}
+
+/* The inbox event of one sent part ('part' 1-based) or of a failure (result not OK). */
+static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t *p, int failed)
+{
+    sb_buf_t b = {NULL};
+    char evid[32];
+    int64_t now = sb_now_ms();
+    sb_new_id(evid, "ev_");
+    sb_buf_appendf(&b, "{\"v\":1,\"id\":\"%s\",\"kind\":\"outbound\",\"direction\":\"out\"", evid);
+    json_member(&b, "channel", c->channel);
+    json_member(&b, "org_id", c->org);
+    json_member(&b, "connection_id", c->conn_id);
+    json_member(&b, "binding_id", c->binding_id);
+    if (c->assistant_id.len != 0)
+        json_member(&b, "assistant_id", c->assistant_id);
+    json_member(&b, "conversation_id", c->cmd.conversation_id);
+    sb_buf_append(&b, SB_STRLIT(",\"contact\":{"));
+    int first = 1;
+    if (c->contact_id.len != 0) {
+        sb_buf_append(&b, SB_STRLIT("\"id\":"));
+        sb_buf_append_json_str(&b, c->contact_id.base, c->contact_id.len);
+        first = 0;
+    }
+    if (!first)
+        sb_buf_append(&b, ",", 1);
+    sb_buf_append(&b, SB_STRLIT("\"external_id\":"));
+    sb_buf_append_json_str(&b, c->target.chat_id.base, c->target.chat_id.len);
+    sb_buf_append(&b, "}", 1);
+    json_member(&b, "command_id", c->cmd.id);
+    sb_buf_appendf(&b, ",\"part\":%zu", part);
+    int is_media = p != NULL && p->kind == SB_PART_MEDIA;
+    sb_buf_append(&b, SB_STRLIT(",\"message\":{\"type\":"));
+    const char *type = is_media ? "" : "text";
+    if (is_media)
+        sb_buf_append_json_str(&b, c->cmd.type.base, c->cmd.type.len);
+    else
+        sb_buf_append_json_str(&b, type, strlen(type));
+    if (!failed)
+        json_member(&b, "external_id", c->result.message_id);
+    if (p != NULL && (p->kind == SB_PART_TEXT || p->kind == SB_PART_CAPTION))
+        json_member(&b, "text", p->text);
+    if (is_media) {
+        sb_buf_append(&b, SB_STRLIT(",\"media\":{\"url\":"));
+        sb_buf_append_json_str(&b, c->cmd.media.url.base, c->cmd.media.url.len);
+        if (c->cmd.media.file_name.base != NULL)
+            json_member(&b, "file_name", c->cmd.media.file_name);
+        sb_buf_append(&b, "}", 1);
+        json_member(&b, "caption", c->cmd.media.caption);
+    }
+    if (c->cmd.reply_to.base != NULL && p != NULL && p->with_reply_to)
+        json_member(&b, "reply_to", c->cmd.reply_to);
+    sb_buf_append(&b, "}", 1);
+    if (failed) {
+        sb_buf_appendf(&b, ",\"status\":{\"state\":\"failed\",\"error\":{\"code\":%lld",
+                       (long long)c->result.error_code);
+        json_member(&b, "title", c->result.error_title.base != NULL ? c->result.error_title
+                                                                     : iov("failed"));
+        sb_buf_append(&b, "}}", 2);
+    } else {
+        sb_buf_append(&b, SB_STRLIT(",\"status\":{\"state\":\"sent\""));
+        json_member(&b, "message_external_id", c->result.message_id);
+        sb_buf_append(&b, "}", 1);
+    }
+    sb_buf_appendf(&b, ",\"timestamp\":%lld,\"received_at\":%lld}", (long long)now,
+                   (long long)now);
+    h2o_iovec_t out = sb_pool_strdup(&c->pool, b.base, b.len);
+    sb_buf_dispose(&b);
+    return out;
+}
+
+/* ---- Failure ---- */
+
+static void on_failed_recorded(redisReply *r, void *data);
+
+static void record_failure(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    const sb_conf_t *conf = ob->w->server->conf;
+    const char *argv[12];
+    size_t argvlen[12];
+    int argc = 0;
+    int token = c->result.outcome == SB_SEND_TOKEN_INVALID;
+    h2o_iovec_t event = h2o_iovec_init("", 0);
+    if (c->org.len != 0 && c->adapter != NULL) {
+        const sb_send_part_t *p = c->next_part < c->plan.size ? c->plan.entries + c->next_part
+                                                               : NULL;
+        event = outbound_event(c, c->next_part + 1, p, 1);
+    }
+    args_push(argv, argvlen, &argc, iov(ob->prefix));
+    args_push(argv, argvlen, &argc, c->org);
+    args_push(argv, argvlen, &argc, c->parsed ? c->cmd.id : iov(""));
+    args_push(argv, argvlen, &argc, iov(c->entry));
+    args_push(argv, argvlen, &argc, c->raw);
+    args_push(argv, argvlen, &argc,
+              c->result.error_title.base != NULL ? c->result.error_title : iov("failed"));
+    args_push(argv, argvlen, &argc, ipool(c, c->result.error_code));
+    args_push(argv, argvlen, &argc, event);
+    args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
+    args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
+    args_push(argv, argvlen, &argc, c->conn_id);
+    args_push(argv, argvlen, &argc, iov(token ? "1" : "0"));
+    c->wait = WAIT_REDIS;
+    if (sb_redis_eval(ob->w->redis, &script_failed, on_failed_recorded, c, 0, argc, argv,
+                      argvlen) != 0) {
+        /* Redis is down: the command stays pending; try again in a second. */
+        after(c, 1000, record_failure);
+    }
+}
+
+static void on_failed_recorded(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    if (c->ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        after(c, 1000, record_failure);
+        return;
+    }
+    sb_metrics_outbound(channel_index(c->adapter),
+                        c->result.outcome == SB_SEND_TOKEN_INVALID ? SB_OUTBOUND_TOKEN_INVALID
+                                                                   : SB_OUTBOUND_FAILED);
+    cmd_done(c);
+}
+
+/* Fails the command for good with 'code' and 'title'. */
+static void fail_cmd(ob_cmd_t *c, sb_send_outcome_t outcome, int64_t code, const char *title)
+{
+    c->result.outcome = outcome;
+    c->result.error_code = code;
+    c->result.error_title = sb_pool_strdup(&c->pool, title, strlen(title));
+    sb_logkv(SB_LOG_WARN, SB_MODULE,
+             (const char *[]){"entry", c->entry, "conn", c->conn_id.base ? c->conn_id.base : "",
+                              NULL},
+             "outbound command failed: %s (code %lld)", title, (long long)code);
+    record_failure(c);
+}
+
+/* ---- Sending ---- */
+
+static void on_sent_recorded(redisReply *r, void *data);
+
+static void record_sent(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    const sb_conf_t *conf = ob->w->server->conf;
+    const sb_send_part_t *p = c->plan.entries + c->next_part;
+    int last = c->next_part + 1 == c->plan.size;
+    int has_event = p->kind != SB_PART_TYPING && p->kind != SB_PART_READ;
+    const char *argv[10];
+    size_t argvlen[10];
+    int argc = 0;
+    args_push(argv, argvlen, &argc, iov(ob->prefix));
+    args_push(argv, argvlen, &argc, c->org);
+    args_push(argv, argvlen, &argc, c->cmd.id);
+    args_push(argv, argvlen, &argc, ipool(c, (int64_t)c->next_part + 1));
+    args_push(argv, argvlen, &argc, c->result.message_id.base ? c->result.message_id : iov(""));
+    args_push(argv, argvlen, &argc, iov(last ? "1" : "0"));
+    args_push(argv, argvlen, &argc,
+              has_event ? outbound_event(c, c->next_part + 1, p, 0) : iov(""));
+    args_push(argv, argvlen, &argc, iov(c->entry));
+    args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
+    args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
+    c->wait = WAIT_REDIS;
+    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 0, argc, argv, argvlen) !=
+        0)
+        after(c, 1000, record_sent);
+}
+
+static void on_sent_recorded(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    if (c->ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        /* Sent but not recorded: record again (never send again) once Redis is back. */
+        after(c, 1000, record_sent);
+        return;
+    }
+    if (c->next_part >= c->plan.size) {
+        cmd_done(c); /* record_done */
+        return;
+    }
+    sb_metrics_outbound(channel_index(c->adapter), SB_OUTBOUND_SENT);
+    c->next_part++;
+    c->attempt = 0;
+    memset(&c->result, 0, sizeof(c->result));
+    if (c->next_part >= c->plan.size)
+        cmd_done(c);
+    else
+        send_part(c);
+}
+
+static uint64_t backoff_ms(ob_cmd_t *c)
+{
+    /* Exponential from 500 ms, capped at 60 s, with "equal jitter". */
+    double base = 500.0 * pow(2.0, c->attempt < 16 ? c->attempt : 16);
+    if (base > 60000.0)
+        base = 60000.0;
+    unsigned char r;
+    RAND_bytes(&r, 1);
+    return (uint64_t)(base / 2 + base / 2 * (r / 255.0));
+}
+
+static void on_response(const sb_http_response_t *res, void *data)
+{
+    ob_cmd_t *c = data;
+    sb_outbound_t *ob = c->ob;
+    c->inflight_http = 0;
+    if (res->result == SB_HTTP_CANCELLED || ob->stopping) {
+        /* Shutting down: the command stays pending and is taken over later. */
+        cmd_done(c);
+        return;
+    }
+    memset(&c->result, 0, sizeof(c->result));
+    int status = res->result == SB_HTTP_OK ? res->status : 0;
+    c->adapter->classify(&c->target, status, h2o_iovec_init(res->body, res->body_len),
+                         res->retry_after_ms, &c->pool, &c->result);
+    switch (c->result.outcome) {
+    case SB_SEND_OK:
+        record_sent(c);
+        return;
+    case SB_SEND_RETRY: {
+        uint64_t delay = backoff_ms(c);
+        if (c->result.retry_after_ms >= 0 && (uint64_t)c->result.retry_after_ms > delay)
+            delay = (uint64_t)c->result.retry_after_ms;
+        if (c->result.retry_after_ms >= 0 && sb_iov_eq(c->channel, "telegram")) {
+            /* Telegram's flood wait applies to the whole bot. */
+            ob_bucket_t *b = sb_map_get(&ob->buckets, c->conn_id.base);
+            if (b != NULL)
+                b->paused_until_us = sb_mono_us() + (uint64_t)c->result.retry_after_ms * 1000;
+        }
+        uint64_t elapsed_ms = (sb_mono_us() - c->started_us) / 1000;
+        if (elapsed_ms + delay > (uint64_t)ob->w->server->conf->retry_deadline_ms) {
+            fail_cmd(c, SB_SEND_PERMANENT, c->result.error_code,
+                     "retries exhausted before the retry deadline");
+            return;
+        }
+        sb_metrics_outbound(channel_index(c->adapter), SB_OUTBOUND_RETRIED);
+        c->attempt++;
+        after(c, delay, send_part);
+        return;
+    }
+    default: {
+        const char *title = c->result.error_title.base != NULL
+                                ? sb_pool_strdup(&c->pool, c->result.error_title.base,
+                                                 c->result.error_title.len)
+                                      .base
+                                : "the provider refused the message";
+        fail_cmd(c, c->result.outcome, c->result.error_code, title);
+    }
+    }
+}
+
+/* Takes a token from the connection's bucket; returns 0, or the ms to wait for one. */
+static uint64_t take_token(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    ob_bucket_t *b = sb_map_get(&ob->buckets, c->conn_id.base);
+    uint64_t now = sb_mono_us();
+    if (b == NULL) {
+        b = sb_mem_calloc(1, sizeof(*b));
+        b->rate = channel_rate(ob, c->channel);
+        b->tokens = b->rate;
+        b->last_us = now;
+        sb_map_set(&ob->buckets, c->conn_id.base, b);
+    }
+    if (b->paused_until_us > now)
+        return (b->paused_until_us - now) / 1000 + 1;
+    b->tokens += (double)(now - b->last_us) / 1e6 * b->rate;
+    if (b->tokens > b->rate)
+        b->tokens = b->rate;
+    b->last_us = now;
+    if (b->tokens >= 1.0) {
+        b->tokens -= 1.0;
+        return 0;
+    }
+    return (uint64_t)((1.0 - b->tokens) / b->rate * 1000.0) + 1;
+}
+
+static void send_part(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    if (ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    uint64_t wait = take_token(c);
+    if (wait != 0) {
+        after(c, wait, send_part);
+        return;
+    }
+    sb_provider_request_t preq;
+    memset(&preq, 0, sizeof(preq));
+    const char *reason = NULL;
+    if (c->adapter->build_send(&c->cred, &c->target, &c->cmd, c->plan.entries + c->next_part,
+                               &c->pool, &preq, &reason) != SB_OK) {
+        fail_cmd(c, SB_SEND_PERMANENT, 0, reason != NULL ? reason : "the channel cannot send it");
+        return;
+    }
+    const char *headers[5];
+    for (size_t i = 0; i < preq.nheaders && i < 4; ++i)
+        headers[i] = preq.headers[i].base;
+    headers[preq.nheaders < 4 ? preq.nheaders : 4] = NULL;
+    sb_http_request_t req = {.method = preq.method,
+                             .url = preq.url.base,
+                             .headers = headers,
+                             .body = preq.body.base,
+                             .body_len = preq.body.len,
+                             .provider = sb_iov_eq(c->channel, "telegram") ? "telegram" : "graph"};
+    c->inflight_http = 1;
+    c->wait = WAIT_HTTP;
+    if (sb_http_client_send(ob->w->http, &req, on_response, c) != 0) {
+        c->inflight_http = 0;
+        cmd_done(c);
+    }
+}
+
+/* Marks the command done without sending anything: a plan with no part (a Telegram read
+ * receipt), or a resumed command whose parts were all sent before it died. */
+static void record_done(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    const sb_conf_t *conf = ob->w->server->conf;
+    const char *argv[10];
+    size_t argvlen[10];
+    int argc = 0;
+    args_push(argv, argvlen, &argc, iov(ob->prefix));
+    args_push(argv, argvlen, &argc, c->org);
+    args_push(argv, argvlen, &argc, c->cmd.id);
+    args_push(argv, argvlen, &argc, ipool(c, (int64_t)c->plan.size));
+    args_push(argv, argvlen, &argc, iov(""));
+    args_push(argv, argvlen, &argc, iov("1"));
+    args_push(argv, argvlen, &argc, iov(""));
+    args_push(argv, argvlen, &argc, iov(c->entry));
+    args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
+    args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
+    c->next_part = c->plan.size;
+    c->wait = WAIT_REDIS;
+    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 0, argc, argv, argvlen) !=
+        0)
+        after(c, 1000, record_done);
+}
+
+/* The command is at the head of its conversation: send its next part. */
+static void start_cmd(ob_cmd_t *c)
+{
+    c->conv->busy = 1;
+    c->started_us = sb_mono_us();
+    if (c->next_part >= c->plan.size) {
+        record_done(c);
+        return;
+    }
+    send_part(c);
+}
+
+/* ---- Loading ---- */
+
+static void enqueue_cmd(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    const char *cv = c->cmd.conversation_id.base;
+    ob_conv_t *conv = sb_map_get(&ob->convs, cv);
+    if (conv == NULL) {
+        size_t n = strlen(cv);
+        conv = sb_mem_calloc(1, sizeof(*conv) + n);
+        memcpy(conv->id, cv, n + 1);
+        h2o_linklist_init_anchor(&conv->queue);
+        sb_map_set(&ob->convs, conv->id, conv);
+    }
+    c->conv = conv;
+    c->wait = WAIT_QUEUED;
+    h2o_linklist_insert(&conv->queue, &c->link);
+    if (!conv->busy)
+        start_cmd(c);
+}
+
+static void on_loaded(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    sb_outbound_t *ob = c->ob;
+    if (ob->stopping || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
+        /* Redis went away: leave the command pending; it is read again later. */
+        cmd_done(c);
+        return;
+    }
+    if (r->element[0]->integer == 0 || r->elements != 5) {
+        fail_cmd(c, SB_SEND_PERMANENT, 0, "unknown conversation");
+        return;
+    }
+    sb_record_t conv, conn, state;
+    sb_record_from_reply(r->element[1], &c->pool, &conv);
+    int have_conn = sb_record_from_reply(r->element[2], &c->pool, &conn) == 0;
+    sb_record_from_reply(r->element[4], &c->pool, &state);
+    c->org = sb_record_get(&conv, "org");
+    c->conn_id = sb_record_get(&conv, "connection_id");
+    c->binding_id = sb_record_get(&conv, "binding_id");
+    c->channel = sb_record_get(&conv, "channel");
+    c->contact_id = sb_record_get(&conv, "contact_id");
+    if (r->element[3]->type == REDIS_REPLY_STRING)
+        c->assistant_id = sb_pool_strdup(&c->pool, r->element[3]->str, r->element[3]->len);
+    if (c->org.base == NULL || c->conn_id.base == NULL) {
+        fail_cmd(c, SB_SEND_PERMANENT, 0, "unknown conversation");
+        return;
+    }
+    h2o_iovec_t done = sb_record_get(&state, "done");
+    if (done.base != NULL) {
+        /* Already sent (or failed) under this id: acknowledge, send nothing. */
+        const char *argv[4] = {"XACK", ob->stream, GROUP, c->entry};
+        size_t argvlen[4] = {4, strlen(ob->stream), strlen(GROUP), strlen(c->entry)};
+        sb_redis_command(ob->w->redis, NULL, NULL, 4, argv, argvlen);
+        sb_metrics_outbound(-1, SB_OUTBOUND_DUPLICATE);
+        cmd_done(c);
+        return;
+    }
+    if (!have_conn) {
+        fail_cmd(c, SB_SEND_PERMANENT, 0, "the conversation's connection was deleted");
+        return;
+    }
+    c->adapter = sb_adapter_find(c->channel.base, c->channel.len);
+    json_t *creds = sb_credentials_open(ob->w->server->master_key, c->conn_id.base,
+                                        sb_record_get(&conn, "secrets"));
+    if (c->adapter == NULL || creds == NULL) {
+        json_decref(creds);
+        fail_cmd(c, SB_SEND_PERMANENT, 0, "the connection's credentials cannot be decrypted");
+        return;
+    }
+    sb_credentials_fill(creds, &c->pool, &c->cred);
+    json_decref(creds);
+    const sb_conf_t *conf = ob->w->server->conf;
+    c->target.chat_id = sb_record_get(&conv, "chat_id");
+    c->target.sender_id = sb_record_get(&conv, "sender_id");
+    c->target.api_base = iov(sb_iov_eq(c->channel, "telegram") ? conf->telegram_api_base
+                                                               : conf->graph_api_base);
+    /* An empty plan means there is nothing to send (e.g. a read receipt on Telegram). */
+    c->adapter->plan(&c->cmd, &c->pool, &c->plan);
+    int64_t parts = 0;
+    h2o_iovec_t p = sb_record_get(&state, "parts");
+    if (p.base != NULL)
+        sb_parse_int64(p.base, p.len, 0, INT32_MAX, &parts);
+    c->next_part = (size_t)parts;
+    enqueue_cmd(c);
+}
+
+/* A stream entry (id, [field, value, ...]) read or claimed: start it unless held already. */
+static void take_entry(sb_outbound_t *ob, const redisReply *e)
+{
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const redisReply *id = e->element[0], *fields = e->element[1];
+    if (id->len >= 64 || sb_map_get(&ob->inflight, id->str) != NULL)
+        return;
+    ob_cmd_t *c = sb_mem_calloc(1, sizeof(*c));
+    c->ob = ob;
+    h2o_mem_init_pool(&c->pool);
+    memcpy(c->entry, id->str, id->len);
+    c->entry[id->len] = '\0';
+    uv_timer_init(&ob->w->loop, &c->timer);
+    c->timer.data = c;
+    h2o_linklist_init_anchor(&c->link);
+    sb_map_set(&ob->inflight, c->entry, c);
+    c->raw = h2o_iovec_init("", 0);
+    if (fields != NULL && fields->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i + 1 < fields->elements; i += 2)
+            if (fields->element[i]->type == REDIS_REPLY_STRING &&
+                strcmp(fields->element[i]->str, "cmd") == 0 &&
+                fields->element[i + 1]->type == REDIS_REPLY_STRING)
+                c->raw = sb_pool_strdup(&c->pool, fields->element[i + 1]->str,
+                                        fields->element[i + 1]->len);
+    const char *reason = NULL;
+    if (sb_command_parse(c->raw, &c->pool, &c->cmd, &reason) != SB_OK) {
+        fail_cmd(c, SB_SEND_PERMANENT, 0, reason != NULL ? reason : "invalid command");
+        return;
+    }
+    c->parsed = 1;
+    if (c->cmd.conversation_id.base == NULL) {
+        fail_cmd(c, SB_SEND_PERMANENT, 0, "conversation_id is required");
+        return;
+    }
+    const char *argv[3];
+    size_t argvlen[3];
+    int argc = 0;
+    args_push(argv, argvlen, &argc, iov(ob->prefix));
+    args_push(argv, argvlen, &argc, c->cmd.conversation_id);
+    args_push(argv, argvlen, &argc, c->cmd.id);
+    c->wait = WAIT_REDIS;
+    if (sb_redis_eval(ob->w->redis, &script_load, on_loaded, c, 0, argc, argv, argvlen) != 0)
+        cmd_done(c);
+}
+
+/* ---- Reading, reclaiming, heartbeats ---- */
+
+static void take_entries(sb_outbound_t *ob, const redisReply *list)
+{
+    if (list == NULL || list->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < list->elements; ++i)
+        take_entry(ob, list->element[i]);
+}
+
+static void on_read(redisReply *r, void *data)
+{
+    sb_outbound_t *ob = data;
+    ob->reading = 0;
+    if (ob->stopping)
+        return;
+    size_t n = 0;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+        const redisReply *s = r->element[0];
+        if (s->type == REDIS_REPLY_ARRAY && s->elements == 2) {
+            n = s->element[1]->type == REDIS_REPLY_ARRAY ? s->element[1]->elements : 0;
+            take_entries(ob, s->element[1]);
+        }
+    } else if (r != NULL && r->type == REDIS_REPLY_ERROR && strstr(r->str, "NOGROUP") != NULL) {
+        ob->group_ready = 0;
+    }
+    if (!ob->history_done && r != NULL && r->type != REDIS_REPLY_ERROR && n < READ_COUNT)
+        ob->history_done = 1;
+    if (r != NULL)
+        read_next(ob);
+}
+
+static void on_group(redisReply *r, void *data)
+{
+    sb_outbound_t *ob = data;
+    if (r != NULL && (r->type != REDIS_REPLY_ERROR || strstr(r->str, "BUSYGROUP") != NULL)) {
+        ob->group_ready = 1;
+        read_next(ob);
+    }
+}
+
+static void read_next(sb_outbound_t *ob)
+{
+    if (ob->reading || ob->stopping || !sb_redis_connected(ob->reader))
+        return;
+    if (ob->inflight.size >= (size_t)ob->w->server->conf->outbound_max_in_flight)
+        return; /* resumed by cmd_done */
+    if (!ob->group_ready) {
+        /* "0": commands added before the group existed are not skipped. */
+        const char *argv[6] = {"XGROUP", "CREATE", ob->stream, GROUP, "0", "MKSTREAM"};
+        size_t argvlen[6] = {6, 6, strlen(ob->stream), strlen(GROUP), 1, 8};
+        if (sb_redis_command(ob->reader, on_group, ob, 6, argv, argvlen) == 0)
+            ob->reading = 1, ob->reading = 0;
+        return;
+    }
+    /* First our own pending entries (after a restart with the same node id), then new ones. */
+    const char *argv[10] = {"XREADGROUP", "GROUP", GROUP, ob->node, "COUNT",
+                            "100",        "BLOCK", BLOCK_MS, "STREAMS", ob->stream};
+    size_t argvlen[11];
+    const char *all[11];
+    for (int i = 0; i < 10; ++i) {
+        all[i] = argv[i];
+        argvlen[i] = strlen(argv[i]);
+    }
+    all[10] = ob->history_done ? ">" : "0";
+    argvlen[10] = 1;
+    if (sb_redis_command(ob->reader, on_read, ob, 11, all, argvlen) == 0)
+        ob->reading = 1;
+}
+
+static void on_reader_state(sb_redis_t *r, int connected, void *data)
+{
+    (void)r;
+    sb_outbound_t *ob = data;
+    if (connected) {
+        ob->history_done = 0;
+        ob->reading = 0;
+        read_next(ob);
+    } else {
+        ob->reading = 0;
+    }
+}
+
+static void on_claimed(redisReply *r, void *data)
+{
+    sb_outbound_t *ob = data;
+    ob->reclaiming = 0;
+    if (ob->stopping || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2)
+        return;
+    if (r->element[0]->type == REDIS_REPLY_STRING)
+        snprintf(ob->reclaim_cursor, sizeof(ob->reclaim_cursor), "%s", r->element[0]->str);
+    if (r->element[1]->type == REDIS_REPLY_ARRAY && r->element[1]->elements != 0) {
+        sb_log(SB_LOG_INFO, SB_MODULE, "took over %zu outbound commands of a silent consumer",
+               r->element[1]->elements);
+        take_entries(ob, r->element[1]);
+    }
+}
+
+static void on_reclaim_timer(uv_timer_t *t)
+{
+    sb_outbound_t *ob = t->data;
+    if (ob->reclaiming || !ob->group_ready || !sb_redis_connected(ob->w->redis))
+        return;
+    char idle[32];
+    snprintf(idle, sizeof(idle), "%lld", (long long)ob->w->server->conf->reclaim_idle_ms);
+    const char *argv[8] = {"XAUTOCLAIM", ob->stream, GROUP, ob->node, idle,
+                           ob->reclaim_cursor, "COUNT", "100"};
+    size_t argvlen[8];
+    for (int i = 0; i < 8; ++i)
+        argvlen[i] = strlen(argv[i]);
+    if (sb_redis_command(ob->w->redis, on_claimed, ob, 8, argv, argvlen) == 0)
+        ob->reclaiming = 1;
+}
+
+typedef struct st_heartbeat_t {
+    const char **argv;
+    size_t *argvlen;
+    int argc, cap;
+} heartbeat_t;
+
+static void collect_entry(const char *key, void *value, void *data)
+{
+    (void)value;
+    heartbeat_t *h = data;
+    if (h->argc < h->cap) {
+        h->argv[h->argc] = key;
+        h->argvlen[h->argc] = strlen(key);
+        h->argc++;
+    }
+}
+
+static void on_heartbeat_timer(uv_timer_t *t)
+{
+    sb_outbound_t *ob = t->data;
+    if (ob->inflight.size == 0 || !sb_redis_connected(ob->w->redis))
+        return;
+    /* XCLAIM of our own entries with min-idle 0 resets their idle time: a live consumer's
+     * slow send is never taken over by XAUTOCLAIM elsewhere. */
+    int cap = (int)ob->inflight.size + 6;
+    heartbeat_t h = {sb_mem_alloc(sizeof(char *) * (size_t)cap),
+                     sb_mem_alloc(sizeof(size_t) * (size_t)cap), 0, cap};
+    const char *head[5] = {"XCLAIM", ob->stream, GROUP, ob->node, "0"};
+    for (int i = 0; i < 5; ++i) {
+        h.argv[h.argc] = head[i];
+        h.argvlen[h.argc++] = strlen(head[i]);
+    }
+    h.cap = cap - 1;
+    sb_map_foreach(&ob->inflight, collect_entry, &h);
+    h.argv[h.argc] = "JUSTID";
+    h.argvlen[h.argc++] = 6;
+    sb_redis_command(ob->w->redis, NULL, NULL, h.argc, h.argv, h.argvlen);
+    free(h.argv);
+    free(h.argvlen);
+}
+
+/* ---- Start and stop ---- */
+
+sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url)
+{
+    sb_outbound_t *ob = sb_mem_calloc(1, sizeof(*ob));
+    const sb_conf_t *conf = w->server->conf;
+    ob->w = w;
+    ob->prefix = conf->redis_prefix;
+    if (conf->node_id[0] != '\0') {
+        snprintf(ob->node, sizeof(ob->node), "%s", conf->node_id);
+    } else {
+        char host[64] = "host";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(ob->node, sizeof(ob->node), "%s-%d", host, (int)getpid());
+    }
+    snprintf(ob->stream, sizeof(ob->stream), "%sout", conf->redis_prefix);
+    snprintf(ob->reclaim_cursor, sizeof(ob->reclaim_cursor), "0-0");
+    sb_map_init(&ob->inflight);
+    sb_map_init(&ob->convs);
+    sb_map_init(&ob->buckets);
+    uv_timer_init(&w->loop, &ob->reclaim_timer);
+    ob->reclaim_timer.data = ob;
+    uv_timer_init(&w->loop, &ob->heartbeat_timer);
+    ob->heartbeat_timer.data = ob;
+    uint64_t idle = (uint64_t)conf->reclaim_idle_ms;
+    uv_timer_start(&ob->reclaim_timer, on_reclaim_timer, idle / 4 + 1, idle / 4 + 1);
+    uv_timer_start(&ob->heartbeat_timer, on_heartbeat_timer, idle / 3 + 1, idle / 3 + 1);
+    /* The blocking XREADGROUP gets a connection of its own: it would hold up every other
+     * command pipelined behind it. */
+    sb_redis_options_t ropts = {.url = url,
+                                .command_timeout_ms = (uint32_t)conf->redis_timeout_ms + 2000,
+                                .on_state = on_reader_state,
+                                .data = ob};
+    ob->reader = sb_redis_new(&w->loop, &ropts);
+    sb_log(SB_LOG_INFO, SB_MODULE, "outbound consumer %s on %s", ob->node, ob->stream);
+    return ob;
+}
+
+static void free_value(const char *key, void *value, void *data)
+{
+    (void)key, (void)data;
+    free(value);
+}
+
+static void maybe_free(sb_outbound_t *ob)
+{
+    if (ob->handles_open != 0 || ob->inflight.size != 0)
+        return;
+    sb_map_foreach(&ob->buckets, free_value, NULL);
+    sb_map_dispose(&ob->buckets);
+    sb_map_foreach(&ob->convs, free_value, NULL);
+    sb_map_dispose(&ob->convs);
+    sb_map_dispose(&ob->inflight);
+    free(ob);
+}
+
+static void on_ob_timer_closed(uv_handle_t *h)
+{
+    sb_outbound_t *ob = h->data;
+    ob->handles_open--;
+    maybe_free(ob);
+}
+
+typedef struct st_collect_t {
+    ob_cmd_t **cmds;
+    size_t n;
+} collect_t;
+
+static void collect_idle(const char *key, void *value, void *data)
+{
+    (void)key;
+    ob_cmd_t *c = value;
+    collect_t *col = data;
+    if (c->wait == WAIT_QUEUED || c->wait == WAIT_TIMER)
+        col->cmds[col->n++] = c;
+}
+
+void sb_outbound_stop(sb_outbound_t *ob)
+{
+    ob->stopping = 1;
+    sb_redis_close(ob->reader);
+    ob->reader = NULL;
+    ob->handles_open = 2;
+    uv_close((uv_handle_t *)&ob->reclaim_timer, on_ob_timer_closed);
+    uv_close((uv_handle_t *)&ob->heartbeat_timer, on_ob_timer_closed);
+    /* Commands waiting in a queue or on a timer are dropped now (they stay pending in the
+     * group); those waiting on curl or Redis go when their callback runs. */
+    collect_t col = {sb_mem_alloc(sizeof(ob_cmd_t *) * (ob->inflight.size + 1)), 0};
+    sb_map_foreach(&ob->inflight, collect_idle, &col);
+    for (size_t i = 0; i < col.n; ++i)
+        cmd_done(col.cmds[i]);
+    free(col.cmds);
+}

@@ -1,0 +1,490 @@
+"""
+docs/openapi.json: a valid-looking OpenAPI 3 document that lists every route of docs/api.md
+(and of contract section 6), documents the statuses each route answers, and agrees with the
+real server: a set of live probes must answer statuses the document lists for that route,
+with JSON bodies that match the documented schemas.
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import sys
+import unittest
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as H  # noqa: E402
+
+OPENAPI = os.path.join(H.SOURCE_DIR, "docs", "openapi.json")
+API_MD = os.path.join(H.SOURCE_DIR, "docs", "api.md")
+CONTRACT_MD = os.path.join(os.path.dirname(os.path.abspath(H.FIXTURES_DIR)), "docs", "contract.md")
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def load_doc():
+    with open(OPENAPI, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def resolve(doc, node):
+    seen = 0
+    while isinstance(node, dict) and "$ref" in node:
+        ref = node["$ref"]
+        assert ref.startswith("#/"), "external $ref %r" % ref
+        node = doc
+        for part in ref[2:].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        seen += 1
+        assert seen < 20, "$ref loop"
+    return node
+
+
+def validate(doc, schema, value, where="$"):
+    """A small JSON Schema (OpenAPI 3.0 dialect) validator; returns a list of problems."""
+    schema = resolve(doc, schema)
+    errs = []
+    if value is None and schema.get("nullable"):
+        return errs
+    for sub in schema.get("allOf", []):
+        errs += validate(doc, sub, value, where)
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            if not any(not validate(doc, s, value, where) for s in schema[key]):
+                errs.append("%s: matches none of %s" % (where, key))
+    t = schema.get("type")
+    types = {"object": dict, "array": list, "string": str, "boolean": bool}
+    if t in types and not isinstance(value, types[t]):
+        return errs + ["%s: expected %s, got %r" % (where, t, value)]
+    if t == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
+        return errs + ["%s: expected integer, got %r" % (where, value)]
+    if t == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return errs + ["%s: expected number, got %r" % (where, value)]
+    if "enum" in schema and value not in schema["enum"]:
+        errs.append("%s: %r not in %r" % (where, value, schema["enum"]))
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            errs.append("%s: shorter than %d" % (where, schema["minLength"]))
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            errs.append("%s: longer than %d" % (where, schema["maxLength"]))
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errs.append("%s: %r does not match %s" % (where, value, schema["pattern"]))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            errs.append("%s: under the minimum" % where)
+        if "maximum" in schema and value > schema["maximum"]:
+            errs.append("%s: over the maximum" % where)
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for r in schema.get("required", []):
+            if r not in value:
+                errs.append("%s: required property %r missing" % (where, r))
+        if len(value) < schema.get("minProperties", 0):
+            errs.append("%s: too few properties" % where)
+        extra = schema.get("additionalProperties", True)
+        for k, v in value.items():
+            if k in props:
+                errs += validate(doc, props[k], v, "%s.%s" % (where, k))
+            elif extra is False:
+                errs.append("%s: undocumented property %r" % (where, k))
+            elif isinstance(extra, dict):
+                errs += validate(doc, extra, v, "%s.%s" % (where, k))
+    if isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            errs += validate(doc, schema["items"], v, "%s[%d]" % (where, i))
+    return errs
+
+
+def routes_in_markdown(text):
+    """(METHOD, path) of every `METHOD /path` (also `GET/POST /path` and `DELETE …/x`)."""
+    out = []
+    prev = None
+    for methods, path in re.findall(
+            r"`((?:GET|POST|PUT|PATCH|DELETE)(?:/(?:GET|POST|PUT|PATCH|DELETE))*)\s+([^`\s]+)`",
+            text):
+        path = path.split("?")[0]
+        if path.startswith("…") or path.startswith("..."):
+            rest = path.lstrip(".…")
+            first = rest.split("/")[1]
+            path = prev[:prev.rfind("/" + first)] + rest
+        prev = path
+        if not re.match(r"^/(orgs/|webhooks/|healthz$|readyz$|metrics$)", path):
+            continue  # a provider's API (Graph GET /me, ...), not a gateway route
+        for m in methods.split("/"):
+            out.append((m, path))
+    return out
+
+
+def norm(path):
+    """The path with every {parameter} name erased, to compare templates."""
+    return re.sub(r"\{[^}]+\}", "{}", path)
+
+
+class OpenApiDocumentTest(unittest.TestCase):
+    """Static checks of the document."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.doc = load_doc()
+
+    def operations(self):
+        for path, item in self.doc["paths"].items():
+            for m in METHODS:
+                if m in item:
+                    yield path, m, item, item[m]
+
+    def test_is_openapi_3(self):
+        self.assertTrue(self.doc["openapi"].startswith("3."), self.doc.get("openapi"))
+        self.assertEqual(self.doc["openapi"], "3.0.3")
+        self.assertTrue(self.doc["info"]["title"])
+        self.assertTrue(self.doc["info"]["version"])
+        schemes = self.doc["components"]["securitySchemes"]
+        self.assertEqual(schemes["bearerAuth"], dict(schemes["bearerAuth"], type="http",
+                                                     scheme="bearer"))
+        self.assertEqual(self.doc["security"], [{"bearerAuth": []}])
+        for name in ("Connection", "Assistant", "Binding", "Contact", "Error"):
+            self.assertIn(name, self.doc["components"]["schemas"])
+
+    def test_every_ref_resolves(self):
+        def walk(node, where):
+            if isinstance(node, dict):
+                if "$ref" in node:
+                    try:
+                        resolve(self.doc, node)
+                    except (KeyError, AssertionError) as e:
+                        self.fail("%s: unresolved $ref %r (%s)" % (where, node["$ref"], e))
+                for k, v in node.items():
+                    walk(v, where + "/" + k)
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    walk(v, "%s[%d]" % (where, i))
+        walk(self.doc, "#")
+
+    def test_api_md_routes_are_documented(self):
+        with open(API_MD, encoding="utf-8") as f:
+            text = f.read()
+        routes = routes_in_markdown(text)
+        self.assertGreaterEqual(len(routes), 17, routes)
+        for method, path in routes:
+            self.assertTrue(path in self.doc["paths"], "%s %s missing" % (method, path))
+            self.assertTrue(method.lower() in self.doc["paths"][path],
+                            "%s %s missing" % (method, path))
+        # paths named without a method (the webhook endpoints): GET handshake and POST
+        paths = {norm(p): item for p, item in self.doc["paths"].items()}
+        hooks = re.findall(r"`(/webhooks/[^`]+)`", text)
+        self.assertTrue(hooks)
+        for path in hooks:
+            self.assertTrue(norm(path) in paths, path)
+            self.assertTrue("get" in paths[norm(path)], path)
+            self.assertTrue("post" in paths[norm(path)], path)
+
+    def test_contract_routes_are_documented(self):
+        if not os.path.isfile(CONTRACT_MD):
+            self.skipTest("contract.md not found beside the fixtures")
+        with open(CONTRACT_MD, encoding="utf-8") as f:
+            routes = routes_in_markdown(f.read())
+        self.assertGreaterEqual(len(routes), 15, routes)
+        paths = {norm(p): item for p, item in self.doc["paths"].items()}
+        for method, path in routes:
+            self.assertTrue(norm(path) in paths, "%s %s missing" % (method, path))
+            self.assertTrue(method.lower() in paths[norm(path)], "%s %s missing" % (method, path))
+
+    def test_no_undocumented_org_routes(self):
+        documented = set()
+        for fn in (API_MD, CONTRACT_MD):
+            if os.path.isfile(fn):
+                with open(fn, encoding="utf-8") as f:
+                    documented |= {(m.lower(), norm(p)) for m, p in routes_in_markdown(f.read())}
+        for path, m, _, _ in self.operations():
+            if path.startswith("/orgs/"):
+                self.assertIn((m, norm(path)), documented, "%s %s is in no route table" % (m, path))
+
+    def test_operations_are_complete(self):
+        ids = set()
+        for path, m, item, op in self.operations():
+            where = "%s %s" % (m.upper(), path)
+            self.assertIn("operationId", op, where)
+            self.assertNotIn(op["operationId"], ids, where)
+            ids.add(op["operationId"])
+            codes = set(op["responses"])
+            self.assertTrue(codes, where)
+            for c in codes:
+                self.assertRegex(c, r"^[1-5][0-9][0-9]$", where)
+            # path parameters are declared
+            declared = {resolve(self.doc, p)["name"] for p in item.get("parameters", []) +
+                        op.get("parameters", []) if resolve(self.doc, p)["in"] == "path"}
+            self.assertEqual(declared, set(re.findall(r"\{([^}]+)\}", path)), where)
+            for p in item.get("parameters", []) + op.get("parameters", []):
+                p = resolve(self.doc, p)
+                if p["in"] == "path":
+                    self.assertIs(p.get("required"), True, where)
+            if path.startswith("/orgs/"):
+                self.assertNotIn("security", op, "%s must use the global bearer auth" % where)
+                self.assertLessEqual({"401", "429", "503"}, codes, where)
+                if "{" in path:
+                    self.assertIn("404", codes, where)
+                if "requestBody" in op:
+                    self.assertLessEqual({"400", "413"}, codes, where)
+                for c in codes - {"204", "202"}:
+                    resp = resolve(self.doc, op["responses"][c])
+                    if c.startswith("4") or c.startswith("5"):
+                        schema = resp["content"]["application/json"]["schema"]
+                        self.assertEqual(schema, {"$ref": "#/components/schemas/Error"}, where)
+                    if c == "429":
+                        self.assertIn("Retry-After", resp.get("headers", {}), where)
+            else:
+                self.assertEqual(op.get("security"), [], "%s needs no key" % where)
+
+    def test_lists_have_pagination(self):
+        for path, m, item, op in self.operations():
+            if m != "get" or not path.startswith("/orgs/"):
+                continue
+            ok = resolve(self.doc, op["responses"]["200"])
+            content = ok.get("content", {}).get("application/json")
+            if not content or resolve(self.doc, content["schema"]).get("type") != "array":
+                continue
+            names = {resolve(self.doc, p)["name"] for p in op.get("parameters", [])}
+            self.assertLessEqual({"page", "take"}, names, path)
+            self.assertLessEqual({"pagination-count", "pagination-page", "pagination-take"},
+                                 set(ok.get("headers", {})), path)
+            self.assertIn("400", op["responses"], path)
+        take = resolve(self.doc, {"$ref": "#/components/parameters/Take"})["schema"]
+        self.assertEqual((take["minimum"], take["maximum"], take["default"]), (1, 100, 20))
+        page = resolve(self.doc, {"$ref": "#/components/parameters/Page"})["schema"]
+        self.assertEqual((page["minimum"], page["default"]), (1, 1))
+
+    def test_statuses_per_route(self):
+        expected = {
+            ("get", "/orgs/c/connections"): {"200", "400", "401", "429", "503"},
+            ("post", "/orgs/c/connections"): {"201", "400", "401", "413", "429", "502", "503"},
+            ("get", "/orgs/c/connections/{id}"): {"200", "401", "404"},
+            ("patch", "/orgs/c/connections/{id}"): {"200", "400", "401", "404", "413", "502"},
+            ("delete", "/orgs/c/connections/{id}"): {"204", "401", "404"},
+            ("post", "/orgs/c/connections/{id}/test"): {"200", "401", "404", "502"},
+            ("get", "/orgs/c/assistants"): {"200", "400", "401"},
+            ("post", "/orgs/c/assistants"): {"201", "400", "401", "413", "429"},
+            ("get", "/orgs/c/assistants/{id}"): {"200", "401", "404"},
+            ("patch", "/orgs/c/assistants/{id}"): {"200", "400", "401", "404"},
+            ("delete", "/orgs/c/assistants/{id}"): {"204", "401", "404"},
+            ("get", "/orgs/c/assistants/{id}/channels"): {"200", "400", "401", "404"},
+            ("post", "/orgs/c/assistants/{id}/channels"): {"201", "400", "401", "404", "409"},
+            ("delete", "/orgs/c/assistants/{id}/channels/{binding_id}"): {"204", "401", "404"},
+            ("get", "/orgs/c/contacts"): {"200", "400", "401"},
+            ("get", "/orgs/c/contacts/{id}"): {"200", "401", "404"},
+            ("patch", "/orgs/c/contacts/{id}"): {"200", "400", "401", "404"},
+            ("post", "/orgs/c/conversations/{id}/messages"): {"202", "400", "401"},
+            ("get", "/orgs/c/inbox/events"): {"200", "401"},
+            ("get", "/healthz"): {"200"},
+            ("get", "/readyz"): {"200", "503"},
+            ("get", "/metrics"): {"200"},
+            ("get", "/webhooks/{channel}/{connection_id}"): {"200", "403", "404"},
+            ("post", "/webhooks/{channel}/{connection_id}"): {"200", "400", "401", "404", "413",
+                                                              "503"},
+        }
+        for (m, path), codes in expected.items():
+            op = self.doc["paths"][path][m]
+            self.assertLessEqual(codes, set(op["responses"]), "%s %s" % (m, path))
+        # success statuses are exactly the documented ones (create 201, delete 204)
+        for (m, path), codes in expected.items():
+            ok = {c for c in self.doc["paths"][path][m]["responses"] if c.startswith("2")}
+            self.assertEqual(ok, {c for c in codes if c.startswith("2")}, "%s %s" % (m, path))
+        err = self.doc["components"]["schemas"]["Error"]
+        self.assertEqual(err["required"], ["error"])
+        self.assertEqual(set(err["properties"]["error"]["required"]), {"code", "message"})
+
+    def test_validator_catches_bad_objects(self):
+        conn = {"id": "cn_abc", "provider": "telegram", "name": "n", "status": "active",
+                "account_hint": "@b", "created_at": "2026-11-22T03:04:05.123Z",
+                "updated_at": "2026-11-22T03:04:05.123Z",
+                "webhook_url": "http://x/webhooks/telegram/cn_abc",
+                "credentials": {"bot_token": "****wxyz"}}
+        ref = {"$ref": "#/components/schemas/Connection"}
+        self.assertEqual(validate(self.doc, ref, conn), [])
+        self.assertTrue(validate(self.doc, ref, dict(conn, credentials={"bot_token": "123:abc"})))
+        self.assertTrue(validate(self.doc, ref, dict(conn, status="on")))
+        self.assertTrue(validate(self.doc, ref, dict(conn, created_at="2026-11-22 03:04:05")))
+        bad = dict(conn)
+        del bad["webhook_url"]
+        self.assertTrue(validate(self.doc, ref, bad))
+
+
+class OpenApiProbeTest(H.GatewayTestCase):
+    """The live server answers only documented statuses, with documented bodies."""
+    PREFIX = "toa:"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.doc = load_doc()
+
+    def check(self, resp, template, method=None):
+        method = (method or resp.method).lower()
+        self.seen.append(resp.status)
+        item = self.doc["paths"].get(template)
+        self.assertTrue(item is not None, "%s is not in openapi.json" % template)
+        op = item.get(method)
+        self.assertTrue(op is not None, "%s %s is not in openapi.json" % (method, template))
+        code = str(resp.status)
+        self.assertTrue(code in op["responses"], "%s %s answered %s, not documented: %r"
+                        % (method.upper(), resp.path, code, resp.body[:300]))
+        r = resolve(self.doc, op["responses"][code])
+        content = r.get("content", {})
+        if "application/json" in content:
+            self.assertIsNotNone(resp.json, "%s %s: documented JSON, got %r"
+                                 % (method.upper(), resp.path, resp.body[:300]))
+            problems = validate(self.doc, content["application/json"]["schema"], resp.json)
+            self.assertEqual(problems, [], "%s %s -> %s" % (method.upper(), resp.path, code))
+        for h in r.get("headers", {}):
+            self.assertIn(h.lower(), resp.headers, "%s %s: header %s documented, not sent"
+                          % (method.upper(), resp.path, h))
+        if not content and code == "204":
+            self.assertEqual(resp.body, b"")
+        return resp
+
+    def setUp(self):
+        super().setUp()
+        self.seen = []
+
+    def test_probes(self):
+        A = "/orgs/c/assistants"
+        C = "/orgs/c/connections"
+        chk = self.check
+        chk(self.api("GET", A, key=None), A)
+        chk(self.api("GET", A, key="not-a-key"), A)
+        chk(self.api("GET", A), A)
+        chk(self.api("GET", A + "?take=0"), A)
+        chk(self.api("POST", A, {}), A)
+        chk(self.api("POST", A, '{"name": "x"' + " " * 1100000 + "}"), A)
+        a = chk(self.api("POST", A, {"name": "probe"}), A).json
+        chk(self.api("GET", A + "/" + a["id"]), A + "/{id}")
+        chk(self.api("GET", A + "/as_nope"), A + "/{id}")
+        chk(self.api("PATCH", A + "/" + a["id"], {"enabled": False}), A + "/{id}")
+        chk(self.api("PATCH", A + "/" + a["id"], {}), A + "/{id}")
+
+        fx = H.load_fixture("telegram", "text_private")
+        tok = H.fixture_token(fx)
+        self.telegram.add_bot(tok, username="probe_bot")
+        chk(self.api("GET", C + "?provider=sms"), C)
+        chk(self.api("POST", C, {"provider": "telegram",
+                                 "credentials": {"bot_token": "6999999999:refused-token-x"}}), C)
+        conn = chk(self.api("POST", C, {"provider": "telegram",
+                                        "credentials": {"bot_token": tok}}), C).json
+        tok5 = "6999999998:probe-5xx-token-abcdef"
+        self.telegram.add_bot(tok5)
+        self.telegram.override("getme", status=500, body={"ok": False}, times=1)
+        chk(self.api("POST", C, {"provider": "telegram", "credentials": {"bot_token": tok5}}), C)
+        chk(self.api("GET", C), C)
+        cp = C + "/" + conn["id"]
+        chk(self.api("GET", cp), C + "/{id}")
+        chk(self.api("GET", C + "/cn_nope"), C + "/{id}")
+        chk(self.api("PATCH", cp, {"name": "renamed"}), C + "/{id}")
+        chk(self.api("PATCH", cp, {"name": ""}), C + "/{id}")
+        chk(self.api("POST", cp + "/test"), C + "/{id}/test")
+        chk(self.api("POST", C + "/cn_nope/test"), C + "/{id}/test")
+
+        B = A + "/" + a["id"] + "/channels"
+        b = chk(self.api("POST", B, {"connection_id": conn["id"]}), A + "/{id}/channels").json
+        chk(self.api("POST", B, {"connection_id": conn["id"]}), A + "/{id}/channels")
+        chk(self.api("POST", B, {"connection_id": "cn_nope"}), A + "/{id}/channels")
+        chk(self.api("GET", B), A + "/{id}/channels")
+        chk(self.api("GET", A + "/as_nope/channels"), A + "/{id}/channels")
+
+        # webhooks
+        W = "/webhooks/{channel}/{connection_id}"
+        hook = urllib.parse.urlsplit(conn["webhook_url"]).path
+        secret = self.telegram.last_secret(tok)
+        hdrs = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret}
+        chk(self.gw.http("POST", hook, body=json.dumps(fx["body"]), headers=hdrs), W)
+        chk(self.gw.http("POST", hook, body=json.dumps(fx["body"]),
+                         headers={"Content-Type": "application/json"}), W)
+        chk(self.gw.http("POST", hook, body="[1, 2", headers=hdrs), W)
+        big = '{"update_id": 1, "message": {"text": "' + "x" * (4 * 1024 * 1024) + '"}}'
+        self.assertEqual(chk(self.gw.http("POST", hook, body=big, headers=hdrs), W).status, 413)
+        chk(self.gw.http("POST", "/webhooks/telegram/cn_nope", body=json.dumps(fx["body"]),
+                         headers=hdrs), W)
+
+        wa_fx = H.load_fixture("whatsapp", "text")
+        acc = "EAAProbe" + "x" * 30
+        self.graph.add_account(acc, "1", "Probe WA")
+        wa = chk(self.api("POST", C, {"provider": "whatsapp", "credentials": {
+            "app_secret": "probe-app-secret-123", "verify_token": "probe-verify-123",
+            "access_token": acc}}), C).json
+        whook = urllib.parse.urlsplit(wa["webhook_url"]).path
+        for vt in ("probe-verify-123", "wrong"):
+            q = urllib.parse.urlencode({"hub.mode": "subscribe", "hub.verify_token": vt,
+                                        "hub.challenge": "42"})
+            chk(self.gw.http("GET", whook + "?" + q), W)
+        chk(self.gw.http("GET", "/webhooks/whatsapp/cn_nope?hub.mode=subscribe&"
+                                "hub.verify_token=x&hub.challenge=1"), W)
+        raw = json.dumps(wa_fx["body"], separators=(",", ":")).encode()
+        sig = "sha256=" + hmac.new(b"probe-app-secret-123", raw, hashlib.sha256).hexdigest()
+        chk(self.gw.http("POST", whook, body=raw, headers={"Content-Type": "application/json",
+                                                           "X-Hub-Signature-256": sig}), W)
+        chk(self.gw.http("POST", whook, body=raw, headers={"Content-Type": "application/json",
+                                                           "X-Hub-Signature-256": "sha256=00"}), W)
+
+        # contacts (the Telegram update above created one)
+        ct = H.wait_until(lambda: self.api("GET", "/orgs/c/contacts").json, 10, "a contact")[0]
+        chk(self.api("GET", "/orgs/c/contacts"), "/orgs/c/contacts")
+        chk(self.api("GET", "/orgs/c/contacts?status=FOO"), "/orgs/c/contacts")
+        chk(self.api("GET", "/orgs/c/contacts/" + ct["id"]), "/orgs/c/contacts/{id}")
+        chk(self.api("GET", "/orgs/c/contacts/ct_nope"), "/orgs/c/contacts/{id}")
+        chk(self.api("PATCH", "/orgs/c/contacts/" + ct["id"], {"status": "BLOCKED"}),
+            "/orgs/c/contacts/{id}")
+        chk(self.api("PATCH", "/orgs/c/contacts/" + ct["id"], {"status": "ALL"}),
+            "/orgs/c/contacts/{id}")
+
+        # inbox routes of the contract: at least their authentication is as documented
+        chk(self.api("POST", "/orgs/c/conversations/cv_nope/messages",
+                     {"id": "c1", "type": "text", "text": "hi"}, key=None),
+            "/orgs/c/conversations/{id}/messages")
+        chk(self.api("GET", "/orgs/c/inbox/events", key=None), "/orgs/c/inbox/events")
+
+        # deletes
+        chk(self.api("DELETE", B + "/" + b["id"]), A + "/{id}/channels/{binding_id}")
+        chk(self.api("DELETE", B + "/" + b["id"]), A + "/{id}/channels/{binding_id}")
+        chk(self.api("DELETE", cp), C + "/{id}")
+        chk(self.api("DELETE", cp), C + "/{id}")
+        chk(self.api("DELETE", A + "/" + a["id"]), A + "/{id}")
+        chk(self.api("DELETE", A + "/" + a["id"]), A + "/{id}")
+
+        # operations
+        for p in ("/healthz", "/readyz", "/metrics"):
+            r = chk(self.gw.http("GET", p), p)
+            self.assertEqual(r.status, 200)
+
+        # and each probe answered what docs/api.md says
+        self.assertEqual(self.seen, [
+            401, 401, 200, 400, 400, 413, 201, 200, 404, 200, 400,   # assistants
+            400, 400, 201, 502, 200, 200, 404, 200, 400, 200, 404,   # connections
+            201, 409, 400, 200, 404,                                 # bindings
+            200, 401, 400, 413, 404,                                 # telegram webhook
+            201, 200, 403, 404, 200, 401,                            # whatsapp webhook
+            200, 400, 200, 404, 200, 400,                            # contacts
+            401, 401,                                                # inbox routes
+            204, 404, 204, 404, 204, 404,                            # deletes
+            200, 200, 200])
+
+    def test_405_is_documented_with_allow(self):
+        r = self.api("PUT", "/orgs/c/assistants", {"name": "x"})
+        self.assertEqual(r.status, 405, r)
+        resp = resolve(self.doc, {"$ref": "#/components/responses/MethodNotAllowed"})
+        self.assertIn("Allow", resp["headers"])
+        self.assertEqual(validate(self.doc, resp["content"]["application/json"]["schema"], r.json),
+                         [])
+        self.assertIn("allow", r.headers)
+
+    def test_429_body_and_headers_as_documented(self):
+        org = self.new_org()
+        key = self.gw.keys_create(org)
+        for i in range(10):
+            self.assertEqual(self.gw.http("POST", "/orgs/c/assistants", {"name": "n%d" % i},
+                                          key=key).status, 201)
+        r = self.gw.http("POST", "/orgs/c/assistants", {"name": "x"}, key=key)
+        self.check(r, "/orgs/c/assistants")
+        self.assertEqual(r.status, 429)
+
+
+if __name__ == "__main__":
+    H.main()
