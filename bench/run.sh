@@ -12,12 +12,14 @@
 # with SWITCHBOARD_WORKERS=1, baseline with one worker, redis-server) on CPU 1, so that the
 # client never competes with the server it measures.
 #
-# Usage: bench/run.sh [--build-dir DIR] [--duration S] [--warmup S] [--connections "16 64 256"]
-#                     [--repeat N]
+# Usage: bench/run.sh [--build-dir DIR] [--switchboard BIN | --gateway-rev REV]
+#                     [--duration S] [--warmup S] [--connections "16 64 256"] [--repeat N]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=""
+SB=""
+GATEWAY_REV=""
 DURATION=10
 WARMUP=2
 CONNS="16 64 256"
@@ -28,6 +30,9 @@ usage() {
     echo
     echo "  --build-dir DIR   use (and update) this CMake build directory; it should be a"
     echo "                    Release or RelWithDebInfo build (default: a fresh one in \$TMPDIR)"
+    echo "  --switchboard BIN measure this gateway binary instead of building one"
+    echo "  --gateway-rev REV build the gateway from git revision REV (read with git archive)"
+    echo "                    instead of the working tree; the bench tools stay the working tree's"
     echo "  --duration S      measured seconds per run (10)"
     echo "  --warmup S        unmeasured seconds before each run (2)"
     echo "  --connections L   connection counts to measure (\"16 64 256\")"
@@ -38,6 +43,8 @@ usage() {
 while [ $# -gt 0 ]; do
     case "$1" in
     --build-dir) BUILD_DIR=$2; shift 2 ;;
+    --switchboard) SB=$2; shift 2 ;;
+    --gateway-rev) GATEWAY_REV=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
@@ -53,49 +60,37 @@ done
 
 # ---- Build ----
 
+# build DIR TARGET...: builds TARGETs in the configured build directory DIR.
 build() {
-    cmake --build "$1" -j"$(nproc)" --target switchboard loadgen baseline >"$1/bench-build.log" 2>&1
+    local dir=$1
+    shift
+    cmake --build "$dir" -j"$(nproc)" --target "$@" >"$dir/bench-build.log" 2>&1
 }
-if [ -z "$BUILD_DIR" ]; then
-    BUILD_DIR=${TMPDIR:-/tmp}/switchboard-bench-build
-    cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSB_TESTS=OFF \
-        -DSB_BENCH=ON -DCMAKE_C_FLAGS="" >/dev/null
-    # gcc -O2 finds warnings (e.g. -Wformat-truncation) that a -O0 build does not: measure
-    # anyway, with those warnings (only) no longer errors, but say so.
-    noerr=""
-    built=0
+
+# build_release SRC DIR TARGET...: configures DIR from the source tree SRC as a RelWithDebInfo
+# build and builds TARGETs. gcc -O2 finds warnings (e.g. -Wformat-truncation) that the -O0
+# builds of the tests do not; then the warnings named in the errors (only those) are made
+# non-fatal and the build retried, with a WARNING on stderr.
+build_release() {
+    local src=$1 dir=$2 noerr="" found
+    shift 2
+    cmake -S "$src" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSB_TESTS=OFF \
+        -DCMAKE_C_FLAGS="" >/dev/null
     for _ in 1 2 3 4; do
-        if build "$BUILD_DIR"; then
-            built=1
-            break
-        fi
-        found=$({ grep -o '\[-Werror=[a-z0-9-]*=\{0,1\}\]' "$BUILD_DIR/bench-build.log" ||
-            true; } | sort -u | sed 's/\[-Werror=\([a-z0-9-]*\)=\{0,1\}\]/-Wno-error=\1/' | tr '\n' ' ')
-        if [ -z "$found" ]; then
-            cat "$BUILD_DIR/bench-build.log" >&2
-            exit 1
-        fi
-        echo "run.sh: WARNING: the release build fails with -Werror:" >&2
-        grep -m3 "error:" "$BUILD_DIR/bench-build.log" >&2 || true
+        build "$dir" "$@" && return 0
+        found=$({ grep -o '\[-Werror=[a-z0-9-]*=\{0,1\}\]' "$dir/bench-build.log" || true; } |
+            sort -u | sed 's/\[-Werror=\([a-z0-9-]*\)=\{0,1\}\]/-Wno-error=\1/' | tr '\n' ' ')
+        [ -n "$found" ] || break
+        echo "run.sh: WARNING: the release build of $src fails with -Werror:" >&2
+        grep -m3 "error:" "$dir/bench-build.log" >&2 || true
         noerr="$noerr $found"
         echo "run.sh: retrying with$noerr" >&2
-        cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_C_FLAGS="$noerr" >/dev/null
+        cmake -S "$src" -B "$dir" -DCMAKE_C_FLAGS="$noerr" >/dev/null
     done
-    [ "$built" = 1 ] || { cat "$BUILD_DIR/bench-build.log" >&2; exit 1; }
-else
-    BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
-    build "$BUILD_DIR" || { cat "$BUILD_DIR/bench-build.log" >&2; exit 1; }
-    btype=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt")
-    case "$btype" in
-    Release | RelWithDebInfo) ;;
-    *) echo "run.sh: WARNING: $BUILD_DIR is a \"$btype\" build, not a release build" >&2 ;;
-    esac
-fi
-SB=$BUILD_DIR/switchboard
-LOADGEN=$BUILD_DIR/bench/loadgen
-BASELINE=$BUILD_DIR/bench/baseline
-
-# ---- Processes ----
+    echo "run.sh: the build in $dir failed:" >&2
+    grep -B3 -A3 "error" "$dir/bench-build.log" | head -40 >&2
+    return 1
+}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sb-bench.XXXXXX")
 PIDS=()
@@ -116,6 +111,43 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+TARGETS=(loadgen baseline)
+[ -z "$SB" ] && [ -z "$GATEWAY_REV" ] && TARGETS+=(switchboard)
+if [ -n "$BUILD_DIR" ]; then
+    BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
+    build "$BUILD_DIR" "${TARGETS[@]}" || { cat "$BUILD_DIR/bench-build.log" >&2; exit 1; }
+    btype=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt")
+    case "$btype" in
+    Release | RelWithDebInfo) ;;
+    *) echo "run.sh: WARNING: $BUILD_DIR is a \"$btype\" build, not a release build" >&2 ;;
+    esac
+else
+    BUILD_DIR=${TMPDIR:-/tmp}/switchboard-bench-build
+    build_release "$ROOT" "$BUILD_DIR" "${TARGETS[@]}"
+fi
+if [ -n "$GATEWAY_REV" ]; then
+    # A clean copy of that revision (git archive only reads the repository).
+    sha=$(git -C "$ROOT" rev-parse --short=12 "$GATEWAY_REV^{commit}")
+    revdir=${TMPDIR:-/tmp}/switchboard-bench-$sha
+    if [ ! -d "$revdir/src" ]; then
+        mkdir -p "$revdir/src"
+        git -C "$ROOT" archive --format=tar "$sha" | tar -x -C "$revdir/src"
+    fi
+    build_release "$revdir/src" "$revdir/build" switchboard
+    SB=$revdir/build/switchboard
+    GATEWAY_DESC="switchboard at $GATEWAY_REV ($sha)"
+elif [ -n "$SB" ]; then
+    GATEWAY_DESC="switchboard binary $SB"
+else
+    SB=$BUILD_DIR/switchboard
+    GATEWAY_DESC="switchboard from the working tree"
+fi
+[ -x "$SB" ] || { echo "run.sh: no switchboard binary at $SB" >&2; exit 1; }
+LOADGEN=$BUILD_DIR/bench/loadgen
+BASELINE=$BUILD_DIR/bench/baseline
+
+# ---- Processes ----
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -240,6 +272,7 @@ for ch in whatsapp telegram; do
     fi
 done
 
+echo "gateway: $GATEWAY_DESC, SWITCHBOARD_WORKERS=1; baseline: bench/baseline --workers 1"
 echo "pinning: $PINNING"
 echo "runs: ${DURATION}s measured after ${WARMUP}s warm-up, closed loop, repeat $REPEAT," \
     "gateway and baseline interleaved"
@@ -287,10 +320,12 @@ if [ "$bad" != 0 ]; then
 fi
 acked=$(jq -s 'map(select(.target == "gateway") | .requests - .non_200) | add' "$RESULTS")
 xlen=$(redis-cli -p "$RPORT" XLEN "sb:in:{$ASSISTANT}")
-metric=$(curl -sf "http://127.0.0.1:$GPORT/metrics" |
-    sed -n 's/^switchboard_http_requests_total{route="webhook",status="200"} //p')
-dups=$(curl -sf "http://127.0.0.1:$GPORT/metrics" |
-    awk '/^switchboard_duplicate_events_total/ { s += $2 } END { print s + 0 }')
+curl -sf "http://127.0.0.1:$GPORT/metrics" >"$WORK/metrics" || true
+# The gateway's own count of webhook 200s includes the warm-ups and the check runs.
+metric=$(awk 'index($0, "switchboard_http_requests_total{route=\"/webhooks/") == 1 &&
+    index($0, "status=\"200\"") { s += $2; n++ } END { if (n) printf "%d\n", s }' "$WORK/metrics")
+dups=$(awk '/^switchboard_duplicate_events_total/ { s += $2 } END { printf "%d\n", s }' \
+    "$WORK/metrics")
 echo "redis: XLEN sb:in:{$ASSISTANT} = $xlen; measured 200s = $acked;" \
     "all webhook 200s (with warm-ups) = ${metric:-?}; duplicate events = $dups"
 if [ "$xlen" -lt "$acked" ] || { [ -n "$metric" ] && [ "$xlen" != "$metric" ]; }; then

@@ -52,7 +52,7 @@ void sb_logkv(sb_log_level_t level, const char *module, const char *const *kv, c
     snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 
-    sb_buf_t b = {NULL};
+    sb_buf_t b = {0};
     sb_buf_appendf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":", stamp, level_names[level]);
     sb_buf_append_json_str(&b, module, strlen(module));
     sb_buf_append(&b, SB_STRLIT(",\"msg\":"));

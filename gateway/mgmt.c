@@ -847,7 +847,7 @@ static void store_connection(mjob_t *j)
         arg(&a, pool_str(j, now, strlen(now)));
     }
     if (j->op == OP_CONN_CREATE || j->creds_changed) {
-        sb_buf_t sealed = {NULL};
+        sb_buf_t sealed = {0};
         sb_credentials_seal(key, j->op == OP_CONN_CREATE ? j->new_id : j->id1, j->creds, &sealed);
         arg(&a, "secrets");
         arg(&a, pool_str(j, sealed.base, sealed.len));

@@ -263,7 +263,7 @@ static void json_member(sb_buf_t *b, const char *name, h2o_iovec_t v)
 /* The inbox event of one sent part ('part' 1-based) or of a failure (result not OK). */
 static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t *p, int failed)
 {
-    sb_buf_t b = {NULL};
+    sb_buf_t b = {0};
     char evid[32];
     int64_t now = sb_now_ms();
     sb_new_id(evid, "ev_");

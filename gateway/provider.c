@@ -146,7 +146,7 @@ static call_t *call_new(call_kind_t kind, const char *provider, int want_hint, s
 static void telegram_call(sb_worker_t *w, const sb_credentials_t *cred, const char *method,
                           const char *body, int want_hint, sb_probe_cb cb, void *data)
 {
-    sb_buf_t url = {NULL};
+    sb_buf_t url = {0};
     sb_buf_appendf(&url, "%s/bot", w->server->conf->telegram_api_base);
     sb_buf_append(&url, cred->bot_token.base, cred->bot_token.len);
     sb_buf_appendf(&url, "/%s", method);
@@ -168,7 +168,7 @@ void sb_provider_probe(sb_worker_t *w, const char *provider, const sb_credential
     for (size_t i = 0; i < 3; ++i)
         if (strcmp(provider, names[i]) == 0)
             pname = names[i];
-    sb_buf_t url = {NULL};
+    sb_buf_t url = {0};
     if (strcmp(pname, "whatsapp") == 0 && external_id != NULL && external_id[0] != '\0')
         sb_buf_appendf(&url, "%s/%s?fields=display_phone_number,verified_name",
                        w->server->conf->graph_api_base, external_id);
@@ -187,7 +187,7 @@ void sb_provider_telegram_set_webhook(sb_worker_t *w, const sb_credentials_t *cr
                                       const char *url, const char *secret, sb_probe_cb cb,
                                       void *data)
 {
-    sb_buf_t body = {NULL};
+    sb_buf_t body = {0};
     sb_buf_append(&body, SB_STRLIT("{\"url\":"));
     sb_buf_append_json_str(&body, url, strlen(url));
     sb_buf_append(&body, SB_STRLIT(",\"secret_token\":"));

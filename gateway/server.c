@@ -113,7 +113,7 @@ static void append_error_body(sb_buf_t *b, sb_err_t err, const char *message)
 void sb_respond_error(h2o_req_t *req, sb_route_t route, uint64_t started_us, sb_err_t err,
                       const char *message)
 {
-    sb_buf_t b = {NULL};
+    sb_buf_t b = {0};
     append_error_body(&b, err, message);
     sb_respond(req, route, started_us, sb_err_http_status(err), "application/json", b.base, b.len);
     sb_buf_dispose(&b);
@@ -250,7 +250,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/metrics"))) {
         if (!is_get)
             goto MethodNotAllowed;
-        sb_buf_t b = {NULL};
+        sb_buf_t b = {0};
         sb_metrics_render(&b);
         sb_respond(req, SB_ROUTE_METRICS, started, 200, "text/plain; version=0.0.4", b.base,
                    b.len);

@@ -55,7 +55,7 @@ void sb_credentials_seal(const unsigned char *key, const char *id, json_t *creds
 
 json_t *sb_credentials_open(const unsigned char *key, const char *id, h2o_iovec_t sealed)
 {
-    sb_buf_t plain = {NULL};
+    sb_buf_t plain = {0};
     json_t *creds = NULL;
     if (sealed.base != NULL && sb_crypto_open(key, id, sealed.base, sealed.len, &plain) == 0) {
         creds = json_loadb(plain.base, plain.len, 0, NULL);

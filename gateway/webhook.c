@@ -222,7 +222,7 @@ static void enqueue(wjob_t *j, const char *org)
     ARG_IOV(sb_pool_printf(pool, "%zu", n));
     for (size_t i = 0; i < n; ++i) {
         sb_event_t *ev = j->events.entries + i;
-        sb_buf_t contact = {NULL}, content = {NULL};
+        sb_buf_t contact = {0}, content = {0};
         sb_event_append_contact(ev, &contact);
         sb_event_append_content(ev, &content);
         char evid[32], cid[32];

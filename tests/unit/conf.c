@@ -561,7 +561,7 @@ static void test_crypto_fresh_nonce(void)
 
 static void test_crypto_wrong_aad_or_key(void)
 {
-    sb_buf_t out = {NULL};
+    sb_buf_t out = {0};
     sb_crypto_seal(key1, "cn_1", "secret", 6, &g_buf);
     ASSERT_EQ(sb_crypto_open(key1, "cn_2", g_buf.base, g_buf.len, &out), -1);
     ASSERT_EQ(sb_crypto_open(key1, "", g_buf.base, g_buf.len, &out), -1);
