@@ -147,7 +147,9 @@ typedef struct st_sb_target_t {
 typedef enum en_sb_part_kind_t {
     SB_PART_TEXT,    /* a text chunk (buttons go with the last chunk, reply_to with the first) */
     SB_PART_MEDIA,   /* the attachment (with its caption where the channel allows one) */
-    SB_PART_CAPTION, /* Messenger/Instagram: the caption as a text message after the media */
+    SB_PART_CAPTION, /* a caption that cannot go with the attachment (Messenger/Instagram
+                        always, WhatsApp audio, WhatsApp/Telegram over 1024 characters), as
+                        text messages right after it */
     SB_PART_TYPING,
     SB_PART_READ
 } sb_part_kind_t;
@@ -155,7 +157,8 @@ typedef enum en_sb_part_kind_t {
 /** One provider request of a command. */
 typedef struct st_sb_send_part_t {
     sb_part_kind_t kind;
-    /** SB_PART_TEXT / SB_PART_CAPTION: the text of this part. */
+    /** SB_PART_TEXT / SB_PART_CAPTION: the text of this part. SB_PART_MEDIA: the caption
+     *  sent with the attachment (absent when none or when it goes as SB_PART_CAPTION). */
     h2o_iovec_t text;
     int with_buttons;
     int with_reply_to;
@@ -193,10 +196,15 @@ typedef struct st_sb_send_result_t {
 } sb_send_result_t;
 
 /**
- * Splits 'text' into chunks of at most 'limit' characters (or UTF-8 bytes when 'bytes'),
- * on whitespace where possible (the whitespace at a cut is dropped), else at a character
- * boundary; appends them to 'out'. The chunks rejoined with single spaces at the cuts give
- * the text back when the cuts fell on single spaces.
+ * Splits 'text' into chunks of at most 'limit' characters (code points; or UTF-8 bytes when
+ * 'bytes') and appends them to 'out' as NUL-terminated pool copies. A text within the limit
+ * is one chunk, unchanged. Otherwise each chunk ends before the last whitespace run (space,
+ * tab, CR, LF, FF, VT) that starts within the limit and after a non-space, and that run is
+ * dropped; a chunk without one (a word longer than the limit) is cut after the last whole
+ * character that fits. A UTF-8 sequence is never cut and no chunk is empty (a character
+ * wider than a byte limit makes a chunk of its own); 'limit' 0 means no limit. The chunks
+ * rejoined with single spaces at the cuts give the text back when the cuts fell on single
+ * spaces.
  */
 typedef H2O_VECTOR(h2o_iovec_t) sb_iovec_vector_t;
 void sb_text_split(h2o_iovec_t text, size_t limit, int bytes, h2o_mem_pool_t *pool,
@@ -244,6 +252,8 @@ typedef struct st_sb_adapter_t {
      * Mandatory: the provider requests a command needs, in order: text split at text_limit
      * into SB_PART_TEXT chunks; media as SB_PART_MEDIA (+ SB_PART_CAPTION on Messenger and
      * Instagram, which cannot combine text and attachment); typing / read as one part.
+     * An empty plan means nothing to send: the command succeeds without a provider call
+     * (Telegram "read": bots have no read receipts).
      */
     void (*plan)(const sb_command_t *cmd, h2o_mem_pool_t *pool, sb_send_plan_t *out);
     /**

@@ -23,10 +23,10 @@
 
 #define COMMAND_ID_MAX 256
 
-static const char *const command_types[] = {"text",  "image",    "audio", "video",
+static const char *const command_types[] = {"text",     "image",  "audio", "video",
                                             "document", "typing", "read"};
-static const char *const command_members[] = {"id",   "conversation_id", "type",   "text",
-                                              "media", "reply_to",       "buttons"};
+static const char *const command_members[] = {"id",    "conversation_id", "type",   "text",
+                                              "media", "reply_to",        "buttons"};
 
 /* Copies the JSON string 'v' into '*out' (pool). Absent and null leave '*out' absent.
  * Returns 0, or -1 when 'v' is of another type. */
@@ -196,7 +196,7 @@ static int is_space(char c)
     return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
 }
 
-size_t sb_meta_utf8_char_len(const char *s, size_t i, size_t n)
+size_t sb__utf8_char_len(const char *s, size_t i, size_t n)
 {
     unsigned char c = (unsigned char)s[i];
     size_t len = c < 0xc0 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : c < 0xf8 ? 4 : 1;
@@ -207,10 +207,10 @@ size_t sb_meta_utf8_char_len(const char *s, size_t i, size_t n)
     return len;
 }
 
-size_t sb_meta_utf8_count(h2o_iovec_t text)
+size_t sb__utf8_count(h2o_iovec_t text)
 {
     size_t count = 0;
-    for (size_t i = 0; i < text.len; i += sb_meta_utf8_char_len(text.base, i, text.len))
+    for (size_t i = 0; i < text.len; i += sb__utf8_char_len(text.base, i, text.len))
         ++count;
     return count;
 }
@@ -236,7 +236,7 @@ void sb_text_split(h2o_iovec_t text, size_t limit, int bytes, h2o_mem_pool_t *po
          * limit; 'cut': the start of the last whitespace run beginning in (start, end]. */
         size_t end = start, units = 0, cut = start;
         while (end < n) {
-            size_t cl = sb_meta_utf8_char_len(s, end, n), w = bytes ? cl : 1;
+            size_t cl = sb__utf8_char_len(s, end, n), w = bytes ? cl : 1;
             if (units + w > limit)
                 break;
             if (end > start && is_space(s[end]) && !is_space(s[end - 1]))
@@ -258,7 +258,7 @@ void sb_text_split(h2o_iovec_t text, size_t limit, int bytes, h2o_mem_pool_t *po
             /* One word over the limit: cut at the last whole character that fits (a
              * character wider than a byte limit goes whole: a chunk is never empty). */
             if (end == start)
-                end += sb_meta_utf8_char_len(s, start, n);
+                end += sb__utf8_char_len(s, start, n);
             push_chunk(pool, out, s + start, end - start);
             start = end;
         }

@@ -284,6 +284,222 @@ static sb_err_t parse(const sb_credentials_t *cred, h2o_iovec_t body, h2o_mem_po
     return SB_OK;
 }
 
+/* ---- Sending (channels.md 5.7, 5.8) ---- */
+
+#define TG_CAPTION_MAX       1024 /* characters of a media caption */
+#define TG_CALLBACK_DATA_MAX 64   /* bytes of an inline button's callback_data */
+
+/* Text in chunks of text_limit characters; a caption goes with the attachment unless it is
+ * over 1024 characters. "read" plans nothing: bots have no read receipts. */
+static void plan(const sb_command_t *cmd, h2o_mem_pool_t *pool, sb_send_plan_t *out)
+{
+    sb_meta_plan_rules_t rules = {.text_limit = sb_adapter_telegram.text_limit,
+                                  .bytes = 0,
+                                  .caption_limit = TG_CAPTION_MAX,
+                                  .audio_caption = 1,
+                                  .buttons_text_limit = 0,
+                                  .read = 0};
+    sb_meta_plan(cmd, &rules, pool, out);
+}
+
+/* True when 'token' can stand in the URL path: letters, digits, ':', '_' and '-'. */
+static int token_ok(h2o_iovec_t token)
+{
+    if (token.base == NULL || token.len == 0)
+        return 0;
+    for (size_t i = 0; i < token.len; ++i) {
+        char c = token.base[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == ':' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* The chat id as a JSON integer when it is one, else as a string ("@channelusername"). */
+static json_t *chat_id_json(h2o_iovec_t chat_id)
+{
+    int64_t n;
+    if (sb_parse_int64(chat_id.base, chat_id.len, INT64_MIN, INT64_MAX, &n) == 0)
+        return json_integer((json_int_t)n);
+    return json_stringn(SB_META_S(chat_id));
+}
+
+/* The message id named by 'reply_to' ("<chat_id>:<message_id>", as the events carry it, or a
+ * bare "<message_id>"); -1 when it is neither. */
+static int64_t reply_message_id(h2o_iovec_t reply_to)
+{
+    const char *colon = memrchr(reply_to.base, ':', reply_to.len);
+    const char *p = colon != NULL ? colon + 1 : reply_to.base;
+    int64_t n;
+
+    if (sb_parse_int64(p, reply_to.len - (size_t)(p - reply_to.base), 1, INT64_MAX, &n) != 0)
+        return -1;
+    return n;
+}
+
+/* The reason the inline keyboard cannot be sent, or NULL (checked on every text part). */
+static const char *check_buttons(const sb_command_t *cmd)
+{
+    for (size_t i = 0; i < cmd->nbuttons; ++i) {
+        if (cmd->buttons[i].id.len > TG_CALLBACK_DATA_MAX)
+            return "Telegram button ids are at most 64 bytes";
+    }
+    return NULL;
+}
+
+static sb_err_t build_send(const sb_credentials_t *cred, const sb_target_t *target,
+                           const sb_command_t *cmd, const sb_send_part_t *part,
+                           h2o_mem_pool_t *pool, sb_provider_request_t *out, const char **reason)
+{
+    static const struct {
+        const char *type, *method, *field;
+    } media[] = {{"image", "sendPhoto", "photo"},
+                 {"audio", "sendAudio", "audio"},
+                 {"video", "sendVideo", "video"},
+                 {"document", "sendDocument", "document"}};
+    const char *method = NULL;
+    json_t *body;
+
+    if (target->api_base.base == NULL || target->api_base.len == 0) {
+        *reason = "no Bot API base is configured";
+        return SB_ERR_BAD_REQUEST;
+    }
+    if (cred == NULL || !token_ok(cred->bot_token)) {
+        *reason = "the connection has no valid bot token";
+        return SB_ERR_BAD_REQUEST;
+    }
+    if (target->chat_id.base == NULL || target->chat_id.len == 0) {
+        *reason = "the conversation has no chat id";
+        return SB_ERR_BAD_REQUEST;
+    }
+    body = json_object();
+    sb_meta_json_set(&body, "chat_id", chat_id_json(target->chat_id));
+    switch (part->kind) {
+    case SB_PART_TEXT:
+    case SB_PART_CAPTION:
+        if (part->kind == SB_PART_TEXT && (*reason = check_buttons(cmd)) != NULL) {
+            json_decref(body);
+            return SB_ERR_BAD_REQUEST;
+        }
+        method = "sendMessage";
+        sb_meta_json_set(&body, "text", json_stringn(SB_META_S(part->text)));
+        if (part->kind == SB_PART_TEXT && part->with_buttons && cmd->nbuttons != 0) {
+            /* One button per row. */
+            json_t *rows = json_array(), *markup = json_object();
+            for (size_t i = 0; i < cmd->nbuttons; ++i)
+                sb_meta_json_append(
+                    &rows, json_pack("[{s:s%,s:s%}]", "text", SB_META_S(cmd->buttons[i].title),
+                                     "callback_data", SB_META_S(cmd->buttons[i].id)));
+            sb_meta_json_set(&markup, "inline_keyboard", rows);
+            sb_meta_json_set(&body, "reply_markup", markup);
+        }
+        break;
+    case SB_PART_MEDIA:
+        for (size_t i = 0; i < sizeof(media) / sizeof(media[0]); ++i) {
+            if (sb_iov_eq(cmd->type, media[i].type)) {
+                method = media[i].method;
+                sb_meta_json_set(&body, media[i].field, json_stringn(SB_META_S(cmd->media.url)));
+            }
+        }
+        if (part->text.base != NULL)
+            sb_meta_json_set(&body, "caption", json_stringn(SB_META_S(part->text)));
+        break;
+    case SB_PART_TYPING:
+        method = "sendChatAction";
+        sb_meta_json_set(&body, "action", json_string("typing"));
+        break;
+    default:
+        json_decref(body);
+        *reason =
+            part->kind == SB_PART_READ ? "Telegram bots have no read receipts" : "unknown part";
+        return SB_ERR_BAD_REQUEST;
+    }
+    if (method == NULL) {
+        json_decref(body);
+        *reason = "not a media command";
+        return SB_ERR_BAD_REQUEST;
+    }
+    if (part->with_reply_to && cmd->reply_to.base != NULL) {
+        int64_t id = reply_message_id(cmd->reply_to);
+        if (id < 0) {
+            json_decref(body);
+            *reason = "reply_to is not a Telegram message id (\"<chat_id>:<message_id>\")";
+            return SB_ERR_BAD_REQUEST;
+        }
+        /* The reply target may be gone by now: send anyway, unquoted (channels.md 5.8). */
+        sb_meta_json_set(
+            &body, "reply_parameters",
+            json_pack("{s:I,s:b}", "message_id", (json_int_t)id, "allow_sending_without_reply", 1));
+    }
+    out->method = "POST";
+    out->url =
+        sb_pool_printf(pool, "%.*s/bot%.*s/%s", (int)target->api_base.len, target->api_base.base,
+                       (int)cred->bot_token.len, cred->bot_token.base, method);
+    out->headers[0] = sb_pool_strdup(pool, SB_STRLIT("Content-Type: application/json"));
+    out->nheaders = 1;
+    return sb_meta_request_body(body, pool, out, reason);
+}
+
+/*
+ * {"ok":true,"result":Message} is sent (message id "<chat.id>:<message_id>"; a bare true, as
+ * sendChatAction answers, has none). Otherwise error_code (the HTTP status when the body has
+ * none) decides: 429 and 5xx retry (after parameters.retry_after seconds when given), 401
+ * and 404 are a bad token, anything else (400 chat not found, 403 blocked, ...) is permanent.
+ */
+static void classify(const sb_target_t *target, int status, h2o_iovec_t body,
+                     int64_t retry_after_header_ms, h2o_mem_pool_t *pool, sb_send_result_t *out)
+{
+    json_error_t error;
+    json_t *root = NULL, *code, *retry_after;
+    int64_t n;
+
+    memset(out, 0, sizeof(*out));
+    out->retry_after_ms = retry_after_header_ms >= 0 ? retry_after_header_ms : -1;
+    if (status == 0) {
+        out->outcome = SB_SEND_RETRY;
+        out->error_title = SB_META_LIT("no answer from the provider (network error or timeout)");
+        return;
+    }
+    if (body.base != NULL && body.len != 0)
+        root = json_loadb(body.base, body.len, 0, &error);
+
+    if (status >= 200 && status < 300 && !json_is_false(json_object_get(root, "ok"))) {
+        /* Sent, whatever else the body says: retrying could send it twice. */
+        json_t *result = json_object_get(root, "result");
+        json_t *message_id = json_object_get(result, "message_id");
+        out->outcome = SB_SEND_OK;
+        if (json_is_integer(message_id)) {
+            h2o_iovec_t chat =
+                sb_meta_id(pool, json_object_get(json_object_get(result, "chat"), "id"));
+            if (chat.len == 0 && target != NULL)
+                chat = target->chat_id;
+            out->message_id =
+                sb_meta_join(pool, (h2o_iovec_t[]){chat, sb_meta_id(pool, message_id)}, 2);
+        }
+        json_decref(root);
+        return;
+    }
+
+    code = json_object_get(root, "error_code");
+    n = json_is_integer(code) ? (int64_t)json_integer_value(code) : status;
+    out->error_code = n;
+    out->error_title = sb_meta_str(pool, json_object_get(root, "description"));
+    if (out->error_title.len == 0)
+        out->error_title = sb_pool_printf(pool, "HTTP %d", status);
+    retry_after = json_object_get(json_object_get(root, "parameters"), "retry_after");
+    if (json_is_integer(retry_after) && json_integer_value(retry_after) >= 0 &&
+        json_integer_value(retry_after) <= INT64_MAX / 1000)
+        out->retry_after_ms = (int64_t)json_integer_value(retry_after) * 1000;
+    if (n == 429 || status == 429 || n >= 500 || status >= 500)
+        out->outcome = SB_SEND_RETRY;
+    else if (n == 401 || n == 404)
+        out->outcome = SB_SEND_TOKEN_INVALID;
+    else
+        out->outcome = SB_SEND_PERMANENT;
+    json_decref(root);
+}
+
 const sb_adapter_t sb_adapter_telegram = {
     .name = "telegram",
     .flags = 0,
@@ -292,4 +508,7 @@ const sb_adapter_t sb_adapter_telegram = {
     .handshake = NULL,
     .verify = verify,
     .parse = parse,
+    .plan = plan,
+    .build_send = build_send,
+    .classify = classify,
 };

@@ -280,6 +280,153 @@ static sb_err_t parse(const sb_credentials_t *cred, h2o_iovec_t body, h2o_mem_po
     return SB_OK;
 }
 
+/* ---- Sending (channels.md 2.6, 2.7) ---- */
+
+#define WA_CAPTION_MAX      1024 /* characters of a media caption */
+#define WA_BUTTON_BODY_MAX  1024 /* characters of an interactive message's body */
+#define WA_BUTTONS_MAX      3
+#define WA_BUTTON_TITLE_MAX 20
+#define WA_BUTTON_ID_MAX    256
+
+/* Text in chunks of text_limit characters (the one with buttons at most 1024); a caption
+ * goes with the attachment unless the media is audio or the caption is over 1024. */
+static void plan(const sb_command_t *cmd, h2o_mem_pool_t *pool, sb_send_plan_t *out)
+{
+    sb_meta_plan_rules_t rules = {.text_limit = sb_adapter_whatsapp.text_limit,
+                                  .bytes = 0,
+                                  .caption_limit = WA_CAPTION_MAX,
+                                  .audio_caption = 0,
+                                  .buttons_text_limit = WA_BUTTON_BODY_MAX,
+                                  .read = 1};
+    sb_meta_plan(cmd, &rules, pool, out);
+}
+
+/* The reason reply buttons cannot be sent, or NULL. Checked on every text part, so that a
+ * split text fails before its first part rather than at its last. */
+static const char *check_buttons(const sb_command_t *cmd)
+{
+    if (cmd->nbuttons > WA_BUTTONS_MAX)
+        return "WhatsApp reply buttons are at most 3";
+    for (size_t i = 0; i < cmd->nbuttons; ++i) {
+        if (sb__utf8_count(cmd->buttons[i].title) > WA_BUTTON_TITLE_MAX)
+            return "WhatsApp button titles are at most 20 characters";
+        if (sb__utf8_count(cmd->buttons[i].id) > WA_BUTTON_ID_MAX)
+            return "WhatsApp button ids are at most 256 characters";
+    }
+    return NULL;
+}
+
+/* {"messaging_product":"whatsapp","recipient_type":"individual","to":<chat>,"type":<type>} */
+static json_t *message_base(const sb_target_t *target, const char *type)
+{
+    return json_pack("{s:s,s:s,s:s%,s:s}", "messaging_product", "whatsapp", "recipient_type",
+                     "individual", "to", SB_META_S(target->chat_id), "type", type);
+}
+
+/* A text message, or with the command's buttons an interactive "button" message. */
+static json_t *text_message(const sb_target_t *target, const sb_command_t *cmd,
+                            const sb_send_part_t *part)
+{
+    json_t *body, *buttons, *action, *interactive;
+
+    if (!(part->kind == SB_PART_TEXT && part->with_buttons && cmd->nbuttons != 0)) {
+        body = message_base(target, "text");
+        sb_meta_json_set(&body, "text",
+                         json_pack("{s:b,s:s%}", "preview_url", 0, "body", SB_META_S(part->text)));
+        return body;
+    }
+    buttons = json_array();
+    for (size_t i = 0; i < cmd->nbuttons; ++i)
+        sb_meta_json_append(&buttons, json_pack("{s:s,s:{s:s%,s:s%}}", "type", "reply", "reply",
+                                                "id", SB_META_S(cmd->buttons[i].id), "title",
+                                                SB_META_S(cmd->buttons[i].title)));
+    action = json_object();
+    sb_meta_json_set(&action, "buttons", buttons);
+    interactive =
+        json_pack("{s:s,s:{s:s%}}", "type", "button", "body", "text", SB_META_S(part->text));
+    sb_meta_json_set(&interactive, "action", action);
+    body = message_base(target, "interactive");
+    sb_meta_json_set(&body, "interactive", interactive);
+    return body;
+}
+
+/* {"type":<t>,<t>:{"link","caption"?,"filename"?}} for image, audio, video, document. */
+static json_t *media_message(const sb_target_t *target, const sb_command_t *cmd,
+                             const sb_send_part_t *part)
+{
+    static const char *const types[] = {"image", "audio", "video", "document"};
+    const char *type = NULL;
+    json_t *media, *body;
+
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); ++i) {
+        if (sb_iov_eq(cmd->type, types[i]))
+            type = types[i];
+    }
+    if (type == NULL)
+        return NULL;
+    media = json_pack("{s:s%}", "link", SB_META_S(cmd->media.url));
+    if (part->text.base != NULL && strcmp(type, "audio") != 0)
+        sb_meta_json_set(&media, "caption", json_stringn(SB_META_S(part->text)));
+    if (strcmp(type, "document") == 0 && cmd->media.file_name.len != 0)
+        sb_meta_json_set(&media, "filename", json_stringn(SB_META_S(cmd->media.file_name)));
+    body = message_base(target, type);
+    sb_meta_json_set(&body, type, media);
+    return body;
+}
+
+static sb_err_t build_send(const sb_credentials_t *cred, const sb_target_t *target,
+                           const sb_command_t *cmd, const sb_send_part_t *part,
+                           h2o_mem_pool_t *pool, sb_provider_request_t *out, const char **reason)
+{
+    json_t *body;
+    sb_err_t err;
+
+    if ((err = sb_meta_graph_request(cred, target, pool, out, reason)) != SB_OK)
+        return err;
+    switch (part->kind) {
+    case SB_PART_TEXT:
+    case SB_PART_CAPTION:
+        if (part->kind == SB_PART_TEXT && (*reason = check_buttons(cmd)) != NULL)
+            return SB_ERR_BAD_REQUEST;
+        body = text_message(target, cmd, part);
+        break;
+    case SB_PART_MEDIA:
+        if (!sb_iov_eq(cmd->type, "image") && !sb_iov_eq(cmd->type, "audio") &&
+            !sb_iov_eq(cmd->type, "video") && !sb_iov_eq(cmd->type, "document")) {
+            *reason = "not a media command";
+            return SB_ERR_BAD_REQUEST;
+        }
+        body = media_message(target, cmd, part);
+        break;
+    case SB_PART_TYPING:
+    case SB_PART_READ:
+        /* Both mark the user's message read; typing also shows the indicator (<= 25 s). */
+        if (cmd->reply_to.base == NULL) {
+            *reason = "reply_to is required";
+            return SB_ERR_BAD_REQUEST;
+        }
+        body = json_pack("{s:s,s:s,s:s%}", "messaging_product", "whatsapp", "status", "read",
+                         "message_id", SB_META_S(cmd->reply_to));
+        if (part->kind == SB_PART_TYPING)
+            sb_meta_json_set(&body, "typing_indicator", json_pack("{s:s}", "type", "text"));
+        return sb_meta_request_body(body, pool, out, reason);
+    default:
+        *reason = "unknown part";
+        return SB_ERR_BAD_REQUEST;
+    }
+    if (part->with_reply_to && cmd->reply_to.base != NULL)
+        sb_meta_json_set(&body, "context",
+                         json_pack("{s:s%}", "message_id", SB_META_S(cmd->reply_to)));
+    return sb_meta_request_body(body, pool, out, reason);
+}
+
+static void classify(const sb_target_t *target, int status, h2o_iovec_t body,
+                     int64_t retry_after_header_ms, h2o_mem_pool_t *pool, sb_send_result_t *out)
+{
+    (void)target;
+    sb_meta_classify(status, body, retry_after_header_ms, 1, pool, out);
+}
+
 const sb_adapter_t sb_adapter_whatsapp = {
     .name = "whatsapp",
     .flags = SB_ADAPTER_META,
@@ -288,4 +435,7 @@ const sb_adapter_t sb_adapter_whatsapp = {
     .handshake = sb_meta_handshake,
     .verify = sb_meta_verify,
     .parse = parse,
+    .plan = plan,
+    .build_send = build_send,
+    .classify = classify,
 };

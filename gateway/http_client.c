@@ -339,8 +339,8 @@ static int64_t parse_retry_after(const char *v, size_t len)
 {
     while (len > 0 && (*v == ' ' || *v == '\t'))
         ++v, --len;
-    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t' || v[len - 1] == '\r' ||
-                       v[len - 1] == '\n'))
+    while (len > 0 &&
+           (v[len - 1] == ' ' || v[len - 1] == '\t' || v[len - 1] == '\r' || v[len - 1] == '\n'))
         --len;
     if (len == 0 || len >= 64)
         return -1;
@@ -400,8 +400,8 @@ sb_http_client_t *sb_http_client_new(uv_loop_t *loop, const sb_http_client_optio
         opts->connect_timeout_ms != 0 ? opts->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
     c->max_response_bytes =
         opts->max_response_bytes != 0 ? opts->max_response_bytes : DEFAULT_MAX_RESPONSE_BYTES;
-    long max_host = opts->max_host_connections > 0 ? opts->max_host_connections
-                                                   : DEFAULT_MAX_HOST_CONNS;
+    long max_host =
+        opts->max_host_connections > 0 ? opts->max_host_connections : DEFAULT_MAX_HOST_CONNS;
 
     uv_timer_init(loop, &c->timer);
     uv_timer_init(loop, &c->later);

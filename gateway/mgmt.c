@@ -215,7 +215,7 @@ static const char *check_members(mjob_t *j, json_t *obj, const char *const *allo
 static void set_time(json_t *o, const char *name, h2o_iovec_t ms)
 {
     int64_t v;
-    char buf[32];
+    char buf[64];
     if (ms.base != NULL && sb_parse_int64(ms.base, ms.len, 0, INT64_MAX, &v) == 0) {
         sb_format_time(v, buf);
         json_object_set_new(o, name, json_string(buf));

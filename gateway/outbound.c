@@ -42,18 +42,28 @@
 #define READ_COUNT 100
 #define BLOCK_MS "1000"
 
-/* ARGV: prefix, conversation id, command id
- * -> {0} unknown conversation | {1, conv hash, connection hash, assistant id, command state} */
+/* ARGV: prefix, conversation id, command id, entry id, ttl
+ * -> {0} unknown conversation | {2} the id belongs to another entry (a duplicate)
+ *    | {1, conv hash, connection hash, assistant id, command state}
+ * The first entry that loads a command id owns it: a second entry with the same id is
+ * acknowledged without sending, even while the first is still in flight. */
 static sb_redis_script_t script_load = {
     "out_load",
-    "local P, cv, id = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local P, cv, id, entry, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
     "local ckey = P .. 'conv:' .. cv\n"
     "local conv = redis.call('HGETALL', ckey)\n"
     "if #conv == 0 then return {0} end\n"
     "local c = redis.call('HMGET', ckey, 'org', 'connection_id', 'binding_id')\n"
+    "local key = P .. 'cmd:' .. c[1] .. ':' .. id\n"
+    "local owner = redis.call('HGET', key, 'entry')\n"
+    "if owner and owner ~= entry then return {2} end\n"
+    "if not owner then\n"
+    "  redis.call('HSET', key, 'entry', entry)\n"
+    "  redis.call('EXPIRE', key, ttl)\n"
+    "end\n"
     "local conn = redis.call('HGETALL', P .. 'connection:' .. c[2])\n"
     "local aid = redis.call('HGET', P .. 'binding:' .. (c[3] or ''), 'assistant_id') or ''\n"
-    "local state = redis.call('HGETALL', P .. 'cmd:' .. c[1] .. ':' .. id)\n"
+    "local state = redis.call('HGETALL', key)\n"
     "return {1, conv, conn, aid, state}\n",
     {0}};
 
@@ -639,6 +649,17 @@ static void enqueue_cmd(ob_cmd_t *c)
         start_cmd(c);
 }
 
+/* Acknowledges an entry whose command id was already taken: nothing is sent. */
+static void ack_duplicate(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    const char *argv[4] = {"XACK", ob->stream, GROUP, c->entry};
+    size_t argvlen[4] = {4, strlen(ob->stream), strlen(GROUP), strlen(c->entry)};
+    sb_redis_command(ob->w->redis, NULL, NULL, 4, argv, argvlen);
+    sb_metrics_outbound(-1, SB_OUTBOUND_DUPLICATE);
+    cmd_done(c);
+}
+
 static void on_loaded(redisReply *r, void *data)
 {
     ob_cmd_t *c = data;
@@ -646,6 +667,10 @@ static void on_loaded(redisReply *r, void *data)
     if (ob->stopping || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
         /* Redis went away: leave the command pending; it is read again later. */
         cmd_done(c);
+        return;
+    }
+    if (r->element[0]->integer == 2) {
+        ack_duplicate(c);
         return;
     }
     if (r->element[0]->integer == 0 || r->elements != 5) {
@@ -667,14 +692,9 @@ static void on_loaded(redisReply *r, void *data)
         fail_cmd(c, SB_SEND_PERMANENT, 0, "unknown conversation");
         return;
     }
-    h2o_iovec_t done = sb_record_get(&state, "done");
-    if (done.base != NULL) {
+    if (sb_record_get(&state, "done").base != NULL) {
         /* Already sent (or failed) under this id: acknowledge, send nothing. */
-        const char *argv[4] = {"XACK", ob->stream, GROUP, c->entry};
-        size_t argvlen[4] = {4, strlen(ob->stream), strlen(GROUP), strlen(c->entry)};
-        sb_redis_command(ob->w->redis, NULL, NULL, 4, argv, argvlen);
-        sb_metrics_outbound(-1, SB_OUTBOUND_DUPLICATE);
-        cmd_done(c);
+        ack_duplicate(c);
         return;
     }
     if (!have_conn) {
@@ -742,12 +762,14 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
         fail_cmd(c, SB_SEND_PERMANENT, 0, "conversation_id is required");
         return;
     }
-    const char *argv[3];
-    size_t argvlen[3];
+    const char *argv[5];
+    size_t argvlen[5];
     int argc = 0;
     args_push(argv, argvlen, &argc, iov(ob->prefix));
     args_push(argv, argvlen, &argc, c->cmd.conversation_id);
     args_push(argv, argvlen, &argc, c->cmd.id);
+    args_push(argv, argvlen, &argc, iov(c->entry));
+    args_push(argv, argvlen, &argc, ipool(c, ob->w->server->conf->dedup_ttl_seconds));
     c->wait = WAIT_REDIS;
     if (sb_redis_eval(ob->w->redis, &script_load, on_loaded, c, 0, argc, argv, argvlen) != 0)
         cmd_done(c);

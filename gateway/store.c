@@ -35,12 +35,12 @@ h2o_iovec_t sb_record_get(const sb_record_t *rec, const char *name)
     return h2o_iovec_init(NULL, 0);
 }
 
-void sb_format_time(int64_t ms, char out[32])
+void sb_format_time(int64_t ms, char out[64])
 {
     time_t secs = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+    snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 

@@ -25,8 +25,8 @@ int sb_record_from_reply(const redisReply *reply, h2o_mem_pool_t *pool, sb_recor
 /** The value of field 'name' (base NULL when absent). */
 h2o_iovec_t sb_record_get(const sb_record_t *rec, const char *name);
 
-/** Formats ms since the epoch as ISO 8601 UTC with milliseconds into 'out' (32 bytes). */
-void sb_format_time(int64_t ms, char out[32]);
+/** Formats ms since the epoch as ISO 8601 UTC with milliseconds into 'out' (64 bytes). */
+void sb_format_time(int64_t ms, char out[64]);
 
 /**
  * Seals the credentials object 'creds' (a JSON object of strings) for connection 'id';

@@ -32,7 +32,9 @@
  *
  * Scripts. sb_redis_eval() sends EVALSHA; on a NOSCRIPT error it sends EVAL with the body and
  * the same arguments (copied on the heap only until the EVALSHA reply arrives) and delivers
- * that reply instead. SCRIPT LOAD on every connect makes the fallback rare.
+ * that reply instead. SCRIPT LOAD on every connect makes the fallback rare. The EVAL goes to
+ * the end of the pipeline, so its reply may come after replies to commands sent later; the
+ * script passed to sb_redis_eval() and opts->scripts are borrowed and must outlive the client.
  *
  * Closing. sb_redis_close() stops reconnecting and calls redisAsyncDisconnect(), which lets
  * the replies of commands already sent arrive and then frees the context; the watchdog keeps
@@ -48,8 +50,11 @@
 #include <openssl/evp.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
+#include "gateway/log.h"
 #include "gateway/sb.h"
 #include "queue/redis.h"
+
+#define SB_MODULE "queue/redis"
 
 #define DEFAULT_COMMAND_TIMEOUT_MS 5000
 #define DEFAULT_RECONNECT_MIN_MS   100
@@ -67,7 +72,7 @@ typedef struct st_pending_t {
     struct st_pending_t *prev, *next;
     sb_redis_t *r;
     pending_kind_t kind;
-    uint64_t sent_at; /* uv_now() when written to hiredis */
+    uint64_t sent_at; /* mono_ms() when handed to hiredis */
     sb_redis_cb cb;
     void *data;
     /* PENDING_EVAL only, until the EVALSHA reply: one heap block holding argv, argvlen and
@@ -94,6 +99,7 @@ struct st_sb_redis_t {
     int ready;     /* commands are accepted */
     int announced; /* on_state(r, 1) was called for this connection */
     int force_down;
+    char down_reason[128]; /* why we dropped the connection ourselves; "" otherwise */
     int closing;
     int timers_closing;
     int handles_open;
@@ -106,7 +112,7 @@ struct st_sb_redis_t {
 };
 
 static void start_connect(sb_redis_t *r);
-static void connection_gone(sb_redis_t *r);
+static void connection_gone(sb_redis_t *r, const char *why);
 
 /* ---- libuv adapter for hiredis (the upstream 1.0 one, with the error fix) ---- */
 
@@ -181,7 +187,7 @@ static void uv_events_cleanup(void *privdata)
     p->events = 0;
     uv_close((uv_handle_t *)&p->poll, uv_events_on_close);
     if (ac != NULL && ac->data != NULL)
-        connection_gone(ac->data);
+        connection_gone(ac->data, ac->err != 0 && ac->errstr != NULL ? ac->errstr : "closed");
 }
 
 /* Attaches the adapter; returns 0, or -1 with nothing attached (the caller frees 'ac'). */
@@ -207,6 +213,13 @@ static int uv_events_attach(redisAsyncContext *ac, uv_loop_t *loop)
 
 /* ---- pending commands ---- */
 
+/* Monotonic milliseconds; not uv_now(), which is stale when a command is sent long after the
+ * loop last updated its time (e.g. before uv_run starts). */
+static uint64_t mono_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
 static pending_t *pending_new(sb_redis_t *r, pending_kind_t kind, sb_redis_cb cb, void *data)
 {
     pending_t *p = sb_mem_calloc(1, sizeof(*p));
@@ -219,7 +232,7 @@ static pending_t *pending_new(sb_redis_t *r, pending_kind_t kind, sb_redis_cb cb
 
 static void pending_link(sb_redis_t *r, pending_t *p)
 {
-    p->sent_at = uv_now(r->loop);
+    p->sent_at = mono_ms();
     p->next = NULL;
     p->prev = r->pending_tail;
     if (r->pending_tail != NULL)
@@ -309,11 +322,19 @@ static void schedule_reconnect(sb_redis_t *r)
     uv_timer_start(&r->reconnect_timer, on_reconnect_timer, backoff_ms(r), 0);
 }
 
-/* The context is being freed by hiredis (from the adapter's cleanup hook) or was never
- * attached. Pending callbacks have already been called with NULL by hiredis. */
-static void connection_gone(sb_redis_t *r)
+/* The context is being freed by hiredis (from the adapter's cleanup hook); 'why' is hiredis'
+ * error text. Pending callbacks have already been called with NULL by hiredis. */
+static void connection_gone(sb_redis_t *r, const char *why)
 {
     int announced = r->announced;
+
+    if (r->down_reason[0] != '\0')
+        why = r->down_reason;
+    if (!r->closing && announced)
+        sb_log(SB_LOG_WARN, SB_MODULE, "connection lost: %s", why);
+    else if (!r->closing && r->attempt == 0)
+        sb_log(SB_LOG_WARN, SB_MODULE, "connect failed: %s (retrying with backoff)", why);
+    r->down_reason[0] = '\0';
 
     r->ac = NULL;
     r->ready = 0;
@@ -354,13 +375,16 @@ static void on_watchdog(uv_timer_t *timer)
     sb_redis_t *r = timer->data;
     if (r->ac == NULL)
         return;
-    uint64_t now = uv_now(r->loop);
+    uint64_t now = mono_ms();
     if (r->force_down) {
         force_down_now(r);
-    } else if (r->pending_head != NULL &&
-               now - r->pending_head->sent_at >= r->command_timeout_ms) {
+    } else if (r->pending_head != NULL && now - r->pending_head->sent_at >= r->command_timeout_ms) {
+        snprintf(r->down_reason, sizeof(r->down_reason), "no reply within %u ms",
+                 (unsigned)r->command_timeout_ms);
         force_down_now(r);
     } else if (!r->tcp_connected && now - r->connect_started >= r->command_timeout_ms) {
+        snprintf(r->down_reason, sizeof(r->down_reason), "connect took over %u ms",
+                 (unsigned)r->command_timeout_ms);
         force_down_now(r);
     }
 }
@@ -391,6 +415,7 @@ static void handshake_send(sb_redis_t *r, int argc, const char **argv, const siz
     if (send_pending(r, p, argc, argv, argvlen) != 0) {
         pending_free(p);
         r->handshake_failed = 1;
+        snprintf(r->down_reason, sizeof(r->down_reason), "cannot send the handshake");
         request_force_down(r);
         return;
     }
@@ -441,6 +466,9 @@ static void on_handshake_reply(sb_redis_t *r, redisAsyncContext *ac, redisReply 
     if (reply->type == REDIS_REPLY_ERROR) {
         if (!r->handshake_failed) {
             r->handshake_failed = 1;
+            /* AUTH/SELECT/SCRIPT LOAD errors name no secret ("WRONGPASS invalid ...") */
+            snprintf(r->down_reason, sizeof(r->down_reason), "setup refused: %.100s",
+                     reply->str != NULL ? reply->str : "");
             /* Inside a reply callback hiredis defers the free until we return. */
             redisAsyncFree(ac);
         }
@@ -449,6 +477,8 @@ static void on_handshake_reply(sb_redis_t *r, redisAsyncContext *ac, redisReply 
     if (--r->handshake_left > 0 || r->handshake_failed)
         return;
     r->ready = 1;
+    if (r->attempt != 0)
+        sb_log(SB_LOG_INFO, SB_MODULE, "connected after %u failed attempts", r->attempt);
     r->attempt = 0;
     if (!r->closing) {
         r->announced = 1;
@@ -484,8 +514,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
             p->argvlen[0] = 4;
             p->argv[1] = p->script->body;
             p->argvlen[1] = strlen(p->script->body);
-            if (redisAsyncCommandArgv(ac, on_reply, p, p->argc, p->argv, p->argvlen) ==
-                REDIS_OK) {
+            if (redisAsyncCommandArgv(ac, on_reply, p, p->argc, p->argv, p->argvlen) == REDIS_OK) {
                 /* hiredis copied the command: the argument copy is no longer needed */
                 free(p->argv);
                 p->argv = NULL;
@@ -516,6 +545,9 @@ static void start_connect(sb_redis_t *r)
     }
     if (ac->err != 0 || uv_events_attach(ac, r->loop) != 0) {
         /* immediate failure (refused unix socket, bad address, ...): nothing attached */
+        if (r->attempt == 0)
+            sb_log(SB_LOG_WARN, SB_MODULE, "connect failed: %s (retrying with backoff)",
+                   ac->err != 0 ? ac->errstr : "cannot watch the socket");
         redisAsyncFree(ac);
         schedule_reconnect(r);
         return;
@@ -523,7 +555,7 @@ static void start_connect(sb_redis_t *r)
     ac->data = r;
     r->ac = ac;
     r->tcp_connected = 0;
-    r->connect_started = uv_now(r->loop);
+    r->connect_started = mono_ms();
     /* after attaching: this arms the write watch that notices the connect */
     redisAsyncSetConnectCallback(ac, on_connect);
 

@@ -26,8 +26,8 @@
 #include "gateway/sb.h"
 #include "test.h"
 
-static char g_dir[256];      /* this test's own directory */
-static sb_conf_t g_conf;     /* disposed after each test */
+static char g_dir[256];        /* this test's own directory */
+static sb_conf_t g_conf;       /* disposed after each test */
 static sb_buf_t g_buf, g_buf2; /* disposed after each test */
 static char g_err[512];
 static const char *g_source_dir;
@@ -102,7 +102,7 @@ static int contains(const char *haystack, const char *needle)
 #define ASSERT_ERR_NAMES(needle)                                                                   \
     do {                                                                                           \
         if (!contains(g_err, (needle)))                                                            \
-            SB__FAIL("error \"%s\" does not name \"%s\"", g_err, (needle));                      \
+            SB__FAIL("error \"%s\" does not name \"%s\"", g_err, (needle));                        \
     } while (0)
 
 /* ---- configuration: the table ---- */
@@ -392,9 +392,10 @@ static void test_conf_malformed_files(void)
 static void test_conf_trailing_slashes_trimmed(void)
 {
     setenv("SWITCHBOARD_TELEGRAM_API_BASE", "http://127.0.0.1:9/tg/", 1);
-    ASSERT_EQ(load_json("{\"public_url\": \"https://sb.example.com/\","
-                        " \"providers\": {\"graph_api_base\": \"https://graph.facebook.com/v21.0//\"}}"),
-              0);
+    ASSERT_EQ(
+        load_json("{\"public_url\": \"https://sb.example.com/\","
+                  " \"providers\": {\"graph_api_base\": \"https://graph.facebook.com/v21.0//\"}}"),
+        0);
     ASSERT_STR_EQ(g_conf.public_url, "https://sb.example.com");
     ASSERT_STR_EQ(g_conf.graph_api_base, "https://graph.facebook.com/v21.0");
     ASSERT_STR_EQ(g_conf.telegram_api_base, "http://127.0.0.1:9/tg");
@@ -678,7 +679,8 @@ static void test_crypto_master_key_given(void)
     ASSERT_EQ(sb_crypto_load_master_key(path, k, g_err, sizeof(g_err)), 0);
     for (int i = 0; i < SB_MASTER_KEY_LEN; ++i)
         ASSERT_EQ(k[i], i);
-    path = write_file("nonl.key", "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
+    path =
+        write_file("nonl.key", "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
     ASSERT_EQ(sb_crypto_load_master_key(path, k, g_err, sizeof(g_err)), 0);
     ASSERT_EQ(k[0], 0xff);
     ASSERT_EQ(k[31], 0xff);
@@ -689,7 +691,7 @@ static void test_crypto_master_key_bad_content(void)
     static const char *const bad[] = {
         "",
         "not a key\n",
-        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n", /* 63 */
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n",  /* 63 */
         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeg\n", /* 'g' */
         " 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
     };
@@ -757,9 +759,23 @@ static void test_sb_parse_int64(void)
     /* failures leave the output alone */
     v = 42;
     static const char *const bad[] = {
-        "", "-", "+", "--1", "+-1", " 1", "1 ", "1a", "0x10", "1.0", "1e3", "١",
-        "9223372036854775808", "-9223372036854775809", "99999999999999999999",
-        "18446744073709551616", "184467440737095516150",
+        "",
+        "-",
+        "+",
+        "--1",
+        "+-1",
+        " 1",
+        "1 ",
+        "1a",
+        "0x10",
+        "1.0",
+        "1e3",
+        "١",
+        "9223372036854775808",
+        "-9223372036854775809",
+        "99999999999999999999",
+        "18446744073709551616",
+        "184467440737095516150",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); ++i)
         if (parse(bad[i], INT64_MIN, INT64_MAX, &v) != -1)
@@ -785,8 +801,8 @@ static void test_sb_id_valid(void)
     ASSERT(sb_id_valid(id, SB_ID_MAX));
     ASSERT(!sb_id_valid(id, SB_ID_MAX + 1));
     ASSERT(!sb_id_valid("", 0));
-    static const char *const bad[] = {"a/b", "a b", "a%2F", "a?b", "a#b", "..\\x", "é", "a\n",
-                                      "{x}", "a+b", "a@b", "a=b"};
+    static const char *const bad[] = {"a/b", "a b", "a%2F", "a?b", "a#b", "..\\x",
+                                      "é",   "a\n", "{x}",  "a+b", "a@b", "a=b"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); ++i)
         if (sb_id_valid(bad[i], strlen(bad[i])))
             SB__FAIL("\"%s\" is valid", bad[i]);
@@ -845,8 +861,7 @@ static void test_sb_json_str(void)
 
 static void test_sb_random_alnum(void)
 {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     static const size_t lens[] = {0, 1, 20, 63, 64, 65, 200};
     char out[10001];
     for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); ++i) {

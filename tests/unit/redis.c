@@ -353,12 +353,25 @@ static void test_url_parse(void)
     ASSERT_EQ(sb_redis_url_parse("redis+unix:///tmp/r.sock", &u, err, sizeof(err)), 0);
     ASSERT_STR_EQ(u.unix_path, "/tmp/r.sock");
 
-    static const char *const bad[] = {
-        "http://localhost",   "redis://",         "redis://h:0",      "redis://h:65536",
-        "redis://h:12x",      "redis://h:",       "redis://h/x",      "redis://h/-1",
-        "redis://pw@h",       "redis://h?db=1",   "unix://",          "unix://relative.sock",
-        "unix:///x?foo=1",    "rediss://h",       "redis://[::1",     "redis://:%zz@h",
-        "unix:///s?db=",      "redis://user:@h",  NULL};
+    static const char *const bad[] = {"http://localhost",
+                                      "redis://",
+                                      "redis://h:0",
+                                      "redis://h:65536",
+                                      "redis://h:12x",
+                                      "redis://h:",
+                                      "redis://h/x",
+                                      "redis://h/-1",
+                                      "redis://pw@h",
+                                      "redis://h?db=1",
+                                      "unix://",
+                                      "unix://relative.sock",
+                                      "unix:///x?foo=1",
+                                      "rediss://h",
+                                      "redis://[::1",
+                                      "redis://:%zz@h",
+                                      "unix:///s?db=",
+                                      "redis://user:@h",
+                                      NULL};
     for (size_t i = 0; bad[i] != NULL; ++i) {
         err[0] = '\0';
         if (sb_redis_url_parse(bad[i], &u, err, sizeof(err)) != -1)
@@ -415,7 +428,8 @@ static void test_basic(void)
 
     sb_redis_script_init(&script_echo);
     sb_redis_script_init(&script_other);
-    sb_redis_t *r = connect_client(&url, tcp_url(text, sizeof(text), "", ""), &st, scripts, 0, 0, 0);
+    sb_redis_t *r =
+        connect_client(&url, tcp_url(text, sizeof(text), "", ""), &st, scripts, 0, 0, 0);
     ASSERT(r != NULL);
     ASSERT_EQ(sb_redis_connected(r), 0);
     ASSERT(wait_count(&st.ups, 1, 5000));
@@ -618,7 +632,8 @@ static void test_kill_and_restart(void)
     char text[128];
     capture_t ping, blocked[20], cap;
 
-    sb_redis_t *r = connect_client(&url, tcp_url(text, sizeof(text), "", ""), &st, NULL, 0, 20, 200);
+    sb_redis_t *r =
+        connect_client(&url, tcp_url(text, sizeof(text), "", ""), &st, NULL, 0, 20, 200);
     ASSERT(wait_count(&st.ups, 1, 5000));
 
     /* BLPOP blocks the connection, so everything after it stays pending; the PING before
@@ -696,8 +711,22 @@ static void test_stopped_server(void)
     ASSERT(wait_count(&st.ups, 2, 10000));
     CMD(r, &cap, "PING");
     ASSERT_STR_EQ(cap.str, "PONG");
-    ASSERT_EQ(close_and_drain(r), 0);
+
+    /* closing waits for pending replies, but a stopped server cannot stall it: the watchdog
+     * still drops the connection and the loop ends */
+    kill(redis_pid, SIGSTOP);
+    memset(&cap, 0, sizeof(cap));
+    ASSERT_EQ(sb_redis_command(r, on_capture, &cap, 2, argv, lens), 0);
+    t0 = mono_ms();
+    int rc = close_and_drain(r);
+    waited = mono_ms() - t0;
+    kill(redis_pid, SIGCONT);
+    ASSERT_EQ(rc, 0);
     ASSERT_EQ(cap.calls, 1);
+    ASSERT_EQ(cap.type, -1);
+    ASSERT(waited < 2000);
+    ASSERT_EQ(st.downs, 1); /* no state callback after close */
+    ASSERT(redis_ready());
 }
 
 static void test_close_while_disconnected(void)
@@ -721,9 +750,9 @@ static void on_alarm(int sig)
     static const char msg[] = "unit_redis: timed out\n";
     if (write(2, msg, sizeof(msg) - 1) < 0) {
     }
-    if (redis_pid > 0) {
+    if (redis_pid > 0)
         kill(redis_pid, SIGKILL);
-    }
+    unlink(redis_unix);
     _exit(1);
 }
 
