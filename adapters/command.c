@@ -175,7 +175,8 @@ sb_err_t sb_command_parse(h2o_iovec_t json, h2o_mem_pool_t *pool, sb_command_t *
     memset(cmd, 0, sizeof(*cmd));
     *reason = NULL;
     if (json.base == NULL ||
-        (root = json_loadb(json.base, json.len, JSON_REJECT_DUPLICATES, &error)) == NULL) {
+        (root = json_loadb(json.base, json.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+                           &error)) == NULL) {
         *reason = "the command is not valid JSON";
         return SB_ERR_BAD_REQUEST;
     }

@@ -2,7 +2,8 @@
  * The Facebook Messenger adapter (channels.md section 3, rules 8.1 and 8.3). Messenger and
  * Instagram deliver the same `entry[].messaging[]` items, so the parser lives in meta.c and
  * this file only names the channel: its "object" ("page"), its text limit (2000 characters)
- * and the Graph signature and handshake.
+ * and the Graph signature and handshake. Sends use the Send API bodies of meta.c with
+ * "messaging_type":"RESPONSE"; a caption follows its attachment as a text message.
  */
 #include "meta.h"
 

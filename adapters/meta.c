@@ -16,6 +16,12 @@
  * contract section 2: "m:<mid>", "e:<mid>:<num_edit|timestamp>", "p:<mid>" (or
  * "p:<sender>:<timestamp>:<payload>" for postbacks without mid), "s:<mid>:<state>",
  * "r:<mid>:<react|unreact>:<emoji>:<timestamp>".
+ *
+ * Outbound, at the end: sb_meta_plan (every adapter, with its channel's rules), the Graph
+ * request pieces, the Messenger/Instagram Send API bodies, and sb_meta_classify, the Graph
+ * error table of channels.md section 6. Bodies are built with jansson (json_pack "s%" takes
+ * length-carrying strings and fails on bytes that are not UTF-8, which then refuses the
+ * request instead of sending a broken body).
  */
 #include <inttypes.h>
 #include <pthread.h>

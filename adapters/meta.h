@@ -2,7 +2,8 @@
  * Internal helpers of the adapters (adapters/meta.c), not part of the adapter interface.
  * The first group reads JSON values defensively into pool strings and is used by every
  * adapter; the second parses the Graph API envelope and the Messenger/Instagram
- * `messaging[]` items, which the two channels share item for item.
+ * `messaging[]` items, which the two channels share item for item; the third builds and
+ * classifies outbound requests (plans for every adapter, the Graph pieces for three).
  */
 #ifndef SB_ADAPTERS_META_H
 #define SB_ADAPTERS_META_H

@@ -13,6 +13,11 @@
  * int64 and they are printed exactly. Message ids are unique only per chat, so a message is
  * "<chat.id>:<message_id>". The update_id identifies an update, so every event's identity is
  * "u:<update_id>" (an update yields at most one event).
+ *
+ * Sending (channels.md 5.7): POST {tg}/bot<token>/<method> with a JSON body; the chat id
+ * goes as a JSON integer when it is one. reply_to ("<chat_id>:<message_id>", as events carry
+ * it) becomes reply_parameters with allow_sending_without_reply; buttons an inline keyboard,
+ * one per row. "read" plans nothing (bots have no read receipts).
  */
 #include <inttypes.h>
 #include <openssl/crypto.h>

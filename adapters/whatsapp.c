@@ -15,6 +15,12 @@
  *
  * Identities: "m:<wamid>", "e:<original wamid>:<edit time>", "r:<reacted wamid>:<react|
  * unreact>:<emoji>:<time>", "s:<wamid>:<state>" (contract section 2).
+ *
+ * Sending (channels.md 2.6): POST {graph}/{phone_number_id}/messages. Text parts are "text"
+ * messages, the one with buttons an interactive "button" message (1..3 buttons, its body at
+ * most 1024 characters: plan splits it so); reply_to is a "context". Media go by "link" with
+ * the caption inline (not for audio, nor over 1024 characters: then it follows as text).
+ * typing and read both mark the user's message (reply_to) read, typing with the indicator.
  */
 #include "meta.h"
 

@@ -68,6 +68,7 @@ typedef struct st_conn_t {
     int send_deferred; /* the next request waits for write_pending to clear */
     int in_flight;     /* a request was sent and its response is not complete */
     int measured;      /* the in-flight request was sent in the measurement window */
+    int failed;        /* closed on an error: reconnect after RETRY_MS, not at once */
     uint64_t since_ns; /* when the in-flight request was sent, or the connect started */
     size_t req_len;
     size_t rlen;
@@ -397,7 +398,8 @@ static void on_tcp_closed(uv_handle_t *h)
     c->send_deferred = 0;
     c->rlen = 0;
     if (lg.phase < PH_DRAIN)
-        uv_timer_start(&c->retry, on_retry, RETRY_MS, 0);
+        uv_timer_start(&c->retry, on_retry, c->failed ? RETRY_MS : 0, 0);
+    c->failed = 0;
 }
 
 static void conn_close(conn_t *c)
@@ -425,6 +427,7 @@ static void conn_fail(conn_t *c)
         else if (lg.phase == PH_WARMUP)
             lg.warmup_errors++;
     }
+    c->failed = 1;
     conn_close(c);
 }
 

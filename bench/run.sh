@@ -37,7 +37,8 @@ usage() {
     echo "  --warmup S        unmeasured seconds before each run (2)"
     echo "  --connections L   connection counts to measure (\"16 64 256\")"
     echo "  --repeat N        runs per cell; the table shows medians (1)"
-    echo "Environment: REDIS_CPU overrides the CPU redis-server is pinned to (default: the server CPU)."
+    echo "Environment: REDIS_CPU overrides the CPU redis-server is pinned to"
+    echo "(default: the servers' CPU)."
 }
 
 while [ $# -gt 0 ]; do
@@ -150,7 +151,8 @@ BASELINE=$BUILD_DIR/bench/baseline
 # ---- Processes ----
 
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
 }
 
 # wait_for WHAT CMD...: runs CMD until it succeeds, for up to 10 s.
@@ -169,10 +171,14 @@ NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then
     LOAD_PIN=(taskset -c 0)
     SERVER_PIN=(taskset -c 1)
-    REDIS_PIN=(taskset -c "${REDIS_CPU:-1}")
-    PINNING="load generator on CPU 0; gateway, baseline and redis-server on CPU ${REDIS_CPU:-1}"
-    [ "${REDIS_CPU:-1}" != 1 ] &&
-        PINNING="load generator on CPU 0; gateway and baseline on CPU 1; redis-server on CPU $REDIS_CPU"
+    REDIS_CPU=${REDIS_CPU:-1}
+    REDIS_PIN=(taskset -c "$REDIS_CPU")
+    if [ "$REDIS_CPU" = 1 ]; then
+        PINNING="load generator on CPU 0; gateway, baseline and redis-server on CPU 1"
+    else
+        PINNING="load generator on CPU 0; gateway and baseline on CPU 1;"
+        PINNING="$PINNING redis-server on CPU $REDIS_CPU"
+    fi
 else
     LOAD_PIN=()
     SERVER_PIN=()
@@ -253,7 +259,8 @@ load() {
     local port=$GPORT channel=$2 args
     [ "$1" = baseline ] && port=$BPORT
     if [ "$channel" = whatsapp ]; then
-        args=(--path "/webhooks/whatsapp/$WA_CONN" --secret "$WA_SECRET" --phone-number-id "$WA_PHONE")
+        args=(--path "/webhooks/whatsapp/$WA_CONN" --secret "$WA_SECRET"
+            --phone-number-id "$WA_PHONE")
     else
         args=(--path "/webhooks/telegram/$TG_CONN" --secret "$TG_SECRET")
     fi
@@ -326,6 +333,8 @@ metric=$(awk 'index($0, "switchboard_http_requests_total{route=\"/webhooks/") ==
     index($0, "status=\"200\"") { s += $2; n++ } END { if (n) printf "%d\n", s }' "$WORK/metrics")
 dups=$(awk '/^switchboard_duplicate_events_total/ { s += $2 } END { printf "%d\n", s }' \
     "$WORK/metrics")
+mem=$(redis-cli -p "$RPORT" INFO memory | tr -d '\r' | sed -n 's/^used_memory_human://p')
+echo "redis: $mem used at the end"
 echo "redis: XLEN sb:in:{$ASSISTANT} = $xlen; measured 200s = $acked;" \
     "all webhook 200s (with warm-ups) = ${metric:-?}; duplicate events = $dups"
 if [ "$xlen" -lt "$acked" ] || { [ -n "$metric" ] && [ "$xlen" != "$metric" ]; }; then

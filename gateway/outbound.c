@@ -230,7 +230,8 @@ static void cmd_done(ob_cmd_t *c)
     sb_map_remove(&ob->inflight, c->entry);
     ob_conv_t *conv = c->conv;
     if (conv != NULL) {
-        h2o_linklist_unlink(&c->link);
+        if (h2o_linklist_is_linked(&c->link))
+            h2o_linklist_unlink(&c->link);
         conv->busy = 0;
         if (!h2o_linklist_is_empty(&conv->queue) && !ob->stopping) {
             ob_cmd_t *next = H2O_STRUCT_FROM_MEMBER(ob_cmd_t, link, conv->queue.next);
@@ -742,7 +743,6 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
     c->entry[id->len] = '\0';
     uv_timer_init(&ob->w->loop, &c->timer);
     c->timer.data = c;
-    h2o_linklist_init_anchor(&c->link);
     sb_map_set(&ob->inflight, c->entry, c);
     c->raw = h2o_iovec_init("", 0);
     if (fields != NULL && fields->type == REDIS_REPLY_ARRAY)

@@ -121,6 +121,11 @@ def norm(path):
     return re.sub(r"\{[^}]+\}", "{}", path)
 
 
+# The inbox feed as Server-Sent Events is a later capability of the contract: the server
+# answers it 404, so the document must not promise it.
+NOT_SERVED_YET = "/orgs/c/inbox/events"
+
+
 class OpenApiDocumentTest(unittest.TestCase):
     """Static checks of the document."""
 
@@ -187,6 +192,9 @@ class OpenApiDocumentTest(unittest.TestCase):
         self.assertGreaterEqual(len(routes), 15, routes)
         paths = {norm(p): item for p, item in self.doc["paths"].items()}
         for method, path in routes:
+            if path == NOT_SERVED_YET:
+                self.assertNotIn(norm(path), paths, "documented but not served")
+                continue
             self.assertTrue(norm(path) in paths, "%s %s missing" % (method, path))
             self.assertTrue(method.lower() in paths[norm(path)], "%s %s missing" % (method, path))
 

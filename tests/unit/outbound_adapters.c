@@ -233,7 +233,8 @@ static const char *check_send(const sb_adapter_t *a, const char *cmd_json, size_
     memset(&req, 0, sizeof(req));
     if (a->build_send(&cred, &target, &cmd, plan.entries + index, &g_pool, &req, &reason) != SB_OK)
         return sb_pool_printf(&g_pool, "%s: build_send refused: %s", cmd_json, reason).base;
-    json_t *expected = body_json != NULL ? json_incref(body_json) : json_loads(J(body).base, 0, &error);
+    json_t *expected =
+        body_json != NULL ? json_incref(body_json) : json_loads(J(body).base, 0, &error);
     if (expected == NULL)
         return sb_pool_printf(&g_pool, "bad expected body %s: %s", body, error.text).base;
     diff = request_diff(&req, url, headers, expected);
@@ -272,11 +273,11 @@ static const char *check_refused(const sb_adapter_t *a, const char *cmd_json, si
 static const char *const graph_headers[] = {AUTH, JSON_CTYPE, NULL};
 static const char *const tg_headers[] = {JSON_CTYPE, NULL};
 
-#define WA_URL GRAPH "/" WA_PHONE "/messages"
-#define FB_URL GRAPH "/" PAGE_ID "/messages"
-#define IG_URL GRAPH "/" IG_ID "/messages"
+#define WA_URL    GRAPH "/" WA_PHONE "/messages"
+#define FB_URL    GRAPH "/" PAGE_ID "/messages"
+#define IG_URL    GRAPH "/" IG_ID "/messages"
 #define TG_URL(m) TG "/bot" BOT_TOKEN "/" m
-#define WA_BASE "'messaging_product':'whatsapp','recipient_type':'individual','to':'" WA_USER "'"
+#define WA_BASE   "'messaging_product':'whatsapp','recipient_type':'individual','to':'" WA_USER "'"
 
 /* ---- the interface ---- */
 
@@ -331,8 +332,8 @@ static void test_command_valid(void)
     ASSERT(cmd.reply_to.base == NULL && cmd.nbuttons == 0);
     ASSERT_NO_DIFF(command_of("{'id':'c5','type':'read','reply_to':''}", &cmd));
     ASSERT(cmd.reply_to.base == NULL);
-    ASSERT_NO_DIFF(command_of("{'id':'c6','type':'image','media':{'url':'HTTP://x.example/i'}}",
-                              &cmd));
+    ASSERT_NO_DIFF(
+        command_of("{'id':'c6','type':'image','media':{'url':'HTTP://x.example/i'}}", &cmd));
     ASSERT_NO_DIFF(command_of("{'id':'c7','type':'text','text':'x','buttons':[]}", &cmd));
     ASSERT_EQ(cmd.nbuttons, 0);
     /* 256-byte id: the largest. */
@@ -382,8 +383,7 @@ static void test_command_invalid(void)
         {"{'id':'a','type':'image','media':{'url':'https://'}}", "http"},
         {"{'id':'a','type':'image','media':{'url':'https:///path'}}", "http"},
         {"{'id':'a','type':'image','media':{'url':'https://x.example/a b'}}", "http"},
-        {"{'id':'a','type':'video','media':{'url':'https://x.example/v','caption':1}}",
-         "caption"},
+        {"{'id':'a','type':'video','media':{'url':'https://x.example/v','caption':1}}", "caption"},
         {"{'id':'a','type':'text','text':'x','buttons':{}}", "buttons"},
         {"{'id':'a','type':'text','text':'x','buttons':[{'id':'i'}]}", "title"},
         {"{'id':'a','type':'text','text':'x','buttons':[{'id':'','title':'t'}]}", "\"id\""},
@@ -413,8 +413,8 @@ static void test_command_invalid(void)
     /* 257-byte id, 14 buttons. */
     sb_command_t cmd;
     const char *reason = NULL;
-    h2o_iovec_t json = sb_pool_printf(&g_pool, "{\"id\":\"%s\",\"type\":\"typing\"}",
-                                      repeat("i", 257).base);
+    h2o_iovec_t json =
+        sb_pool_printf(&g_pool, "{\"id\":\"%s\",\"type\":\"typing\"}", repeat("i", 257).base);
     ASSERT_EQ(sb_command_parse(json, &g_pool, &cmd, &reason), SB_ERR_BAD_REQUEST);
     ASSERT(strstr(reason, "256") != NULL);
     sb_buf_t b = {NULL, 0, 0};
@@ -565,10 +565,12 @@ static void test_split_instagram_bytes(void)
 {
     sb_command_t cmd;
     /* "añejo" is 5 characters, 6 bytes: 400 words are 2,799 bytes, 2,399 characters. */
-    h2o_iovec_t text = words("a\xc3\xb1" "ejo", 400);
+    h2o_iovec_t text = words("a\xc3\xb1"
+                             "ejo",
+                             400);
     ASSERT_EQ(text.len, 2799);
-    json_t *j = json_pack("{s:s,s:s,s:s%}", "id", "ig1", "type", "text", "text", text.base,
-                          text.len);
+    json_t *j =
+        json_pack("{s:s,s:s,s:s%}", "id", "ig1", "type", "text", "text", text.base, text.len);
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     const char *reason = NULL;
@@ -585,7 +587,7 @@ static void test_split_instagram_bytes(void)
         h2o_vector_reserve(&g_pool, &chunks, chunks.size + 1);
         chunks.entries[chunks.size++] = plan.entries[i].text;
     }
-    ASSERT_EQ(plan.entries[0].text.len, 999); /* 143 words: 143 * 7 - 1 */
+    ASSERT_EQ(plan.entries[0].text.len, 1000); /* 143 words: 143 * 7 - 1 */
     h2o_iovec_t back = join(&chunks, " ");
     ASSERT_MEM_EQ(back.base, back.len, text.base, text.len);
     /* The same text is one Messenger part (2,399 characters > 2000: two) and one WhatsApp. */
@@ -601,9 +603,9 @@ static void test_plan_text_flags(void)
     /* 4,500 characters with reply_to and buttons: reply_to on the first, buttons on the last. */
     h2o_iovec_t text = words("word", 900);
     ASSERT_EQ(text.len, 4499);
-    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:[{s:s,s:s}]}", "id", "t1", "type", "text", "text",
-                          text.base, "reply_to", "123456789:52", "buttons", "id", "ok", "title",
-                          "OK");
+    json_t *j =
+        json_pack("{s:s,s:s,s:s,s:s,s:[{s:s,s:s}]}", "id", "t1", "type", "text", "text", text.base,
+                  "reply_to", "123456789:52", "buttons", "id", "ok", "title", "OK");
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     const char *reason = NULL;
@@ -666,8 +668,11 @@ static void test_plan_media_and_actions(void)
          2,
          {SB_PART_MEDIA, SB_PART_CAPTION},
          NULL},
-        {&sb_adapter_whatsapp, "{'id':'m','type':'video','media':{'url':'https://c.example/v'}}", 1,
-         {SB_PART_MEDIA}, NULL},
+        {&sb_adapter_whatsapp,
+         "{'id':'m','type':'video','media':{'url':'https://c.example/v'}}",
+         1,
+         {SB_PART_MEDIA},
+         NULL},
         {&sb_adapter_messenger,
          "{'id':'m','type':'image','media':{'url':'https://c.example/i','caption':'Look'}}",
          2,
@@ -688,15 +693,24 @@ static void test_plan_media_and_actions(void)
          1,
          {SB_PART_MEDIA},
          "Listen"},
-        {&sb_adapter_whatsapp, "{'id':'m','type':'typing','reply_to':'wamid.1'}", 1,
-         {SB_PART_TYPING}, NULL},
-        {&sb_adapter_whatsapp, "{'id':'m','type':'read','reply_to':'wamid.1'}", 1, {SB_PART_READ},
+        {&sb_adapter_whatsapp,
+         "{'id':'m','type':'typing','reply_to':'wamid.1'}",
+         1,
+         {SB_PART_TYPING},
+         NULL},
+        {&sb_adapter_whatsapp,
+         "{'id':'m','type':'read','reply_to':'wamid.1'}",
+         1,
+         {SB_PART_READ},
          NULL},
         {&sb_adapter_messenger, "{'id':'m','type':'read'}", 1, {SB_PART_READ}, NULL},
         {&sb_adapter_instagram, "{'id':'m','type':'typing'}", 1, {SB_PART_TYPING}, NULL},
         {&sb_adapter_telegram, "{'id':'m','type':'typing'}", 1, {SB_PART_TYPING}, NULL},
         /* Telegram bots have no read receipts: nothing to send. */
-        {&sb_adapter_telegram, "{'id':'m','type':'read','reply_to':'1:2'}", 0, {SB_PART_READ},
+        {&sb_adapter_telegram,
+         "{'id':'m','type':'read','reply_to':'1:2'}",
+         0,
+         {SB_PART_READ},
          NULL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
@@ -713,9 +727,9 @@ static void test_plan_media_and_actions(void)
         }
         if (plan.size != 0 && plan.entries[0].kind == SB_PART_MEDIA) {
             h2o_iovec_t c = plan.entries[0].text;
-            if (cases[i].media_caption == NULL ? c.base != NULL
-                                               : c.base == NULL ||
-                                                     !sb_iov_eq(c, cases[i].media_caption))
+            if (cases[i].media_caption == NULL
+                    ? c.base != NULL
+                    : c.base == NULL || !sb_iov_eq(c, cases[i].media_caption))
                 SB__FAIL("%s %s: media caption", cases[i].a->name, cases[i].cmd);
         }
         if (plan.size == 2)
@@ -769,8 +783,8 @@ static void test_whatsapp_requests(void)
                               "{" WA_BASE ",'type':'text','text':{'preview_url':false,"
                               "'body':'Hello'}}",
                               NULL));
-    ASSERT_NO_DIFF(check_send(a, "{'id':'1','type':'text','text':'Re','reply_to':'wamid.X'}", 1,
-                              0, WA_URL, graph_headers,
+    ASSERT_NO_DIFF(check_send(a, "{'id':'1','type':'text','text':'Re','reply_to':'wamid.X'}", 1, 0,
+                              WA_URL, graph_headers,
                               "{" WA_BASE ",'type':'text','text':{'preview_url':false,"
                               "'body':'Re'},'context':{'message_id':'wamid.X'}}",
                               NULL));
@@ -796,15 +810,17 @@ static void test_whatsapp_requests(void)
     ASSERT_NO_DIFF(check_send(
         a, "{'id':'1','type':'image','media':{'url':'https://cdn.example/i.png','caption':'Look'}}",
         1, 0, WA_URL, graph_headers,
-        "{" WA_BASE ",'type':'image','image':{'link':'https://cdn.example/i.png','caption':'Look'}}",
+        "{" WA_BASE
+        ",'type':'image','image':{'link':'https://cdn.example/i.png','caption':'Look'}}",
         NULL));
-    ASSERT_NO_DIFF(check_send(
-        a,
-        "{'id':'1','type':'image','reply_to':'wamid.R','media':{'url':'https://cdn.example/i.png'}}",
-        1, 0, WA_URL, graph_headers,
-        "{" WA_BASE ",'type':'image','image':{'link':'https://cdn.example/i.png'},"
-        "'context':{'message_id':'wamid.R'}}",
-        NULL));
+    ASSERT_NO_DIFF(check_send(a,
+                              "{'id':'1','type':'image','reply_to':'wamid.R','media':{'url':'https:"
+                              "//cdn.example/i.png'}}",
+                              1, 0, WA_URL, graph_headers,
+                              "{" WA_BASE
+                              ",'type':'image','image':{'link':'https://cdn.example/i.png'},"
+                              "'context':{'message_id':'wamid.R'}}",
+                              NULL));
     /* Audio takes no caption: it follows as a text message. */
     ASSERT_NO_DIFF(check_send(
         a, "{'id':'1','type':'audio','media':{'url':'https://cdn.example/a.ogg','caption':'Hear'}}",
@@ -907,8 +923,7 @@ static const char *messaging_checks(const sb_adapter_t *a, const char *url, cons
     const char *d;
 #define R(s) sb_pool_printf(&g_pool, s, rcpt, mt).base
     if ((d = check_send(a, "{'id':'1','type':'text','text':'Hello'}", 1, 0, url, graph_headers,
-                        R("{'recipient':{'id':'%s'}%s,'message':{'text':'Hello'}}"), NULL)) !=
-        NULL)
+                        R("{'recipient':{'id':'%s'}%s,'message':{'text':'Hello'}}"), NULL)) != NULL)
         return d;
     /* reply_to is ignored: the Send API has no quoted reply. */
     if ((d = check_send(a, "{'id':'1','type':'text','text':'Re','reply_to':'m_1'}", 1, 0, url,
@@ -953,13 +968,11 @@ static const char *messaging_checks(const sb_adapter_t *a, const char *url, cons
                         NULL)) != NULL)
         return d;
 #undef R
-    if ((d = check_send(a, "{'id':'1','type':'typing','reply_to':'m_1'}", 1, 0, url,
-                        graph_headers,
-                        sb_pool_printf(&g_pool,
-                                       "{'recipient':{'id':'%s'},'sender_action':'typing_on'}",
-                                       rcpt)
-                            .base,
-                        NULL)) != NULL)
+    if ((d = check_send(
+             a, "{'id':'1','type':'typing','reply_to':'m_1'}", 1, 0, url, graph_headers,
+             sb_pool_printf(&g_pool, "{'recipient':{'id':'%s'},'sender_action':'typing_on'}", rcpt)
+                 .base,
+             NULL)) != NULL)
         return d;
     if ((d = check_send(
              a, "{'id':'1','type':'read'}", 1, 0, url, graph_headers,
@@ -996,8 +1009,8 @@ static void test_instagram_requests(void)
     sb_target_t target = target_of(&sb_adapter_instagram);
     sb_provider_request_t req;
     const char *reason = NULL;
-    ASSERT_EQ(sb_adapter_instagram.build_send(&cred, &target, &cmd, plan.entries + 1, &g_pool,
-                                              &req, &reason),
+    ASSERT_EQ(sb_adapter_instagram.build_send(&cred, &target, &cmd, plan.entries + 1, &g_pool, &req,
+                                              &reason),
               SB_OK);
     json_t *want = json_pack("{s:{s:s},s:{s:s}}", "recipient", "id", IGSID, "message", "text",
                              repeat("\xe2\x82\xac", 67).base);
@@ -1053,8 +1066,8 @@ static void test_telegram_requests(void)
         ASSERT_NO_DIFF(check_send(a, cmd, 1, 0, url, tg_headers, body, NULL));
     }
     ASSERT_NO_DIFF(check_send(
-        a, "{'id':'1','type':'video','reply_to':'9','media':{'url':'https://cdn.example/v'}}", 1,
-        0, TG_URL("sendVideo"), tg_headers,
+        a, "{'id':'1','type':'video','reply_to':'9','media':{'url':'https://cdn.example/v'}}", 1, 0,
+        TG_URL("sendVideo"), tg_headers,
         "{'chat_id':" TG_CHAT ",'video':'https://cdn.example/v','reply_parameters':{"
         "'message_id':9,'allow_sending_without_reply':true}}",
         NULL));
@@ -1075,13 +1088,12 @@ static void test_telegram_requests(void)
     sb_provider_request_t req;
     const char *reason = NULL;
     ASSERT_EQ(a->build_send(&cred, &target, &cmd, plan.entries, &g_pool, &req, &reason), SB_OK);
-    json_t *want = json_pack("{s:I,s:s}", "chat_id", (json_int_t)123456789, "photo",
-                             "https://cdn.example/i");
+    json_t *want =
+        json_pack("{s:I,s:s}", "chat_id", (json_int_t)123456789, "photo", "https://cdn.example/i");
     const char *d = request_diff(&req, TG_URL("sendPhoto"), tg_headers, want);
     json_decref(want);
     ASSERT_NO_DIFF(d);
-    ASSERT_EQ(a->build_send(&cred, &target, &cmd, plan.entries + 1, &g_pool, &req, &reason),
-              SB_OK);
+    ASSERT_EQ(a->build_send(&cred, &target, &cmd, plan.entries + 1, &g_pool, &req, &reason), SB_OK);
     want = json_pack("{s:I,s:s}", "chat_id", (json_int_t)123456789, "text", cmd.media.caption.base);
     d = request_diff(&req, TG_URL("sendMessage"), tg_headers, want);
     json_decref(want);
@@ -1132,9 +1144,9 @@ static void test_telegram_refusals(void)
     sb_provider_request_t req;
     sb_command_t cmd;
     const char *reason = NULL;
-    sb_send_part_t read = {SB_PART_READ, {NULL, 0}, 0, 0};
+    sb_send_part_t read_part = {SB_PART_READ, {NULL, 0}, 0, 0};
     ASSERT_NO_DIFF(command_of("{'id':'1','type':'read'}", &cmd));
-    ASSERT_EQ(a->build_send(&cred, &target, &cmd, &read, &g_pool, &req, &reason),
+    ASSERT_EQ(a->build_send(&cred, &target, &cmd, &read_part, &g_pool, &req, &reason),
               SB_ERR_BAD_REQUEST);
     ASSERT(strstr(reason, "read receipts") != NULL);
     ASSERT_NO_DIFF(command_of("{'id':'1','type':'text','text':'Hi'}", &cmd));
@@ -1153,8 +1165,8 @@ static void test_telegram_refusals(void)
 typedef struct st_classify_case_t {
     const sb_adapter_t *a;
     int status;
-    const char *body;       /* ' for " */
-    int64_t retry_header;   /* -1: none */
+    const char *body;     /* ' for " */
+    int64_t retry_header; /* -1: none */
     sb_send_outcome_t outcome;
     int64_t retry_after_ms; /* expected */
     int64_t error_code;
@@ -1169,9 +1181,9 @@ static const char *classify_diff(const classify_case_t *c)
     memset(&r, 0x55, sizeof(r));
     c->a->classify(&target, c->status, c->body != NULL ? J(c->body) : h2o_iovec_init(NULL, 0),
                    c->retry_header, &g_pool, &r);
-    const char *what = sb_pool_printf(&g_pool, "%s %d %s", c->a->name, c->status,
-                                      c->body ? c->body : "(no body)")
-                           .base;
+    const char *what =
+        sb_pool_printf(&g_pool, "%s %d %s", c->a->name, c->status, c->body ? c->body : "(no body)")
+            .base;
     if (r.outcome != c->outcome)
         return sb_pool_printf(&g_pool, "%s: outcome %d, expected %d", what, (int)r.outcome,
                               (int)c->outcome)
@@ -1192,8 +1204,9 @@ static const char *classify_diff(const classify_case_t *c)
                               (int)r.error_title.len, r.error_title.base ? r.error_title.base : "",
                               c->title)
             .base;
-    if (c->message_id == NULL ? r.message_id.base != NULL
-                              : r.message_id.base == NULL || !sb_iov_eq(r.message_id, c->message_id))
+    if (c->message_id == NULL
+            ? r.message_id.base != NULL
+            : r.message_id.base == NULL || !sb_iov_eq(r.message_id, c->message_id))
         return sb_pool_printf(&g_pool, "%s: message_id \"%.*s\", expected %s", what,
                               (int)r.message_id.len, r.message_id.base ? r.message_id.base : "",
                               c->message_id ? c->message_id : "none")
@@ -1201,7 +1214,8 @@ static const char *classify_diff(const classify_case_t *c)
     return NULL;
 }
 
-#define GERR(code, msg) "{'error':{'message':'" msg "','type':'OAuthException','code':" #code ",'fbtrace_id':'Ab'}}"
+#define GERR(code, msg)                                                                            \
+    "{'error':{'message':'" msg "','type':'OAuthException','code':" #code ",'fbtrace_id':'Ab'}}"
 
 static void test_classify_graph(void)
 {
@@ -1261,7 +1275,7 @@ static void test_classify_graph(void)
         {fb, 400, GERR(131047, "Outside the window"), -1, SB_SEND_PERMANENT, -1, 131047, NULL,
          NULL},
         {fb, 400, GERR(10, "Outside of allowed window"), -1, SB_SEND_PERMANENT, -1, 10, NULL, NULL},
-        {fb, 400, GERR(551, "This person isn't available right now"), -1, SB_SEND_PERMANENT, -1,
+        {fb, 400, GERR(551, "This person is not available right now"), -1, SB_SEND_PERMANENT, -1,
          551, "available", NULL},
         /* Instagram */
         {ig, 200, "{'recipient_id':'" IGSID "','message_id':'aWdfZAG1'}", -1, SB_SEND_OK, -1, 0,
@@ -1269,8 +1283,8 @@ static void test_classify_graph(void)
         {ig, 429, GERR(80002, "Instagram BUC"), 60000, SB_SEND_RETRY, 60000, 80002, NULL, NULL},
         {ig, 500, NULL, -1, SB_SEND_RETRY, -1, 0, NULL, NULL},
         {ig, 0, NULL, -1, SB_SEND_RETRY, -1, 0, NULL, NULL},
-        {ig, 400, GERR(190, "Invalid OAuth access token"), -1, SB_SEND_TOKEN_INVALID, -1, 190,
-         NULL, NULL},
+        {ig, 400, GERR(190, "Invalid OAuth access token"), -1, SB_SEND_TOKEN_INVALID, -1, 190, NULL,
+         NULL},
         {ig, 400, GERR(131047, "Permanent"), -1, SB_SEND_PERMANENT, -1, 131047, NULL, NULL},
         {ig, 400, GERR(100, "No matching user found"), -1, SB_SEND_PERMANENT, -1, 100, "matching",
          NULL},
@@ -1312,8 +1326,8 @@ static void test_classify_telegram(void)
         {tg, 404, "{'ok':false,'error_code':404,'description':'Not Found'}", -1,
          SB_SEND_TOKEN_INVALID, -1, 404, NULL, NULL},
         {tg, 403,
-         "{'ok':false,'error_code':403,'description':'Forbidden: bot was blocked by the user'}",
-         -1, SB_SEND_PERMANENT, -1, 403, "blocked", NULL},
+         "{'ok':false,'error_code':403,'description':'Forbidden: bot was blocked by the user'}", -1,
+         SB_SEND_PERMANENT, -1, 403, "blocked", NULL},
         {tg, 400, "{'ok':false,'error_code':400,'description':'Bad Request: chat not found'}", -1,
          SB_SEND_PERMANENT, -1, 400, "Bad Request: chat not found", NULL},
         {tg, 400,
