@@ -413,31 +413,38 @@ static void fail_cmd(ob_cmd_t *c, sb_send_outcome_t outcome, int64_t code, const
 
 static void on_sent_recorded(redisReply *r, void *data);
 
-static void record_sent(ob_cmd_t *c)
+/* Runs the out_sent script for 'part' (1-based; the part count with 'last' and no event
+ * when only "done" is missing); 'again' retries it when Redis cannot take it. */
+static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o_iovec_t event,
+                      void (*again)(ob_cmd_t *))
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const sb_send_part_t *p = c->plan.entries + c->next_part;
-    int last = c->next_part + 1 == c->plan.size;
-    int has_event = p->kind != SB_PART_TYPING && p->kind != SB_PART_READ;
     const char *argv[10];
     size_t argvlen[10];
     int argc = 0;
     args_push(argv, argvlen, &argc, iov(ob->prefix));
     args_push(argv, argvlen, &argc, c->org);
     args_push(argv, argvlen, &argc, c->cmd.id);
-    args_push(argv, argvlen, &argc, ipool(c, (int64_t)c->next_part + 1));
-    args_push(argv, argvlen, &argc, c->result.message_id.base ? c->result.message_id : iov(""));
+    args_push(argv, argvlen, &argc, ipool(c, (int64_t)part));
+    args_push(argv, argvlen, &argc, msgid.base != NULL ? msgid : iov(""));
     args_push(argv, argvlen, &argc, iov(last ? "1" : "0"));
-    args_push(argv, argvlen, &argc,
-              has_event ? outbound_event(c, c->next_part + 1, p, 0) : iov(""));
+    args_push(argv, argvlen, &argc, event);
     args_push(argv, argvlen, &argc, iov(c->entry));
     args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
     args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
     c->wait = WAIT_REDIS;
     if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 0, argc, argv, argvlen) !=
         0)
-        after(c, 1000, record_sent);
+        after(c, 1000, again);
+}
+
+static void record_sent(ob_cmd_t *c)
+{
+    const sb_send_part_t *p = c->plan.entries + c->next_part;
+    int has_event = p->kind != SB_PART_TYPING && p->kind != SB_PART_READ;
+    eval_sent(c, c->next_part + 1, c->result.message_id, c->next_part + 1 == c->plan.size,
+              has_event ? outbound_event(c, c->next_part + 1, p, 0) : iov(""), record_sent);
 }
 
 static void on_sent_recorded(redisReply *r, void *data)
@@ -595,26 +602,8 @@ static void send_part(ob_cmd_t *c)
  * receipt), or a resumed command whose parts were all sent before it died. */
 static void record_done(ob_cmd_t *c)
 {
-    sb_outbound_t *ob = c->ob;
-    const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[10];
-    size_t argvlen[10];
-    int argc = 0;
-    args_push(argv, argvlen, &argc, iov(ob->prefix));
-    args_push(argv, argvlen, &argc, c->org);
-    args_push(argv, argvlen, &argc, c->cmd.id);
-    args_push(argv, argvlen, &argc, ipool(c, (int64_t)c->plan.size));
-    args_push(argv, argvlen, &argc, iov(""));
-    args_push(argv, argvlen, &argc, iov("1"));
-    args_push(argv, argvlen, &argc, iov(""));
-    args_push(argv, argvlen, &argc, iov(c->entry));
-    args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
-    args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
     c->next_part = c->plan.size;
-    c->wait = WAIT_REDIS;
-    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 0, argc, argv, argvlen) !=
-        0)
-        after(c, 1000, record_done);
+    eval_sent(c, c->plan.size, iov(""), 1, iov(""), record_done);
 }
 
 /* The command is at the head of its conversation: send its next part. */
