@@ -102,7 +102,6 @@ typedef struct st_sb_credentials_t {
     h2o_iovec_t bot_token, webhook_secret;              /* Telegram */
 } sb_credentials_t;
 
-
 /* ---- Outbound (contract section 5). ---- */
 
 #define SB_MAX_BUTTONS 13
@@ -168,18 +167,18 @@ typedef H2O_VECTOR(sb_send_part_t) sb_send_plan_t;
 
 /** A provider HTTP request, built into a pool. */
 typedef struct st_sb_provider_request_t {
-    const char *method;       /* "POST" or "GET" */
-    h2o_iovec_t url;          /* NUL-terminated; may hold a token: never logged */
-    h2o_iovec_t headers[4];   /* "Name: value", NUL-terminated */
+    const char *method;     /* "POST" or "GET" */
+    h2o_iovec_t url;        /* NUL-terminated; may hold a token: never logged */
+    h2o_iovec_t headers[4]; /* "Name: value", NUL-terminated */
     size_t nheaders;
-    h2o_iovec_t body;         /* JSON */
+    h2o_iovec_t body; /* JSON */
 } sb_provider_request_t;
 
 typedef enum en_sb_send_outcome_t {
     SB_SEND_OK,
-    SB_SEND_RETRY,         /* network, timeout, 5xx, 429, rate-limit codes, retry_after */
-    SB_SEND_PERMANENT,     /* unknown recipient, outside the window, invalid parameter, ... */
-    SB_SEND_TOKEN_INVALID  /* Graph 190/102 (and WhatsApp 0), Telegram 401/404 */
+    SB_SEND_RETRY,        /* network, timeout, 5xx, 429, rate-limit codes, retry_after */
+    SB_SEND_PERMANENT,    /* unknown recipient, outside the window, invalid parameter, ... */
+    SB_SEND_TOKEN_INVALID /* Graph 190/102 (and WhatsApp 0), Telegram 401/404 */
 } sb_send_outcome_t;
 
 typedef struct st_sb_send_result_t {
@@ -212,7 +211,7 @@ void sb_text_split(h2o_iovec_t text, size_t limit, int bytes, h2o_mem_pool_t *po
 
 /* ---- The adapter vtable. ---- */
 
-#define SB_ADAPTER_META 0x1            /* Graph API channel: X-Hub-Signature-256, hub.challenge */
+#define SB_ADAPTER_META             0x1 /* Graph API channel: X-Hub-Signature-256, hub.challenge */
 #define SB_ADAPTER_TEXT_LIMIT_BYTES 0x2 /* text_limit counts UTF-8 bytes, not characters */
 
 typedef struct st_sb_adapter_t {
@@ -263,15 +262,13 @@ typedef struct st_sb_adapter_t {
      */
     sb_err_t (*build_send)(const sb_credentials_t *cred, const sb_target_t *target,
                            const sb_command_t *cmd, const sb_send_part_t *part,
-                           h2o_mem_pool_t *pool, sb_provider_request_t *out,
-                           const char **reason);
+                           h2o_mem_pool_t *pool, sb_provider_request_t *out, const char **reason);
     /**
      * Mandatory: classifies a provider answer ('status' 0 = no answer: network error or
      * timeout) and pulls out the message id or the error (channels.md section 6).
      */
     void (*classify)(const sb_target_t *target, int status, h2o_iovec_t body,
-                     int64_t retry_after_header_ms, h2o_mem_pool_t *pool,
-                     sb_send_result_t *out);
+                     int64_t retry_after_header_ms, h2o_mem_pool_t *pool, sb_send_result_t *out);
 } sb_adapter_t;
 
 extern const sb_adapter_t sb_adapter_whatsapp;

@@ -10,7 +10,10 @@
  * connection counts). Every request is answered "200 ok\n" with a Content-Length, before
  * or after reading whatever body it had (h2o 2.2.5 buffers the whole body first).
  *
- * Usage: baseline [--listen 127.0.0.1:PORT] [--workers N]
+ * With --body JSON it answers that body (application/json) instead: bench/outbound.sh uses
+ * it as a fast fake provider API.
+ *
+ * Usage: baseline [--listen 127.0.0.1:PORT] [--workers N] [--body JSON]
  * SIGINT/SIGTERM stop it.
  */
 #include <errno.h>
@@ -37,18 +40,20 @@ typedef struct st_worker_t {
 } worker_t;
 
 static h2o_globalconf_t config;
+static const char *body = "ok\n";
+static const char *content_type = "text/plain";
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
-    static const char body[] = "ok\n";
+    size_t len = strlen(body);
     req->res.status = 200;
     req->res.reason = "OK";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("text/plain"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                   strlen(content_type));
     /* h2o_send_inline does not set Content-Length: without it the answer goes out chunked. */
-    req->res.content_length = sizeof(body) - 1;
-    h2o_send_inline(req, body, sizeof(body) - 1);
+    req->res.content_length = len;
+    h2o_send_inline(req, body, len);
     return 0;
 }
 
@@ -113,7 +118,7 @@ static void *worker_main(void *arg)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: baseline [--listen 127.0.0.1:PORT] [--workers N]\n"
+    fprintf(out, "Usage: baseline [--listen 127.0.0.1:PORT] [--workers N] [--body JSON]\n"
                  "Answers 200 \"ok\\n\" to every request (a no-work h2o 2.2.5 server).\n");
 }
 
@@ -124,6 +129,9 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; ++i) {
         if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
             listen_addr = argv[++i];
+        } else if (strcmp(argv[i], "--body") == 0 && i + 1 < argc) {
+            body = argv[++i];
+            content_type = "application/json";
         } else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc) {
             char *end;
             nworkers = strtol(argv[++i], &end, 10);

@@ -12,24 +12,29 @@
 #include "conf.h"
 #include "sb.h"
 
-#define OPT_STR(p, e, field, d, h) {p, e, SB_CONF_STR, offsetof(sb_conf_t, field), d, 0, 0, h}
+#define OPT_STR(p, e, field, d, h)                                                                 \
+    {                                                                                              \
+        p, e, SB_CONF_STR, offsetof(sb_conf_t, field), d, 0, 0, h                                  \
+    }
 #define OPT_INT(p, e, field, d, lo, hi, h)                                                         \
-    {p, e, SB_CONF_INT, offsetof(sb_conf_t, field), d, lo, hi, h}
+    {                                                                                              \
+        p, e, SB_CONF_INT, offsetof(sb_conf_t, field), d, lo, hi, h                                \
+    }
 
 const sb_conf_option_t sb_conf_options[] = {
     OPT_STR("listen", "SWITCHBOARD_LISTEN", listen, "0.0.0.0:8080", "address:port to listen on"),
     OPT_STR("redis.url", "SWITCHBOARD_REDIS_URL", redis_url, "redis://127.0.0.1:6379/0",
             "Redis URL: redis://[[user]:password@]host[:port][/db] or unix:///path"),
-    OPT_STR("redis.prefix", "SWITCHBOARD_REDIS_PREFIX", redis_prefix, "sb:",
-            "prefix of every Redis key"),
+    OPT_STR("redis.prefix", "SWITCHBOARD_REDIS_PREFIX", redis_prefix,
+            "sb:", "prefix of every Redis key"),
     OPT_STR("public_url", "SWITCHBOARD_PUBLIC_URL", public_url, "http://localhost:8080",
             "base of the webhook URLs given to providers"),
     OPT_STR("providers.graph_api_base", "SWITCHBOARD_GRAPH_API_BASE", graph_api_base,
             "https://graph.facebook.com/v21.0", "Meta Graph API base URL"),
     OPT_STR("providers.telegram_api_base", "SWITCHBOARD_TELEGRAM_API_BASE", telegram_api_base,
             "https://api.telegram.org", "Telegram Bot API base URL"),
-    OPT_INT("providers.timeout_ms", "SWITCHBOARD_PROVIDER_TIMEOUT_MS", provider_timeout_ms,
-            "10000", 100, 600000, "timeout of one provider call"),
+    OPT_INT("providers.timeout_ms", "SWITCHBOARD_PROVIDER_TIMEOUT_MS", provider_timeout_ms, "10000",
+            100, 600000, "timeout of one provider call"),
     OPT_STR("master_key_file", "SWITCHBOARD_MASTER_KEY_FILE", master_key_file, "",
             "AES-256 key file for credentials (default: <data_dir>/master.key, created "
             "with mode 0600 on first run)"),
@@ -44,12 +49,11 @@ const sb_conf_option_t sb_conf_options[] = {
             1073741824, "larger webhook bodies get 413"),
     OPT_INT("workers", "SWITCHBOARD_WORKERS", workers, "0", 0, 256,
             "worker threads (0: the number of cores this process may run on)"),
-    OPT_STR("log_level", "SWITCHBOARD_LOG_LEVEL", log_level, "info",
-            "debug, info, warn or error"),
+    OPT_STR("log_level", "SWITCHBOARD_LOG_LEVEL", log_level, "info", "debug, info, warn or error"),
     OPT_INT("streams.maxlen", "SWITCHBOARD_STREAMS_MAXLEN", stream_maxlen, "1000000", 1000,
             INT64_C(1000000000000), "approximate MAXLEN of every stream"),
-    OPT_INT("dedup_ttl_seconds", "SWITCHBOARD_DEDUP_TTL_SECONDS", dedup_ttl_seconds, "691200",
-            60, 31536000, "how long a provider event id is remembered (Meta retries for 7 days)"),
+    OPT_INT("dedup_ttl_seconds", "SWITCHBOARD_DEDUP_TTL_SECONDS", dedup_ttl_seconds, "691200", 60,
+            31536000, "how long a provider event id is remembered (Meta retries for 7 days)"),
     OPT_INT("api.rate_limit_per_minute", "SWITCHBOARD_API_RATE_LIMIT_PER_MINUTE",
             rate_limit_per_minute, "500", 1, 1000000,
             "management API requests per minute per client IP (sliding window)"),
@@ -58,22 +62,22 @@ const sb_conf_option_t sb_conf_options[] = {
             "successful assistant creations per hour per org"),
     OPT_INT("redis.timeout_ms", "SWITCHBOARD_REDIS_TIMEOUT_MS", redis_timeout_ms, "5000", 100,
             600000, "a Redis command unanswered this long drops the connection"),
-    OPT_INT("shutdown_timeout_ms", "SWITCHBOARD_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms,
-            "10000", 0, 600000, "how long a shutdown waits for requests in flight"),
-    OPT_INT("outbound.rate.telegram", "SWITCHBOARD_OUTBOUND_RATE_TELEGRAM", rate_telegram, "30",
-            1, 100000, "Telegram sends per second per connection"),
-    OPT_INT("outbound.rate.whatsapp", "SWITCHBOARD_OUTBOUND_RATE_WHATSAPP", rate_whatsapp, "80",
-            1, 100000, "WhatsApp sends per second per connection"),
-    OPT_INT("outbound.rate.messenger", "SWITCHBOARD_OUTBOUND_RATE_MESSENGER", rate_messenger,
-            "250", 1, 100000, "Messenger sends per second per connection"),
-    OPT_INT("outbound.rate.instagram", "SWITCHBOARD_OUTBOUND_RATE_INSTAGRAM", rate_instagram,
-            "250", 1, 100000, "Instagram sends per second per connection"),
+    OPT_INT("shutdown_timeout_ms", "SWITCHBOARD_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, "10000",
+            0, 600000, "how long a shutdown waits for requests in flight"),
+    OPT_INT("outbound.rate.telegram", "SWITCHBOARD_OUTBOUND_RATE_TELEGRAM", rate_telegram, "30", 1,
+            100000, "Telegram sends per second per connection"),
+    OPT_INT("outbound.rate.whatsapp", "SWITCHBOARD_OUTBOUND_RATE_WHATSAPP", rate_whatsapp, "80", 1,
+            100000, "WhatsApp sends per second per connection"),
+    OPT_INT("outbound.rate.messenger", "SWITCHBOARD_OUTBOUND_RATE_MESSENGER", rate_messenger, "250",
+            1, 100000, "Messenger sends per second per connection"),
+    OPT_INT("outbound.rate.instagram", "SWITCHBOARD_OUTBOUND_RATE_INSTAGRAM", rate_instagram, "250",
+            1, 100000, "Instagram sends per second per connection"),
     OPT_INT("outbound.retry_deadline_ms", "SWITCHBOARD_OUTBOUND_RETRY_DEADLINE_MS",
             retry_deadline_ms, "900000", 1000, 604800000,
             "a command still failing with retryable errors this long after it was taken goes "
             "to sb:dead"),
-    OPT_INT("outbound.max_in_flight", "SWITCHBOARD_OUTBOUND_MAX_IN_FLIGHT",
-            outbound_max_in_flight, "1000", 1, 1000000,
+    OPT_INT("outbound.max_in_flight", "SWITCHBOARD_OUTBOUND_MAX_IN_FLIGHT", outbound_max_in_flight,
+            "10000", 1, 1000000,
             "commands this process holds at once (read from sb:out, not yet acknowledged)"),
     {NULL, NULL, SB_CONF_STR, 0, NULL, 0, 0, NULL},
 };

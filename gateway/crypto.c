@@ -86,7 +86,8 @@ int sb_crypto_load_master_key(const char *path, unsigned char key[SB_MASTER_KEY_
     ssize_t n = read(fd, text, sizeof(text));
     close(fd);
     /* Exactly the key, with or without one newline: anything else is not a file we wrote. */
-    if (n < 2 * SB_MASTER_KEY_LEN || (n > 2 * SB_MASTER_KEY_LEN && text[2 * SB_MASTER_KEY_LEN] != '\n') ||
+    if (n < 2 * SB_MASTER_KEY_LEN ||
+        (n > 2 * SB_MASTER_KEY_LEN && text[2 * SB_MASTER_KEY_LEN] != '\n') ||
         n > 2 * SB_MASTER_KEY_LEN + 1) {
         snprintf(err, errlen, "%s: expected %d hex characters", path, 2 * SB_MASTER_KEY_LEN);
         return -1;

@@ -50,10 +50,9 @@ const char *sb_err_code(sb_err_t err)
     }
 }
 
-static const char *const err_names[] = {
-    "ok",
+static const char *const err_names[] = {"ok",
 #define SB__ERR_NAME(name, status, code, msg) #name,
-    SB_ERRNO_MAP(SB__ERR_NAME)
+                                        SB_ERRNO_MAP(SB__ERR_NAME)
 #undef SB__ERR_NAME
 };
 static char err_labels[SB_ERR__COUNT][32];

@@ -11,24 +11,22 @@
 
 /* XX(NAME, http_status, api_code, message) */
 #define SB_ERRNO_MAP(XX)                                                                           \
-    XX(BAD_SIGNATURE, 401, "bad_signature", "bad or missing signature")                           \
-    XX(BAD_BODY, 400, "bad_body", "body is not a webhook of this channel")                        \
-    XX(UNKNOWN_CONNECTION, 404, "not_found", "unknown connection")                                \
-    XX(BODY_TOO_LARGE, 413, "body_too_large", "body over the configured limit")                   \
-    XX(QUEUE_UNAVAILABLE, 503, "unavailable", "redis cannot take the events")                     \
-    XX(BAD_REQUEST, 400, "bad_request", "bad request")                                            \
-    XX(UNAUTHORIZED, 401, "unauthorized", "missing or invalid API key")                           \
-    XX(NOT_FOUND, 404, "not_found", "not found")                                                  \
-    XX(CONFLICT, 409, "conflict", "conflict")                                                     \
-    XX(RATE_LIMITED, 429, "rate_limited", "rate limited")                                         \
-    XX(METHOD_NOT_ALLOWED, 405, "method_not_allowed", "method not allowed")                       \
-    XX(INTERNAL, 500, "internal", "internal error")                                               \
-    XX(PROVIDER_REJECTED, 400, "provider_rejected", "the provider rejected the credentials")      \
-    XX(PROVIDER_UNAVAILABLE, 502, "provider_unavailable", "the provider could not be reached")    \
-    XX(TIMEOUT, 504, "timeout", "timed out")                                                      \
-    XX(FORBIDDEN, 403, "forbidden", "forbidden")                                                  \
-    XX(NOT_ACCEPTABLE, 400, "unsupported_media_type", "expected a JSON body")                     \
-    XX(SHUTTING_DOWN, 503, "shutting_down", "the server is shutting down")
+    XX(BAD_SIGNATURE, 401, "bad_signature", "bad or missing signature")                            \
+    XX(BAD_BODY, 400, "bad_body", "body is not a webhook of this channel")                         \
+    XX(UNKNOWN_CONNECTION, 404, "not_found", "unknown connection")                                 \
+    XX(BODY_TOO_LARGE, 413, "body_too_large", "body over the configured limit")                    \
+    XX(QUEUE_UNAVAILABLE, 503, "unavailable", "redis cannot take the events")                      \
+    XX(BAD_REQUEST, 400, "bad_request", "bad request")                                             \
+    XX(UNAUTHORIZED, 401, "unauthorized", "missing or invalid API key")                            \
+    XX(NOT_FOUND, 404, "not_found", "not found")                                                   \
+    XX(CONFLICT, 409, "conflict", "conflict")                                                      \
+    XX(RATE_LIMITED, 429, "rate_limited", "rate limited")                                          \
+    XX(METHOD_NOT_ALLOWED, 405, "method_not_allowed", "method not allowed")                        \
+    XX(INTERNAL, 500, "internal", "internal error")                                                \
+    XX(PROVIDER_REJECTED, 400, "provider_rejected", "the provider rejected the credentials")       \
+    XX(PROVIDER_UNAVAILABLE, 502, "provider_unavailable", "the provider could not be reached")     \
+    XX(TIMEOUT, 504, "timeout", "timed out")                                                       \
+    XX(FORBIDDEN, 403, "forbidden", "forbidden")
 
 typedef enum en_sb_err_t {
     SB_OK = 0,

@@ -48,10 +48,10 @@ typedef struct st_sb_http_response_t {
 typedef void (*sb_http_cb)(const sb_http_response_t *res, void *data);
 
 typedef struct st_sb_http_client_options_t {
-    uint32_t default_timeout_ms;    /* 0 = 10000 */
-    uint32_t connect_timeout_ms;    /* 0 = 3000 */
-    size_t max_response_bytes;      /* 0 = 1 MiB */
-    long max_host_connections;      /* 0 = 64 */
+    uint32_t default_timeout_ms; /* 0 = 10000 */
+    uint32_t connect_timeout_ms; /* 0 = 3000 */
+    size_t max_response_bytes;   /* 0 = 1 MiB */
+    long max_host_connections;   /* 0 = 64 */
 } sb_http_client_options_t;
 
 /** Creates a client on 'loop' (new). curl_global_init must have run before threads start. */

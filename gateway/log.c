@@ -1,6 +1,6 @@
 /*
- * JSON-lines logger (see log.h). The line is built in a stack buffer (the message itself is cut at 4 KiB)
- * and written with a single write(2) on fd 2.
+ * JSON-lines logger (see log.h). The line is built in a stack buffer (the message itself is cut at
+ * 4 KiB) and written with a single write(2) on fd 2.
  */
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -29,8 +29,7 @@ int sb_log_enabled(sb_log_level_t level)
     return (int)level >= atomic_load_explicit(&min_level, memory_order_relaxed);
 }
 
-void sb_logkv(sb_log_level_t level, const char *module, const char *const *kv, const char *fmt,
-              ...)
+void sb_logkv(sb_log_level_t level, const char *module, const char *const *kv, const char *fmt, ...)
 {
     if (!sb_log_enabled(level))
         return;

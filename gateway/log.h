@@ -25,8 +25,8 @@ int sb_log_enabled(sb_log_level_t level);
  * fields after "msg" (may be NULL). One write(2) per line, so lines of concurrent threads
  * never interleave.
  */
-void sb_logkv(sb_log_level_t level, const char *module, const char *const *kv, const char *fmt,
-              ...) __attribute__((format(printf, 4, 5)));
+void sb_logkv(sb_log_level_t level, const char *module, const char *const *kv, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #define sb_log(level, module, ...) sb_logkv((level), (module), NULL, __VA_ARGS__)
 

@@ -12,7 +12,7 @@
 typedef _Atomic uint64_t counter_t;
 
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                        0.1,    0.25,  0.5,    1,     2.5,   5,    10};
+                                        0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define NBUCKETS (sizeof(latency_bounds) / sizeof(latency_bounds[0]))
 
 typedef struct st_histogram_t {
@@ -52,10 +52,10 @@ void sb_metrics_outbound(int channel, sb_outbound_result_t result)
 {
     if ((int)result < 0 || result >= SB_OUTBOUND__COUNT)
         return;
-    atomic_fetch_add_explicit(&outbound[channel < 0 || channel >= SB_METRICS_CHANNELS
-                                            ? SB_METRICS_CHANNELS
-                                            : channel][result],
-                              1, memory_order_relaxed);
+    atomic_fetch_add_explicit(
+        &outbound[channel < 0 || channel >= SB_METRICS_CHANNELS ? SB_METRICS_CHANNELS : channel]
+                 [result],
+        1, memory_order_relaxed);
 }
 
 static void observe(histogram_t *h, uint64_t us)
@@ -161,8 +161,8 @@ static void render_histogram(sb_buf_t *out, const char *name, const char *labels
             snprintf(le, sizeof(le), "%g", latency_bounds[i]);
         else
             snprintf(le, sizeof(le), "+Inf");
-        sb_buf_appendf(out, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, labels, *labels ? "," : "",
-                       le, (unsigned long long)cumulative);
+        sb_buf_appendf(out, "%s_bucket{%s%sle=\"%s\"} %llu\n", name, labels, *labels ? "," : "", le,
+                       (unsigned long long)cumulative);
     }
     const char *open = *labels ? "{" : "", *close = *labels ? "}" : "";
     sb_buf_appendf(out, "%s_sum%s%s%s %.6f\n", name, open, labels, close,
@@ -171,8 +171,7 @@ static void render_histogram(sb_buf_t *out, const char *name, const char *labels
                    (unsigned long long)load(&h->count));
 }
 
-static void render_per_channel(sb_buf_t *out, const char *name, const char *help,
-                               counter_t *arr)
+static void render_per_channel(sb_buf_t *out, const char *name, const char *help, counter_t *arr)
 {
     sb_buf_appendf(out, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
     for (int c = 0; c < NCHANNELS; ++c)
@@ -204,9 +203,10 @@ void sb_metrics_render(sb_buf_t *out)
                          &http_latency[r]);
     }
 
-    sb_buf_appendf(out, "# HELP switchboard_redis_reconnects_total Redis reconnection attempts."
-                        "\n# TYPE switchboard_redis_reconnects_total counter\n"
-                        "switchboard_redis_reconnects_total %llu\n",
+    sb_buf_appendf(out,
+                   "# HELP switchboard_redis_reconnects_total Redis reconnection attempts."
+                   "\n# TYPE switchboard_redis_reconnects_total counter\n"
+                   "switchboard_redis_reconnects_total %llu\n",
                    (unsigned long long)sb_redis_reconnects_total());
 
     sb_buf_appendf(out, "# HELP switchboard_provider_calls_total Calls to provider APIs by "
@@ -249,8 +249,7 @@ void sb_metrics_render(sb_buf_t *out)
     render_per_channel(out, "switchboard_blocked_events_total",
                        "Events from BLOCKED contacts, dropped.", blocked);
     render_per_channel(out, "switchboard_signature_failures_total",
-                       "Webhooks refused for a bad signature or secret token.",
-                       signature_failures);
+                       "Webhooks refused for a bad signature or secret token.", signature_failures);
 
     sb_buf_appendf(out, "# HELP switchboard_enqueue_duration_seconds Time of one webhook's "
                         "enqueue in Redis.\n# TYPE switchboard_enqueue_duration_seconds "

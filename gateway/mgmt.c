@@ -23,9 +23,9 @@
 #include "provider.h"
 #include "store.h"
 
-#define SB_MODULE "gateway/mgmt"
+#define SB_MODULE     "gateway/mgmt"
 #define MAX_MGMT_BODY (1024 * 1024)
-#define MAX_ARGS 64
+#define MAX_ARGS      64
 
 typedef enum en_op_t {
     OP_NONE,
@@ -241,11 +241,11 @@ static json_t *render_connection(mjob_t *j, const sb_record_t *rec, json_t *cred
     json_object_set_new(o, "account_hint", json_stringn(hint.base ? hint.base : "", hint.len));
     set_time(o, "created_at", sb_record_get(rec, "created_at"));
     set_time(o, "updated_at", sb_record_get(rec, "updated_at"));
-    json_object_set_new(o, "webhook_url",
-                        json_string(sb_pool_printf(&j->super.pool, "%s/webhooks/%.*s/%.*s",
-                                                   conf->public_url, (int)provider.len,
-                                                   provider.base, (int)id.len, id.base)
-                                        .base));
+    json_object_set_new(
+        o, "webhook_url",
+        json_string(sb_pool_printf(&j->super.pool, "%s/webhooks/%.*s/%.*s", conf->public_url,
+                                   (int)provider.len, provider.base, (int)id.len, id.base)
+                        .base));
     json_t *masked = json_object();
     json_t *opened = NULL;
     if (creds == NULL) {
@@ -284,8 +284,8 @@ static json_t *render_binding(mjob_t *j, const sb_record_t *rec, json_t *unused)
 {
     (void)j, (void)unused;
     json_t *o = json_object();
-    static const char *const fields[] = {"id",          "assistant_id", "connection_id", "channel",
-                                         "external_id", "name",         NULL};
+    static const char *const fields[] = {
+        "id", "assistant_id", "connection_id", "channel", "external_id", "name", NULL};
     for (const char *const *f = fields; *f != NULL; ++f)
         set_str(o, *f, sb_record_get(rec, *f));
     set_time(o, "created_at", sb_record_get(rec, "created_at"));
@@ -663,8 +663,8 @@ static void contact_patch(mjob_t *j)
     static const char *const allowed[] = {"status", NULL};
     const char *msg = check_members(j, j->json, allowed);
     json_t *status = json_object_get(j->json, "status");
-    if (msg == NULL && (!json_is_string(status) ||
-                        find_word(contact_statuses, json_string_value(status)) == NULL))
+    if (msg == NULL &&
+        (!json_is_string(status) || find_word(contact_statuses, json_string_value(status)) == NULL))
         msg = "status must be SUBSCRIBED, UNSUBSCRIBED, BLOCKED or AI_REPLIES_DISABLED";
     if (msg != NULL) {
         fail(j, SB_ERR_BAD_REQUEST, msg);
@@ -760,8 +760,7 @@ static const char *check_credentials(mjob_t *j, const char *provider, json_t *cr
             continue;
         if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 4096 ||
             strlen(json_string_value(v)) != json_string_length(v))
-            return sb_pool_printf(&j->super.pool, "credentials.%s is required (a string)", *k)
-                .base;
+            return sb_pool_printf(&j->super.pool, "credentials.%s is required (a string)", *k).base;
     }
     json_t *token = json_object_get(creds, "bot_token");
     if (token != NULL && !telegram_token_valid(json_string_value(token)))
@@ -811,13 +810,13 @@ static void store_connection(mjob_t *j)
         arg(&a, j->provider);
         arg(&a, pool_str(j, now, strlen(now)));
         json_t *name = json_object_get(j->json, "name");
-        const char *n = name != NULL ? json_string_value(name)
+        const char *n = name != NULL               ? json_string_value(name)
                         : j->probe.hint[0] != '\0' ? j->probe.hint
-                                                    : j->provider;
-        const char *fields[][2] = {{"id", j->new_id},       {"org", j->org},
+                                                   : j->provider;
+        const char *fields[][2] = {{"id", j->new_id},         {"org", j->org},
                                    {"provider", j->provider}, {"name", n},
-                                   {"status", "active"},    {"account_hint", j->probe.hint},
-                                   {"created_at", now},     {"updated_at", now}};
+                                   {"status", "active"},      {"account_hint", j->probe.hint},
+                                   {"created_at", now},       {"updated_at", now}};
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); ++i) {
             arg(&a, fields[i][0]);
             arg(&a, pool_str(j, fields[i][1], strlen(fields[i][1])));
@@ -889,7 +888,8 @@ static void on_conn_probed(const sb_probe_t *probe, void *data)
     }
     const char *id = j->op == OP_CONN_CREATE ? j->new_id : j->id1;
     const sb_conf_t *conf = j->super.worker->server->conf;
-    char *url = sb_pool_printf(&j->super.pool, "%s/webhooks/telegram/%s", conf->public_url, id).base;
+    char *url =
+        sb_pool_printf(&j->super.pool, "%s/webhooks/telegram/%s", conf->public_url, id).base;
     sb_credentials_t cred;
     fill_cred(j, &cred);
     sb_provider_telegram_set_webhook(j->super.worker, &cred, url,
@@ -1146,9 +1146,9 @@ static void dispatch(mjob_t *j)
     }
     if (op_has_body(j->op)) {
         json_error_t err;
-        j->json = j->body.len != 0 ? json_loadb(j->body.base, j->body.len, JSON_REJECT_DUPLICATES,
-                                                &err)
-                                   : NULL;
+        j->json = j->body.len != 0
+                      ? json_loadb(j->body.base, j->body.len, JSON_REJECT_DUPLICATES, &err)
+                      : NULL;
         if (!json_is_object(j->json)) {
             fail(j, SB_ERR_BAD_REQUEST, "the body must be a JSON object");
             return;
@@ -1338,8 +1338,8 @@ void sb_mgmt_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
     j->method = pool_str(j, req->method.base, req->method.len);
     j->query = "";
     if (req->query_at != SIZE_MAX)
-        j->query = pool_str(j, req->path.base + req->query_at + 1,
-                            req->path.len - req->query_at - 1);
+        j->query =
+            pool_str(j, req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
     if (req->entity.base != NULL)
         j->body = sb_pool_strdup(&j->super.pool, req->entity.base, req->entity.len);
 

@@ -8,59 +8,73 @@
 
 /* ARGV: prefix, ip, now_ms, limit, window_ms, unique member, key hash.
  * -> {"limited", retry_ms} | {"unauthorized"} | {"ok", org} */
-sb_redis_script_t sb_script_auth = {"auth", "local P = ARGV[1]\n"
-                                            "local rl = P .. 'ratelimit:' .. ARGV[2]\n"
-                                            "local now = tonumber(ARGV[3])\n"
-                                            "local limit = tonumber(ARGV[4])\n"
-                                            "local window = tonumber(ARGV[5])\n"
-                                            "redis.call('ZREMRANGEBYSCORE', rl, '-inf', now - window)\n"
-                                            "if redis.call('ZCARD', rl) >= limit then\n"
-                                            "  local oldest = redis.call('ZRANGE', rl, 0, 0, 'WITHSCORES')\n"
-                                            "  return {'limited', tostring(tonumber(oldest[2]) + window - now)}\n"
-                                            "end\n"
-                                            "redis.call('ZADD', rl, now, ARGV[6])\n"
-                                            "redis.call('PEXPIRE', rl, window)\n"
-                                            "if ARGV[7] == '' then return {'unauthorized'} end\n"
-                                            "local org = redis.call('HGET', P .. 'apikey:' .. ARGV[7], 'org')\n"
-                                            "if not org then return {'unauthorized'} end\n"
-                                            "return {'ok', org}\n", {0}};
+sb_redis_script_t sb_script_auth = {
+    "auth",
+    "local P = ARGV[1]\n"
+    "local rl = P .. 'ratelimit:' .. ARGV[2]\n"
+    "local now = tonumber(ARGV[3])\n"
+    "local limit = tonumber(ARGV[4])\n"
+    "local window = tonumber(ARGV[5])\n"
+    "redis.call('ZREMRANGEBYSCORE', rl, '-inf', now - window)\n"
+    "if redis.call('ZCARD', rl) >= limit then\n"
+    "  local oldest = redis.call('ZRANGE', rl, 0, 0, 'WITHSCORES')\n"
+    "  return {'limited', tostring(tonumber(oldest[2]) + window - now)}\n"
+    "end\n"
+    "redis.call('ZADD', rl, now, ARGV[6])\n"
+    "redis.call('PEXPIRE', rl, window)\n"
+    "if ARGV[7] == '' then return {'unauthorized'} end\n"
+    "local org = redis.call('HGET', P .. 'apikey:' .. ARGV[7], 'org')\n"
+    "if not org then return {'unauthorized'} end\n"
+    "return {'ok', org}\n",
+    {0}};
 
 /* ARGV: prefix, zset (no prefix), start, stop, owner key (no prefix, or ''), org,
  * object key prefix (no prefix). -> {-1} (owner not found) | {total, hash, hash, ...} */
-sb_redis_script_t sb_script_list = {"list", "local P = ARGV[1]\n"
-                                            "if ARGV[5] ~= '' and redis.call('HGET', P .. ARGV[5], 'org') ~= ARGV[6] then\n"
-                                            "  return {-1}\n"
-                                            "end\n"
-                                            "local z = P .. ARGV[2]\n"
-                                            "local out = {redis.call('ZCARD', z)}\n"
-                                            "for _, id in ipairs(redis.call('ZRANGE', z, tonumber(ARGV[3]), tonumber(ARGV[4]))) do\n"
-                                            "  out[#out + 1] = redis.call('HGETALL', P .. ARGV[7] .. id)\n"
-                                            "end\n"
-                                            "return out\n", {0}};
+sb_redis_script_t sb_script_list = {
+    "list",
+    "local P = ARGV[1]\n"
+    "if ARGV[5] ~= '' and redis.call('HGET', P .. ARGV[5], 'org') ~= ARGV[6] then\n"
+    "  return {-1}\n"
+    "end\n"
+    "local z = P .. ARGV[2]\n"
+    "local out = {redis.call('ZCARD', z)}\n"
+    "for _, id in ipairs(redis.call('ZRANGE', z, tonumber(ARGV[3]), tonumber(ARGV[4]))) do\n"
+    "  out[#out + 1] = redis.call('HGETALL', P .. ARGV[7] .. id)\n"
+    "end\n"
+    "return out\n",
+    {0}};
 
 /* ARGV: prefix, key (no prefix), org, field, value, ... -> the hash after the update, or nil
  * when the object does not exist or belongs to another org. */
-sb_redis_script_t sb_script_update = {"update", "local key = ARGV[1] .. ARGV[2]\n"
-                                                "if redis.call('HGET', key, 'org') ~= ARGV[3] then return false end\n"
-                                                "if #ARGV > 3 then redis.call('HSET', key, unpack(ARGV, 4)) end\n"
-                                                "return redis.call('HGETALL', key)\n", {0}};
+sb_redis_script_t sb_script_update = {
+    "update",
+    "local key = ARGV[1] .. ARGV[2]\n"
+    "if redis.call('HGET', key, 'org') ~= ARGV[3] then return false end\n"
+    "if #ARGV > 3 then redis.call('HSET', key, unpack(ARGV, 4)) end\n"
+    "return redis.call('HGETALL', key)\n",
+    {0}};
 
 /* ARGV: prefix, id -> {hash, external id of its first binding or ''} */
 sb_redis_script_t sb_script_conn_load = {
-    "conn_load", "local key = ARGV[1] .. 'connection:' .. ARGV[2]\n"
-                 "local ext = ''\n"
-                 "local first = redis.call('SRANDMEMBER', key .. ':bindings')\n"
-                 "if first then ext = redis.call('HGET', ARGV[1] .. 'binding:' .. first, 'external_id') or '' end\n"
-                 "return {redis.call('HGETALL', key), ext}\n", {0}};
+    "conn_load",
+    "local key = ARGV[1] .. 'connection:' .. ARGV[2]\n"
+    "local ext = ''\n"
+    "local first = redis.call('SRANDMEMBER', key .. ':bindings')\n"
+    "if first then ext = redis.call('HGET', ARGV[1] .. 'binding:' .. first, 'external_id') or '' "
+    "end\n"
+    "return {redis.call('HGETALL', key), ext}\n",
+    {0}};
 
 /* ARGV: prefix, org, id, provider, now, field, value, ... -> 1 */
 sb_redis_script_t sb_script_conn_create = {
-    "conn_create", "local P, org, id = ARGV[1], ARGV[2], ARGV[3]\n"
-                   "redis.call('HSET', P .. 'connection:' .. id, unpack(ARGV, 6))\n"
-                   "local score = tonumber(ARGV[5]) * 1000 + redis.call('INCR', P .. 'seq') % 1000\n"
-                   "redis.call('ZADD', P .. 'org:' .. org .. ':connections', score, id)\n"
-                   "redis.call('ZADD', P .. 'org:' .. org .. ':connections:' .. ARGV[4], score, id)\n"
-                   "return 1\n", {0}};
+    "conn_create",
+    "local P, org, id = ARGV[1], ARGV[2], ARGV[3]\n"
+    "redis.call('HSET', P .. 'connection:' .. id, unpack(ARGV, 6))\n"
+    "local score = tonumber(ARGV[5]) * 1000 + redis.call('INCR', P .. 'seq') % 1000\n"
+    "redis.call('ZADD', P .. 'org:' .. org .. ':connections', score, id)\n"
+    "redis.call('ZADD', P .. 'org:' .. org .. ':connections:' .. ARGV[4], score, id)\n"
+    "return 1\n",
+    {0}};
 
 /* ARGV: prefix, org, id -> 1 deleted (with its bindings) | 0 not found */
 sb_redis_script_t sb_script_conn_delete = {
@@ -79,7 +93,8 @@ sb_redis_script_t sb_script_conn_delete = {
     "redis.call('DEL', key .. ':bindings', key)\n"
     "redis.call('ZREM', P .. 'org:' .. org .. ':connections', id)\n"
     "redis.call('ZREM', P .. 'org:' .. org .. ':connections:' .. provider, id)\n"
-    "return 1\n", {0}};
+    "return 1\n",
+    {0}};
 
 /* ARGV: prefix, org, id, now, limit, window_ms, name, enabled
  * -> {0, retry_ms} (limited) | {1, hash} */
@@ -100,7 +115,8 @@ sb_redis_script_t sb_script_assistant_create = {
     "           now * 1000 + redis.call('INCR', P .. 'seq') % 1000, id)\n"
     "redis.call('ZADD', ck, now, id)\n"
     "redis.call('PEXPIRE', ck, window)\n"
-    "return {1, redis.call('HGETALL', key)}\n", {0}};
+    "return {1, redis.call('HGETALL', key)}\n",
+    {0}};
 
 /* ARGV: prefix, org, id -> 1 deleted (with its bindings) | 0 not found */
 sb_redis_script_t sb_script_assistant_delete = {
@@ -122,7 +138,8 @@ sb_redis_script_t sb_script_assistant_delete = {
     "end\n"
     "redis.call('DEL', key .. ':bindings', key)\n"
     "redis.call('ZREM', P .. 'org:' .. org .. ':assistants', id)\n"
-    "return 1\n", {0}};
+    "return 1\n",
+    {0}};
 
 /* ARGV: prefix, org, assistant id, binding id, connection id, external id, name, now
  * -> {"noassistant"} | {"noconnection"} | {"noexternal"} | {"badexternal", bot_id}
@@ -145,9 +162,11 @@ sb_redis_script_t sb_script_binding_create = {
     "redis.call('HSET', bkey, 'id', id, 'org', org, 'assistant_id', aid, 'connection_id', cid,\n"
     "           'channel', c[2], 'external_id', ext, 'created_at', now)\n"
     "if name ~= '' then redis.call('HSET', bkey, 'name', name) end\n"
-    "redis.call('ZADD', akey .. ':bindings', tonumber(now) * 1000 + redis.call('INCR', P .. 'seq') % 1000, id)\n"
+    "redis.call('ZADD', akey .. ':bindings', tonumber(now) * 1000 + redis.call('INCR', P .. 'seq') "
+    "% 1000, id)\n"
     "redis.call('SADD', ckey .. ':bindings', id)\n"
-    "return {'ok', redis.call('HGETALL', bkey)}\n", {0}};
+    "return {'ok', redis.call('HGETALL', bkey)}\n",
+    {0}};
 
 /* ARGV: prefix, org, assistant id, binding id -> 1 | 0 not found */
 sb_redis_script_t sb_script_binding_delete = {
@@ -161,7 +180,8 @@ sb_redis_script_t sb_script_binding_delete = {
     "local rk = P .. 'route:' .. b[3] .. ':' .. b[4]\n"
     "if redis.call('GET', rk) == id then redis.call('DEL', rk) end\n"
     "redis.call('DEL', bkey)\n"
-    "return 1\n", {0}};
+    "return 1\n",
+    {0}};
 
 /* ARGV: prefix, org, id, status, now -> the contact's hash, or nil */
 sb_redis_script_t sb_script_contact_patch = {
@@ -176,7 +196,8 @@ sb_redis_script_t sb_script_contact_patch = {
     "  redis.call('ZADD', P .. 'org:' .. org .. ':contacts:' .. status, score, id)\n"
     "  redis.call('HSET', key, 'status', status, 'updated_at', now)\n"
     "end\n"
-    "return redis.call('HGETALL', key)\n", {0}};
+    "return redis.call('HGETALL', key)\n",
+    {0}};
 
 /* ARGV: prefix, org, conversation id, command JSON, maxlen -> entry id, or 0 when the
  * conversation does not exist or belongs to another org */
@@ -187,7 +208,8 @@ sb_redis_script_t sb_script_conv_enqueue = {
     "return redis.call('XADD', P .. 'out', 'MAXLEN', '~', maxlen, '*', 'cmd', cmd)\n",
     {0}};
 
-static sb_redis_script_t *const scripts[] = {&sb_script_auth, &sb_script_conv_enqueue,
+static sb_redis_script_t *const scripts[] = {&sb_script_auth,
+                                             &sb_script_conv_enqueue,
                                              &sb_script_list,
                                              &sb_script_update,
                                              &sb_script_conn_load,

@@ -37,10 +37,10 @@
 #include "outbound.h"
 #include "store.h"
 
-#define SB_MODULE "gateway/outbound"
-#define GROUP "switchboard"
+#define SB_MODULE  "gateway/outbound"
+#define GROUP      "switchboard"
 #define READ_COUNT 100
-#define BLOCK_MS "1000"
+#define BLOCK_MS   "1000"
 
 /* ARGV: prefix, conversation id, command id, entry id, ttl
  * -> {0} unknown conversation | {2} the id belongs to another entry (a duplicate)
@@ -325,16 +325,15 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     if (failed) {
         sb_buf_appendf(&b, ",\"status\":{\"state\":\"failed\",\"error\":{\"code\":%lld",
                        (long long)c->result.error_code);
-        json_member(&b, "title", c->result.error_title.base != NULL ? c->result.error_title
-                                                                     : iov("failed"));
+        json_member(&b, "title",
+                    c->result.error_title.base != NULL ? c->result.error_title : iov("failed"));
         sb_buf_append(&b, "}}", 2);
     } else {
         sb_buf_append(&b, SB_STRLIT(",\"status\":{\"state\":\"sent\""));
         json_member(&b, "message_external_id", c->result.message_id);
         sb_buf_append(&b, "}", 1);
     }
-    sb_buf_appendf(&b, ",\"timestamp\":%lld,\"received_at\":%lld}", (long long)now,
-                   (long long)now);
+    sb_buf_appendf(&b, ",\"timestamp\":%lld,\"received_at\":%lld}", (long long)now, (long long)now);
     h2o_iovec_t out = sb_pool_strdup(&c->pool, b.base, b.len);
     sb_buf_dispose(&b);
     return out;
@@ -354,8 +353,8 @@ static void record_failure(ob_cmd_t *c)
     int token = c->result.outcome == SB_SEND_TOKEN_INVALID;
     h2o_iovec_t event = h2o_iovec_init("", 0);
     if (c->org.len != 0 && c->adapter != NULL) {
-        const sb_send_part_t *p = c->next_part < c->plan.size ? c->plan.entries + c->next_part
-                                                               : NULL;
+        const sb_send_part_t *p =
+            c->next_part < c->plan.size ? c->plan.entries + c->next_part : NULL;
         event = outbound_event(c, c->next_part + 1, p, 1);
     }
     args_push(argv, argvlen, &argc, iov(ob->prefix));
@@ -390,9 +389,9 @@ static void on_failed_recorded(redisReply *r, void *data)
         after(c, 1000, record_failure);
         return;
     }
-    sb_metrics_outbound(channel_index(c->adapter),
-                        c->result.outcome == SB_SEND_TOKEN_INVALID ? SB_OUTBOUND_TOKEN_INVALID
-                                                                   : SB_OUTBOUND_FAILED);
+    sb_metrics_outbound(channel_index(c->adapter), c->result.outcome == SB_SEND_TOKEN_INVALID
+                                                       ? SB_OUTBOUND_TOKEN_INVALID
+                                                       : SB_OUTBOUND_FAILED);
     cmd_done(c);
 }
 
@@ -402,10 +401,10 @@ static void fail_cmd(ob_cmd_t *c, sb_send_outcome_t outcome, int64_t code, const
     c->result.outcome = outcome;
     c->result.error_code = code;
     c->result.error_title = sb_pool_strdup(&c->pool, title, strlen(title));
-    sb_logkv(SB_LOG_WARN, SB_MODULE,
-             (const char *[]){"entry", c->entry, "conn", c->conn_id.base ? c->conn_id.base : "",
-                              NULL},
-             "outbound command failed: %s (code %lld)", title, (long long)code);
+    sb_logkv(
+        SB_LOG_WARN, SB_MODULE,
+        (const char *[]){"entry", c->entry, "conn", c->conn_id.base ? c->conn_id.base : "", NULL},
+        "outbound command failed: %s (code %lld)", title, (long long)code);
     record_failure(c);
 }
 
@@ -434,8 +433,7 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
     args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
     args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
     c->wait = WAIT_REDIS;
-    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 0, argc, argv, argvlen) !=
-        0)
+    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 0, argc, argv, argvlen) != 0)
         after(c, 1000, again);
 }
 
@@ -524,11 +522,11 @@ static void on_response(const sb_http_response_t *res, void *data)
         return;
     }
     default: {
-        const char *title = c->result.error_title.base != NULL
-                                ? sb_pool_strdup(&c->pool, c->result.error_title.base,
-                                                 c->result.error_title.len)
-                                      .base
-                                : "the provider refused the message";
+        const char *title =
+            c->result.error_title.base != NULL
+                ? sb_pool_strdup(&c->pool, c->result.error_title.base, c->result.error_title.len)
+                      .base
+                : "the provider refused the message";
         fail_cmd(c, c->result.outcome, c->result.error_code, title);
     }
     }
@@ -704,8 +702,8 @@ static void on_loaded(redisReply *r, void *data)
     const sb_conf_t *conf = ob->w->server->conf;
     c->target.chat_id = sb_record_get(&conv, "chat_id");
     c->target.sender_id = sb_record_get(&conv, "sender_id");
-    c->target.api_base = iov(sb_iov_eq(c->channel, "telegram") ? conf->telegram_api_base
-                                                               : conf->graph_api_base);
+    c->target.api_base =
+        iov(sb_iov_eq(c->channel, "telegram") ? conf->telegram_api_base : conf->graph_api_base);
     /* An empty plan means there is nothing to send (e.g. a read receipt on Telegram). */
     c->adapter->plan(&c->cmd, &c->pool, &c->plan);
     int64_t parts = 0;
@@ -820,7 +818,7 @@ static void read_next(sb_outbound_t *ob)
         return;
     }
     /* First our own pending entries (after a restart with the same node id), then new ones. */
-    const char *argv[10] = {"XREADGROUP", "GROUP", GROUP, ob->node, "COUNT",
+    const char *argv[10] = {"XREADGROUP", "GROUP", GROUP,    ob->node,  "COUNT",
                             "100",        "BLOCK", BLOCK_MS, "STREAMS", ob->stream};
     size_t argvlen[11];
     const char *all[11];
@@ -869,8 +867,8 @@ static void on_reclaim_timer(uv_timer_t *t)
         return;
     char idle[32];
     snprintf(idle, sizeof(idle), "%lld", (long long)ob->w->server->conf->reclaim_idle_ms);
-    const char *argv[8] = {"XAUTOCLAIM", ob->stream, GROUP, ob->node, idle,
-                           ob->reclaim_cursor, "COUNT", "100"};
+    const char *argv[8] = {"XAUTOCLAIM", ob->stream,         GROUP,   ob->node,
+                           idle,         ob->reclaim_cursor, "COUNT", "100"};
     size_t argvlen[8];
     for (int i = 0; i < 8; ++i)
         argvlen[i] = strlen(argv[i]);

@@ -44,13 +44,11 @@ static void on_telegram(const sb_http_response_t *res, call_t *call, sb_probe_t 
         probe->err = SB_OK;
     } else if (res->status == 429 || res->status >= 500) {
         probe->err = SB_ERR_PROVIDER_UNAVAILABLE;
-        snprintf(probe->message, sizeof(probe->message), "telegram answered HTTP %d",
-                 res->status);
+        snprintf(probe->message, sizeof(probe->message), "telegram answered HTTP %d", res->status);
     } else {
         probe->err = SB_ERR_PROVIDER_REJECTED;
         probe->token_invalid = res->status == 401 || res->status == 404;
-        snprintf(probe->message, sizeof(probe->message), "telegram answered HTTP %d",
-                 res->status);
+        snprintf(probe->message, sizeof(probe->message), "telegram answered HTTP %d", res->status);
         copy_str(probe->message, sizeof(probe->message), json_object_get(root, "description"));
     }
     json_decref(root);
@@ -183,9 +181,8 @@ void sb_provider_probe(sb_worker_t *w, const char *provider, const sb_credential
     sb_buf_dispose(&url);
 }
 
-void sb_provider_telegram_set_webhook(sb_worker_t *w, const sb_credentials_t *cred,
-                                      const char *url, const char *secret, sb_probe_cb cb,
-                                      void *data)
+void sb_provider_telegram_set_webhook(sb_worker_t *w, const sb_credentials_t *cred, const char *url,
+                                      const char *secret, sb_probe_cb cb, void *data)
 {
     sb_buf_t body = {0};
     sb_buf_append(&body, SB_STRLIT("{\"url\":"));

@@ -34,9 +34,8 @@ void sb_provider_probe(sb_worker_t *w, const char *provider, const sb_credential
                        const char *external_id, sb_probe_cb cb, void *data);
 
 /** Telegram setWebhook with 'url', 'secret' and the routed allowed_updates. */
-void sb_provider_telegram_set_webhook(sb_worker_t *w, const sb_credentials_t *cred,
-                                      const char *url, const char *secret, sb_probe_cb cb,
-                                      void *data);
+void sb_provider_telegram_set_webhook(sb_worker_t *w, const sb_credentials_t *cred, const char *url,
+                                      const char *secret, sb_probe_cb cb, void *data);
 /** Telegram deleteWebhook. */
 void sb_provider_telegram_delete_webhook(sb_worker_t *w, const sb_credentials_t *cred,
                                          sb_probe_cb cb, void *data);

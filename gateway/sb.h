@@ -32,7 +32,7 @@ char *sb__strndup(const char *s, size_t len, const char *file, int line);
 #define sb_mem_realloc(p, sz) sb__mem_realloc((p), (sz), __FILE__, __LINE__)
 /** Copies 'len' bytes of 's' into a new NUL-terminated heap string (new). */
 #define sb_strndup(s, len) sb__strndup((s), (len), __FILE__, __LINE__)
-#define sb_strdup(s) sb__strndup((s), strlen(s), __FILE__, __LINE__)
+#define sb_strdup(s)       sb__strndup((s), strlen(s), __FILE__, __LINE__)
 
 /** Copies 'len' bytes into the pool and NUL-terminates them (valid while the pool lives). */
 h2o_iovec_t sb_pool_strdup(h2o_mem_pool_t *pool, const char *s, size_t len);
@@ -65,13 +65,15 @@ void sb_random_alnum(char *out, size_t len);
 void sb_new_id(char *out, const char *prefix);
 #define SB_ID_MAX 64
 
-/** True when 's' is 1..SB_ID_MAX characters of A-Z a-z 0-9 _ - . : (ids that can stand in a path). */
+/** True when 's' is 1..SB_ID_MAX characters of A-Z a-z 0-9 _ - . : (ids that can stand in a path).
+ */
 int sb_id_valid(const char *s, size_t len);
 
 /** Lower-case hex encoding of 'len' bytes; 'out' holds 2 * len + 1 bytes. */
 void sb_hex_encode(char *out, const unsigned char *in, size_t len);
 
-/** Parses a decimal integer of the whole string in [min, max]; returns 0 on success, -1 otherwise. */
+/** Parses a decimal integer of the whole string in [min, max]; returns 0 on success, -1 otherwise.
+ */
 int sb_parse_int64(const char *s, size_t len, int64_t min, int64_t max, int64_t *out);
 
 /** Appends 'len' bytes to a growable buffer (heap); used where a pool is not at hand. */

@@ -243,8 +243,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         if (up == w->server->nworkers && !w->stopping)
             sb_respond(req, SB_ROUTE_READYZ, started, 200, "text/plain", SB_STRLIT("ready\n"));
         else
-            sb_respond(req, SB_ROUTE_READYZ, started, 503, "text/plain",
-                       SB_STRLIT("not ready\n"));
+            sb_respond(req, SB_ROUTE_READYZ, started, 503, "text/plain", SB_STRLIT("not ready\n"));
         return 0;
     }
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/metrics"))) {
@@ -252,8 +251,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             goto MethodNotAllowed;
         sb_buf_t b = {0};
         sb_metrics_render(&b);
-        sb_respond(req, SB_ROUTE_METRICS, started, 200, "text/plain; version=0.0.4", b.base,
-                   b.len);
+        sb_respond(req, SB_ROUTE_METRICS, started, 200, "text/plain; version=0.0.4", b.base, b.len);
         sb_buf_dispose(&b);
         return 0;
     }
@@ -339,8 +337,7 @@ static int open_listener(sb_server_t *server, sb_worker_t *w)
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-        sb_log(SB_LOG_ERROR, SB_MODULE, "listen on %s: %s", server->conf->listen,
-               strerror(errno));
+        sb_log(SB_LOG_ERROR, SB_MODULE, "listen on %s: %s", server->conf->listen, strerror(errno));
         if (fd >= 0)
             close(fd);
         freeaddrinfo(res);

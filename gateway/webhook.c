@@ -27,9 +27,9 @@
 #include "store.h"
 #include "webhook.h"
 
-#define SB_MODULE "gateway/webhook"
+#define SB_MODULE      "gateway/webhook"
 #define ARGS_PER_EVENT 12
-#define FIXED_ARGS 8
+#define FIXED_ARGS     8
 
 /* ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, then per event:
  *   identity, recipient, contact ext id, name, phone, username, chat id, kind, event id,
@@ -43,7 +43,8 @@ static sb_redis_script_t script_enqueue = {
     "local inbox = P .. 'inbox:{' .. org .. '}'\n"
     "for i = 0, n - 1 do\n"
     "  local b = 9 + i * 12\n"
-    "  local identity, recipient, cext, name, phone, username, chat, kind, evid, crest, tail, newcid =\n"
+    "  local identity, recipient, cext, name, phone, username, chat, kind, evid, crest, tail, "
+    "newcid =\n"
     "    unpack(ARGV, b, b + 11)\n"
     "  local dd = P .. 'dd:' .. conn .. ':' .. identity\n"
     "  if redis.call('EXISTS', dd) == 1 then\n"
@@ -57,7 +58,8 @@ static sb_redis_script_t script_enqueue = {
     "        cid = newcid\n"
     "        redis.call('SET', cidx, cid)\n"
     "        local ckey = P .. 'contact:' .. cid\n"
-    "        redis.call('HSET', ckey, 'id', cid, 'org', org, 'channel', channel, 'external_id', cext,\n"
+    "        redis.call('HSET', ckey, 'id', cid, 'org', org, 'channel', channel, 'external_id', "
+    "cext,\n"
     "                   'status', 'SUBSCRIBED', 'created_at', now, 'updated_at', now)\n"
     "        if name ~= '' then redis.call('HSET', ckey, 'name', name) end\n"
     "        if phone ~= '' then redis.call('HSET', ckey, 'phone', phone) end\n"
@@ -70,9 +72,12 @@ static sb_redis_script_t script_enqueue = {
     "        local c = redis.call('HMGET', ckey, 'status', 'name', 'phone', 'username')\n"
     "        status = c[1] or 'SUBSCRIBED'\n"
     "        local changed = false\n"
-    "        if name ~= '' and c[2] ~= name then redis.call('HSET', ckey, 'name', name); changed = true end\n"
-    "        if phone ~= '' and c[3] ~= phone then redis.call('HSET', ckey, 'phone', phone); changed = true end\n"
-    "        if username ~= '' and c[4] ~= username then redis.call('HSET', ckey, 'username', username); changed = true end\n"
+    "        if name ~= '' and c[2] ~= name then redis.call('HSET', ckey, 'name', name); changed = "
+    "true end\n"
+    "        if phone ~= '' and c[3] ~= phone then redis.call('HSET', ckey, 'phone', phone); "
+    "changed = true end\n"
+    "        if username ~= '' and c[4] ~= username then redis.call('HSET', ckey, 'username', "
+    "username); changed = true end\n"
     "        if changed then redis.call('HSET', ckey, 'updated_at', now) end\n"
     "      end\n"
     "    end\n"
@@ -94,8 +99,10 @@ static sb_redis_script_t script_enqueue = {
     "        local cv = 'cv_' .. string.sub(redis.sha1hex(bid .. '|' .. addr), 1, 24)\n"
     "        local cvkey = P .. 'conv:' .. cv\n"
     "        if redis.call('EXISTS', cvkey) == 0 then\n"
-    "          redis.call('HSET', cvkey, 'id', cv, 'org', org, 'connection_id', conn, 'binding_id', bid,\n"
-    "                     'channel', channel, 'chat_id', addr, 'sender_id', recipient, 'created_at', now)\n"
+    "          redis.call('HSET', cvkey, 'id', cv, 'org', org, 'connection_id', conn, "
+    "'binding_id', bid,\n"
+    "                     'channel', channel, 'chat_id', addr, 'sender_id', recipient, "
+    "'created_at', now)\n"
     "          if cid then redis.call('HSET', cvkey, 'contact_id', cid) end\n"
     "        end\n"
     "        ev = ev .. ',\"binding_id\":\"' .. bid .. '\",\"assistant_id\":\"' .. aid ..\n"
@@ -112,7 +119,8 @@ static sb_redis_script_t script_enqueue = {
     "        if status == 'AI_REPLIES_DISABLED' then\n"
     "          st = 4\n"
     "        else\n"
-    "          redis.call('XADD', P .. 'in:{' .. aid .. '}', 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "          redis.call('XADD', P .. 'in:{' .. aid .. '}', 'MAXLEN', '~', maxlen, '*', 'event', "
+    "ev)\n"
     "          st = 0\n"
     "        end\n"
     "      else\n"
@@ -125,7 +133,8 @@ static sb_redis_script_t script_enqueue = {
     "    redis.call('SET', dd, '1', 'EX', ttl)\n"
     "  end\n"
     "end\n"
-    "return out\n", {0}};
+    "return out\n",
+    {0}};
 
 static sb_redis_script_t *const scripts[] = {&script_enqueue, NULL};
 
@@ -247,8 +256,8 @@ static void enqueue(wjob_t *j, const char *org)
 #undef ARG_STR
     j->enqueue_started_us = sb_mono_us();
     sb_redis_t *redis = j->super.worker->redis;
-    if (redis == NULL || sb_redis_eval(redis, &script_enqueue, on_enqueued, j, 0, (int)argc, argv,
-                                       argvlen) != 0)
+    if (redis == NULL ||
+        sb_redis_eval(redis, &script_enqueue, on_enqueued, j, 0, (int)argc, argv, argvlen) != 0)
         finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
 }
 

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Outbound throughput: commands in sb:out to provider requests out, per second.
+#
+# Starts a private redis-server, bench/baseline as a fast fake Graph API (it answers every
+# request with one JSON body that works both as GET /me and as a WhatsApp send result), and
+# the gateway (one worker). Creates a WhatsApp connection, a binding and CONVS conversations
+# (inbound webhooks), then adds COMMANDS text commands spread over the conversations to
+# sb:out in one pipeline and measures the time until the last one is sent and recorded
+# (its inbox event written and the entry acknowledged). Pacing is lifted for the run
+# (SWITCHBOARD_OUTBOUND_RATE_WHATSAPP) so that the engine, not the 80/s default, is measured.
+#
+# On a machine with 2 or more cores the fake provider runs on CPU 0 and the gateway and
+# redis-server on CPU 1.
+#
+# Usage: bench/outbound.sh [--commands N] [--convs N] [--repeat N] [--build-dir DIR]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+COMMANDS=20000
+CONVS=100
+REPEAT=3
+BUILD_DIR=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --commands) COMMANDS=$2; shift 2 ;;
+    --convs) CONVS=$2; shift 2 ;;
+    --repeat) REPEAT=$2; shift 2 ;;
+    --build-dir) BUILD_DIR=$2; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "outbound.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+for tool in cmake redis-server redis-cli python3 curl; do
+    command -v "$tool" >/dev/null || { echo "outbound.sh: $tool is required" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sb-outbench.XXXXXX")
+BUILD_DIR=${BUILD_DIR:-$WORK/build}
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSB_TESTS=OFF >/dev/null
+cmake --build "$BUILD_DIR" -j"$(nproc)" --target switchboard baseline >"$WORK/build.log" 2>&1 ||
+    { cat "$WORK/build.log" >&2; exit 1; }
+
+if [ "$(nproc)" -ge 2 ]; then
+    CLIENT="taskset -c 0"
+    SERVER="taskset -c 1"
+else
+    CLIENT=""
+    SERVER=""
+fi
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() {
+    for _ in $(seq 200); do
+        curl -fs "$1" >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    echo "outbound.sh: $1 did not answer" >&2
+    exit 1
+}
+
+PNID=109900000000001
+SECRET=bench-app-secret-0123456789
+RPORT=$(free_port)
+PPORT=$(free_port)
+GPORT=$(free_port)
+BODY='{"id":"1","name":"Bench","messaging_product":"whatsapp","contacts":[{"input":"1","wa_id":"1"}],"messages":[{"id":"wamid.bench"}]}'
+
+$SERVER redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+$CLIENT "$BUILD_DIR/bench/baseline" --listen "127.0.0.1:$PPORT" --workers 1 --body "$BODY" \
+    >"$WORK/provider.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+export SWITCHBOARD_LISTEN=127.0.0.1:$GPORT
+export SWITCHBOARD_REDIS_URL=redis://127.0.0.1:$RPORT/0
+export SWITCHBOARD_GRAPH_API_BASE=http://127.0.0.1:$PPORT/v21.0
+export SWITCHBOARD_DATA_DIR=$WORK/data
+export SWITCHBOARD_WORKERS=1
+export SWITCHBOARD_LOG_LEVEL=warn
+export SWITCHBOARD_OUTBOUND_RATE_WHATSAPP=100000
+export SWITCHBOARD_OUTBOUND_MAX_IN_FLIGHT=100000
+$SERVER "$BUILD_DIR/switchboard" 2>"$WORK/gateway.log" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$GPORT/readyz"
+
+KEY=$("$BUILD_DIR/switchboard" keys create --org bench)
+api() {
+    curl -fsS -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
+        -X "$1" "http://127.0.0.1:$GPORT$2" ${3:+-d "$3"}
+}
+json_id() { python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }
+ASST=$(api POST /orgs/c/assistants '{"name":"bench"}' | json_id)
+CONN=$(api POST /orgs/c/connections "{\"provider\":\"whatsapp\",\"credentials\":{\"app_secret\":\"$SECRET\",\"verify_token\":\"v\",\"access_token\":\"bench-token-0123456789\"}}" | json_id)
+api POST "/orgs/c/assistants/$ASST/channels" "{\"connection_id\":\"$CONN\",\"external_id\":\"$PNID\"}" >/dev/null
+
+# One inbound message per conversation (a user each); their conversation ids come back in
+# the assistant's stream.
+python3 - "$GPORT" "$CONN" "$SECRET" "$PNID" "$CONVS" <<'EOF'
+import hashlib, hmac, http.client, json, sys
+port, conn, secret, pnid, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+c = http.client.HTTPConnection("127.0.0.1", int(port))
+for i in range(n):
+    user = str(15550000000 + i)
+    body = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+        "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550100000", "phone_number_id": pnid},
+            "contacts": [{"profile": {"name": "User %d" % i}, "wa_id": user}],
+            "messages": [{"from": user, "id": "wamid.outbench.%d" % i,
+                          "timestamp": "1779012345", "type": "text",
+                          "text": {"body": "hi"}}]}}]}]}
+    data = json.dumps(body, separators=(",", ":")).encode()
+    sig = "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+    c.request("POST", "/webhooks/whatsapp/" + conn, body=data,
+              headers={"Content-Type": "application/json", "X-Hub-Signature-256": sig})
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+EOF
+redis-cli -p "$RPORT" --raw XRANGE "sb:in:{$ASST}" - + |
+    python3 -c '
+import json, sys
+ids = sorted({json.loads(l)["conversation_id"] for l in sys.stdin if l.startswith("{")})
+open(sys.argv[1], "w").write("\n".join(ids) + "\n")' "$WORK/convs"
+[ "$(wc -l <"$WORK/convs")" -eq "$CONVS" ] || { echo "outbound.sh: conversations missing" >&2; exit 1; }
+
+echo "outbound: $COMMANDS text commands over $CONVS WhatsApp conversations, gateway with 1 worker${SERVER:+ on CPU 1}, fake provider${CLIENT:+ on CPU 0}"
+printf '%-4s %10s %10s %12s\n' run commands seconds sends/s
+RESULTS=()
+for run in $(seq "$REPEAT"); do
+    # The commands, as one redis-cli pipeline (RESP), then the wait for the last record.
+    python3 - "$WORK/convs" "$COMMANDS" "$run" >"$WORK/cmds.resp" <<'EOF'
+import json, sys
+convs = open(sys.argv[1]).read().split()
+n, run = int(sys.argv[2]), sys.argv[3]
+out = sys.stdout.buffer
+def resp(*args):
+    out.write(b"*%d\r\n" % len(args))
+    for a in args:
+        a = a.encode() if isinstance(a, str) else a
+        out.write(b"$%d\r\n%s\r\n" % (len(a), a))
+for i in range(n):
+    cmd = {"id": "r%s-%d" % (run, i), "conversation_id": convs[i % len(convs)],
+           "type": "text", "text": "reply number %d" % i}
+    resp("XADD", "sb:out", "*", "cmd", json.dumps(cmd, separators=(",", ":")))
+EOF
+    before=$(redis-cli -p "$RPORT" XLEN "sb:inbox:{bench}")
+    target=$((before + COMMANDS))
+    start=$(date +%s.%N)
+    redis-cli -p "$RPORT" --pipe <"$WORK/cmds.resp" >/dev/null
+    while [ "$(redis-cli -p "$RPORT" XLEN "sb:inbox:{bench}")" -lt "$target" ]; do
+        sleep 0.02
+    done
+    end=$(date +%s.%N)
+    pending=$(redis-cli -p "$RPORT" XPENDING sb:out switchboard | head -1)
+    secs=$(python3 -c "print('%.2f' % ($end - $start))")
+    rate=$(python3 -c "print('%.0f' % ($COMMANDS / ($end - $start)))")
+    printf '%-4s %10s %10s %12s\n' "$run" "$COMMANDS" "$secs" "$rate"
+    RESULTS+=("$rate")
+    [ "$pending" = "0" ] || sleep 0.5
+done
+printf '%s\n' "${RESULTS[@]}" | sort -n | awk '{a[NR]=$1} END {print "median sends/s: " a[int((NR+1)/2)]}'
+dead=$(redis-cli -p "$RPORT" XLEN sb:dead)
+echo "dead letters: $dead (expected 0)"
