@@ -478,6 +478,8 @@ static void on_deleted(redisReply *r, void *data)
         fail(j, SB_ERR_NOT_FOUND, NULL);
         return;
     }
+    if (j->op == OP_CONN_DELETE)
+        atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
     sb_job_respond(&j->super, 204, NULL, NULL, 0);
 }
 
@@ -784,6 +786,7 @@ static void on_conn_stored(redisReply *r, void *data)
     mjob_t *j = data;
     if (check_reply(j, r) != 0)
         return;
+    atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
     if (j->op == OP_CONN_CREATE) {
         /* Render what was stored. */
         args_t a = {.n = 0};

@@ -282,6 +282,24 @@ MethodNotAllowed:
 
 /* ---- Workers ---- */
 
+void sb_worker_new_id(sb_worker_t *w, const char *kind, char *out)
+{
+    static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    char num[16];
+    size_t n = 0;
+    uint64_t v = ++w->id_counter;
+    do {
+        num[n++] = digits[v % 36];
+        v /= 36;
+    } while (v != 0);
+    size_t k = strlen(kind);
+    memcpy(out, kind, k);
+    memcpy(out + k, w->id_prefix, 10);
+    for (size_t i = 0; i < n; ++i)
+        out[k + 10 + i] = num[n - 1 - i];
+    out[k + 10 + n] = '\0';
+}
+
 static void on_accept(uv_stream_t *listener, int status)
 {
     sb_worker_t *w = listener->data;
@@ -417,6 +435,8 @@ static int worker_init(sb_server_t *server, sb_worker_t *w, int index, sb_redis_
 {
     w->index = index;
     w->server = server;
+    sb_map_init(&w->conn_cache);
+    sb_random_alnum(w->id_prefix, 10);
     uv_loop_init(&w->loop);
     h2o_context_init(&w->ctx, &w->loop, &server->h2o);
     w->accept_ctx.ctx = &w->ctx;

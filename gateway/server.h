@@ -13,6 +13,7 @@
 #include "conf.h"
 #include "crypto.h"
 #include "http_client.h"
+#include "map.h"
 #include "metrics.h"
 
 typedef struct st_sb_server_t sb_server_t;
@@ -36,6 +37,11 @@ typedef struct st_sb_worker_t {
     /** Jobs (requests waiting on something) alive on this worker. */
     size_t jobs;
     int redis_up;
+    /** Unique ids without the CSPRNG per id: a random prefix per worker and a counter. */
+    char id_prefix[12];
+    uint64_t id_counter;
+    /** Connections recently seen by webhooks (webhook.c). */
+    sb_map_t conn_cache;
     /** The sb:out consumer (worker 0 only). */
     struct st_sb_outbound_t *outbound;
 } sb_worker_t;
@@ -48,12 +54,21 @@ struct st_sb_server_t {
     size_t nworkers;
     /** Workers whose Redis connection is up (readyz is 200 when it equals nworkers). */
     _Atomic size_t redis_ready;
+    /** Bumped when a connection is changed or deleted: cached copies older than it are
+     *  dropped (the webhook cache of every worker of this process). */
+    _Atomic uint64_t conn_generation;
     /** The host and port really bound (port 0 in the configuration picks one). */
     int port;
 };
 
 /** Creates the server for 'conf' (borrowed, must outlive it); returns 0 or -1 (logged). */
 int sb_server_init(sb_server_t *server, sb_conf_t *conf);
+/**
+ * Writes a new id "<kind><worker prefix><counter>" into 'out' (SB_ID_MAX + 1 bytes): unique
+ * across workers and processes (the prefix has about 59 random bits), cheaper than
+ * sb_new_id on the hot path. Worker thread only.
+ */
+void sb_worker_new_id(sb_worker_t *w, const char *kind, char *out);
 /** Starts the workers, waits for SIGINT/SIGTERM, drains and stops them; returns 0. */
 int sb_server_run(sb_server_t *server);
 void sb_server_dispose(sb_server_t *server);

@@ -25,6 +25,7 @@
 #include "../adapters/adapter.h"
 #include "log.h"
 #include "store.h"
+#include "map.h"
 #include "webhook.h"
 
 #define SB_MODULE      "gateway/webhook"
@@ -234,9 +235,9 @@ static void enqueue(wjob_t *j, const char *org)
         sb_buf_t contact = {0}, content = {0};
         sb_event_append_contact(ev, &contact);
         sb_event_append_content(ev, &content);
-        char evid[32], cid[32];
-        sb_new_id(evid, "ev_");
-        sb_new_id(cid, "ct_");
+        char evid[SB_ID_MAX + 1], cid[SB_ID_MAX + 1];
+        sb_worker_new_id(j->super.worker, "ev_", evid);
+        sb_worker_new_id(j->super.worker, "ct_", cid);
         ARG_IOV(ev->identity);
         ARG_IOV(ev->recipient_id);
         ARG_IOV(ev->contact.external_id);
@@ -261,41 +262,106 @@ static void enqueue(wjob_t *j, const char *org)
         finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
 }
 
-static void on_connection(redisReply *r, void *data)
+/* ---- The connection cache ----
+ *
+ * Each worker keeps the connections it has seen for CACHE_TTL_MS: a webhook of a known
+ * connection is verified and parsed at once, without the HGETALL round trip, the AES-GCM
+ * open and the JSON parse of its credentials. A rotated secret or a deleted connection is
+ * therefore seen by a worker within a second; one made through this process's API at once
+ * (server.h, conn_generation). */
+
+#define CACHE_TTL_MS 1000
+#define CACHE_MAX 10000
+
+typedef struct st_conn_entry_t {
+    int64_t expires_ms;
+    uint64_t generation;
+    h2o_mem_pool_t pool;
+    h2o_iovec_t org, provider;
+    sb_credentials_t cred;
+} conn_entry_t;
+
+static void entry_free(conn_entry_t *e)
 {
-    wjob_t *j = data;
-    if (j->super.req == NULL) {
-        sb_job_free(&j->super);
-        return;
+    h2o_mem_clear_pool(&e->pool);
+    free(e);
+}
+
+static void free_entry(const char *key, void *value, void *data)
+{
+    (void)key, (void)data;
+    entry_free(value);
+}
+
+/* The cached connection 'id' of worker 'w', or NULL (expired entries are dropped). */
+static conn_entry_t *cache_get(sb_worker_t *w, const char *id)
+{
+    conn_entry_t *e = sb_map_get(&w->conn_cache, id);
+    if (e != NULL && (e->expires_ms <= sb_now_ms() ||
+                      e->generation != atomic_load(&w->server->conn_generation))) {
+        sb_map_remove(&w->conn_cache, id);
+        entry_free(e);
+        e = NULL;
     }
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
-        return;
-    }
+    return e;
+}
+
+/* Builds a cache entry from an HGETALL reply; NULL when the connection does not exist.
+ * '*err' says why (unknown, or credentials that do not open). */
+static conn_entry_t *cache_put(sb_worker_t *w, const char *id, redisReply *r, sb_err_t *err)
+{
+    /* Read before the record: a change made after this read bumps it again. */
+    uint64_t generation = atomic_load(&w->server->conn_generation);
+    h2o_mem_pool_t tmp;
+    h2o_mem_init_pool(&tmp);
     sb_record_t rec;
-    if (sb_record_from_reply(r, &j->super.pool, &rec) != 0 ||
-        !sb_iov_eq(sb_record_get(&rec, "provider"), j->adapter->name)) {
+    conn_entry_t *e = NULL;
+    *err = SB_ERR_UNKNOWN_CONNECTION;
+    if (sb_record_from_reply(r, &tmp, &rec) != 0)
+        goto Exit;
+    h2o_iovec_t org = sb_record_get(&rec, "org"), provider = sb_record_get(&rec, "provider");
+    json_t *creds =
+        sb_credentials_open(w->server->master_key, id, sb_record_get(&rec, "secrets"));
+    if (creds == NULL || org.base == NULL || provider.base == NULL) {
+        json_decref(creds);
+        sb_logkv(SB_LOG_ERROR, SB_MODULE, (const char *[]){"conn", id, NULL},
+                 "the connection's credentials cannot be decrypted");
+        *err = SB_ERR_INTERNAL;
+        goto Exit;
+    }
+    e = sb_mem_calloc(1, sizeof(*e));
+    h2o_mem_init_pool(&e->pool);
+    e->expires_ms = sb_now_ms() + CACHE_TTL_MS;
+    e->generation = generation;
+    e->org = sb_pool_strdup(&e->pool, org.base, org.len);
+    e->provider = sb_pool_strdup(&e->pool, provider.base, provider.len);
+    sb_credentials_fill(creds, &e->pool, &e->cred);
+    json_decref(creds);
+    if (w->conn_cache.size >= CACHE_MAX) {
+        sb_map_foreach(&w->conn_cache, free_entry, NULL);
+        sb_map_dispose(&w->conn_cache);
+        sb_map_init(&w->conn_cache);
+    }
+    conn_entry_t *old = sb_map_remove(&w->conn_cache, id);
+    if (old != NULL)
+        entry_free(old);
+    sb_map_set(&w->conn_cache, id, e);
+    *err = SB_OK;
+Exit:
+    h2o_mem_clear_pool(&tmp);
+    return e;
+}
+
+/* Verifies, parses and enqueues (or answers the handshake) with the connection known. */
+static void process(wjob_t *j, const conn_entry_t *conn)
+{
+    if (!sb_iov_eq(conn->provider, j->adapter->name)) {
         finish(j, SB_ERR_UNKNOWN_CONNECTION, 0);
         return;
     }
-    h2o_iovec_t org = sb_record_get(&rec, "org");
-    json_t *creds = sb_credentials_open(j->super.worker->server->master_key, j->conn_id,
-                                        sb_record_get(&rec, "secrets"));
-    if (creds == NULL || org.base == NULL) {
-        json_decref(creds);
-        sb_logkv(SB_LOG_ERROR, SB_MODULE, (const char *[]){"conn", j->conn_id, NULL},
-                 "the connection's credentials cannot be decrypted");
-        finish(j, SB_ERR_INTERNAL, 0);
-        return;
-    }
-    sb_credentials_t cred;
-    memset(&cred, 0, sizeof(cred));
-    sb_credentials_fill(creds, &j->super.pool, &cred);
-    json_decref(creds);
-
     if (j->is_get) {
         h2o_iovec_t challenge;
-        int status = j->adapter->handshake(&cred, j->query, &j->super.pool, &challenge);
+        int status = j->adapter->handshake(&conn->cred, j->query, &j->super.pool, &challenge);
         sb_metrics_webhook(j->channel, status == 200 ? SB_OK : SB_ERR_FORBIDDEN, 0);
         if (status == 200)
             sb_job_respond(&j->super, 200, "text/plain", challenge.base, challenge.len);
@@ -303,8 +369,7 @@ static void on_connection(redisReply *r, void *data)
             sb_job_respond_error(&j->super, SB_ERR_FORBIDDEN, "verify token mismatch");
         return;
     }
-
-    if (j->adapter->verify(&cred, j->auth, j->body) != SB_OK) {
+    if (j->adapter->verify(&conn->cred, j->auth, j->body) != SB_OK) {
         sb_metrics_signature_failure(j->channel);
         sb_logkv(SB_LOG_WARN, SB_MODULE,
                  (const char *[]){"conn", j->conn_id, "channel", j->adapter->name, NULL},
@@ -312,7 +377,7 @@ static void on_connection(redisReply *r, void *data)
         finish(j, SB_ERR_BAD_SIGNATURE, 0);
         return;
     }
-    sb_err_t err = j->adapter->parse(&cred, j->body, &j->super.pool, &j->events);
+    sb_err_t err = j->adapter->parse(&conn->cred, j->body, &j->super.pool, &j->events);
     if (err != SB_OK) {
         sb_logkv(SB_LOG_INFO, SB_MODULE,
                  (const char *[]){"conn", j->conn_id, "channel", j->adapter->name, NULL},
@@ -324,8 +389,27 @@ static void on_connection(redisReply *r, void *data)
         finish(j, SB_OK, 0);
         return;
     }
-    char *orgs = sb_pool_strdup(&j->super.pool, org.base, org.len).base;
-    enqueue(j, orgs);
+    enqueue(j, conn->org.base);
+}
+
+static void on_connection(redisReply *r, void *data)
+{
+    wjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+        return;
+    }
+    sb_err_t err;
+    conn_entry_t *conn = cache_put(j->super.worker, j->conn_id, r, &err);
+    if (conn == NULL) {
+        finish(j, err, 0);
+        return;
+    }
+    process(j, conn);
 }
 
 void sb_webhook_handle(sb_worker_t *w, h2o_req_t *req, h2o_iovec_t channel, h2o_iovec_t conn_id,
@@ -376,14 +460,24 @@ void sb_webhook_handle(sb_worker_t *w, h2o_req_t *req, h2o_iovec_t channel, h2o_
         else
             j->query = sb_pool_strdup(&j->super.pool, "", 0);
     } else {
-        /* The body lives in the connection's buffer only until the answer: copy it. */
-        j->body = sb_pool_strdup(&j->super.pool, len ? req->entity.base : "", len);
+        j->body = h2o_iovec_init(len ? req->entity.base : "", len);
         ssize_t idx = h2o_find_header_by_str(&req->headers, adapter->auth_header,
                                              strlen(adapter->auth_header), -1);
         if (idx != -1)
-            j->auth = sb_pool_strdup(&j->super.pool, req->headers.entries[idx].value.base,
-                                     req->headers.entries[idx].value.len);
+            j->auth = req->headers.entries[idx].value;
     }
+
+    conn_entry_t *conn = cache_get(w, j->conn_id);
+    if (conn != NULL) {
+        /* Everything that reads the request happens now, while it is alive. */
+        process(j, conn);
+        return;
+    }
+    /* The body and header live in the connection's buffer only until the answer: copy them
+     * before waiting on Redis. */
+    j->body = sb_pool_strdup(&j->super.pool, j->body.base, j->body.len);
+    if (j->auth.base != NULL)
+        j->auth = sb_pool_strdup(&j->super.pool, j->auth.base, j->auth.len);
 
     const char *argv[2] = {"HGETALL", NULL};
     size_t argvlen[2] = {7, 0};
