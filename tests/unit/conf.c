@@ -138,7 +138,7 @@ static void test_conf_defaults_match_contract(void)
     ASSERT_EQ(g_conf.redis_timeout_ms, 5000);
     ASSERT_EQ(g_conf.shutdown_timeout_ms, 10000);
     ASSERT_EQ(g_conf.retry_deadline_ms, 900000);
-    ASSERT_EQ(g_conf.outbound_max_in_flight, 1000);
+    ASSERT_EQ(g_conf.outbound_max_in_flight, 10000);
 }
 
 static void test_conf_table_is_consistent(void)
