@@ -141,6 +141,11 @@ struct st_sb_outbound_t {
     char reclaim_cursor[64];
     int reclaiming;
     int handles_open;
+    /* Replies still to come for commands issued with the consumer itself as their data
+     * (group creation, reads, XAUTOCLAIM): it is freed only when none is left. */
+    int replies_pending;
+    /* Where the re-reading of our own pending entries has got to ("0" at first). */
+    char history_cursor[64];
 };
 
 static void maybe_free(sb_outbound_t *ob);
@@ -772,18 +777,36 @@ static void take_entries(sb_outbound_t *ob, const redisReply *list)
         take_entry(ob, list->element[i]);
 }
 
+/* Called first by every reply callback of the consumer's own commands: returns 1 when the
+ * consumer is stopping (it may have been freed then: return at once). */
+static int reply_arrived(sb_outbound_t *ob)
+{
+    ob->replies_pending--;
+    if (!ob->stopping)
+        return 0;
+    maybe_free(ob);
+    return 1;
+}
+
 static void on_read(redisReply *r, void *data)
 {
     sb_outbound_t *ob = data;
     ob->reading = 0;
-    if (ob->stopping)
+    if (reply_arrived(ob))
         return;
     size_t n = 0;
     if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
         const redisReply *s = r->element[0];
         if (s->type == REDIS_REPLY_ARRAY && s->elements == 2) {
-            n = s->element[1]->type == REDIS_REPLY_ARRAY ? s->element[1]->elements : 0;
-            take_entries(ob, s->element[1]);
+            const redisReply *list = s->element[1];
+            n = list->type == REDIS_REPLY_ARRAY ? list->elements : 0;
+            take_entries(ob, list);
+            /* Re-reading our own pending entries: go on after the last one seen. */
+            const redisReply *last = n != 0 ? list->element[n - 1] : NULL;
+            if (!ob->history_done && last != NULL && last->type == REDIS_REPLY_ARRAY &&
+                last->elements == 2 && last->element[0]->type == REDIS_REPLY_STRING)
+                snprintf(ob->history_cursor, sizeof(ob->history_cursor), "%s",
+                         last->element[0]->str);
         }
     } else if (r != NULL && r->type == REDIS_REPLY_ERROR && strstr(r->str, "NOGROUP") != NULL) {
         ob->group_ready = 0;
@@ -797,6 +820,9 @@ static void on_read(redisReply *r, void *data)
 static void on_group(redisReply *r, void *data)
 {
     sb_outbound_t *ob = data;
+    ob->reading = 0;
+    if (reply_arrived(ob))
+        return;
     if (r != NULL && (r->type != REDIS_REPLY_ERROR || strstr(r->str, "BUSYGROUP") != NULL)) {
         ob->group_ready = 1;
         read_next(ob);
@@ -813,8 +839,10 @@ static void read_next(sb_outbound_t *ob)
         /* "0": commands added before the group existed are not skipped. */
         const char *argv[6] = {"XGROUP", "CREATE", ob->stream, GROUP, "0", "MKSTREAM"};
         size_t argvlen[6] = {6, 6, strlen(ob->stream), strlen(GROUP), 1, 8};
-        if (sb_redis_command(ob->reader, on_group, ob, 6, argv, argvlen) == 0)
-            ob->reading = 1, ob->reading = 0;
+        if (sb_redis_command(ob->reader, on_group, ob, 6, argv, argvlen) == 0) {
+            ob->reading = 1;
+            ob->replies_pending++;
+        }
         return;
     }
     /* First our own pending entries (after a restart with the same node id), then new ones. */
@@ -826,10 +854,12 @@ static void read_next(sb_outbound_t *ob)
         all[i] = argv[i];
         argvlen[i] = strlen(argv[i]);
     }
-    all[10] = ob->history_done ? ">" : "0";
-    argvlen[10] = 1;
-    if (sb_redis_command(ob->reader, on_read, ob, 11, all, argvlen) == 0)
+    all[10] = ob->history_done ? ">" : ob->history_cursor;
+    argvlen[10] = strlen(all[10]);
+    if (sb_redis_command(ob->reader, on_read, ob, 11, all, argvlen) == 0) {
         ob->reading = 1;
+        ob->replies_pending++;
+    }
 }
 
 static void on_reader_state(sb_redis_t *r, int connected, void *data)
@@ -838,6 +868,7 @@ static void on_reader_state(sb_redis_t *r, int connected, void *data)
     sb_outbound_t *ob = data;
     if (connected) {
         ob->history_done = 0;
+        snprintf(ob->history_cursor, sizeof(ob->history_cursor), "0");
         ob->reading = 0;
         read_next(ob);
     } else {
@@ -849,7 +880,9 @@ static void on_claimed(redisReply *r, void *data)
 {
     sb_outbound_t *ob = data;
     ob->reclaiming = 0;
-    if (ob->stopping || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2)
+    if (reply_arrived(ob))
+        return;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 2)
         return;
     if (r->element[0]->type == REDIS_REPLY_STRING)
         snprintf(ob->reclaim_cursor, sizeof(ob->reclaim_cursor), "%s", r->element[0]->str);
@@ -872,8 +905,10 @@ static void on_reclaim_timer(uv_timer_t *t)
     size_t argvlen[8];
     for (int i = 0; i < 8; ++i)
         argvlen[i] = strlen(argv[i]);
-    if (sb_redis_command(ob->w->redis, on_claimed, ob, 8, argv, argvlen) == 0)
+    if (sb_redis_command(ob->w->redis, on_claimed, ob, 8, argv, argvlen) == 0) {
         ob->reclaiming = 1;
+        ob->replies_pending++;
+    }
 }
 
 typedef struct st_heartbeat_t {
@@ -934,6 +969,7 @@ sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url)
     }
     snprintf(ob->stream, sizeof(ob->stream), "%sout", conf->redis_prefix);
     snprintf(ob->reclaim_cursor, sizeof(ob->reclaim_cursor), "0-0");
+    snprintf(ob->history_cursor, sizeof(ob->history_cursor), "0");
     sb_map_init(&ob->inflight);
     sb_map_init(&ob->convs);
     sb_map_init(&ob->buckets);
@@ -963,7 +999,7 @@ static void free_value(const char *key, void *value, void *data)
 
 static void maybe_free(sb_outbound_t *ob)
 {
-    if (ob->handles_open != 0 || ob->inflight.size != 0)
+    if (ob->handles_open != 0 || ob->inflight.size != 0 || ob->replies_pending != 0)
         return;
     sb_map_foreach(&ob->buckets, free_value, NULL);
     sb_map_dispose(&ob->buckets);
