@@ -11,6 +11,7 @@
 #include "../queue/redis.h"
 #include "conf.h"
 #include "crypto.h"
+#include "json_arena.h"
 #include "log.h"
 #include "server.h"
 
@@ -190,6 +191,7 @@ int main(int argc, char **argv)
     mallopt(M_TOP_PAD, 64 * 1024 * 1024);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     json_object_seed(0);
+    sb_json_arena_install();
 
     static sb_server_t server;
     ret = 1;

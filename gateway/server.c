@@ -28,6 +28,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include "../adapters/adapter.h"
+#include "json_arena.h"
 #include "log.h"
 #include "mgmt.h"
 #include "outbound.h"
@@ -426,6 +427,7 @@ static void *worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Let close callbacks of the handles closed in finish_worker run. */
     uv_run(&w->loop, UV_RUN_NOWAIT);
+    sb_json_arena_release();
     return NULL;
 }
 

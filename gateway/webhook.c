@@ -25,6 +25,7 @@
 #include "../adapters/adapter.h"
 #include "log.h"
 #include "store.h"
+#include "json_arena.h"
 #include "map.h"
 #include "webhook.h"
 
@@ -377,7 +378,9 @@ static void process(wjob_t *j, const conn_entry_t *conn)
         finish(j, SB_ERR_BAD_SIGNATURE, 0);
         return;
     }
+    sb_json_arena_begin();
     sb_err_t err = j->adapter->parse(&conn->cred, j->body, &j->super.pool, &j->events);
+    sb_json_arena_end();
     if (err != SB_OK) {
         sb_logkv(SB_LOG_INFO, SB_MODULE,
                  (const char *[]){"conn", j->conn_id, "channel", j->adapter->name, NULL},
