@@ -464,6 +464,35 @@ class TestOrderAndConcurrency(unittest.TestCase):
                    "the slow one sent")
 
 
+class TestRestartSameNode(unittest.TestCase):
+    """A gateway restarted under the same node_id re-reads its own pending commands at once,
+    without waiting for the reclaim idle time."""
+
+    def setUp(self):
+        self.env = OutEnv(extra_env={"SWITCHBOARD_NODE_ID": "gw-fixed",
+                                     "SWITCHBOARD_OUTBOUND_RECLAIM_IDLE_MS": "600000",
+                                     "SWITCHBOARD_PROVIDER_TIMEOUT_MS": "30000"})
+
+    def tearDown(self):
+        self.env.stop()
+
+    def test_own_pending_commands_are_resumed(self):
+        e = self.env
+        e.tg.clear()
+        e.tg.override("sendmessage", delay=20.0, times=1)
+        e.xadd({"id": "n1", "conversation_id": e.convs["telegram"], "type": "text",
+                "text": "resumed by the same node"})
+        wait_until(lambda: e.tg.requests(method="sendmessage"), 10, "the send started")
+        e.gw.kill()
+        e.gw.start()
+        wait_until(lambda: e.r.command("HGET", "sb:cmd:org_in:n1", "done") == b"sent", 15,
+                   "delivered after the restart (the reclaim idle time is 10 minutes)")
+        wait_until(lambda: e.pending() == 0, 10, "acknowledged")
+        consumers = e.r.command("XINFO", "CONSUMERS", "sb:out", "switchboard")
+        names = [dict(zip(c[::2], c[1::2]))[b"name"] for c in consumers]
+        self.assertEqual(names, [b"gw-fixed"])
+
+
 class TestTakeOver(unittest.TestCase):
     """A dead gateway's commands are taken over; a live one's slow send is not."""
 
