@@ -5,7 +5,7 @@
 #   scripts/deps.sh bench    also wrk
 set -euo pipefail
 
-pkgs=(gcc make cmake pkg-config libh2o-dev libuv1-dev libhiredis-dev libcurl4-openssl-dev
+pkgs=(gcc libc6-dev make cmake pkg-config libh2o-dev libuv1-dev libhiredis-dev libcurl4-openssl-dev
       libjansson-dev libssl-dev redis-server redis-tools ca-certificates)
 case "${1:-}" in
 test) pkgs+=(clang libclang-rt-14-dev python3) ;;
