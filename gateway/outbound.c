@@ -254,6 +254,13 @@ static void cmd_done(ob_cmd_t *c)
         read_next(ob);
 }
 
+/* Counts the command's provider call or Redis script in flight: a stopping worker waits
+ * for them (server.c), so that an answer the provider gave is recorded, not sent again. */
+static void busy(ob_cmd_t *c, int delta)
+{
+    c->ob->w->outbound_busy += delta;
+}
+
 static void on_cmd_timer(uv_timer_t *t)
 {
     ob_cmd_t *c = t->data;
@@ -263,6 +270,11 @@ static void on_cmd_timer(uv_timer_t *t)
 /* Calls 'fn' on the command after 'ms' milliseconds. */
 static void after(ob_cmd_t *c, uint64_t ms, void (*fn)(ob_cmd_t *))
 {
+    if (c->ob->stopping) {
+        /* No new waits while stopping: the command stays pending in the group. */
+        cmd_done(c);
+        return;
+    }
     c->on_timer = fn;
     c->wait = WAIT_TIMER;
     uv_timer_start(&c->timer, on_cmd_timer, ms, 0);
@@ -376,8 +388,10 @@ static void record_failure(ob_cmd_t *c)
     args_push(argv, argvlen, &argc, c->conn_id);
     args_push(argv, argvlen, &argc, iov(token ? "1" : "0"));
     c->wait = WAIT_REDIS;
+    busy(c, 1);
     if (sb_redis_eval(ob->w->redis, &script_failed, on_failed_recorded, c, 0, argc, argv,
                       argvlen) != 0) {
+        busy(c, -1);
         /* Redis is down: the command stays pending; try again in a second. */
         after(c, 1000, record_failure);
     }
@@ -386,6 +400,7 @@ static void record_failure(ob_cmd_t *c)
 static void on_failed_recorded(redisReply *r, void *data)
 {
     ob_cmd_t *c = data;
+    busy(c, -1);
     if (c->ob->stopping) {
         cmd_done(c);
         return;
@@ -438,8 +453,12 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
     args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
     args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
     c->wait = WAIT_REDIS;
-    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 0, argc, argv, argvlen) != 0)
+    busy(c, 1);
+    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 0, argc, argv, argvlen) !=
+        0) {
+        busy(c, -1);
         after(c, 1000, again);
+    }
 }
 
 static void record_sent(ob_cmd_t *c)
@@ -453,6 +472,7 @@ static void record_sent(ob_cmd_t *c)
 static void on_sent_recorded(redisReply *r, void *data)
 {
     ob_cmd_t *c = data;
+    busy(c, -1);
     if (c->ob->stopping) {
         cmd_done(c);
         return;
@@ -492,8 +512,9 @@ static void on_response(const sb_http_response_t *res, void *data)
     ob_cmd_t *c = data;
     sb_outbound_t *ob = c->ob;
     c->inflight_http = 0;
-    if (res->result == SB_HTTP_CANCELLED || ob->stopping) {
-        /* Shutting down: the command stays pending and is taken over later. */
+    busy(c, -1);
+    if (res->result == SB_HTTP_CANCELLED) {
+        /* Shut down before an answer: the command stays pending and is taken over later. */
         cmd_done(c);
         return;
     }
@@ -595,7 +616,9 @@ static void send_part(ob_cmd_t *c)
                              .provider = sb_iov_eq(c->channel, "telegram") ? "telegram" : "graph"};
     c->inflight_http = 1;
     c->wait = WAIT_HTTP;
+    busy(c, 1);
     if (sb_http_client_send(ob->w->http, &req, on_response, c) != 0) {
+        busy(c, -1);
         c->inflight_http = 0;
         cmd_done(c);
     }
@@ -657,6 +680,7 @@ static void on_loaded(redisReply *r, void *data)
 {
     ob_cmd_t *c = data;
     sb_outbound_t *ob = c->ob;
+    busy(c, -1);
     if (ob->stopping || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
         /* Redis went away: leave the command pending; it is read again later. */
         cmd_done(c);
@@ -763,8 +787,11 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
     args_push(argv, argvlen, &argc, iov(c->entry));
     args_push(argv, argvlen, &argc, ipool(c, ob->w->server->conf->dedup_ttl_seconds));
     c->wait = WAIT_REDIS;
-    if (sb_redis_eval(ob->w->redis, &script_load, on_loaded, c, 0, argc, argv, argvlen) != 0)
+    busy(c, 1);
+    if (sb_redis_eval(ob->w->redis, &script_load, on_loaded, c, 0, argc, argv, argvlen) != 0) {
+        busy(c, -1);
         cmd_done(c);
+    }
 }
 
 /* ---- Reading, reclaiming, heartbeats ---- */

@@ -396,10 +396,11 @@ static void finish_worker(sb_worker_t *w)
 static void on_drain_timer(uv_timer_t *t)
 {
     sb_worker_t *w = t->data;
-    if (w->jobs == 0 || sb_mono_us() >= w->stop_deadline_us) {
-        if (w->jobs != 0)
-            sb_log(SB_LOG_WARN, SB_MODULE, "worker %d: %zu requests still in flight at shutdown",
-                   w->index, w->jobs);
+    if ((w->jobs == 0 && w->outbound_busy == 0) || sb_mono_us() >= w->stop_deadline_us) {
+        if (w->jobs != 0 || w->outbound_busy != 0)
+            sb_log(SB_LOG_WARN, SB_MODULE,
+                   "worker %d: %zu requests and %d outbound sends still in flight at shutdown",
+                   w->index, w->jobs, w->outbound_busy);
         uv_timer_stop(t);
         finish_worker(w);
     }

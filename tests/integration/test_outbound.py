@@ -493,6 +493,21 @@ class TestRestartSameNode(unittest.TestCase):
         self.assertEqual(names, [b"gw-fixed"])
 
 
+    def test_sigterm_waits_for_a_send_in_flight(self):
+        e = self.env
+        e.tg.clear()
+        e.tg.override("sendmessage", delay=2.0, times=1)
+        e.xadd({"id": "t1", "conversation_id": e.convs["telegram"], "type": "text",
+                "text": "answered during shutdown"})
+        wait_until(lambda: e.tg.requests(method="sendmessage"), 10, "the send started")
+        self.assertEqual(e.gw.stop(), 0)  # SIGTERM while the provider is still answering
+        self.assertEqual(e.r.command("HGET", "sb:cmd:org_in:t1", "done"), b"sent",
+                         "the answer that came during shutdown was recorded")
+        self.assertEqual(e.pending(), 0)
+        e.gw.start()
+        self.assertEqual(len(e.tg.requests(method="sendmessage")), 1, "not sent again")
+
+
 class TestTakeOver(unittest.TestCase):
     """A dead gateway's commands are taken over; a live one's slow send is not."""
 
