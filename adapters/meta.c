@@ -724,23 +724,32 @@ static sb_send_outcome_t graph_code_outcome(int64_t code, int whatsapp)
     return SB_SEND_PERMANENT;
 }
 
-void sb_meta_classify(int status, h2o_iovec_t body, int64_t retry_after_header_ms, int whatsapp,
-                      h2o_mem_pool_t *pool, sb_send_result_t *out)
+int sb_meta_classify_start(int status, h2o_iovec_t body, int64_t retry_after_header_ms,
+                           sb_send_result_t *out, json_t **root)
 {
     json_error_t error;
-    json_t *root = NULL, *err, *code;
-    int64_t n = 0;
-    int has_code = 0;
-
     memset(out, 0, sizeof(*out));
+    *root = NULL;
     out->retry_after_ms = retry_after_header_ms >= 0 ? retry_after_header_ms : -1;
     if (status == 0) {
         out->outcome = SB_SEND_RETRY;
         out->error_title = SB_META_LIT("no answer from the provider (network error or timeout)");
-        return;
+        return 0;
     }
     if (body.base != NULL && body.len != 0)
-        root = json_loadb(body.base, body.len, 0, &error);
+        *root = json_loadb(body.base, body.len, 0, &error);
+    return 1;
+}
+
+void sb_meta_classify(int status, h2o_iovec_t body, int64_t retry_after_header_ms, int whatsapp,
+                      h2o_mem_pool_t *pool, sb_send_result_t *out)
+{
+    json_t *root, *err, *code;
+    int64_t n = 0;
+    int has_code = 0;
+
+    if (!sb_meta_classify_start(status, body, retry_after_header_ms, out, &root))
+        return;
 
     if (status >= 200 && status < 300) {
         /* Sent, whatever the body says: retrying could send it twice. Sender actions and

@@ -123,6 +123,13 @@ sb_err_t sb_meta_build_messaging(const sb_credentials_t *cred, const sb_target_t
                                  int messaging_type, h2o_mem_pool_t *pool,
                                  sb_provider_request_t *out, const char **reason);
 /**
+ * The start every 'classify' shares: clears 'out', takes the Retry-After header, and answers
+ * "no answer" (status 0: network error or timeout) as a retry. Returns 0 when that settled
+ * it; else 1, with the body parsed into '*root' (new, NULL when it is not JSON).
+ */
+int sb_meta_classify_start(int status, h2o_iovec_t body, int64_t retry_after_header_ms,
+                           sb_send_result_t *out, json_t **root);
+/**
  * Classifies a Graph API answer (adapter.h 'classify', channels.md 1.5, 2.7, 3.5, 6). On 2xx
  * the message id is messages[0].id ('whatsapp') or message_id; otherwise error.code decides
  * (190, 102 and, for 'whatsapp', 0: token; the rate-limit and transient codes: retry; any

@@ -455,19 +455,11 @@ static sb_err_t build_send(const sb_credentials_t *cred, const sb_target_t *targ
 static void classify(const sb_target_t *target, int status, h2o_iovec_t body,
                      int64_t retry_after_header_ms, h2o_mem_pool_t *pool, sb_send_result_t *out)
 {
-    json_error_t error;
-    json_t *root = NULL, *code, *retry_after;
+    json_t *root, *code, *retry_after;
     int64_t n;
 
-    memset(out, 0, sizeof(*out));
-    out->retry_after_ms = retry_after_header_ms >= 0 ? retry_after_header_ms : -1;
-    if (status == 0) {
-        out->outcome = SB_SEND_RETRY;
-        out->error_title = SB_META_LIT("no answer from the provider (network error or timeout)");
+    if (!sb_meta_classify_start(status, body, retry_after_header_ms, out, &root))
         return;
-    }
-    if (body.base != NULL && body.len != 0)
-        root = json_loadb(body.base, body.len, 0, &error);
 
     if (status >= 200 && status < 300 && !json_is_false(json_object_get(root, "ok"))) {
         /* Sent, whatever else the body says: retrying could send it twice. */

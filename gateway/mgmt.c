@@ -969,7 +969,6 @@ static void load_connection(mjob_t *j)
 
 static void connection_patch_loaded(mjob_t *j)
 {
-    json_t *name = json_object_get(j->json, "name");
     json_t *creds = json_object_get(j->json, "credentials");
     const char *msg = NULL;
     if (creds != NULL)
@@ -978,7 +977,6 @@ static void connection_patch_loaded(mjob_t *j)
         fail(j, SB_ERR_BAD_REQUEST, msg);
         return;
     }
-    (void)name;
     if (creds == NULL) {
         store_connection(j);
         return;

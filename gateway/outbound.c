@@ -172,7 +172,6 @@ struct st_ob_cmd_t {
     int timer_open;
     void (*on_timer)(ob_cmd_t *cmd);
     sb_send_result_t result;
-    int inflight_http;
     /* What the command waits on; at shutdown QUEUED and TIMER ones are dropped at once,
      * the others by their callback. */
     enum { WAIT_REDIS, WAIT_QUEUED, WAIT_TIMER, WAIT_HTTP } wait;
@@ -397,18 +396,28 @@ static void record_failure(ob_cmd_t *c)
     }
 }
 
-static void on_failed_recorded(redisReply *r, void *data)
+/* The first step of a record script's callback: returns 1 when the record went through.
+ * Otherwise the command is done (stopping) or 'again' runs in a second (Redis could not take
+ * it: the provider's answer is recorded again later, never sent again). */
+static int recorded(ob_cmd_t *c, redisReply *r, void (*again)(ob_cmd_t *))
 {
-    ob_cmd_t *c = data;
     busy(c, -1);
     if (c->ob->stopping) {
         cmd_done(c);
-        return;
+        return 0;
     }
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        after(c, 1000, record_failure);
-        return;
+        after(c, 1000, again);
+        return 0;
     }
+    return 1;
+}
+
+static void on_failed_recorded(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    if (!recorded(c, r, record_failure))
+        return;
     sb_metrics_outbound(channel_index(c->adapter), c->result.outcome == SB_SEND_TOKEN_INVALID
                                                        ? SB_OUTBOUND_TOKEN_INVALID
                                                        : SB_OUTBOUND_FAILED);
@@ -431,6 +440,8 @@ static void fail_cmd(ob_cmd_t *c, sb_send_outcome_t outcome, int64_t code, const
 /* ---- Sending ---- */
 
 static void on_sent_recorded(redisReply *r, void *data);
+static void record_sent(ob_cmd_t *c);
+static void record_done(ob_cmd_t *c);
 
 /* Runs the out_sent script for 'part' (1-based; the part count with 'last' and no event
  * when only "done" is missing); 'again' retries it when Redis cannot take it. */
@@ -472,16 +483,8 @@ static void record_sent(ob_cmd_t *c)
 static void on_sent_recorded(redisReply *r, void *data)
 {
     ob_cmd_t *c = data;
-    busy(c, -1);
-    if (c->ob->stopping) {
-        cmd_done(c);
+    if (!recorded(c, r, c->next_part >= c->plan.size ? record_done : record_sent))
         return;
-    }
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        /* Sent but not recorded: record again (never send again) once Redis is back. */
-        after(c, 1000, record_sent);
-        return;
-    }
     if (c->next_part >= c->plan.size) {
         cmd_done(c); /* record_done */
         return;
@@ -511,7 +514,6 @@ static void on_response(const sb_http_response_t *res, void *data)
 {
     ob_cmd_t *c = data;
     sb_outbound_t *ob = c->ob;
-    c->inflight_http = 0;
     busy(c, -1);
     if (res->result == SB_HTTP_CANCELLED) {
         /* Shut down before an answer: the command stays pending and is taken over later. */
@@ -614,12 +616,10 @@ static void send_part(ob_cmd_t *c)
                              .body = preq.body.base,
                              .body_len = preq.body.len,
                              .provider = sb_iov_eq(c->channel, "telegram") ? "telegram" : "graph"};
-    c->inflight_http = 1;
     c->wait = WAIT_HTTP;
     busy(c, 1);
     if (sb_http_client_send(ob->w->http, &req, on_response, c) != 0) {
         busy(c, -1);
-        c->inflight_http = 0;
         cmd_done(c);
     }
 }
