@@ -12,8 +12,8 @@
 
 #include <stdint.h>
 #include <h2o/memory.h>
-#include "../gateway/err.h"
-#include "../gateway/sb.h"
+#include "base/err.h"
+#include "base/sb.h"
 
 /* ---- The normalized event (contract section 3), before routing. ---- */
 

@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <jansson.h>
 #include "conf.h"
-#include "sb.h"
+#include "base/sb.h"
 
 #define OPT_STR(p, e, field, d, h)                                                                 \
     {                                                                                              \

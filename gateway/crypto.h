@@ -8,7 +8,7 @@
 #define SB_CRYPTO_H
 
 #include <stddef.h>
-#include "sb.h"
+#include "base/sb.h"
 
 #define SB_MASTER_KEY_LEN 32
 

@@ -36,7 +36,7 @@
 #include <curl/curl.h>
 #include "gateway/http_client.h"
 #include "gateway/metrics.h"
-#include "gateway/sb.h"
+#include "base/sb.h"
 
 #define DEFAULT_TIMEOUT_MS         10000
 #define DEFAULT_CONNECT_TIMEOUT_MS 3000

@@ -8,11 +8,11 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <hiredis/hiredis.h>
-#include "../queue/redis.h"
+#include "queue/redis.h"
 #include "conf.h"
 #include "crypto.h"
-#include "json_arena.h"
-#include "log.h"
+#include "base/json_arena.h"
+#include "base/log.h"
 #include "server.h"
 
 #define SB_MODULE "gateway/main"

@@ -5,8 +5,8 @@
  */
 #include <stdatomic.h>
 #include <stdio.h>
-#include "../adapters/adapter.h"
-#include "../queue/redis.h"
+#include "adapters/adapter.h"
+#include "queue/redis.h"
 #include "metrics.h"
 
 typedef _Atomic uint64_t counter_t;

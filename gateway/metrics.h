@@ -7,8 +7,8 @@
 #define SB_METRICS_H
 
 #include <stdint.h>
-#include "err.h"
-#include "sb.h"
+#include "base/err.h"
+#include "base/sb.h"
 
 /* XX(ENUM, "label") : the route label of http_requests_total. */
 #define SB_ROUTE_MAP(XX)                                                                           \

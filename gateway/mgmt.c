@@ -17,7 +17,7 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <jansson.h>
-#include "log.h"
+#include "base/log.h"
 #include "mgmt.h"
 #include "mgmt_scripts.h"
 #include "provider.h"

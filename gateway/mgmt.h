@@ -5,7 +5,7 @@
 #ifndef SB_MGMT_H
 #define SB_MGMT_H
 
-#include "server.h"
+#include "job.h"
 
 /** Handles a request under /orgs/ (answers it, now or later). */
 void sb_mgmt_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us);

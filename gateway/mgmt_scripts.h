@@ -2,7 +2,7 @@
 #ifndef SB_MGMT_SCRIPTS_H
 #define SB_MGMT_SCRIPTS_H
 
-#include "../queue/redis.h"
+#include "queue/redis.h"
 
 extern sb_redis_script_t sb_script_auth, sb_script_list, sb_script_update, sb_script_conn_load,
     sb_script_conn_create, sb_script_conn_delete, sb_script_assistant_create,

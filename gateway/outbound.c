@@ -31,9 +31,9 @@
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <jansson.h>
-#include "../adapters/adapter.h"
-#include "log.h"
-#include "map.h"
+#include "adapters/adapter.h"
+#include "base/log.h"
+#include "base/map.h"
 #include "outbound.h"
 #include "store.h"
 

@@ -4,7 +4,7 @@
 #ifndef SB_OUTBOUND_H
 #define SB_OUTBOUND_H
 
-#include "server.h"
+#include "job.h"
 
 typedef struct st_sb_outbound_t sb_outbound_t;
 

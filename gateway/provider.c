@@ -5,7 +5,7 @@
  */
 #include <stdio.h>
 #include <jansson.h>
-#include "log.h"
+#include "base/log.h"
 #include "provider.h"
 
 #define SB_MODULE "gateway/provider"

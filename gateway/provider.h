@@ -6,9 +6,9 @@
 #ifndef SB_PROVIDER_H
 #define SB_PROVIDER_H
 
-#include "../adapters/adapter.h"
-#include "err.h"
-#include "server.h"
+#include "adapters/adapter.h"
+#include "base/err.h"
+#include "job.h"
 
 typedef struct st_sb_probe_t {
     /** SB_OK, SB_ERR_PROVIDER_REJECTED (the provider said no) or SB_ERR_PROVIDER_UNAVAILABLE. */

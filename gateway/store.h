@@ -7,9 +7,9 @@
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
-#include "../adapters/adapter.h"
+#include "adapters/adapter.h"
 #include "crypto.h"
-#include "sb.h"
+#include "base/sb.h"
 
 /** A hash read with HGETALL: parallel arrays of field names and values (borrowed). */
 typedef struct st_sb_record_t {

@@ -22,11 +22,11 @@
  */
 #include <stdio.h>
 #include <jansson.h>
-#include "../adapters/adapter.h"
-#include "log.h"
+#include "adapters/adapter.h"
+#include "base/log.h"
 #include "store.h"
-#include "json_arena.h"
-#include "map.h"
+#include "base/json_arena.h"
+#include "base/map.h"
 #include "webhook.h"
 
 #define SB_MODULE      "gateway/webhook"

@@ -4,7 +4,7 @@
 #ifndef SB_WEBHOOK_H
 #define SB_WEBHOOK_H
 
-#include "server.h"
+#include "job.h"
 
 /** Handles a webhook request (answers it, now or later). */
 void sb_webhook_handle(sb_worker_t *w, h2o_req_t *req, h2o_iovec_t channel, h2o_iovec_t conn_id,

@@ -50,8 +50,8 @@
 #include <openssl/evp.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include "gateway/log.h"
-#include "gateway/sb.h"
+#include "base/log.h"
+#include "base/sb.h"
 #include "queue/redis.h"
 
 #define SB_MODULE "queue/redis"

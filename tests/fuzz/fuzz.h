@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jansson.h>
-#include "../../adapters/adapter.h"
+#include "adapters/adapter.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

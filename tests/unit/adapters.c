@@ -20,7 +20,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include "../../adapters/adapter.h"
+#include "adapters/adapter.h"
 #include "test.h"
 
 #define APP_SECRET   "fixture-app-secret"

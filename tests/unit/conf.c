@@ -1,6 +1,6 @@
 /*
  * Unit tests of the configuration loader (gateway/conf.c), the secrets at rest
- * (gateway/crypto.c) and the small helpers of gateway/sb.c.
+ * (gateway/crypto.c) and the small helpers of base/sb.c.
  *
  * Configuration: the built-in defaults equal the contract's table; a file overrides them and
  * the environment overrides the file; unknown keys (also nested ones), wrong types,
@@ -23,7 +23,7 @@
 #include <openssl/evp.h>
 #include "gateway/conf.h"
 #include "gateway/crypto.h"
-#include "gateway/sb.h"
+#include "base/sb.h"
 #include "test.h"
 
 static char g_dir[256];        /* this test's own directory */

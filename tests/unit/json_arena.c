@@ -1,11 +1,11 @@
 /*
- * Unit test of gateway/json_arena.c: jansson values parsed inside begin/end come from the
+ * Unit test of base/json_arena.c: jansson values parsed inside begin/end come from the
  * arena and cost nothing to free; values outside it, and values too big for it, come from
  * malloc (ASan sees those freed exactly once); an adapter parses with the arena on.
  */
 #include <jansson.h>
-#include "../../adapters/adapter.h"
-#include "../../gateway/json_arena.h"
+#include "adapters/adapter.h"
+#include "base/json_arena.h"
 #include "test.h"
 
 static void test_parse_inside_and_outside(void)

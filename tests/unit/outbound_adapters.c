@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jansson.h>
-#include "../../adapters/adapter.h"
+#include "adapters/adapter.h"
 #include "test.h"
 
 #define GRAPH      "https://graph.example/v21.0"

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <time.h>
 #include <openssl/rand.h>
-#include "sb.h"
+#include "base/sb.h"
 
 void sb__fatal(const char *file, int line, const char *msg)
 {

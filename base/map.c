@@ -4,8 +4,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "map.h"
-#include "sb.h"
+#include "base/map.h"
+#include "base/sb.h"
 
 struct st_sb_map_entry_t {
     sb_map_entry_t *next;

@@ -4,8 +4,8 @@
  */
 #include <stdlib.h>
 #include <jansson.h>
-#include "json_arena.h"
-#include "sb.h"
+#include "base/json_arena.h"
+#include "base/sb.h"
 
 #define ARENA_SIZE (256 * 1024)
 

@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
-#include "log.h"
-#include "sb.h"
+#include "base/log.h"
+#include "base/sb.h"
 
 static _Atomic int min_level = SB_LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};

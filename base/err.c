@@ -3,7 +3,7 @@
  * sb_err_t, all generated from SB_ERRNO_MAP.
  */
 #include <stddef.h>
-#include "err.h"
+#include "base/err.h"
 
 const char *sb_strerror(sb_err_t err)
 {
