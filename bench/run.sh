@@ -498,13 +498,25 @@ jq -rs "$JQ_LIB"'
    ($g | map(.p99_ms) | median) as $p99 |
    (["Redis time per event <= 20 us (redis-server CPU)", $c, ($rc | fmt(1)),
      mark($rc; $rc <= 20)] | @tsv),
-   (["Redis time per event <= 20 us (commandstats, all commands)", $c, ($cmd | fmt(1)),
-     mark($cmd; $cmd <= 20)] | @tsv),
+   ($g | map(script_us) | median) as $scr |
+   # With scripts, commandstats counts their commands twice (in the script and on their own
+   # lines): the time of the commands sent lies between the scripts alone and the sum.
+   (if $scr == null or $scr == 0 then
+      ["Redis time per event <= 20 us (commandstats)", $c, ($cmd | fmt(1)),
+       mark($cmd; $cmd <= 20)]
+    else
+      ["Redis time per event <= 20 us (commandstats)", $c,
+       "\($scr | fmt(1))..\($cmd | fmt(1))",
+       (if $cmd <= 20 then "met" elif $scr > 20 then "NOT MET" else "undecided" end)]
+    end | @tsv),
    (["gateway CPU per webhook <= 45 us", $c, ($cpu | fmt(1)), mark($cpu; $cpu <= 45)] | @tsv),
    (["throughput >= 0.8 x minimal", $c, ($r | fmt(2)), mark($r; $r >= 0.8)] | @tsv),
    (if $c == 64 then ["p99 at 64 connections <= 5 ms", $c, ($p99 | fmt(2)),
                       mark($p99; $p99 <= 5)] | @tsv else empty end))
 ' "$RESULTS" | column -t -s $'\t'
+echo "(Redis CPU: utime+stime of redis-server per 200 over the measured window; commandstats:"
+echo " usec of the commands per event stored, shown as scripts..all when scripts ran, since"
+echo " Redis counts a script's commands in the script and again on their own lines)"
 
 # ---- Checks ----
 
