@@ -10,7 +10,7 @@
  * --id-base), so the gateway always takes its full path and never the cheaper duplicate path.
  * The WhatsApp body is by default the realistic one (--body-kind realistic, bench/README.md: a
  * 1.26 KB compact text message notification with a 770-character text, \u-escaped accented
- * Latin and Cyrillic and a surrogate-pair emoji); --body-kind short is the 480-byte body of
+ * Latin and Cyrillic and a surrogate-pair emoji); --body-kind short is the 490-byte body of
  * earlier figures. WhatsApp bodies are signed like Meta does (X-Hub-Signature-256:
  * sha256=<hex HMAC-SHA256(app secret, body)>): the HMAC key context is set up once and
  * duplicated per request. Telegram requests carry the webhook secret header.
@@ -730,7 +730,7 @@ static void usage(FILE *out)
             "  --timeout          a request unanswered this long is an error (10)\n"
             "  --id-base          first message id / update_id (default: from the clock)\n"
             "  --body-kind        WhatsApp body: realistic (1.26 KB, 770-character text with\n"
-            "                     \\u escapes and an emoji; the default) or short (480 bytes)\n"
+            "                     \\u escapes and an emoji; the default) or short (490 bytes)\n"
             "  --cpu-pid          report utime+stime of this process over the window, per 200\n"
             "                     (cpu_s, cpu_us_per_ok); up to 4 times\n"
             "\n"

@@ -20,6 +20,7 @@
 # redis-server and curl_loop on CPU 1.
 #
 # Usage: bench/outbound.sh [--commands N] [--convs N] [--repeat N] [--build-dir DIR]
+#                          [--switchboard BIN]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,12 +28,14 @@ COMMANDS=20000
 CONVS=100
 REPEAT=3
 BUILD_DIR=""
+SB=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --commands) COMMANDS=$2; shift 2 ;;
     --convs) CONVS=$2; shift 2 ;;
     --repeat) REPEAT=$2; shift 2 ;;
     --build-dir) BUILD_DIR=$2; shift 2 ;;
+    --switchboard) SB=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "outbound.sh: unknown option $1" >&2; exit 2 ;;
     esac
@@ -51,9 +54,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSB_TESTS=OFF >/dev/null
-cmake --build "$BUILD_DIR" -j"$(nproc)" --target switchboard baseline curl_loop \
-    >"$WORK/build.log" 2>&1 ||
+# A given build directory is used as it is configured (bench/run.sh --outbound passes its own).
+if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSB_TESTS=OFF >/dev/null
+fi
+TARGETS=(baseline curl_loop)
+[ -n "$SB" ] || TARGETS+=(switchboard)
+cmake --build "$BUILD_DIR" -j"$(nproc)" --target "${TARGETS[@]}" >"$WORK/build.log" 2>&1 ||
     { cat "$WORK/build.log" >&2; exit 1; }
 
 if [ "$(nproc)" -ge 2 ]; then
@@ -101,12 +108,14 @@ export SWITCHBOARD_WORKERS=1
 export SWITCHBOARD_LOG_LEVEL=warn
 export SWITCHBOARD_OUTBOUND_RATE_WHATSAPP=100000
 export SWITCHBOARD_OUTBOUND_MAX_IN_FLIGHT=100000
-$SERVER "$BUILD_DIR/switchboard" 2>"$WORK/gateway.log" &
+SB=${SB:-$BUILD_DIR/switchboard}
+[ -x "$SB" ] || { echo "outbound.sh: no switchboard binary at $SB" >&2; exit 1; }
+$SERVER "$SB" 2>"$WORK/gateway.log" &
 PIDS+=($!)
 GW_PID=$!
 wait_http "http://127.0.0.1:$GPORT/readyz"
 
-KEY=$("$BUILD_DIR/switchboard" keys create --org bench)
+KEY=$("$SB" keys create --org bench)
 api() {
     curl -fsS -H "Authorization: Bearer $KEY" -H "Content-Type: application/json" \
         -X "$1" "http://127.0.0.1:$GPORT$2" ${3:+-d "$3"}

@@ -22,6 +22,7 @@
 # Usage: bench/run.sh [--build-dir DIR] [--switchboard BIN | --gateway-rev REV]
 #                     [--duration S] [--warmup S] [--connections "16 64 256"] [--repeat N]
 #                     [--channels "whatsapp telegram"] [--body-kind realistic|short]
+#                     [--outbound]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +35,7 @@ CONNS="16 64 256"
 REPEAT=1
 CHANNELS="whatsapp"
 BODY_KIND=realistic
+OUTBOUND=0
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -49,7 +51,9 @@ usage() {
     echo "  --repeat N        runs per cell; the table shows medians (1)"
     echo "  --channels L      channels to load: whatsapp (gateway, minimal, baseline) and/or"
     echo "                    telegram (gateway, baseline) (\"whatsapp\")"
-    echo "  --body-kind K     WhatsApp body: realistic (1.26 KB, the default) or short (480 bytes)"
+    echo "  --body-kind K     WhatsApp body: realistic (1.26 KB, the default) or short (490 bytes)"
+    echo "  --outbound        then stop everything and run bench/outbound.sh --repeat N with the"
+    echo "                    same build and gateway binary: all the targets in one command"
     echo "Environment: REDIS_CPU overrides the CPU redis-server is pinned to"
     echo "(default: the servers' CPU)."
 }
@@ -65,6 +69,7 @@ while [ $# -gt 0 ]; do
     --repeat) REPEAT=$2; shift 2 ;;
     --channels) CHANNELS=$2; shift 2 ;;
     --body-kind) BODY_KIND=$2; shift 2 ;;
+    --outbound) OUTBOUND=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
     esac
@@ -559,5 +564,13 @@ done
 if grep -q '"level":"\(warn\|error\)"' "$WORK/gateway.log"; then
     echo "gateway warnings/errors:"
     grep '"level":"\(warn\|error\)"' "$WORK/gateway.log" | sort | uniq -c | sort -rn | head -5
+fi
+if [ "$OUTBOUND" = 1 ]; then
+    # The servers above are stopped first: the outbound run has the core to itself.
+    cleanup
+    PIDS=()
+    echo
+    "$ROOT/bench/outbound.sh" --build-dir "$BUILD_DIR" --switchboard "$SB" --repeat "$REPEAT" ||
+        status=1
 fi
 exit $status
