@@ -5,12 +5,15 @@
  * N keep-alive connections on one libuv loop; each has exactly one request in flight and sends
  * the next as soon as the previous response is complete (closed loop: the offered load adapts
  * to the server, and latency is the full round trip of one request). Every request body carries
- * an id that is unique for the whole run (WhatsApp "wamid.bench.<n>", Telegram update_id = n,
- * where n counts up from a per-run base derived from the clock, or --id-base), so the gateway
- * always takes its full path and never the cheaper duplicate path. WhatsApp bodies are signed
- * like Meta does (X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, body)>): the HMAC key
- * context is set up once and duplicated per request. Telegram requests carry the webhook secret
- * header.
+ * an id that is unique for the whole run (WhatsApp "wamid.<n>", "wamid.bench.<n>" in the short
+ * body; Telegram update_id = n; n counts up from a per-run base derived from the clock, or
+ * --id-base), so the gateway always takes its full path and never the cheaper duplicate path.
+ * The WhatsApp body is by default the realistic one (--body-kind realistic, bench/README.md: a
+ * 1.26 KB compact text message notification with a 770-character text, \u-escaped accented
+ * Latin and Cyrillic and a surrogate-pair emoji); --body-kind short is the 490-byte body of
+ * earlier figures. WhatsApp bodies are signed like Meta does (X-Hub-Signature-256:
+ * sha256=<hex HMAC-SHA256(app secret, body)>): the HMAC key context is set up once and
+ * duplicated per request. Telegram requests carry the webhook secret header.
  *
  * A request belongs to the phase in which it was sent: warm-up requests are not counted; the
  * measurement window sends for --duration seconds (or until --requests were sent), then waits
@@ -19,6 +22,10 @@
  * into a log-linear histogram (64 sub-buckets per power of two: < 1.6 % error). Requests that got
  * no response (connection refused or reset, timeout, malformed response) are counted as errors;
  * responses other than 200 as non_200. One JSON line goes to stdout at the end.
+ *
+ * With --cpu-pid PID (up to MAX_CPU_PIDS times) it reads utime + stime of that process from
+ * /proc/PID/stat when the measurement window opens and after its last response, and reports
+ * the CPU time per 200 response: the cost of one webhook to the server (and to Redis).
  *
  * Only loopback targets are accepted: this is a benchmark tool, not a traffic generator.
  *
@@ -36,6 +43,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -52,8 +60,10 @@
 #define HIST_BUCKETS     (64 * HIST_SUB)
 #define TICK_MS          10
 #define RETRY_MS         10
+#define MAX_CPU_PIDS     4
 
 typedef enum en_channel_t { CH_WHATSAPP, CH_TELEGRAM } channel_t;
+typedef enum en_body_kind_t { BODY_REALISTIC, BODY_SHORT } body_kind_t;
 typedef enum en_phase_t { PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_DONE } phase_t;
 
 typedef struct st_conn_t {
@@ -83,6 +93,7 @@ static struct {
     int port;
     const char *path;
     channel_t channel;
+    body_kind_t body_kind;
     const char *secret;
     const char *phone_number_id;
     int connections;
@@ -90,6 +101,8 @@ static struct {
     uint64_t max_requests;
     uint64_t next_id;
     struct sockaddr_storage addr;
+    int cpu_pids[MAX_CPU_PIDS];
+    int ncpu_pids;
     /* prebuilt pieces */
     char head[1024]; /* "POST ... Content-Length: " */
     size_t head_len;
@@ -106,6 +119,9 @@ static struct {
     uint64_t measured_sent, measured_inflight;
     /* results */
     uint64_t responses, non_200, errors, warmup_errors, max_ns;
+    size_t body_len;               /* of the last request built */
+    double cpu_t0[MAX_CPU_PIDS];   /* CPU seconds when the window opened, -1 if unreadable */
+    double cpu_used[MAX_CPU_PIDS]; /* CPU seconds over the window, -1 if unreadable */
     uint64_t hist[HIST_BUCKETS];
 } lg;
 
@@ -227,6 +243,7 @@ static int build_request(conn_t *c)
         }
     }
     c->req_len = (size_t)(p - c->req);
+    lg.body_len = body_len;
 
     if (sig != NULL) {
         unsigned char mac[EVP_MAX_MD_SIZE];
@@ -569,6 +586,44 @@ static void conn_connect(conn_t *c)
         conn_fail(c);
 }
 
+/* ---- CPU time of other processes ---- */
+
+/* Returns utime + stime of process 'pid' in seconds (all its threads), or -1. */
+static double proc_cpu_s(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* "pid (comm) state ppid ...": comm may hold spaces and parentheses, so scan after the
+     * last ')'. utime and stime are fields 14 and 15, in clock ticks. */
+    const char *p = strrchr(buf, ')');
+    unsigned long ut, st;
+    if (p == NULL ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    long tck = sysconf(_SC_CLK_TCK);
+    return tck > 0 ? (double)(ut + st) / (double)tck : -1;
+}
+
+static void cpu_window_open(void)
+{
+    for (int i = 0; i < lg.ncpu_pids; ++i)
+        lg.cpu_t0[i] = proc_cpu_s(lg.cpu_pids[i]);
+}
+
+static void cpu_window_close(void)
+{
+    for (int i = 0; i < lg.ncpu_pids; ++i) {
+        double t1 = proc_cpu_s(lg.cpu_pids[i]);
+        lg.cpu_used[i] = lg.cpu_t0[i] >= 0 && t1 >= 0 ? t1 - lg.cpu_t0[i] : -1;
+    }
+}
+
 /* ---- Phases ---- */
 
 static void on_tick(uv_timer_t *t)
@@ -578,6 +633,7 @@ static void on_tick(uv_timer_t *t)
     if (lg.phase == PH_WARMUP && now >= lg.t_warm_end) {
         lg.phase = PH_MEASURE;
         lg.t0 = now;
+        cpu_window_open();
     }
     if (lg.phase == PH_MEASURE && now >= lg.t0 + (uint64_t)(lg.duration_s * 1e9))
         enter_drain(now);
@@ -599,12 +655,35 @@ static void print_result(void)
 {
     double dur = (double)(lg.t_stop - lg.t0) / 1e9;
     uint64_t ok = lg.responses - lg.non_200;
-    printf("{\"channel\":\"%s\",\"connections\":%d,\"requests\":%" PRIu64 ",\"errors\":%" PRIu64
-           ",\"non_200\":%" PRIu64 ",\"duration_s\":%.3f,\"rps\":%.1f,\"p50_ms\":%.3f,"
-           "\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f}\n",
-           lg.channel == CH_WHATSAPP ? "whatsapp" : "telegram", lg.connections, lg.responses,
-           lg.errors, lg.non_200, dur, dur > 0 ? (double)ok / dur : 0.0, hist_quantile_ms(0.50),
-           hist_quantile_ms(0.90), hist_quantile_ms(0.99), (double)lg.max_ns / 1e6);
+    printf("{\"channel\":\"%s\",\"body_kind\":\"%s\",\"body_bytes\":%zu,\"connections\":%d,"
+           "\"requests\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"non_200\":%" PRIu64
+           ",\"duration_s\":%.3f,\"rps\":%.1f,\"p50_ms\":%.3f,"
+           "\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f",
+           lg.channel == CH_WHATSAPP ? "whatsapp" : "telegram",
+           lg.channel == CH_TELEGRAM    ? "telegram"
+           : lg.body_kind == BODY_SHORT ? "short"
+                                        : "realistic",
+           lg.body_len, lg.connections, lg.responses, lg.errors, lg.non_200, dur,
+           dur > 0 ? (double)ok / dur : 0.0, hist_quantile_ms(0.50), hist_quantile_ms(0.90),
+           hist_quantile_ms(0.99), (double)lg.max_ns / 1e6);
+    if (lg.ncpu_pids > 0) {
+        /* CPU seconds of each --cpu-pid over the window, and microseconds per 200. */
+        printf(",\"cpu_pids\":[");
+        for (int i = 0; i < lg.ncpu_pids; ++i)
+            printf("%s%d", i ? "," : "", lg.cpu_pids[i]);
+        printf("],\"cpu_s\":[");
+        for (int i = 0; i < lg.ncpu_pids; ++i)
+            printf(lg.cpu_used[i] >= 0 ? "%s%.2f" : "%snull", i ? "," : "", lg.cpu_used[i]);
+        printf("],\"cpu_us_per_ok\":[");
+        for (int i = 0; i < lg.ncpu_pids; ++i) {
+            if (lg.cpu_used[i] >= 0 && ok > 0)
+                printf("%s%.2f", i ? "," : "", lg.cpu_used[i] * 1e6 / (double)ok);
+            else
+                printf("%snull", i ? "," : "");
+        }
+        printf("]");
+    }
+    printf("}\n");
     fflush(stdout);
 }
 
@@ -614,6 +693,7 @@ static void finish(void)
     lg.errors += lg.measured_inflight;
     lg.measured_inflight = 0;
     lg.phase = PH_DONE;
+    cpu_window_close();
     if (lg.warmup_errors != 0)
         fprintf(stderr, "loadgen: %" PRIu64 " errors during the warm-up (not counted)\n",
                 lg.warmup_errors);
@@ -636,7 +716,7 @@ static void usage(FILE *out)
             "Usage: loadgen --channel whatsapp|telegram --port PORT --path PATH --secret S\n"
             "               [--url-host 127.0.0.1] [--phone-number-id ID] [--connections N]\n"
             "               [--duration S] [--requests N] [--warmup S] [--timeout S]\n"
-            "               [--id-base N]\n"
+            "               [--id-base N] [--body-kind realistic|short] [--cpu-pid PID]...\n"
             "\n"
             "  --channel          body shape: a WhatsApp Cloud API text message (signed with\n"
             "                     --secret as the app secret) or a Telegram update (--secret\n"
@@ -649,10 +729,15 @@ static void usage(FILE *out)
             "  --warmup           seconds of unmeasured load first (2)\n"
             "  --timeout          a request unanswered this long is an error (10)\n"
             "  --id-base          first message id / update_id (default: from the clock)\n"
+            "  --body-kind        WhatsApp body: realistic (1.26 KB, 770-character text with\n"
+            "                     \\u escapes and an emoji; the default) or short (490 bytes)\n"
+            "  --cpu-pid          report utime+stime of this process over the window, per 200\n"
+            "                     (cpu_s, cpu_us_per_ok); up to 4 times\n"
             "\n"
             "Prints one JSON line: channel, connections, requests (responses received),\n"
             "errors (requests with no response), non_200, duration_s, rps (200 responses per\n"
-            "second), p50_ms, p90_ms, p99_ms, max_ms (latency of all responses).\n");
+            "second), p50_ms, p90_ms, p99_ms, max_ms (latency of all responses), body_kind,\n"
+            "body_bytes, and with --cpu-pid: cpu_pids, cpu_s, cpu_us_per_ok.\n");
 }
 
 static int parse_double(const char *s, double lo, double hi, double *out)
@@ -747,8 +832,38 @@ static int setup_templates(const char *hostport)
         return -1;
     lg.head_len = (size_t)n;
 
-    static char wa_pre[512];
-    if (lg.channel == CH_WHATSAPP) {
+    static char wa_pre[1024];
+    if (lg.channel == CH_WHATSAPP && lg.body_kind == BODY_REALISTIC) {
+        /* A Cloud API "messages" notification as Meta sends it: compact, non-ASCII escaped as
+         * \uXXXX (accented Latin, Cyrillic, an emoji as a surrogate pair), 770 characters of
+         * text; 1258 bytes with a 15-digit phone number id and a 15-digit message number. */
+        n = snprintf(wa_pre, sizeof(wa_pre), "%s%s%s",
+                     "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"1022901293403"
+                     "98\",\"changes\":[{\"value\":{\"messaging_product\":\"whatsapp\",\"metadata"
+                     "\":{\"display_phone_number\":\"15550783881\",\"phone_number_id\":\"",
+                     lg.phone_number_id,
+                     "\"},\"contacts\":[{\"profile\":{\"name\":\"Ren\\u00e9e M\\u00fcller\"},\"wa_"
+                     "id\":\"16315551181\"}],\"messages\":[{\"from\":\"16315551181\",\"id\":\"wami"
+                     "d.");
+        if (n < 0 || (size_t)n >= sizeof(wa_pre))
+            return -1;
+        lg.body_parts[0] = wa_pre;
+        lg.body_parts[1] =
+            "\",\"timestamp\":\"1779012345\",\"text\":{\"body\":\"Hello again! I ordered "
+            "the blue ceramic vase (order 48213) on Monday and the tracking page still sa"
+            "ys that the label was created, nothing more. Could you check where the parce"
+            "l is? I am away from Friday to Sunday, so if it cannot arrive by Thursday, p"
+            "lease hold it at the depot in Saint-\\u00c9tienne; my neighbour Ren\\u00e9e "
+            "can sign for it as well. The invoice also shows my old address: it should be"
+            " 12 rue des Lilas, third floor, not 21, and the name on it is M\\u00fcller, "
+            "not Muller. My colleague in Kyiv asks me to add: \\u0434\\u044f\\u043a\\u044"
+            "3\\u044e! One more question: do you have the same vase in green, and would t"
+            "he two ship together? If not, I would rather wait for both than pay for deli"
+            "very twice. Thank you very much for your help, and sorry for the long messag"
+            "e \\ud83d\\ude00 Have a lovely evening, bye bye!\"},\"type\":\"text\"}]},\"f"
+            "ield\":\"messages\"}]}]}";
+        lg.nparts = 2;
+    } else if (lg.channel == CH_WHATSAPP) {
         /* A Cloud API "messages" notification: one entry, one change, one text message. */
         n = snprintf(wa_pre, sizeof(wa_pre),
                      "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"
@@ -797,6 +912,8 @@ int main(int argc, char **argv)
         {"warmup", required_argument, NULL, 'w'},
         {"timeout", required_argument, NULL, 't'},
         {"id-base", required_argument, NULL, 'i'},
+        {"body-kind", required_argument, NULL, 'b'},
+        {"cpu-pid", required_argument, NULL, 'u'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -856,6 +973,19 @@ int main(int argc, char **argv)
             if (parse_u64(optarg, 1, 1ULL << 52, &lg.next_id) != 0)
                 goto Usage;
             have_id_base = 1;
+            break;
+        case 'b':
+            if (strcmp(optarg, "realistic") == 0)
+                lg.body_kind = BODY_REALISTIC;
+            else if (strcmp(optarg, "short") == 0)
+                lg.body_kind = BODY_SHORT;
+            else
+                goto Usage;
+            break;
+        case 'u':
+            if (lg.ncpu_pids == MAX_CPU_PIDS || parse_u64(optarg, 1, 1U << 30, &v) != 0)
+                goto Usage;
+            lg.cpu_pids[lg.ncpu_pids++] = (int)v;
             break;
         case 'h':
             usage(stdout);
@@ -928,6 +1058,7 @@ int main(int argc, char **argv)
     } else {
         lg.phase = PH_MEASURE;
         lg.t0 = lg.t_start;
+        cpu_window_open();
     }
     uv_timer_init(lg.loop, &lg.tick);
     uv_timer_start(&lg.tick, on_tick, TICK_MS, TICK_MS);

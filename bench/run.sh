@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# Webhook throughput and latency of the gateway, next to a no-work h2o server (bench/README.md).
+# The cost of one webhook: the gateway next to a minimal server and a no-work h2o server, on
+# the same core, in the same run, interleaved (bench/README.md).
 #
 # Starts a private redis-server (no persistence), the fake provider (bench/fake_provider.py),
-# the gateway and bench/baseline, sets up one assistant bound to a WhatsApp and a Telegram
-# connection through the management API, then for each connection count runs bench/loadgen
-# against the gateway and against the baseline, interleaved (the VM's speed drifts: pairs
-# measured back to back compare best). Prints a table and checks that Redis holds every event
-# the gateway acknowledged (after each gateway run, which it then clears to keep Redis small).
-# Everything it starts is stopped on exit.
+# the gateway, bench/minimal (HMAC + jansson + one XADD per webhook) and bench/baseline (no
+# work), sets up one assistant bound to a WhatsApp and a Telegram connection through the
+# management API, then for each connection count runs bench/loadgen with the realistic 1.26 KB
+# WhatsApp body against the gateway, the minimal server and the baseline, one after the other
+# (the VM's speed drifts: runs measured back to back compare best). For the gateway and the
+# minimal server it also takes Redis's INFO commandstats over the run and the CPU time
+# (utime + stime from /proc) of the server and of redis-server over the measured window.
+# Prints the figures side by side, the targets of the cost of one event (met / not met), and
+# checks that Redis holds every event the gateway (and the minimal server) acknowledged
+# (after each run, which it then clears to keep Redis small). Everything it starts is stopped
+# on exit.
 #
 # On a machine with 2 or more cores the load generator runs on CPU 0 and the servers (gateway
-# with SWITCHBOARD_WORKERS=1, baseline with one worker, redis-server) on CPU 1, so that the
-# client never competes with the server it measures.
+# with SWITCHBOARD_WORKERS=1, minimal and baseline with one worker, redis-server) on CPU 1, so
+# that the client never competes with the server it measures.
 #
 # Usage: bench/run.sh [--build-dir DIR] [--switchboard BIN | --gateway-rev REV]
 #                     [--duration S] [--warmup S] [--connections "16 64 256"] [--repeat N]
+#                     [--channels "whatsapp telegram"] [--body-kind realistic|short]
+#                     [--outbound]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,6 +33,9 @@ DURATION=10
 WARMUP=2
 CONNS="16 64 256"
 REPEAT=1
+CHANNELS="whatsapp"
+BODY_KIND=realistic
+OUTBOUND=0
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -38,6 +49,11 @@ usage() {
     echo "  --warmup S        unmeasured seconds before each run (2)"
     echo "  --connections L   connection counts to measure (\"16 64 256\")"
     echo "  --repeat N        runs per cell; the table shows medians (1)"
+    echo "  --channels L      channels to load: whatsapp (gateway, minimal, baseline) and/or"
+    echo "                    telegram (gateway, baseline) (\"whatsapp\")"
+    echo "  --body-kind K     WhatsApp body: realistic (1.26 KB, the default) or short (490 bytes)"
+    echo "  --outbound        then stop everything and run bench/outbound.sh --repeat N with the"
+    echo "                    same build and gateway binary: all the targets in one command"
     echo "Environment: REDIS_CPU overrides the CPU redis-server is pinned to"
     echo "(default: the servers' CPU)."
 }
@@ -51,11 +67,18 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
     --repeat) REPEAT=$2; shift 2 ;;
+    --channels) CHANNELS=$2; shift 2 ;;
+    --body-kind) BODY_KIND=$2; shift 2 ;;
+    --outbound) OUTBOUND=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
     esac
 done
 
+case "$BODY_KIND" in realistic | short) ;; *) usage >&2; exit 2 ;; esac
+for ch in $CHANNELS; do
+    case "$ch" in whatsapp | telegram) ;; *) usage >&2; exit 2 ;; esac
+done
 for tool in cmake redis-server redis-cli python3 curl jq; do
     command -v "$tool" >/dev/null || { echo "run.sh: $tool is required" >&2; exit 1; }
 done
@@ -114,7 +137,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-TARGETS=(loadgen baseline)
+TARGETS=(loadgen baseline minimal)
 [ -z "$SB" ] && [ -z "$GATEWAY_REV" ] && TARGETS+=(switchboard)
 if [ -n "$BUILD_DIR" ]; then
     BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
@@ -152,6 +175,7 @@ fi
 [ -x "$SB" ] || { echo "run.sh: no switchboard binary at $SB" >&2; exit 1; }
 LOADGEN=$BUILD_DIR/bench/loadgen
 BASELINE=$BUILD_DIR/bench/baseline
+MINIMAL=$BUILD_DIR/bench/minimal
 
 # ---- Processes ----
 
@@ -179,9 +203,9 @@ if [ "$NCPU" -ge 2 ]; then
     REDIS_CPU=${REDIS_CPU:-1}
     REDIS_PIN=(taskset -c "$REDIS_CPU")
     if [ "$REDIS_CPU" = 1 ]; then
-        PINNING="load generator on CPU 0; gateway, baseline and redis-server on CPU 1"
+        PINNING="load generator on CPU 0; gateway, minimal, baseline and redis-server on CPU 1"
     else
-        PINNING="load generator on CPU 0; gateway and baseline on CPU 1;"
+        PINNING="load generator on CPU 0; gateway, minimal and baseline on CPU 1;"
         PINNING="$PINNING redis-server on CPU $REDIS_CPU"
     fi
 else
@@ -195,6 +219,7 @@ RPORT=$(free_port)
 "${REDIS_PIN[@]}" redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$WORK" --logfile "$WORK/redis.log" &
 PIDS+=($!)
+REDIS_PID=$!
 wait_for "redis-server" redis-cli -p "$RPORT" ping
 
 FPORT=$(free_port)
@@ -257,20 +282,35 @@ TG_SECRET=$(cat "$WORK/telegram_secret")
 api POST "/orgs/c/assistants/$ASSISTANT/channels" \
     "{\"connection_id\":\"$TG_CONN\",\"external_id\":\"$BOT_ID\"}" >/dev/null
 
+# The minimal server verifies with the same app secret and writes to its own stream.
+MIN_STREAM=bench:minimal
+MPORT=$(free_port)
+"${SERVER_PIN[@]}" "$MINIMAL" --listen "127.0.0.1:$MPORT" --workers 1 --secret "$WA_SECRET" \
+    --redis "127.0.0.1:$RPORT" --stream "$MIN_STREAM" 2>"$WORK/minimal.log" &
+PIDS+=($!)
+MIN_PID=$!
+wait_for "the minimal server" curl -sf "http://127.0.0.1:$MPORT/"
+
 # ---- Measurements ----
 
 # load TARGET CHANNEL CONNECTIONS DURATION WARMUP: one loadgen run, its JSON line on stdout.
+# For the gateway and the minimal server, loadgen also reports the CPU time of that server and
+# of redis-server over the measured window (cpu_us_per_ok: [server, redis]).
 load() {
-    local port=$GPORT channel=$2 args
-    [ "$1" = baseline ] && port=$BPORT
+    local port=$GPORT channel=$2 args cpu=()
+    case "$1" in
+    gateway) cpu=(--cpu-pid "$GW_PID" --cpu-pid "$REDIS_PID") ;;
+    minimal) port=$MPORT cpu=(--cpu-pid "$MIN_PID" --cpu-pid "$REDIS_PID") ;;
+    baseline) port=$BPORT ;;
+    esac
     if [ "$channel" = whatsapp ]; then
         args=(--path "/webhooks/whatsapp/$WA_CONN" --secret "$WA_SECRET"
-            --phone-number-id "$WA_PHONE")
+            --phone-number-id "$WA_PHONE" --body-kind "$BODY_KIND")
     else
         args=(--path "/webhooks/telegram/$TG_CONN" --secret "$TG_SECRET")
     fi
     "${LOAD_PIN[@]}" "$LOADGEN" --url-host 127.0.0.1 --port "$port" --channel "$channel" \
-        --connections "$3" --duration "$4" --warmup "$5" "${args[@]}" |
+        --connections "$3" --duration "$4" --warmup "$5" "${args[@]}" "${cpu[@]}" |
         jq -c --arg t "$1" '. + {target: $t}'
 }
 
@@ -280,7 +320,22 @@ webhook_200s() {
         awk 'index($0, "switchboard_http_requests_total{route=\"/webhooks/") == 1 &&
             index($0, "status=\"200\"") { s += $2 } END { printf "%d\n", s }'
 }
-xlen() { redis-cli -p "$RPORT" XLEN "sb:in:{$ASSISTANT}"; }
+# acked TARGET: the server's own count of webhooks it answered 200 (warm-ups included).
+acked() {
+    if [ "$1" = gateway ]; then
+        webhook_200s
+    else
+        curl -sf "http://127.0.0.1:$MPORT/" | jq .acknowledged
+    fi
+}
+# stream_len TARGET: the length of the stream that TARGET appends its events to.
+stream_len() {
+    if [ "$1" = gateway ]; then
+        redis-cli -p "$RPORT" XLEN "sb:in:{$ASSISTANT}"
+    else
+        redis-cli -p "$RPORT" XLEN "$MIN_STREAM"
+    fi
+}
 UNLINK_LUA="local c, n = '0', 0
 repeat
   local r = redis.call('SCAN', c, 'MATCH', ARGV[1], 'COUNT', 10000)
@@ -288,60 +343,83 @@ repeat
   for _, k in ipairs(r[2]) do redis.call('UNLINK', k); n = n + 1 end
 until c == '0'
 return n"
-# clear_events: empties the assistant's stream, the org's inbox and the duplicate-check keys,
-# between runs, so that Redis stays small (~1.3 KB per event) and every run meets the same
-# Redis; a few GB of events made later runs stall on this VM, baseline runs included.
+# clear_events: empties the assistant's stream, the org's inbox, the duplicate-check keys and
+# the minimal server's stream between runs, so that Redis stays small (~1.3 KB per event) and
+# every run meets the same Redis; a few GB of events made later runs stall on this VM, baseline
+# runs included.
 clear_events() {
     redis-cli -p "$RPORT" XTRIM "sb:in:{$ASSISTANT}" MAXLEN 0 >/dev/null
     redis-cli -p "$RPORT" XTRIM "sb:inbox:{bench}" MAXLEN 0 >/dev/null
+    redis-cli -p "$RPORT" XTRIM "$MIN_STREAM" MAXLEN 0 >/dev/null
     redis-cli -p "$RPORT" EVAL "$UNLINK_LUA" 0 'sb:dd:*' >/dev/null
+}
+# commandstats: INFO commandstats as {"command": {"calls": N, "usec": N}, ...}, without the
+# benchmark's own INFO and CONFIG calls.
+commandstats() {
+    redis-cli -p "$RPORT" INFO commandstats | tr -d '\r' |
+        sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),usec=\([0-9]*\),.*/\1 \2 \3/p' |
+        jq -Rnc '[inputs | split(" ") | select(.[0] != "info" and (.[0] | startswith("config") | not))
+            | {key: .[0], value: {calls: (.[1] | tonumber), usec: (.[2] | tonumber)}}]
+            | from_entries'
 }
 
 # Every request must be acknowledged before anything is measured (signature, binding, secret).
-for ch in whatsapp telegram; do
-    r=$(load gateway "$ch" 4 0.5 0)
-    if [ "$(jq '.errors + .non_200' <<<"$r")" != 0 ] || [ "$(jq .requests <<<"$r")" = 0 ]; then
-        echo "run.sh: the gateway does not acknowledge $ch webhooks: $r" >&2
-        tail -n 20 "$WORK/gateway.log" >&2
-        exit 1
-    fi
+for ch in $CHANNELS; do
+    targets=(gateway)
+    [ "$ch" = whatsapp ] && targets+=(minimal)
+    for t in "${targets[@]}"; do
+        r=$(load "$t" "$ch" 4 0.5 0)
+        if [ "$(jq '.errors + .non_200' <<<"$r")" != 0 ] || [ "$(jq .requests <<<"$r")" = 0 ]; then
+            echo "run.sh: the $t does not acknowledge $ch webhooks: $r" >&2
+            tail -n 20 "$WORK/$t.log" >&2
+            exit 1
+        fi
+    done
 done
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $NCPU x" \
     "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
-echo "gateway: $GATEWAY_DESC, SWITCHBOARD_WORKERS=1; baseline: bench/baseline --workers 1"
+echo "gateway: $GATEWAY_DESC, SWITCHBOARD_WORKERS=1; minimal: bench/minimal --workers 1;" \
+    "baseline: bench/baseline --workers 1"
 echo "pinning: $PINNING"
 echo "runs: ${DURATION}s measured after ${WARMUP}s warm-up, closed loop, repeat $REPEAT," \
-    "gateway and baseline interleaved"
+    "gateway, minimal and baseline interleaved; WhatsApp body: $BODY_KIND" \
+    "($(load minimal whatsapp 1 0.1 0 | jq .body_bytes) bytes)"
 RESULTS=$WORK/results.jsonl
-STORED=0      # events the gateway runs added to the stream (warm-ups included)
-ANSWERED=0    # webhook 200s the gateway counted meanwhile (warm-ups included)
-LOST_RUNS=0   # gateway runs whose events are not all in the stream
+declare -A STORED=([gateway]=0 [minimal]=0)   # events the runs added to the stream
+declare -A ANSWERED=([gateway]=0 [minimal]=0) # webhook 200s the server counted meanwhile
+declare -A LOST_RUNS=([gateway]=0 [minimal]=0) # runs whose events are not all in the stream
 for c in $CONNS; do
-    for ch in whatsapp telegram; do
+    for ch in $CHANNELS; do
+        targets=(gateway minimal baseline)
+        [ "$ch" = telegram ] && targets=(gateway baseline)
         for _ in $(seq "$REPEAT"); do
-            for target in gateway baseline; do
-                if [ "$target" = gateway ]; then
+            for target in "${targets[@]}"; do
+                if [ "$target" != baseline ]; then
                     clear_events
-                    x0=$(xlen)
-                    m0=$(webhook_200s)
+                    x0=$(stream_len "$target")
+                    m0=$(acked "$target")
+                    redis-cli -p "$RPORT" CONFIG RESETSTAT >/dev/null
                 fi
                 r=$(load "$target" "$ch" "$c" "$DURATION" "$WARMUP")
-                echo "$r" | tee -a "$RESULTS" >&2
-                if [ "$target" = gateway ]; then
+                if [ "$target" != baseline ]; then
+                    stats=$(commandstats)
                     # The stream must hold every event acknowledged during the run, warm-up
-                    # included: at least loadgen's measured 200s, exactly the gateway's count.
-                    dx=$(($(xlen) - x0))
-                    dm=$(($(webhook_200s) - m0))
+                    # included: at least loadgen's measured 200s, exactly the server's count.
+                    dx=$(($(stream_len "$target") - x0))
+                    dm=$(($(acked "$target") - m0))
                     ok=$(jq '.requests - .non_200' <<<"$r")
-                    STORED=$((STORED + dx))
-                    ANSWERED=$((ANSWERED + dm))
+                    STORED[$target]=$((STORED[$target] + dx))
+                    ANSWERED[$target]=$((ANSWERED[$target] + dm))
                     if [ "$dx" -lt "$ok" ] || [ "$dx" != "$dm" ]; then
-                        echo "run.sh: the stream grew by $dx events, the gateway answered $dm" \
+                        echo "run.sh: the stream grew by $dx events, the $target answered $dm" \
                             "webhooks with 200 (loadgen measured $ok)" >&2
-                        LOST_RUNS=$((LOST_RUNS + 1))
+                        LOST_RUNS[$target]=$((LOST_RUNS[$target] + 1))
                     fi
+                    r=$(jq -c --argjson s "$stats" --argjson ev "$dx" \
+                        '. + {events: $ev, commandstats: $s}' <<<"$r")
                 fi
+                echo "$r" | tee -a "$RESULTS" >&2
             done
         done
     done
@@ -349,26 +427,101 @@ done
 MEM=$(redis-cli -p "$RPORT" INFO memory | tr -d '\r' | sed -n 's/^used_memory_peak_human://p')
 clear_events
 
-# ---- Table ----
+# ---- Tables ----
+
+# Medians over the repeats of each cell; per-run figures first (run.sh's stderr has them all).
+JQ_LIB='
+  def median: map(select(. != null)) |
+    if length == 0 then null
+    else sort | if length % 2 == 1 then .[length / 2 | floor]
+                else (.[length / 2 - 1] + .[length / 2]) / 2 end end;
+  def cell(t): map(select(.target == t));
+  def fmt(d): if . == null then "-" else (. * pow(10; d) | round) / pow(10; d) | tostring end;
+  def ratio(a; b): if a == null or b == null or b == 0 then null else a / b end;
+  def scripts: ["eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"];
+  # per run: Redis figures from INFO commandstats over the run (warm-up included), per event
+  def cmd_us: if .events > 0 then ([.commandstats[].usec] | add // 0) / .events else null end;
+  def script_us: if .events > 0 then
+      ([.commandstats | to_entries[] | select(.key as $k | scripts | index($k)) | .value.usec]
+       | add // 0) / .events else null end;
+  def calls_ev: if .events > 0 then ([.commandstats[].calls] | add // 0) / .events else null end;
+  def per_call(k): .commandstats[k] | if . == null or .calls == 0 then null
+                                      else .usec / .calls end;
+  def srv_cpu: .cpu_us_per_ok[0]?;
+  def redis_cpu: .cpu_us_per_ok[1]?;
+  def groups: group_by([.channel, .connections]) | sort_by(.[0].channel != "whatsapp",
+                                                           .[0].connections);
+'
+echo
+echo "Throughput and latency (medians): rps = 200s per second, p50/p99 in ms"
+jq -rs "$JQ_LIB"'
+  (["channel", "conns", "gw_rps", "gw_p50", "gw_p99", "min_rps", "min_p50", "min_p99",
+    "base_rps", "base_p50", "base_p99", "gw/min", "gw/base", "gw_err"] | @tsv),
+  (groups[] | cell("gateway") as $g | cell("minimal") as $m | cell("baseline") as $b |
+   ($g | map(.rps) | median) as $grps | ($m | map(.rps) | median) as $mrps |
+   ($b | map(.rps) | median) as $brps |
+   [.[0].channel, .[0].connections, ($grps | fmt(0)),
+    ($g | map(.p50_ms) | median | fmt(2)), ($g | map(.p99_ms) | median | fmt(2)),
+    ($mrps | fmt(0)), ($m | map(.p50_ms) | median | fmt(2)),
+    ($m | map(.p99_ms) | median | fmt(2)),
+    ($brps | fmt(0)), ($b | map(.p50_ms) | median | fmt(2)),
+    ($b | map(.p99_ms) | median | fmt(2)),
+    (ratio($grps; $mrps) | fmt(2)), (ratio($grps; $brps) | fmt(2)),
+    ($g | map(.errors + .non_200) | add)] | @tsv)
+' "$RESULTS" | column -t -s $'\t'
 
 echo
-jq -rs '
-  def median: sort | if length % 2 == 1 then .[length / 2 | floor]
-                     else (.[length / 2 - 1] + .[length / 2]) / 2 end;
-  def cell(t): map(select(.target == t));
-  def fmt(d): (. * pow(10; d) | round) / pow(10; d) | tostring;
-  group_by([.channel, .connections]) | sort_by(.[0].connections, .[0].channel) |
-  (["channel", "conns", "gw_rps", "gw_p50_ms", "gw_p99_ms", "gw_err", "base_rps",
-    "base_p50_ms", "base_p99_ms", "gw/base"] | @tsv),
-  (.[] | cell("gateway") as $g | cell("baseline") as $b |
-   ($g | map(.rps) | median) as $grps | ($b | map(.rps) | median) as $brps |
-   [.[0].channel, .[0].connections, ($grps | round),
-    ($g | map(.p50_ms) | median | fmt(2)), ($g | map(.p99_ms) | median | fmt(2)),
-    ($g | map(.errors + .non_200) | add),
-    ($brps | round),
-    ($b | map(.p50_ms) | median | fmt(2)), ($b | map(.p99_ms) | median | fmt(2)),
-    (if $brps > 0 then ($grps / $brps | fmt(2)) else "-" end)] | @tsv)
+echo "Cost per webhook (medians, microseconds): cpu = utime+stime over the measured window per"
+echo "200, of the server and of redis-server; cmd = INFO commandstats usec of all commands per"
+echo "event stored (a script's commands count in the script and again on their own lines),"
+echo "scripts = the EVAL/EVALSHA/FCALL part of it; calls = commands per event; per call: usec_per_call"
+jq -rs "$JQ_LIB"'
+  (["channel", "conns", "gw_cpu", "min_cpu", "gw_redis_cpu", "min_redis_cpu", "gw_cmd",
+    "gw_scripts", "gw_calls", "evalsha/call", "gw_xadd/call", "min_cmd", "min_xadd/call"]
+   | @tsv),
+  (groups[] | cell("gateway") as $g | cell("minimal") as $m |
+   [.[0].channel, .[0].connections,
+    ($g | map(srv_cpu) | median | fmt(1)), ($m | map(srv_cpu) | median | fmt(1)),
+    ($g | map(redis_cpu) | median | fmt(1)), ($m | map(redis_cpu) | median | fmt(1)),
+    ($g | map(cmd_us) | median | fmt(1)), ($g | map(script_us) | median | fmt(1)),
+    ($g | map(calls_ev) | median | fmt(1)), ($g | map(per_call("evalsha")) | median | fmt(1)),
+    ($g | map(per_call("xadd")) | median | fmt(1)),
+    ($m | map(cmd_us) | median | fmt(1)), ($m | map(per_call("xadd")) | median | fmt(1))]
+   | @tsv)
 ' "$RESULTS" | column -t -s $'\t'
+
+echo
+echo "Targets (WhatsApp, medians; the cost of one event)"
+jq -rs "$JQ_LIB"'
+  def mark(v; ok): if v == null then "-" elif ok then "met" else "NOT MET" end;
+  (["target", "conns", "value", "status"] | @tsv),
+  (groups[] | select(.[0].channel == "whatsapp") | .[0].connections as $c |
+   cell("gateway") as $g | cell("minimal") as $m |
+   ($g | map(redis_cpu) | median) as $rc | ($g | map(cmd_us) | median) as $cmd |
+   ($g | map(srv_cpu) | median) as $cpu |
+   ratio($g | map(.rps) | median; $m | map(.rps) | median) as $r |
+   ($g | map(.p99_ms) | median) as $p99 |
+   (["Redis time per event <= 20 us (redis-server CPU)", $c, ($rc | fmt(1)),
+     mark($rc; $rc <= 20)] | @tsv),
+   ($g | map(script_us) | median) as $scr |
+   # With scripts, commandstats counts their commands twice (in the script and on their own
+   # lines): the time of the commands sent lies between the scripts alone and the sum.
+   (if $scr == null or $scr == 0 then
+      ["Redis time per event <= 20 us (commandstats)", $c, ($cmd | fmt(1)),
+       mark($cmd; $cmd <= 20)]
+    else
+      ["Redis time per event <= 20 us (commandstats)", $c,
+       "\($scr | fmt(1))..\($cmd | fmt(1))",
+       (if $cmd <= 20 then "met" elif $scr > 20 then "NOT MET" else "undecided" end)]
+    end | @tsv),
+   (["gateway CPU per webhook <= 45 us", $c, ($cpu | fmt(1)), mark($cpu; $cpu <= 45)] | @tsv),
+   (["throughput >= 0.8 x minimal", $c, ($r | fmt(2)), mark($r; $r >= 0.8)] | @tsv),
+   (if $c == 64 then ["p99 at 64 connections <= 5 ms", $c, ($p99 | fmt(2)),
+                      mark($p99; $p99 <= 5)] | @tsv else empty end))
+' "$RESULTS" | column -t -s $'\t'
+echo "(Redis CPU: utime+stime of redis-server per 200 over the measured window; commandstats:"
+echo " usec of the commands per event stored, shown as scripts..all when scripts ran, since"
+echo " Redis counts a script's commands in the script and again on their own lines)"
 
 # ---- Checks ----
 
@@ -379,28 +532,45 @@ if [ "$bad" != 0 ]; then
     echo "CHECK FAILED: $bad requests got an error or a status other than 200 (see the JSON lines)"
     status=1
 fi
-acked=$(jq -s 'map(select(.target == "gateway") | .requests - .non_200) | add' "$RESULTS")
 dups=$(curl -sf "http://127.0.0.1:$GPORT/metrics" |
     awk '/^switchboard_duplicate_events_total/ { s += $2 } END { printf "%d\n", s }')
-echo "redis: the gateway runs appended $STORED events to sb:in:{$ASSISTANT} (checked after each" \
-    "run, then cleared); the gateway answered $ANSWERED webhooks 200 (warm-ups included);" \
-    "loadgen measured $acked 200s; duplicate events: $dups; peak memory $MEM"
-if [ "$LOST_RUNS" != 0 ] || [ "$STORED" -lt "$acked" ]; then
-    echo "CHECK FAILED: in $LOST_RUNS runs the stream does not hold every acknowledged event"
-    status=1
-else
-    echo "check passed: every acknowledged event was in the assistant's stream"
-fi
+for target in gateway minimal; do
+    acked_lg=$(jq -s --arg t "$target" \
+        'map(select(.target == $t) | .requests - .non_200) | add // 0' "$RESULTS")
+    stream="sb:in:{$ASSISTANT}"
+    [ "$target" = minimal ] && stream=$MIN_STREAM
+    echo "redis: the $target runs appended ${STORED[$target]} events to $stream (checked after" \
+        "each run, then cleared); the $target answered ${ANSWERED[$target]} webhooks 200" \
+        "(warm-ups included); loadgen measured $acked_lg 200s"
+    if [ "${LOST_RUNS[$target]}" != 0 ] || [ "${STORED[$target]}" -lt "$acked_lg" ]; then
+        echo "CHECK FAILED: in ${LOST_RUNS[$target]} $target runs the stream does not hold every" \
+            "acknowledged event"
+        status=1
+    else
+        echo "check passed: every event the $target acknowledged was in its stream"
+    fi
+done
+echo "redis: duplicate events at the gateway: $dups; peak memory $MEM"
 if [ "$dups" != 0 ]; then
     echo "CHECK FAILED: $dups events took the duplicate path (ids must be unique)"
     status=1
 fi
-if ! kill -0 "$GW_PID" 2>/dev/null; then
-    echo "CHECK FAILED: the gateway exited during the run"
-    status=1
-fi
+for pid in "$GW_PID" "$MIN_PID"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "CHECK FAILED: the server with pid $pid exited during the run"
+        status=1
+    fi
+done
 if grep -q '"level":"\(warn\|error\)"' "$WORK/gateway.log"; then
     echo "gateway warnings/errors:"
     grep '"level":"\(warn\|error\)"' "$WORK/gateway.log" | sort | uniq -c | sort -rn | head -5
+fi
+if [ "$OUTBOUND" = 1 ]; then
+    # The servers above are stopped first: the outbound run has the core to itself.
+    cleanup
+    PIDS=()
+    echo
+    "$ROOT/bench/outbound.sh" --build-dir "$BUILD_DIR" --switchboard "$SB" --repeat "$REPEAT" ||
+        status=1
 fi
 exit $status
