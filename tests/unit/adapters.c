@@ -117,7 +117,7 @@ static json_t *event_json(const sb_event_t *ev)
     sb_buf_append(&buf, SB_STRLIT("{\"kind\":"));
     sb_buf_append_json_str(&buf, kind, strlen(kind));
     sb_buf_append(&buf, SB_STRLIT(",\"contact\":{"));
-    sb_event_append_contact(ev, &buf);
+    sb_event_append_contact(ev, 1, &buf);
     sb_buf_append(&buf, SB_STRLIT("}"));
     sb_event_append_content(ev, &buf);
     sb_buf_append(&buf, SB_STRLIT("}"));
@@ -871,7 +871,7 @@ static void test_ignored(void)
          "{'sender':{'id':'u'},'read':{'watermark':1458668856253}},"
          "{'sender':{'id':'u'},'delivery':{'watermark':1458668856253}},"
          "{'sender':{'id':'u'},'delivery':{'mids':[],'watermark':1}},"
-         "{'sender':{'id':'u'},'referral':{'ref':'x'}}],"
+         "{'sender':{'id':'u'},'optin':{'ref':'x'}}],"
          "'standby':[{'sender':{'id':'u'},'message':{'mid':'m2','text':'y'}}]}]}"},
         {&sb_adapter_instagram,
          "{'object':'instagram','entry':[{'id':'ig','messaging':["
@@ -1029,7 +1029,10 @@ static void test_messaging_content(void)
     ASSERT(json_number_value(walk(e1, "message.location.latitude")) == 48.8584);
     ASSERT(json_number_value(walk(e1, "message.location.longitude")) == 2.2945);
     ASSERT_EQ(json_integer_value(walk(e1, "timestamp")), 1779012345678);
-    ASSERT_STR_EQ(ev_str(&list.entries[2], "message.type"), "unsupported");
+    /* A shared link (fallback attachment) is a share; a sticker without attachment is not. */
+    ASSERT_STR_EQ(ev_str(&list.entries[2], "message.type"), "share");
+    ASSERT_STR_EQ(ev_str(&list.entries[2], "message.share.kind"), "link");
+    ASSERT_STR_EQ(ev_str(&list.entries[2], "message.share.title"), "link");
     ASSERT_STR_EQ(ev_str(&list.entries[3], "message.type"), "unsupported");
     /* Postbacks without mid: identity from sender, time and payload; still distinct. */
     ASSERT_EQ(list.entries[4].kind, SB_KIND_POSTBACK);
@@ -1067,7 +1070,12 @@ static void test_messaging_content(void)
     ASSERT_STR_EQ(ev_str(&list.entries[0], "message.type"), "unsupported");
     ASSERT_STR_EQ(ev_str(&list.entries[1], "message.type"), "text");
     ASSERT(walk(event_json(&list.entries[1]), "message.reply_to") == NULL);
-    ASSERT_STR_EQ(ev_str(&list.entries[2], "message.type"), "unsupported");
+    ASSERT_STR_EQ(ev_str(&list.entries[1], "message.story.id"), "s");
+    ASSERT_STR_EQ(ev_str(&list.entries[1], "message.story.url"), "https://x");
+    ASSERT_STR_EQ(ev_str(&list.entries[2], "message.type"), "share");
+    ASSERT_STR_EQ(ev_str(&list.entries[2], "message.share.kind"), "story");
+    ASSERT_STR_EQ(ev_str(&list.entries[2], "message.share.url"), "https://x/s");
+    ASSERT(walk(event_json(&list.entries[2]), "message.media") == NULL);
     ASSERT_STR_EQ(ev_str(&list.entries[3], "message.type"), "interactive");
     ASSERT_STR_EQ(ev_str(&list.entries[3], "message.payload"), "SIZE_L");
     ASSERT_STR_EQ(ev_str(&list.entries[3], "message.text"), "L");
@@ -1219,7 +1227,7 @@ static void test_serialization(void)
 
     memset(&ev, 0, sizeof(ev));
     ev.timestamp = -1;
-    sb_event_append_contact(&ev, &buf);
+    sb_event_append_contact(&ev, 1, &buf);
     sb_event_append_content(&ev, &buf);
     ASSERT_EQ(buf.len, 0);
     sb_buf_dispose(&buf);
@@ -1274,7 +1282,7 @@ static void test_serialization(void)
     ev.reaction.present = 1;
     ev.reaction.message_external_id = iov("m");
     ev.reaction.emoji = iov("");
-    sb_event_append_contact(&ev, &buf);
+    sb_event_append_contact(&ev, 1, &buf);
     sb_event_append_content(&ev, &buf);
     ASSERT_STR_EQ(buf.base, "\"external_id\":\"1\",\"username\":\"u\",\"reaction\":"
                             "{\"message_external_id\":\"m\",\"emoji\":\"\"}");
