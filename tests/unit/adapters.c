@@ -1464,6 +1464,67 @@ static void test_serialization(void)
     sb_buf_dispose(&buf);
 }
 
+/* ---- times ---- */
+
+/* Provider times in every form the corpus shows, all in ms. */
+static void test_times(void)
+{
+    static const struct {
+        const char *body;
+        long long ms;
+    } cases[] = {
+        /* ms integer, string of seconds (dashboard samples), ISO-8601 with offsets */
+        {"{'object':'page','entry':[{'id':'p','messaging':[{'sender':{'id':'u'},"
+         "'timestamp':1781100000123,'message':{'mid':'a','text':'x'}}]}]}",
+         1781100000123LL},
+        {"{'object':'page','entry':[{'id':'p','messaging':[{'sender':{'id':'u'},"
+         "'timestamp':'1781100000','message':{'mid':'a','text':'x'}}]}]}",
+         1781100000000LL},
+        {"{'object':'page','entry':[{'id':'p','messaging':[{'sender':{'id':'u'},"
+         "'timestamp':'2021-09-08T06:34:04+0000','message':{'mid':'a','text':'x'}}]}]}",
+         1631082844000LL},
+        {"{'object':'page','entry':[{'id':'p','messaging':[{'sender':{'id':'u'},"
+         "'timestamp':'2021-09-08T08:34:04.250+02:00','message':{'mid':'a','text':'x'}}]}]}",
+         1631082844250LL},
+        {"{'object':'page','entry':[{'id':'p','messaging':[{'sender':{'id':'u'},"
+         "'timestamp':'2024-02-29T23:59:59Z','message':{'mid':'a','text':'x'}}]}]}",
+         1709251199000LL},
+        /* not a time: absent, the gateway writes its receive time */
+        {"{'object':'page','entry':[{'id':'p','messaging':[{'sender':{'id':'u'},"
+         "'timestamp':'yesterday','message':{'mid':'a','text':'x'}}]}]}",
+         -1},
+        {"{'object':'page','entry':[{'id':'p','messaging':[{'sender':{'id':'u'},"
+         "'timestamp':'2021-13-08T06:34:04Z','message':{'mid':'a','text':'x'}}]}]}",
+         -1},
+        /* a delivery without timestamp: its watermark */
+        {"{'object':'page','entry':[{'id':'p','messaging':[{'sender':{'id':'u'},"
+         "'delivery':{'mids':['m'],'watermark':1781100000456}}]}]}",
+         1781100000456LL},
+    };
+    sb_event_list_t list;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+        ASSERT_EQ(parse_with(&sb_adapter_messenger, J(cases[i].body), &list), SB_OK);
+        ASSERT_EQ(list.size, 1);
+        if (list.entries[0].timestamp != cases[i].ms)
+            SB__FAIL("case %zu: timestamp %lld, expected %lld", i,
+                     (long long)list.entries[0].timestamp, cases[i].ms);
+    }
+    /* The receive time fills only what the provider left out. */
+    ASSERT_EQ(parse_with(&sb_adapter_telegram,
+                         J("{'update_id':1,'callback_query':{'id':'q','from':{'id':5},"
+                           "'data':'d'}}"),
+                         &list),
+              SB_OK);
+    ASSERT_EQ(list.size, 1);
+    ASSERT_EQ(list.entries[0].timestamp, -1);
+    sb_event_t *ev = sb_event_list_push(&g_pool, &list);
+    ev->timestamp = 1000;
+    sb_event_default_time(&list, 1781100000999LL);
+    ASSERT_EQ(list.entries[0].timestamp, 1781100000999LL);
+    ASSERT_EQ(list.entries[1].timestamp, 1000);
+}
+
 /* ---- registry ---- */
 
 static void test_registry(void)
@@ -1525,6 +1586,7 @@ int main(void)
     RUN(test_messaging_content);
     RUN(test_telegram_content);
     RUN(test_serialization);
+    RUN(test_times);
     RUN(test_registry);
     json_decref(g_keep);
     printf("%d fixture files, %d corpus files\n", fixture_count, corpus_count);
