@@ -12,7 +12,17 @@
  *
  * Parsing is defensive: jansson getters are NULL-safe, so a path is chained and only the
  * leaf is type-checked. Items of the wrong shape (no mid, no sender) are skipped; only a
- * body that is not a webhook of the channel at all is SB_ERR_BAD_BODY. Identities follow
+ * body that is not a webhook of the channel at all is SB_ERR_BAD_BODY.
+ *
+ * Beyond the rules of channels.md 8.3/8.4 the events carry the contract's additions: shared
+ * reels, posts, story mentions, templates and links become type "share" with
+ * message.share (not "unsupported"); a reply to our story carries message.story; a
+ * `referral` on a message or postback goes with it, and a referral item of its own
+ * (messaging_referrals, Instagram messaging_referral) is an event of kind referral. An item
+ * time may be ms, a string of seconds or an ISO-8601 string; a delivery without one takes
+ * its watermark.
+ *
+ * Identities follow
  * contract section 2: "m:<mid>", "e:<mid>:<num_edit|timestamp>", "p:<mid>" (or
  * "p:<sender>:<timestamp>:<payload>" for postbacks without mid), "s:<mid>:<state>",
  * "r:<mid>:<react|unreact>:<emoji>:<timestamp>", "f:<sender>:<timestamp>:<ref>" (a referral
