@@ -279,6 +279,11 @@ class PayloadAdditions(AdditionsCase):
              "timestamp": 1781300300000,
              "referral": {"ref": "poster-12", "source": "SHORTLINK", "type": "OPEN_THREAD"}}]}]})
         self.assertEqual(len(self.assistant_events(m_asst)), 1)
+        samples = harness.parse_prometheus(self.gw.http("GET", "/metrics").body.decode())
+        self.assertGreaterEqual(harness.metric_sum(samples, "switchboard_events_total",
+                                                   channel="messenger", kind="referral"), 1)
+        self.assertGreaterEqual(harness.metric_sum(samples, "switchboard_events_total",
+                                                   channel="instagram", kind="referral"), 1)
 
 
 KINDS = {"message", "edit", "postback", "reaction", "status", "referral"}
