@@ -24,6 +24,7 @@ typedef enum en_sb_event_kind_t {
     SB_KIND_REACTION,
     SB_KIND_STATUS,
     SB_KIND_OUTBOUND,
+    SB_KIND_REFERRAL, /* a conversation opened from an ad or a link, without a message */
     SB_KIND__COUNT
 } sb_event_kind_t;
 
@@ -47,11 +48,15 @@ typedef struct st_sb_event_t {
     /** Where a reply goes (the conversation's address): wa_id, PSID, IGSID, Telegram chat id. */
     h2o_iovec_t chat_id;
     struct {
-        h2o_iovec_t external_id, name, phone, username;
+        /** user_id: the WhatsApp business-scoped user id (BSUID) of the sender, when known;
+         *  external_id is the phone (wa_id) when the body has it, else that BSUID. */
+        h2o_iovec_t external_id, name, phone, username, user_id;
     } contact;
     struct {
         int present; /* the "message" object is emitted (message, edit, postback) */
         h2o_iovec_t external_id, type, text, caption, reply_to, payload;
+        /** Telegram forum topic (message_thread_id of a topic message), decimal. */
+        h2o_iovec_t thread_id;
         struct {
             h2o_iovec_t id, mime_type, file_name, url;
         } media;
@@ -60,7 +65,26 @@ typedef struct st_sb_event_t {
             double latitude, longitude;
             h2o_iovec_t name, address;
         } location;
+        /** What the provider could not render (WhatsApp messages[].errors[0]). */
+        struct {
+            int present;
+            int64_t code;
+            h2o_iovec_t title;
+        } error;
+        /** Shared content (type "share"): kind is reel, post, story, template or link. */
+        struct {
+            h2o_iovec_t kind, id, url, title;
+        } share;
+        /** The business's story this message replies to (Instagram reply_to.story). */
+        struct {
+            h2o_iovec_t id, url;
+        } story;
     } message;
+    /** Where the conversation came from (ads, m.me links), as the provider names it. */
+    struct {
+        int present;
+        h2o_iovec_t source_type, source_id, source_url, headline, body, ctwa_clid, ref;
+    } referral;
     struct {
         int present;
         h2o_iovec_t message_external_id, emoji;
@@ -72,7 +96,8 @@ typedef struct st_sb_event_t {
         int64_t error_code;
         h2o_iovec_t error_title;
     } status;
-    /** The provider's time of the event in ms since the epoch; -1 when it gives none. */
+    /** The provider's time of the event in ms since the epoch; -1 when it gives none (the
+     *  gateway then writes its receive time: sb_event_default_time). */
     int64_t timestamp;
 } sb_event_t;
 
@@ -81,16 +106,21 @@ typedef H2O_VECTOR(sb_event_t) sb_event_list_t;
 /** Appends a zeroed event (timestamp -1) to 'list', growing it in 'pool'; returns it. */
 sb_event_t *sb_event_list_push(h2o_mem_pool_t *pool, sb_event_list_t *list);
 
+/** Sets the timestamp of every event of 'list' that has none to 'now_ms' (receive time). */
+void sb_event_default_time(sb_event_list_t *list, int64_t now_ms);
+
 /**
  * Appends the contact members of 'ev' as JSON object members without braces and without a
- * leading comma: `"external_id":"..","name":"..","phone":"..","username":".."` (absent ones
- * omitted). Appends nothing when the event has no contact fields.
+ * leading comma: `"external_id":"..","name":"..","phone":"..","username":"..","user_id":".."`
+ * (absent ones omitted; external_id only when 'with_external_id'). Appends nothing when
+ * there is nothing to write.
  */
-void sb_event_append_contact(const sb_event_t *ev, sb_buf_t *out);
+void sb_event_append_contact(const sb_event_t *ev, int with_external_id, sb_buf_t *out);
 
 /**
  * Appends the content members of 'ev', each preceded by a comma:
- * `,"message":{...}`, `,"reaction":{...}`, `,"status":{...}`, `,"timestamp":N` (contract
+ * `,"message":{...}`, `,"reaction":{...}`, `,"status":{...}`, `,"referral":{...}`,
+ * `,"timestamp":N` (contract
  * section 3; absent values omitted, numbers as the shortest literal that round-trips).
  */
 void sb_event_append_content(const sb_event_t *ev, sb_buf_t *out);
@@ -141,6 +171,10 @@ typedef struct st_sb_target_t {
     h2o_iovec_t sender_id;
     /** Graph API base (Meta channels) or Bot API base (Telegram), no trailing slash. */
     h2o_iovec_t api_base;
+    /** Telegram forum topic of the conversation (message_thread_id); absent otherwise. */
+    h2o_iovec_t thread_id;
+    /** WhatsApp business-scoped user id of the contact, when known; absent otherwise. */
+    h2o_iovec_t user_id;
 } sb_target_t;
 
 typedef enum en_sb_part_kind_t {

@@ -1,7 +1,7 @@
 /*
  * JSON serialization of the parts of a normalized event (contract section 3) that the
  * adapters produce: the contact members and the content members (message, reaction,
- * status, timestamp). The queue module wraps them with the gateway's own members (v, id,
+ * status, referral, timestamp). The queue module wraps them with the gateway's own members (v, id,
  * channel, org, binding, conversation, received_at), so these functions write fragments,
  * not whole objects.
  *
@@ -57,13 +57,41 @@ static void append_double(sb_buf_t *out, double v)
     }
 }
 
-void sb_event_append_contact(const sb_event_t *ev, sb_buf_t *out)
+void sb_event_default_time(sb_event_list_t *list, int64_t now_ms)
+{
+    for (size_t i = 0; i < list->size; ++i) {
+        if (list->entries[i].timestamp < 0)
+            list->entries[i].timestamp = now_ms;
+    }
+}
+
+void sb_event_append_contact(const sb_event_t *ev, int with_external_id, sb_buf_t *out)
 {
     int first = 1;
-    append_str_member(out, &first, "external_id", ev->contact.external_id);
+    if (with_external_id)
+        append_str_member(out, &first, "external_id", ev->contact.external_id);
     append_str_member(out, &first, "name", ev->contact.name);
     append_str_member(out, &first, "phone", ev->contact.phone);
     append_str_member(out, &first, "username", ev->contact.username);
+    append_str_member(out, &first, "user_id", ev->contact.user_id);
+}
+
+/* Appends "key":{...} with the present members of 'keys'/'values' ('n' of them), or nothing
+ * when none is present. */
+static void append_object(sb_buf_t *out, int *first, const char *key, const char *const *keys,
+                          const h2o_iovec_t *values, size_t n)
+{
+    int ofirst = 1;
+    size_t i;
+    for (i = 0; i < n && values[i].base == NULL; ++i)
+        ;
+    if (i == n)
+        return;
+    append_key(out, first, key);
+    sb_buf_append(out, "{", 1);
+    for (i = 0; i < n; ++i)
+        append_str_member(out, &ofirst, keys[i], values[i]);
+    sb_buf_append(out, "}", 1);
 }
 
 static void append_message(const sb_event_t *ev, sb_buf_t *out)
@@ -99,6 +127,40 @@ static void append_message(const sb_event_t *ev, sb_buf_t *out)
     }
     append_str_member(out, &first, "reply_to", ev->message.reply_to);
     append_str_member(out, &first, "payload", ev->message.payload);
+    append_str_member(out, &first, "thread_id", ev->message.thread_id);
+    if (ev->message.error.present) {
+        int efirst = 0;
+        append_key(out, &first, "error");
+        sb_buf_appendf(out, "{\"code\":%" PRId64, ev->message.error.code);
+        append_str_member(out, &efirst, "title", ev->message.error.title);
+        sb_buf_append(out, "}", 1);
+    }
+    {
+        static const char *const keys[] = {"kind", "id", "url", "title"};
+        h2o_iovec_t values[] = {ev->message.share.kind, ev->message.share.id,
+                                ev->message.share.url, ev->message.share.title};
+        append_object(out, &first, "share", keys, values, 4);
+    }
+    {
+        static const char *const keys[] = {"id", "url"};
+        h2o_iovec_t values[] = {ev->message.story.id, ev->message.story.url};
+        append_object(out, &first, "story", keys, values, 2);
+    }
+    sb_buf_append(out, "}", 1);
+}
+
+static void append_referral(const sb_event_t *ev, sb_buf_t *out)
+{
+    static const char *const keys[] = {"source_type", "source_id", "source_url", "headline",
+                                       "body",        "ctwa_clid", "ref"};
+    h2o_iovec_t values[] = {ev->referral.source_type, ev->referral.source_id,
+                            ev->referral.source_url,  ev->referral.headline,
+                            ev->referral.body,        ev->referral.ctwa_clid,
+                            ev->referral.ref};
+    int first = 1;
+    sb_buf_append(out, SB_STRLIT(",\"referral\":{"));
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); ++i)
+        append_str_member(out, &first, keys[i], values[i]);
     sb_buf_append(out, "}", 1);
 }
 
@@ -136,6 +198,8 @@ void sb_event_append_content(const sb_event_t *ev, sb_buf_t *out)
         append_reaction(ev, out);
     if (ev->status.present)
         append_status(ev, out);
+    if (ev->referral.present)
+        append_referral(ev, out);
     if (ev->timestamp >= 0)
         sb_buf_appendf(out, ",\"timestamp\":%" PRId64, ev->timestamp);
 }

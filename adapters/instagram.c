@@ -2,7 +2,7 @@
  * The Instagram Messaging adapter (channels.md section 4, rules 8.1 and 8.4). The webhook
  * items are Messenger's (parsed by meta.c) under the "instagram" object; what differs is
  * handled there too because it cannot collide with Messenger payloads: `is_unsupported`,
- * `is_deleted`, `reply_to.story` and `read.mid` (messaging_seen). Outbound text is limited
+ * `is_deleted`, `reply_to.story` (message.story) and `read.mid` (messaging_seen). Outbound text is limited
  * to 1000 UTF-8 bytes, not characters. Sends use Messenger's Send API bodies (meta.c) as
  * channels.md 4.4 shows them, without "messaging_type" (Instagram documents none).
  */

@@ -12,10 +12,21 @@
  *
  * Parsing is defensive: jansson getters are NULL-safe, so a path is chained and only the
  * leaf is type-checked. Items of the wrong shape (no mid, no sender) are skipped; only a
- * body that is not a webhook of the channel at all is SB_ERR_BAD_BODY. Identities follow
+ * body that is not a webhook of the channel at all is SB_ERR_BAD_BODY.
+ *
+ * Beyond the rules of channels.md 8.3/8.4 the events carry the contract's additions: shared
+ * reels, posts, story mentions, templates and links become type "share" with
+ * message.share (not "unsupported"); a reply to our story carries message.story; a
+ * `referral` on a message or postback goes with it, and a referral item of its own
+ * (messaging_referrals, Instagram messaging_referral) is an event of kind referral. An item
+ * time may be ms, a string of seconds or an ISO-8601 string; a delivery without one takes
+ * its watermark.
+ *
+ * Identities follow
  * contract section 2: "m:<mid>", "e:<mid>:<num_edit|timestamp>", "p:<mid>" (or
  * "p:<sender>:<timestamp>:<payload>" for postbacks without mid), "s:<mid>:<state>",
- * "r:<mid>:<react|unreact>:<emoji>:<timestamp>".
+ * "r:<mid>:<react|unreact>:<emoji>:<timestamp>", "f:<sender>:<timestamp>:<ref>" (a referral
+ * item of its own).
  *
  * Outbound, at the end: sb_meta_plan (every adapter, with its channel's rules), the Graph
  * request pieces, the Messenger/Instagram Send API bodies, and sb_meta_classify, the Graph
@@ -55,14 +66,82 @@ h2o_iovec_t sb_meta_id(h2o_mem_pool_t *pool, const json_t *v)
     return sb_meta_str(pool, v);
 }
 
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar (Howard Hinnant's
+ * days_from_civil). */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* Reads 'n' decimal digits at '*p' into '*out', advancing '*p'; 0 when they are not all
+ * there. */
+static int read_digits(const char **p, const char *end, int n, int64_t *out)
+{
+    int64_t v = 0;
+    for (int i = 0; i < n; ++i, ++*p) {
+        if (*p >= end || **p < '0' || **p > '9')
+            return 0;
+        v = v * 10 + (**p - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* An ISO-8601 / RFC 3339 time "YYYY-MM-DDTHH:MM:SS[.fff][Z|+hh[:]mm|-hh[:]mm]" (a space for
+ * the 'T' too; no zone means UTC) in ms since the epoch; -1 when 's' is not one. */
+static int64_t iso8601_ms(const char *s, size_t len)
+{
+    const char *p = s, *end = s + len;
+    int64_t y, mo, d, h, mi, sec, ms = 0, off = 0;
+
+    if (!read_digits(&p, end, 4, &y) || p >= end || *p++ != '-' || !read_digits(&p, end, 2, &mo) ||
+        p >= end || *p++ != '-' || !read_digits(&p, end, 2, &d) || p >= end ||
+        (*p != 'T' && *p != 't' && *p != ' '))
+        return -1;
+    ++p;
+    if (!read_digits(&p, end, 2, &h) || p >= end || *p++ != ':' || !read_digits(&p, end, 2, &mi) ||
+        p >= end || *p++ != ':' || !read_digits(&p, end, 2, &sec))
+        return -1;
+    if (p < end && *p == '.') {
+        int64_t scale = 100;
+        for (++p; p < end && *p >= '0' && *p <= '9'; ++p, scale /= 10)
+            ms += (*p - '0') * scale;
+    }
+    if (p < end && (*p == 'Z' || *p == 'z')) {
+        ++p;
+    } else if (p < end && (*p == '+' || *p == '-')) {
+        int sign = *p++ == '-' ? -1 : 1;
+        int64_t oh, om;
+        if (!read_digits(&p, end, 2, &oh))
+            return -1;
+        if (p < end && *p == ':')
+            ++p;
+        if (!read_digits(&p, end, 2, &om) || oh > 23 || om > 59)
+            return -1;
+        off = sign * (oh * 60 + om) * 60;
+    }
+    if (p != end || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        return -1;
+    int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - off;
+    return t < 0 ? -1 : t * 1000 + ms;
+}
+
 int64_t sb_meta_time(const json_t *v, int64_t unit_ms)
 {
     int64_t t;
     if (json_is_integer(v)) {
         t = (int64_t)json_integer_value(v);
+    } else if (json_is_real(v)) {
+        double d = json_real_value(v) * (double)unit_ms;
+        return d >= 0 && d < 9e18 ? (int64_t)d : -1;
     } else if (json_is_string(v)) {
         if (sb_parse_int64(json_string_value(v), json_string_length(v), 0, INT64_MAX, &t) != 0)
-            return -1;
+            return iso8601_ms(json_string_value(v), json_string_length(v));
     } else {
         return -1;
     }
@@ -273,6 +352,66 @@ static h2o_iovec_t timestamp_text(messaging_ctx_t *ctx)
     return ctx->timestamp >= 0 ? sb_meta_int(ctx->pool, ctx->timestamp) : SB_META_LIT("");
 }
 
+/* 'v' when it is a present, non-empty string, else 'w'. */
+static h2o_iovec_t first_of(h2o_iovec_t v, h2o_iovec_t w)
+{
+    return v.len != 0 ? v : w;
+}
+
+/*
+ * Shared content: reels (ig_reel, reel), posts (share, post, ig_post), story mentions,
+ * templates (generic-template and product shares) and links (fallback). Returns 0 when
+ * 'type' is none of them.
+ */
+static int parse_share(messaging_ctx_t *ctx, const char *type, json_t *att, sb_event_t *ev)
+{
+    h2o_mem_pool_t *pool = ctx->pool;
+    json_t *payload = json_object_get(att, "payload");
+    h2o_iovec_t url = sb_meta_str(pool, json_object_get(payload, "url"));
+    h2o_iovec_t title = sb_meta_str(pool, json_object_get(payload, "title"));
+    h2o_iovec_t id = {NULL, 0};
+
+    if (strcmp(type, "ig_reel") == 0 || strcmp(type, "reel") == 0) {
+        ev->message.share.kind = SB_META_LIT("reel");
+        id = sb_meta_id(pool, json_object_get(payload, "reel_video_id"));
+    } else if (strcmp(type, "share") == 0 || strcmp(type, "post") == 0 ||
+               strcmp(type, "ig_post") == 0) {
+        ev->message.share.kind = SB_META_LIT("post");
+        id = sb_meta_id(pool, json_object_get(payload, "ig_post_media_id"));
+    } else if (strcmp(type, "story_mention") == 0) {
+        ev->message.share.kind = SB_META_LIT("story");
+    } else if (strcmp(type, "template") == 0) {
+        /* {"template_type":"generic","elements":[{title, default_action.url, ...}]} or a
+         * product share {"product":{"elements":[{id, title, image_url, ...}]}}. */
+        json_t *el = json_array_get(json_object_get(payload, "elements"), 0);
+        json_t *product = json_array_get(
+            json_object_get(json_object_get(payload, "product"), "elements"), 0);
+        if (el == NULL)
+            el = product;
+        ev->message.share.kind = SB_META_LIT("template");
+        title = first_of(title, sb_meta_str(pool, json_object_get(el, "title")));
+        url = first_of(url, sb_meta_str(pool, json_object_get(
+                                                  json_object_get(el, "default_action"), "url")));
+        url = first_of(url, sb_meta_str(pool, json_object_get(el, "url")));
+        id = sb_meta_id(pool, json_object_get(product, "id"));
+    } else if (strcmp(type, "fallback") == 0) {
+        /* A shared link: payload may be null and title / URL sit on the attachment. */
+        ev->message.share.kind = SB_META_LIT("link");
+        url = first_of(url, sb_meta_str(pool, json_object_get(att, "url")));
+        url = first_of(url, sb_meta_str(pool, json_object_get(att, "URL")));
+        title = first_of(title, sb_meta_str(pool, json_object_get(att, "title")));
+    } else {
+        return 0;
+    }
+    if (id.len == 0)
+        id = sb_meta_id(pool, json_object_get(payload, "id"));
+    ev->message.type = SB_META_LIT("share");
+    ev->message.share.id = id.len != 0 ? id : h2o_iovec_init(NULL, 0);
+    ev->message.share.url = url.len != 0 ? url : h2o_iovec_init(NULL, 0);
+    ev->message.share.title = title.len != 0 ? title : h2o_iovec_init(NULL, 0);
+    return 1;
+}
+
 /* Maps the first attachment onto the message (channels.md 8.3: type from the first one). */
 static void parse_attachment(messaging_ctx_t *ctx, json_t *att, sb_event_t *ev)
 {
@@ -299,10 +438,49 @@ static void parse_attachment(messaging_ctx_t *ctx, json_t *att, sb_event_t *ev)
             ev->message.location.longitude = json_number_value(lng);
             ev->message.location.name = sb_meta_str(ctx->pool, json_object_get(att, "title"));
         }
+    } else if (parse_share(ctx, type, att, ev)) {
+        return; /* the URL is the share's, not a media file's */
     } else {
         ev->message.type = SB_META_LIT("unsupported");
     }
     ev->message.media.url = sb_meta_str(ctx->pool, json_object_get(payload, "url"));
+}
+
+/*
+ * A referral (Messenger m.me links and ads, Instagram ads and products) into 'ev':
+ * {"ref", "source", "type", "ad_id", "referer_uri", "ads_context_data": {"ad_title", ...},
+ * "product": {"id"}}. Absent or not an object: nothing.
+ */
+static void set_referral(messaging_ctx_t *ctx, json_t *r, sb_event_t *ev)
+{
+    h2o_mem_pool_t *pool = ctx->pool;
+    json_t *ads = json_object_get(r, "ads_context_data");
+
+    if (!json_is_object(r))
+        return;
+    ev->referral.present = 1;
+    ev->referral.ref = sb_meta_str(pool, json_object_get(r, "ref"));
+    ev->referral.source_type = sb_meta_str(pool, json_object_get(r, "source"));
+    ev->referral.source_id = sb_meta_id(pool, json_object_get(r, "ad_id"));
+    if (ev->referral.source_id.len == 0)
+        ev->referral.source_id =
+            sb_meta_id(pool, json_object_get(json_object_get(r, "product"), "id"));
+    if (ev->referral.source_id.len == 0)
+        ev->referral.source_id = h2o_iovec_init(NULL, 0);
+    ev->referral.source_url = sb_meta_str(pool, json_object_get(r, "referer_uri"));
+    ev->referral.headline = sb_meta_str(pool, json_object_get(ads, "ad_title"));
+    ev->referral.ctwa_clid = sb_meta_str(pool, json_object_get(r, "ctwa_clid"));
+}
+
+/* A referral item of its own (messaging_referrals): a conversation opened from an ad or a
+ * link without a message. */
+static void parse_referral(messaging_ctx_t *ctx, json_t *r)
+{
+    sb_event_t *ev = push_event(ctx, SB_KIND_REFERRAL);
+    set_referral(ctx, r, ev);
+    h2o_iovec_t parts[] = {SB_META_LIT("f"), ctx->sender, timestamp_text(ctx),
+                           first_of(ev->referral.ref, SB_META_LIT(""))};
+    ev->identity = sb_meta_join(ctx->pool, parts, 4);
 }
 
 static void parse_message(messaging_ctx_t *ctx, json_t *msg)
@@ -340,6 +518,13 @@ static void parse_message(messaging_ctx_t *ctx, json_t *msg)
     } else {
         ev->message.type = SB_META_LIT("unsupported");
     }
+    set_referral(ctx, json_object_get(msg, "referral"), ev);
+    /* A reply to the business's story (Instagram): no reply_to, the story instead. */
+    json_t *story = json_object_get(json_object_get(msg, "reply_to"), "story");
+    if (json_is_object(story)) {
+        ev->message.story.id = sb_meta_id(ctx->pool, json_object_get(story, "id"));
+        ev->message.story.url = sb_meta_str(ctx->pool, json_object_get(story, "url"));
+    }
 }
 
 static void parse_postback(messaging_ctx_t *ctx, json_t *postback)
@@ -354,6 +539,7 @@ static void parse_postback(messaging_ctx_t *ctx, json_t *postback)
     ev->message.external_id = mid;
     ev->message.text = sb_meta_str(ctx->pool, json_object_get(postback, "title"));
     ev->message.payload = payload;
+    set_referral(ctx, json_object_get(postback, "referral"), ev);
     if (mid.base != NULL) {
         ev->identity = sb_meta_join(ctx->pool, (h2o_iovec_t[]){SB_META_LIT("p"), mid}, 2);
     } else {
@@ -437,6 +623,9 @@ static void parse_item(messaging_ctx_t *ctx, json_t *item)
         parse_reaction(ctx, v);
     } else if (json_is_object(v = json_object_get(item, "delivery"))) {
         json_t *mids = json_object_get(v, "mids");
+        /* No item time: the watermark (ms; every message before it was delivered). */
+        if (ctx->timestamp < 0)
+            ctx->timestamp = sb_meta_time(json_object_get(v, "watermark"), 1);
         for (size_t i = 0; i < json_array_size(mids); ++i) {
             h2o_iovec_t mid = sb_meta_id(ctx->pool, json_array_get(mids, i));
             if (mid.len != 0)
@@ -450,6 +639,8 @@ static void parse_item(messaging_ctx_t *ctx, json_t *item)
             push_status(ctx, mid, "read");
     } else if (json_is_object(v = json_object_get(item, "message_edit"))) {
         parse_edit(ctx, v);
+    } else if (json_is_object(v = json_object_get(item, "referral"))) {
+        parse_referral(ctx, v);
     }
 }
 

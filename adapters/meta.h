@@ -26,9 +26,11 @@ h2o_iovec_t sb_meta_str(h2o_mem_pool_t *pool, const json_t *v);
 /** The decimal form of 'v' in the pool. */
 h2o_iovec_t sb_meta_int(h2o_mem_pool_t *pool, int64_t v);
 /**
- * A time from a JSON integer or a string of decimal digits, multiplied by 'unit_ms' (1000 for
- * seconds, 1 for milliseconds). Returns -1 when 'v' is absent, of another type, negative or
- * when the product overflows.
+ * A time from a JSON integer, a JSON real or a string of decimal digits, multiplied by
+ * 'unit_ms' (1000 for seconds, 1 for milliseconds), or from an ISO-8601 string (seen in test
+ * data of other projects: "2021-09-08T06:34:04+0000"), which is read as ms whatever the
+ * unit. Returns -1 when 'v' is absent, of another type, negative or when the product
+ * overflows.
  */
 int64_t sb_meta_time(const json_t *v, int64_t unit_ms);
 /** Joins the 'n' parts with ':' into a new pool string (event identities). */

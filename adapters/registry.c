@@ -38,6 +38,8 @@ const char *sb_event_kind_name(sb_event_kind_t kind)
         return "status";
     case SB_KIND_OUTBOUND:
         return "outbound";
+    case SB_KIND_REFERRAL:
+        return "referral";
     default:
         return "unknown";
     }

@@ -14,6 +14,11 @@
  * "<chat.id>:<message_id>". The update_id identifies an update, so every event's identity is
  * "u:<update_id>" (an update yields at most one event).
  *
+ * The contact is the sender (`from`), else the chat acting as sender (`sender_chat`), else
+ * the chat itself (channel posts of older bots name neither). A message in a forum topic
+ * (is_topic_message) carries the topic as message.thread_id: the gateway makes the topic a
+ * conversation of its own, and sends into it carry message_thread_id.
+ *
  * Sending (channels.md 5.7): POST {tg}/bot<token>/<method> with a JSON body; the chat id
  * goes as a JSON integer when it is one. reply_to ("<chat_id>:<message_id>", as events carry
  * it) becomes reply_parameters with allow_sending_without_reply; buttons an inline keyboard,
@@ -77,6 +82,28 @@ static int set_sender_chat(h2o_mem_pool_t *pool, sb_event_t *ev, json_t *chat)
     ev->contact.name = sb_meta_str(pool, json_object_get(chat, "title"));
     ev->contact.username = sb_meta_str(pool, json_object_get(chat, "username"));
     return 1;
+}
+
+/* The contact of a Chat itself, when the message names no sender (channel posts of older
+ * bots, some anonymous senders): a group or channel by its title, a private chat by name. */
+static int set_chat(h2o_mem_pool_t *pool, sb_event_t *ev, json_t *chat)
+{
+    if (!set_sender_chat(pool, ev, chat))
+        return 0;
+    if (ev->contact.name.base == NULL)
+        ev->contact.name = full_name(pool, json_object_get(chat, "first_name"),
+                                     json_object_get(chat, "last_name"));
+    return 1;
+}
+
+/* The forum topic of a Message: message_thread_id when is_topic_message (a reply thread of
+ * a plain group carries a message_thread_id too, but is no topic); absent otherwise. */
+static h2o_iovec_t topic_of(h2o_mem_pool_t *pool, json_t *msg)
+{
+    json_t *thread = json_object_get(msg, "message_thread_id");
+    if (!json_is_true(json_object_get(msg, "is_topic_message")) || !json_is_integer(thread))
+        return h2o_iovec_init(NULL, 0);
+    return sb_meta_id(pool, thread);
 }
 
 /* Sets the media fields of 'ev' from a File-like object (file_id, mime_type, file_name). */
@@ -188,11 +215,13 @@ static void parse_message(tg_ctx_t *ctx, json_t *msg, sb_event_kind_t kind)
 
     if (chat_id.len == 0 || message_id.len == 0 || !fill_content(pool, msg, &ev))
         return;
-    if (!set_user(pool, &ev, json_object_get(msg, "from")))
-        set_sender_chat(pool, &ev, json_object_get(msg, "sender_chat"));
+    if (!set_user(pool, &ev, json_object_get(msg, "from")) &&
+        !set_sender_chat(pool, &ev, json_object_get(msg, "sender_chat")))
+        set_chat(pool, &ev, json_object_get(msg, "chat"));
     ev.chat_id = chat_id;
     ev.message.present = 1;
     ev.message.external_id = sb_meta_join(pool, (h2o_iovec_t[]){chat_id, message_id}, 2);
+    ev.message.thread_id = topic_of(pool, msg);
     if (json_is_integer(reply_id) || json_is_string(reply_id))
         ev.message.reply_to =
             sb_meta_join(pool, (h2o_iovec_t[]){chat_id, sb_meta_id(pool, reply_id)}, 2);
@@ -217,6 +246,8 @@ static void parse_callback_query(tg_ctx_t *ctx, json_t *cq)
     if (ev.chat_id.len == 0)
         ev.chat_id = ev.contact.external_id;
     ev.message.present = 1;
+    /* A button under a message in a forum topic: the topic's conversation. */
+    ev.message.thread_id = topic_of(pool, json_object_get(cq, "message"));
     ev.message.payload = sb_meta_str(pool, json_object_get(cq, "data"));
     push(ctx, &ev);
 }
@@ -232,8 +263,9 @@ static void parse_reaction(tg_ctx_t *ctx, json_t *r)
 
     if (chat_id.len == 0 || message_id.len == 0)
         return;
-    if (!set_user(pool, &ev, json_object_get(r, "user")))
-        set_sender_chat(pool, &ev, json_object_get(r, "actor_chat"));
+    if (!set_user(pool, &ev, json_object_get(r, "user")) &&
+        !set_sender_chat(pool, &ev, json_object_get(r, "actor_chat")))
+        set_chat(pool, &ev, json_object_get(r, "chat"));
     ev.chat_id = chat_id;
     ev.reaction.present = 1;
     ev.reaction.message_external_id = sb_meta_join(pool, (h2o_iovec_t[]){chat_id, message_id}, 2);
@@ -380,6 +412,17 @@ static sb_err_t build_send(const sb_credentials_t *cred, const sb_target_t *targ
     }
     body = json_object();
     sb_meta_json_set(&body, "chat_id", chat_id_json(target->chat_id));
+    if (target->thread_id.len != 0) {
+        /* A forum topic is a conversation of its own: every send goes into it. */
+        int64_t thread;
+        if (sb_parse_int64(target->thread_id.base, target->thread_id.len, 1, INT64_MAX, &thread) !=
+            0) {
+            json_decref(body);
+            *reason = "the conversation's forum topic is not a message_thread_id";
+            return SB_ERR_BAD_REQUEST;
+        }
+        sb_meta_json_set(&body, "message_thread_id", json_integer((json_int_t)thread));
+    }
     switch (part->kind) {
     case SB_PART_TEXT:
     case SB_PART_CAPTION:

@@ -8,10 +8,14 @@
  *
  * Messages map to kind message (any content, incl. button/list/flow replies), edit
  * (`edit`, coexistence numbers) or reaction; revoke, request_welcome and system messages
- * are not routed. The sender's name is the profile of the contacts[] entry whose wa_id is
- * the sender (matched by id, never by position); a username-only user with no `from` is
- * addressed by its business-scoped user id. Statuses other than sent/delivered/read/failed
- * (e.g. played) are not routed.
+ * are not routed. The sender's name and username are the profile of the contacts[] entry
+ * whose wa_id is the sender (matched by id, never by position; by user_id when the phone is
+ * withheld). The contact's external id is the phone (`from`) when the body has it, else the
+ * business-scoped user id (BSUID, `from_user_id`), which is carried as contact.user_id
+ * either way; the gateway links the two ids to one contact. A click-to-WhatsApp ad's
+ * `referral` and the first of a message's `errors[]` (content Meta could not render) go
+ * with the message. Statuses other than sent/delivered/read/failed (e.g. played) are not
+ * routed.
  *
  * Identities: "m:<wamid>", "e:<original wamid>:<edit time>", "r:<reacted wamid>:<react|
  * unreact>:<emoji>:<time>", "s:<wamid>:<state>" (contract section 2).
@@ -31,18 +35,56 @@ typedef struct st_wa_ctx_t {
     json_t *contacts;      /* value.contacts (borrowed) */
 } wa_ctx_t;
 
-/* The profile name of the contacts[] entry whose 'key' ("wa_id", "user_id") equals 'id'. */
-static h2o_iovec_t contact_name(wa_ctx_t *ctx, const char *key, h2o_iovec_t id)
+/* The contacts[] entry whose 'key' ("wa_id", "user_id") equals 'id' (borrowed), or NULL. */
+static json_t *contact_entry(wa_ctx_t *ctx, const char *key, h2o_iovec_t id)
 {
     if (id.len == 0)
-        return h2o_iovec_init(NULL, 0);
+        return NULL;
     for (size_t i = 0; i < json_array_size(ctx->contacts); ++i) {
         json_t *c = json_array_get(ctx->contacts, i), *k = json_object_get(c, key);
         if (json_is_string(k) && json_string_length(k) == id.len &&
             memcmp(json_string_value(k), id.base, id.len) == 0)
-            return sb_meta_str(ctx->pool, json_object_get(json_object_get(c, "profile"), "name"));
+            return c;
     }
-    return h2o_iovec_init(NULL, 0);
+    return NULL;
+}
+
+/* A present, non-empty string or absent. */
+static h2o_iovec_t non_empty(h2o_iovec_t v)
+{
+    return v.len != 0 ? v : h2o_iovec_init(NULL, 0);
+}
+
+/* The click-to-WhatsApp ad a message came from (messages[].referral), into 'ev'. */
+static void set_referral(h2o_mem_pool_t *pool, json_t *referral, sb_event_t *ev)
+{
+    if (!json_is_object(referral))
+        return;
+    ev->referral.present = 1;
+    ev->referral.source_type = sb_meta_str(pool, json_object_get(referral, "source_type"));
+    ev->referral.source_id = sb_meta_id(pool, json_object_get(referral, "source_id"));
+    ev->referral.source_url = sb_meta_str(pool, json_object_get(referral, "source_url"));
+    ev->referral.headline = sb_meta_str(pool, json_object_get(referral, "headline"));
+    ev->referral.body = sb_meta_str(pool, json_object_get(referral, "body"));
+    ev->referral.ctwa_clid = sb_meta_str(pool, json_object_get(referral, "ctwa_clid"));
+    ev->referral.ref = sb_meta_str(pool, json_object_get(referral, "ref"));
+}
+
+/* The first error of 'errors' ([{"code", "title"}]) into '*code' and '*title'; 0 when it
+ * has no integer code (or a string of digits). */
+static int first_error(h2o_mem_pool_t *pool, json_t *errors, int64_t *code, h2o_iovec_t *title)
+{
+    json_t *error = json_array_get(errors, 0), *c = json_object_get(error, "code");
+    int64_t n;
+    if (json_is_integer(c)) {
+        n = (int64_t)json_integer_value(c);
+    } else if (!(json_is_string(c) && sb_parse_int64(json_string_value(c), json_string_length(c),
+                                                     INT64_MIN, INT64_MAX, &n) == 0)) {
+        return 0;
+    }
+    *code = n;
+    *title = sb_meta_str(pool, json_object_get(error, "title"));
+    return 1;
 }
 
 /* "+" followed by the wa_id (international format, digits only). */
@@ -123,7 +165,8 @@ static void parse_message(wa_ctx_t *ctx, json_t *m)
 {
     h2o_mem_pool_t *pool = ctx->pool;
     const char *type = json_string_value(json_object_get(m, "type"));
-    h2o_iovec_t id, from, user_id, sender, name, ts_text;
+    h2o_iovec_t id, from, user_id, sender, ts_text;
+    json_t *profile_of;
     int64_t ts;
 
     if (!json_is_object(m))
@@ -133,18 +176,16 @@ static void parse_message(wa_ctx_t *ctx, json_t *m)
         return;
     if ((id = sb_meta_id(pool, json_object_get(m, "id"))).len == 0)
         return;
-    from = sb_meta_id(pool, json_object_get(m, "from"));
-    user_id = sb_meta_str(pool, json_object_get(m, "from_user_id"));
-    if (from.len == 0)
-        from = h2o_iovec_init(NULL, 0);
-    if (user_id.len == 0)
-        user_id = h2o_iovec_init(NULL, 0);
+    from = non_empty(sb_meta_id(pool, json_object_get(m, "from")));
+    user_id = non_empty(sb_meta_str(pool, json_object_get(m, "from_user_id")));
+    /* The sender's contacts[] entry: by phone, else by BSUID (never by position). */
+    if ((profile_of = contact_entry(ctx, "wa_id", from)) == NULL)
+        profile_of = contact_entry(ctx, "user_id", user_id);
+    if (user_id.base == NULL)
+        user_id = non_empty(sb_meta_str(pool, json_object_get(profile_of, "user_id")));
     sender = from.base != NULL ? from : user_id;
     if (sender.base == NULL)
         return; /* nobody to attribute it to or to answer */
-    name = contact_name(ctx, "wa_id", from);
-    if (name.base == NULL)
-        name = contact_name(ctx, "user_id", user_id);
     ts = sb_meta_time(json_object_get(m, "timestamp"), 1000);
     ts_text = ts >= 0 ? sb_meta_int(pool, ts) : SB_META_LIT("");
 
@@ -172,7 +213,11 @@ static void parse_message(wa_ctx_t *ctx, json_t *m)
     ev->recipient_id = ctx->recipient;
     ev->chat_id = sender;
     ev->contact.external_id = sender;
-    ev->contact.name = name;
+    ev->contact.user_id = user_id;
+    ev->contact.name = non_empty(
+        sb_meta_str(pool, json_object_get(json_object_get(profile_of, "profile"), "name")));
+    ev->contact.username = non_empty(
+        sb_meta_str(pool, json_object_get(json_object_get(profile_of, "profile"), "username")));
     if (from.base != NULL)
         ev->contact.phone = phone_of(pool, from);
     ev->timestamp = ts;
@@ -204,6 +249,10 @@ static void parse_message(wa_ctx_t *ctx, json_t *m)
     if (ev->message.reply_to.len == 0)
         ev->message.reply_to = h2o_iovec_init(NULL, 0);
     fill_content(ctx, content, ev);
+    set_referral(pool, json_object_get(m, "referral"), ev);
+    /* Content Meta could not render (unsupported types, polls, view-once): its first error. */
+    ev->message.error.present = first_error(pool, json_object_get(m, "errors"),
+                                            &ev->message.error.code, &ev->message.error.title);
 }
 
 static void parse_status(wa_ctx_t *ctx, json_t *s)
@@ -211,7 +260,7 @@ static void parse_status(wa_ctx_t *ctx, json_t *s)
     static const char *const states[] = {"sent", "delivered", "read", "failed"};
     h2o_mem_pool_t *pool = ctx->pool;
     const char *status = json_string_value(json_object_get(s, "status"));
-    h2o_iovec_t id, state = {NULL, 0}, recipient;
+    h2o_iovec_t id, state = {NULL, 0}, recipient, user_id;
 
     if (status == NULL || (id = sb_meta_id(pool, json_object_get(s, "id"))).len == 0)
         return;
@@ -221,33 +270,23 @@ static void parse_status(wa_ctx_t *ctx, json_t *s)
     }
     if (state.base == NULL)
         return; /* "played" and anything newer */
-    recipient = sb_meta_id(pool, json_object_get(s, "recipient_id"));
-    if (recipient.len == 0)
-        recipient = h2o_iovec_init(NULL, 0);
+    /* A user whose phone is withheld is named by its business-scoped id. */
+    user_id = non_empty(sb_meta_str(pool, json_object_get(s, "recipient_user_id")));
+    if ((recipient = non_empty(sb_meta_id(pool, json_object_get(s, "recipient_id")))).base == NULL)
+        recipient = user_id;
 
     sb_event_t *ev = sb_event_list_push(pool, ctx->out);
     ev->kind = SB_KIND_STATUS;
     ev->recipient_id = ctx->recipient;
     ev->chat_id = recipient;
     ev->contact.external_id = recipient;
+    ev->contact.user_id = user_id;
     ev->timestamp = sb_meta_time(json_object_get(s, "timestamp"), 1000);
     ev->status.present = 1;
     ev->status.message_external_id = id;
     ev->status.state = state;
-    json_t *error = json_array_get(json_object_get(s, "errors"), 0);
-    json_t *code = json_object_get(error, "code");
-    int64_t n;
-    if (json_is_integer(code)) {
-        ev->status.has_error = 1;
-        ev->status.error_code = (int64_t)json_integer_value(code);
-    } else if (json_is_string(code) &&
-               sb_parse_int64(json_string_value(code), json_string_length(code), INT64_MIN,
-                              INT64_MAX, &n) == 0) {
-        ev->status.has_error = 1;
-        ev->status.error_code = n;
-    }
-    if (ev->status.has_error)
-        ev->status.error_title = sb_meta_str(pool, json_object_get(error, "title"));
+    ev->status.has_error = first_error(pool, json_object_get(s, "errors"), &ev->status.error_code,
+                                       &ev->status.error_title);
     ev->identity = sb_meta_join(pool, (h2o_iovec_t[]){SB_META_LIT("s"), id, state}, 3);
 }
 

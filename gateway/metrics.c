@@ -9,6 +9,8 @@
 #include "queue/redis.h"
 #include "metrics.h"
 
+_Static_assert(SB_METRICS_KINDS == SB_KIND__COUNT, "one events counter per event kind");
+
 typedef _Atomic uint64_t counter_t;
 
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,

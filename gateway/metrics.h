@@ -57,7 +57,7 @@ typedef enum en_sb_provider_result_t {
 /** Channels, in the order of the adapter table: whatsapp, messenger, instagram, telegram. */
 #define SB_METRICS_CHANNELS 4
 /** Event kinds (sb_event_kind_t). */
-#define SB_METRICS_KINDS 6
+#define SB_METRICS_KINDS 7
 
 /** Counts one HTTP request answered with 'status' after 'latency_us'. */
 void sb_metrics_http_request(sb_route_t route, int status, uint64_t latency_us);

@@ -731,6 +731,10 @@ static void on_loaded(redisReply *r, void *data)
     const sb_conf_t *conf = ob->w->server->conf;
     c->target.chat_id = sb_record_get(&conv, "chat_id");
     c->target.sender_id = sb_record_get(&conv, "sender_id");
+    /* A Telegram forum topic; a WhatsApp contact's business-scoped id (for sends to a user
+     * whose phone is withheld). Absent for other conversations. */
+    c->target.thread_id = sb_record_get(&conv, "thread_id");
+    c->target.user_id = sb_record_get(&conv, "user_id");
     c->target.api_base =
         iov(sb_iov_eq(c->channel, "telegram") ? conf->telegram_api_base : conf->graph_api_base);
     /* An empty plan means there is nothing to send (e.g. a read receipt on Telegram). */

@@ -30,13 +30,21 @@
 #include "webhook.h"
 
 #define SB_MODULE      "gateway/webhook"
-#define ARGS_PER_EVENT 12
+#define ARGS_PER_EVENT 14
 #define FIXED_ARGS     8
 
 /* ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, then per event:
  *   identity, recipient, contact ext id, name, phone, username, chat id, kind, event id,
- *   contact members (JSON), content members (JSON), new contact id
- * -> one status per event: 0 routed, 1 duplicate, 2 unrouted, 3 blocked, 4 inbox only */
+ *   contact members but external_id (JSON), content members (JSON), new contact id,
+ *   contact user id (WhatsApp BSUID), thread id (Telegram forum topic)
+ * -> one status per event: 0 routed, 1 duplicate, 2 unrouted, 3 blocked, 4 inbox only
+ *
+ * A contact is indexed by every id it arrived by (sb:contactidx:<org>:<channel>:<id>): a
+ * WhatsApp user by phone and by BSUID, linked as soon as one body carries both; its
+ * external_id stays the first id seen, and the event says that one. A WhatsApp contact has
+ * one conversation per binding whichever id a message came by (its address is the phone
+ * once known, the BSUID is kept beside it); a Telegram forum topic is a conversation of its
+ * own, whose record keeps the thread id. */
 static sb_redis_script_t script_enqueue = {
     "enqueue",
     "local P, conn, org, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
@@ -44,21 +52,22 @@ static sb_redis_script_t script_enqueue = {
     "local out = {}\n"
     "local inbox = P .. 'inbox:{' .. org .. '}'\n"
     "for i = 0, n - 1 do\n"
-    "  local b = 9 + i * 12\n"
+    "  local b = 9 + i * 14\n"
     "  local identity, recipient, cext, name, phone, username, chat, kind, evid, crest, tail, "
-    "newcid =\n"
-    "    unpack(ARGV, b, b + 11)\n"
+    "newcid, uid, thread =\n"
+    "    unpack(ARGV, b, b + 13)\n"
     "  local dd = P .. 'dd:' .. conn .. ':' .. identity\n"
     "  if redis.call('EXISTS', dd) == 1 then\n"
     "    out[#out + 1] = 1\n"
     "  else\n"
-    "    local cid, status = nil, 'SUBSCRIBED'\n"
+    "    local cid, status, ext, cuid = nil, 'SUBSCRIBED', cext, uid\n"
     "    if cext ~= '' then\n"
-    "      local cidx = P .. 'contactidx:' .. org .. ':' .. channel .. ':' .. cext\n"
-    "      cid = redis.call('GET', cidx)\n"
+    "      local cidx = P .. 'contactidx:' .. org .. ':' .. channel .. ':'\n"
+    "      local byext = redis.call('GET', cidx .. cext)\n"
+    "      cid = byext\n"
+    "      if not cid and uid ~= '' and uid ~= cext then cid = redis.call('GET', cidx .. uid) end\n"
     "      if not cid then\n"
     "        cid = newcid\n"
-    "        redis.call('SET', cidx, cid)\n"
     "        local ckey = P .. 'contact:' .. cid\n"
     "        redis.call('HSET', ckey, 'id', cid, 'org', org, 'channel', channel, 'external_id', "
     "cext,\n"
@@ -66,13 +75,17 @@ static sb_redis_script_t script_enqueue = {
     "        if name ~= '' then redis.call('HSET', ckey, 'name', name) end\n"
     "        if phone ~= '' then redis.call('HSET', ckey, 'phone', phone) end\n"
     "        if username ~= '' then redis.call('HSET', ckey, 'username', username) end\n"
+    "        if uid ~= '' then redis.call('HSET', ckey, 'user_id', uid) end\n"
     "        local score = tonumber(now) * 1000 + redis.call('INCR', P .. 'seq') % 1000\n"
     "        redis.call('ZADD', P .. 'org:' .. org .. ':contacts', score, cid)\n"
     "        redis.call('ZADD', P .. 'org:' .. org .. ':contacts:SUBSCRIBED', score, cid)\n"
     "      else\n"
     "        local ckey = P .. 'contact:' .. cid\n"
-    "        local c = redis.call('HMGET', ckey, 'status', 'name', 'phone', 'username')\n"
+    "        local c = redis.call('HMGET', ckey, 'status', 'name', 'phone', 'username', "
+    "'user_id', 'external_id')\n"
     "        status = c[1] or 'SUBSCRIBED'\n"
+    "        ext = c[6] or cext\n"
+    "        if cuid == '' and c[5] then cuid = c[5] end\n"
     "        local changed = false\n"
     "        if name ~= '' and c[2] ~= name then redis.call('HSET', ckey, 'name', name); changed = "
     "true end\n"
@@ -80,7 +93,13 @@ static sb_redis_script_t script_enqueue = {
     "changed = true end\n"
     "        if username ~= '' and c[4] ~= username then redis.call('HSET', ckey, 'username', "
     "username); changed = true end\n"
+    "        if uid ~= '' and c[5] ~= uid then redis.call('HSET', ckey, 'user_id', uid); changed = "
+    "true end\n"
     "        if changed then redis.call('HSET', ckey, 'updated_at', now) end\n"
+    "      end\n"
+    "      if byext ~= cid then redis.call('SET', cidx .. cext, cid) end\n"
+    "      if uid ~= '' and uid ~= cext and redis.call('GET', cidx .. uid) ~= cid then\n"
+    "        redis.call('SET', cidx .. uid, cid)\n"
     "      end\n"
     "    end\n"
     "    if status == 'BLOCKED' then\n"
@@ -98,7 +117,10 @@ static sb_redis_script_t script_enqueue = {
     "        '\",\"connection_id\":\"' .. conn .. '\"'\n"
     "      if bid then\n"
     "        local addr = chat ~= '' and chat or cext\n"
-    "        local cv = 'cv_' .. string.sub(redis.sha1hex(bid .. '|' .. addr), 1, 24)\n"
+    "        local key = addr\n"
+    "        if cuid ~= '' and cid then key = ext end\n"
+    "        if thread ~= '' then key = key .. '#' .. thread end\n"
+    "        local cv = 'cv_' .. string.sub(redis.sha1hex(bid .. '|' .. key), 1, 24)\n"
     "        local cvkey = P .. 'conv:' .. cv\n"
     "        if redis.call('EXISTS', cvkey) == 0 then\n"
     "          redis.call('HSET', cvkey, 'id', cv, 'org', org, 'connection_id', conn, "
@@ -106,13 +128,19 @@ static sb_redis_script_t script_enqueue = {
     "                     'channel', channel, 'chat_id', addr, 'sender_id', recipient, "
     "'created_at', now)\n"
     "          if cid then redis.call('HSET', cvkey, 'contact_id', cid) end\n"
+    "          if thread ~= '' then redis.call('HSET', cvkey, 'thread_id', thread) end\n"
+    "          if cuid ~= '' then redis.call('HSET', cvkey, 'user_id', cuid) end\n"
+    "        elseif cuid ~= '' then\n"
+    "          local cc = redis.call('HMGET', cvkey, 'chat_id', 'user_id')\n"
+    "          if cc[2] ~= cuid then redis.call('HSET', cvkey, 'user_id', cuid) end\n"
+    "          if addr ~= cuid and cc[1] ~= addr then redis.call('HSET', cvkey, 'chat_id', addr) end\n"
     "        end\n"
     "        ev = ev .. ',\"binding_id\":\"' .. bid .. '\",\"assistant_id\":\"' .. aid ..\n"
     "          '\",\"conversation_id\":\"' .. cv .. '\"'\n"
     "      end\n"
     "      ev = ev .. ',\"contact\":{'\n"
     "      if cid then\n"
-    "        ev = ev .. '\"id\":\"' .. cid .. '\"'\n"
+    "        ev = ev .. '\"id\":\"' .. cid .. '\",\"external_id\":' .. cjson.encode(ext)\n"
     "        if crest ~= '' then ev = ev .. ',' end\n"
     "      end\n"
     "      ev = ev .. crest .. '}' .. tail .. ',\"received_at\":' .. now .. '}'\n"
@@ -229,12 +257,16 @@ static void enqueue(wjob_t *j, const char *org)
     ARG_STR(j->adapter->name);
     ARG_IOV(sb_pool_printf(pool, "%lld", (long long)conf->stream_maxlen));
     ARG_IOV(sb_pool_printf(pool, "%lld", (long long)conf->dedup_ttl_seconds));
-    ARG_IOV(sb_pool_printf(pool, "%lld", (long long)sb_now_ms()));
+    int64_t now = sb_now_ms();
+    ARG_IOV(sb_pool_printf(pool, "%lld", (long long)now));
     ARG_IOV(sb_pool_printf(pool, "%zu", n));
+    /* Every event has a time: the provider's, else the time it was received. */
+    sb_event_default_time(&j->events, now);
     for (size_t i = 0; i < n; ++i) {
         sb_event_t *ev = j->events.entries + i;
         sb_buf_t contact = {0}, content = {0};
-        sb_event_append_contact(ev, &contact);
+        /* The script writes external_id: the contact's first id, which may be another. */
+        sb_event_append_contact(ev, 0, &contact);
         sb_event_append_content(ev, &content);
         char evid[SB_ID_MAX + 1], cid[SB_ID_MAX + 1];
         sb_worker_new_id(j->super.worker, "ev_", evid);
@@ -251,6 +283,8 @@ static void enqueue(wjob_t *j, const char *org)
         ARG_IOV(sb_pool_strdup(pool, contact.base ? contact.base : "", contact.len));
         ARG_IOV(sb_pool_strdup(pool, content.base ? content.base : "", content.len));
         ARG_IOV(sb_pool_strdup(pool, cid, strlen(cid)));
+        ARG_IOV(ev->contact.user_id);
+        ARG_IOV(ev->message.thread_id);
         sb_buf_dispose(&contact);
         sb_buf_dispose(&content);
     }

@@ -30,7 +30,7 @@ static void sb_fuzz_check_event(const sb_event_t *ev)
     sb_buf_append(&buf, SB_STRLIT("{\"kind\":"));
     sb_buf_append_json_str(&buf, kind, strlen(kind));
     sb_buf_append(&buf, SB_STRLIT(",\"contact\":{"));
-    sb_event_append_contact(ev, &buf);
+    sb_event_append_contact(ev, 1, &buf);
     sb_buf_append(&buf, SB_STRLIT("}"));
     sb_event_append_content(ev, &buf);
     sb_buf_append(&buf, SB_STRLIT("}"));

@@ -1126,6 +1126,53 @@ static void test_telegram_chat_ids(void)
     ASSERT_NO_DIFF(d);
 }
 
+/* A conversation of a forum topic: every request carries its message_thread_id. */
+static void test_telegram_forum_topic(void)
+{
+    static const struct {
+        const char *cmd, *method, *want;
+    } cases[] = {
+        {"{'id':'1','type':'text','text':'Hi'}", "sendMessage",
+         "{'chat_id':-1001987654321,'message_thread_id':42,'text':'Hi'}"},
+        {"{'id':'2','type':'image','media':{'url':'https://x/p.jpg','caption':'C'}}", "sendPhoto",
+         "{'chat_id':-1001987654321,'message_thread_id':42,'photo':'https://x/p.jpg',"
+         "'caption':'C'}"},
+        {"{'id':'3','type':'typing'}", "sendChatAction",
+         "{'chat_id':-1001987654321,'message_thread_id':42,'action':'typing'}"},
+    };
+    const sb_adapter_t *a = &sb_adapter_telegram;
+    sb_credentials_t cred = credentials();
+    sb_target_t target = target_of(a);
+    sb_provider_request_t req;
+    sb_command_t cmd;
+    const char *reason = NULL;
+    json_error_t error;
+
+    target.chat_id = iov("-1001987654321");
+    target.thread_id = iov("42");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+        ASSERT_NO_DIFF(command_of(cases[i].cmd, &cmd));
+        sb_send_plan_t plan = plan_of(a, &cmd);
+        ASSERT_EQ(plan.size, 1);
+        memset(&req, 0, sizeof(req));
+        ASSERT_EQ(a->build_send(&cred, &target, &cmd, plan.entries, &g_pool, &req, &reason),
+                  SB_OK);
+        json_t *want = json_loads(J(cases[i].want).base, 0, &error);
+        ASSERT(want != NULL);
+        const char *url = sb_pool_printf(&g_pool, TG "/bot" BOT_TOKEN "/%s", cases[i].method).base;
+        const char *d = request_diff(&req, url, tg_headers, want);
+        json_decref(want);
+        ASSERT_NO_DIFF(d);
+    }
+    /* A thread id that is not a message_thread_id is refused, not sent to the main chat. */
+    target.thread_id = iov("general");
+    ASSERT_NO_DIFF(command_of("{'id':'4','type':'text','text':'Hi'}", &cmd));
+    sb_send_plan_t plan = plan_of(a, &cmd);
+    ASSERT_EQ(a->build_send(&cred, &target, &cmd, plan.entries, &g_pool, &req, &reason),
+              SB_ERR_BAD_REQUEST);
+    ASSERT(reason != NULL && strstr(reason, "forum topic") != NULL);
+}
+
 static void test_telegram_refusals(void)
 {
     const sb_adapter_t *a = &sb_adapter_telegram;
@@ -1361,6 +1408,7 @@ int main(void)
     RUN(test_instagram_requests);
     RUN(test_telegram_requests);
     RUN(test_telegram_chat_ids);
+    RUN(test_telegram_forum_topic);
     RUN(test_telegram_refusals);
     RUN(test_classify_graph);
     RUN(test_classify_telegram);
