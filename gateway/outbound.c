@@ -509,6 +509,15 @@ static void on_failed_recorded(redisReply *r, void *data)
     ob_cmd_t *c = data;
     if (!recorded(c, r, record_failure))
         return;
+    if (c->result.outcome == SB_SEND_TOKEN_INVALID && c->conn_id.len != 0) {
+        /* The set behind the connections_inactive gauge (a key of its own hash slot). */
+        sb_outbound_t *ob = c->ob;
+        h2o_iovec_t key =
+            sb_pool_printf(&c->pool, "%s" SB_INACTIVE_CONNECTIONS_KEY, ob->prefix);
+        const char *argv[3] = {"SADD", key.base, c->conn_id.base};
+        size_t argvlen[3] = {4, key.len, c->conn_id.len};
+        sb_redis_command(ob->w->redis, NULL, NULL, 3, argv, argvlen);
+    }
     sb_metrics_outbound(channel_index(c->adapter), c->result.outcome == SB_SEND_TOKEN_INVALID
                                                        ? SB_OUTBOUND_TOKEN_INVALID
                                                        : SB_OUTBOUND_FAILED);
