@@ -13,6 +13,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import wait_until  # noqa: E402
+from test_openapi import load_doc, resolve, validate  # noqa: E402
 from test_outbound import OutEnv  # noqa: E402
 
 MESSENGER_SEND = "POST /102938475610293/messages"
@@ -402,6 +403,61 @@ class TestUnsavedCredentials(CommandBase):
         self.assertEqual(e.gw.http("POST", "/orgs/c/connections/test",
                                    body={"provider": "messenger", "credentials": creds}).status,
                          401)
+
+
+class TestDocumented(CommandBase):
+    """Every answer of the new routes is a status docs/openapi.json lists for the route,
+    with a body that matches its schema."""
+
+    def check(self, resp, template, status):
+        doc = load_doc()
+        self.assertEqual(resp.status, status, resp)
+        op = doc["paths"][template][resp.method.lower()]
+        self.assertIn(str(resp.status), op["responses"], "%s %s" % (resp.method, template))
+        r = resolve(doc, op["responses"][str(resp.status)])
+        content = r.get("content", {}).get("application/json")
+        if content is not None:
+            self.assertEqual(validate(doc, content["schema"], resp.json), [],
+                             "%s %s %d" % (resp.method, template, resp.status))
+        for h in r.get("headers", {}):
+            self.assertIn(h.lower(), resp.headers)
+        return resp
+
+    def test_probes(self):
+        e = self.env
+        chk = self.check
+        C, D = "/orgs/c/commands/{id}", "/orgs/c/dead-letters"
+        e.graph.override(MESSENGER_SEND, status=503, body="x", headers={"Retry-After": "30"})
+        e.xadd({"id": "doc-r", "conversation_id": e.convs["messenger"], "type": "text",
+                "text": "doc retry"})
+        self.wait_state("doc-r", "retrying")
+        chk(e.api("GET", "/orgs/c/commands/doc-r"), C, 200)
+        chk(e.api("DELETE", "/orgs/c/commands/doc-r"), C, 200)
+        chk(e.api("GET", "/orgs/c/commands/doc-none"), C, 404)
+        chk(e.api("DELETE", "/orgs/c/commands/doc-none"), C, 404)
+        e.graph.clear_overrides()
+        e.graph.override(WHATSAPP_SEND, status=400, times=1, body=harness.GRAPH_BAD_TOKEN)
+        e.xadd({"id": "doc-f", "conversation_id": e.convs["whatsapp"], "type": "text",
+                "text": "doc fail"})
+        self.wait_state("doc-f", "failed")
+        chk(e.api("GET", "/orgs/c/commands/doc-f"), C, 200)
+        chk(e.api("DELETE", "/orgs/c/commands/doc-f"), C, 409)
+        chk(e.api("GET", "/orgs/c/connections/" + e.conns["whatsapp"]),
+            "/orgs/c/connections/{id}", 200)
+        self.assertEqual(e.api("GET", "/orgs/c/connections/" + e.conns["whatsapp"])
+                         .json["error"]["code"], "token_invalid")
+        chk(e.api("GET", D), D, 200)
+        chk(e.api("GET", D + "?take=500"), D, 400)
+        chk(e.api("POST", D + "/doc-f/retry"), D + "/{id}/retry", 202)
+        chk(e.api("POST", D + "/doc-f/retry"), D + "/{id}/retry", 404)
+        self.wait_state("doc-f", "sent")
+        chk(e.api("DELETE", D + "/doc-f"), D + "/{id}", 404)
+        chk(e.api("POST", "/orgs/c/connections/" + e.conns["whatsapp"] + "/test"),
+            "/orgs/c/connections/{id}/test", 200)
+        T = "/orgs/c/connections/test"
+        chk(e.api("POST", T, {"provider": "telegram",
+                              "credentials": {"bot_token": "7000000001:AAnone"}}), T, 200)
+        chk(e.api("POST", T, {"provider": "telegram"}), T, 400)
 
 
 class TestGauges(CommandBase):
