@@ -913,14 +913,15 @@ static void xdel_dead(mjob_t *j, const char *entry)
     sb_redis_command(redis, NULL, NULL, a.n, a.v, a.l);
 }
 
+/* The second step of a retry runs to its end even when the client has gone: the dead
+ * letter is either queued again (and its sb:dead entry removed) or restored. */
 static void on_dead_requeued(redisReply *r, void *data)
 {
     mjob_t *j = data;
-    if (j->super.req == NULL) {
-        sb_job_free(&j->super);
-        return;
-    }
-    if (r == NULL || r->type != REDIS_REPLY_STRING) {
+    int queued = r != NULL && r->type == REDIS_REPLY_STRING;
+    if (queued) {
+        xdel_dead(j, j->first_ext);
+    } else {
         /* sb:out did not take it: the dead letter comes back. */
         args_t a = {.n = 0};
         arg(&a, prefix(j));
@@ -930,11 +931,16 @@ static void on_dead_requeued(redisReply *r, void *data)
         if (j->super.worker->redis != NULL)
             sb_redis_eval(j->super.worker->redis, &sb_script_dead_restore, NULL, NULL, 0, a.n,
                           a.v, a.l);
+    }
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (!queued) {
         fail(j, r == NULL ? SB_ERR_QUEUE_UNAVAILABLE : SB_ERR_INTERNAL,
              r == NULL ? "redis is unavailable" : NULL);
         return;
     }
-    xdel_dead(j, j->first_ext);
     sb_logkv(SB_LOG_INFO, SB_MODULE,
              (const char *[]){"command_id", j->id1, "org", j->org, "entry", r->str, NULL},
              "dead letter sent again");
@@ -948,10 +954,12 @@ static void on_dead_requeued(redisReply *r, void *data)
 static void on_dead_retry(redisReply *r, void *data)
 {
     mjob_t *j = data;
-    if (check_reply(j, r) != 0)
+    int taken = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                r->element[0]->type == REDIS_REPLY_STRING;
+    /* Once the dead letter was taken off its list, go on even if the client has gone. */
+    if (!taken && check_reply(j, r) != 0)
         return;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING) {
+    if (!taken) {
         fail(j, SB_ERR_NOT_FOUND, NULL);
         return;
     }
