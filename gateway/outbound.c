@@ -24,7 +24,15 @@
  * - Retries: network errors, timeouts, 5xx, 429 and rate-limit codes back off exponentially
  *   with jitter (honouring Retry-After / retry_after; a Telegram 429 pauses the whole bot)
  *   until outbound.retry_deadline_ms; permanent errors go to sb:dead and to the inbox as a
- *   failed outbound event; token errors also set the connection inactive.
+ *   failed outbound event; token errors also set the connection inactive. Each retry and
+ *   each dead letter is a log line.
+ * - State and control: sb:cmd:{org}:{id} also holds the state the API shows (queued,
+ *   sending, retrying, sent, failed, cancelled). out_begin runs before every attempt and
+ *   once a second during a retry wait: a command cancelled through the API is acknowledged
+ *   there, unsent. A dead letter sent again arrives as a new entry with a token that lets
+ *   it, and only it, take its id over (out_load).
+ * - Gauges: the group's pending and lag, sb:dead's length and the inactive connections are
+ *   read every GAUGE_MS into process gauges, so a scrape never waits on Redis.
  */
 #include <math.h>
 #include <unistd.h>
@@ -605,6 +613,7 @@ static void on_sent_recorded(redisReply *r, void *data)
     sb_metrics_outbound(channel_index(c->adapter), SB_OUTBOUND_SENT);
     c->next_part++;
     c->attempt = 0;
+    c->http_status = 0;
     memset(&c->result, 0, sizeof(c->result));
     if (c->next_part >= c->plan.size)
         cmd_done(c);
