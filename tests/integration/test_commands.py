@@ -8,11 +8,13 @@ last error and check time, testing credentials that are not saved, and the outbo
 import json
 import os
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import wait_until  # noqa: E402
+from test_inbound import ascii_bytes, sign  # noqa: E402
 from test_openapi import load_doc, resolve, validate  # noqa: E402
 from test_outbound import OutEnv  # noqa: E402
 
@@ -110,6 +112,58 @@ class TestCommandState(CommandBase):
         self.assertEqual(r.status, 405)
         self.assertEqual(set(r.headers["allow"].split(", ")), {"GET", "DELETE"})
         self.assertEqual(e.api("GET", "/orgs/c/commands/bad%20id").status, 404)
+
+    def test_same_id_in_two_orgs(self):
+        """Command ids are unique per org: two orgs' commands of one id are two commands."""
+        e = self.env
+        other = lambda m, p, b=None: e.gw.http(m, p, body=b, key=self.other)  # noqa: E731
+        fx = harness.load_fixture("messenger", "text")
+        secret, token = "app-secret-other-org-0123456789", "token-other-org-0123456789"
+        e.graph.add_account(token, "acct-other", "Other Page")
+        r = other("POST", "/orgs/c/connections", {
+            "provider": "messenger", "credentials": {
+                "app_secret": secret, "verify_token": "v-other", "access_token": token}})
+        self.assertEqual(r.status, 201, r)
+        cid = r.json["id"]
+        asst = other("POST", "/orgs/c/assistants", {"name": "other"}).json["id"]
+        self.assertEqual(other("POST", "/orgs/c/assistants/%s/channels" % asst, {
+            "connection_id": cid, "external_id": fx["binding_external_id"]}).status, 201)
+        data = ascii_bytes(fx["body"])
+        r = e.gw.http("POST", "/webhooks/messenger/" + cid, body=data,
+                      headers={"X-Hub-Signature-256": sign(secret, data)})
+        self.assertEqual(r.status, 200, r)
+        cv_other = e.stream("in:{%s}" % asst)[-1]["conversation_id"]
+        self.assertNotEqual(cv_other, e.convs["messenger"])
+        e.xadd({"id": "same-id", "conversation_id": e.convs["messenger"], "type": "text",
+                "text": "from org_in"})
+        e.xadd({"id": "same-id", "conversation_id": cv_other, "type": "text",
+                "text": "from org_other"})
+        mine = self.wait_state("same-id", "sent")
+        theirs = wait_until(lambda: (lambda r: r.json if r.json.get("state") == "sent" else None)(
+            other("GET", "/orgs/c/commands/same-id")), 15, "the other org's command sent")
+        self.assertEqual(mine["conversation_id"], e.convs["messenger"])
+        self.assertEqual(theirs["conversation_id"], cv_other)
+        self.assertEqual(len(texts(e.graph, "from org_in")), 1)
+        self.assertEqual(len(texts(e.graph, "from org_other")), 1)
+
+    def test_telegram_429_then_cancelled(self):
+        """Cancelled during a flood wait: nothing is sent when the wait is over."""
+        e = self.env
+        e.tg.clear()
+        e.tg.override("sendmessage", status=429, times=1, body={
+            "ok": False, "error_code": 429, "description": "Too Many Requests: retry after 3",
+            "parameters": {"retry_after": 3}})
+        e.xadd({"id": "cx-429", "conversation_id": e.convs["telegram"], "type": "text",
+                "text": "flood"})
+        c = self.wait_state("cx-429", "retrying")
+        self.assertEqual(c["error"]["code"], 429)
+        self.assertEqual(c["error"]["status"], 429)
+        t0 = time.monotonic()
+        self.assertEqual(e.api("DELETE", "/orgs/c/commands/cx-429").status, 200)
+        wait_until(lambda: e.pending() == 0, 5, "acknowledged")
+        # Past the time of the retry that would have come: still one request only.
+        wait_until(lambda: time.monotonic() - t0 > 3.5, 5, "the flood wait over")
+        self.assertEqual(len(e.tg.requests(method="sendmessage")), 1)
 
     def test_retrying_then_cancelled_is_never_sent(self):
         e = self.env
