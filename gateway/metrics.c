@@ -47,7 +47,7 @@ static counter_t duplicates[NCHANNELS], unrouted[NCHANNELS], blocked[NCHANNELS];
 static counter_t signature_failures[NCHANNELS];
 static histogram_t enqueue_latency;
 static counter_t outbound[NCHANNELS][SB_OUTBOUND__COUNT];
-static const char *const outbound_labels[] = {"sent",      "retried",   "failed",
+static const char *const outbound_labels[] = {"sent",          "retried",   "failed",
                                               "token_invalid", "duplicate", "cancelled"};
 static _Atomic int64_t gauges[SB_GAUGE__COUNT];
 
@@ -350,9 +350,10 @@ void sb_metrics_render(sb_buf_t *out)
                        gauge_names[g][1], gauge_names[g][0], gauge_names[g][0],
                        (long long)atomic_load_explicit(&gauges[g], memory_order_relaxed));
 
-    sb_buf_appendf(out, "# HELP switchboard_webhook_last_seen_age_seconds Seconds since this "
-                        "process last received a webhook for the connection (at most %d "
-                        "connections).\n# TYPE switchboard_webhook_last_seen_age_seconds gauge\n",
+    sb_buf_appendf(out,
+                   "# HELP switchboard_webhook_last_seen_age_seconds Seconds since this "
+                   "process last received a webhook for the connection (at most %d "
+                   "connections).\n# TYPE switchboard_webhook_last_seen_age_seconds gauge\n",
                    SB_METRICS_MAX_SEEN_CONNECTIONS);
     int64_t now = sb_now_ms();
     for (int i = 0; i < SEEN_SLOTS; ++i) {

@@ -833,7 +833,8 @@ static void on_command(redisReply *r, void *data)
     if (check_reply(j, r) != 0)
         return;
     sb_record_t rec;
-    if (sb_record_from_reply(r, &j->super.pool, &rec) != 0 || sb_record_get(&rec, "id").base == NULL) {
+    if (sb_record_from_reply(r, &j->super.pool, &rec) != 0 ||
+        sb_record_get(&rec, "id").base == NULL) {
         fail(j, SB_ERR_NOT_FOUND, NULL);
         return;
     }
@@ -929,8 +930,8 @@ static void on_dead_requeued(redisReply *r, void *data)
         arg(&a, j->id1);
         arg(&a, j->token);
         if (j->super.worker->redis != NULL)
-            sb_redis_eval(j->super.worker->redis, &sb_script_dead_restore, NULL, NULL, 0, a.n,
-                          a.v, a.l);
+            sb_redis_eval(j->super.worker->redis, &sb_script_dead_restore, NULL, NULL, 0, a.n, a.v,
+                          a.l);
     }
     if (j->super.req == NULL) {
         sb_job_free(&j->super);

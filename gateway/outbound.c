@@ -166,7 +166,8 @@ static sb_redis_script_t script_failed = {
     "  local key = " CMD_KEY "\n"
     "  redis.call('HSET', key, 'done', 'failed', 'state', 'failed', 'reason', rcode,\n"
     "             'error_code', code, 'error_message', reason, 'error_status', st,\n"
-    "             'error_at', now, 'failed_at', now, 'dead_id', did, 'cmd', raw, 'updated_at', now)\n"
+    "             'error_at', now, 'failed_at', now, 'dead_id', did, 'cmd', raw,\n"
+    "             'updated_at', now)\n"
     "  redis.call('HDEL', key, 'next_attempt_at')\n"
     "  redis.call('EXPIRE', key, ttl)\n"
     "  local dl = " DEAD_KEY "\n"
@@ -182,8 +183,8 @@ static sb_redis_script_t script_failed = {
     "return 1\n",
     {0}};
 
-static sb_redis_script_t *const scripts[] = {&script_load,     &script_begin, &script_retrying,
-                                             &script_sent,     &script_failed, NULL};
+static sb_redis_script_t *const scripts[] = {&script_load, &script_begin,  &script_retrying,
+                                             &script_sent, &script_failed, NULL};
 
 sb_redis_script_t *const *sb_outbound_scripts(void)
 {
@@ -520,8 +521,7 @@ static void on_failed_recorded(redisReply *r, void *data)
     if (c->result.outcome == SB_SEND_TOKEN_INVALID && c->conn_id.len != 0) {
         /* The set behind the connections_inactive gauge (a key of its own hash slot). */
         sb_outbound_t *ob = c->ob;
-        h2o_iovec_t key =
-            sb_pool_printf(&c->pool, "%s" SB_INACTIVE_CONNECTIONS_KEY, ob->prefix);
+        h2o_iovec_t key = sb_pool_printf(&c->pool, "%s" SB_INACTIVE_CONNECTIONS_KEY, ob->prefix);
         const char *argv[3] = {"SADD", key.base, c->conn_id.base};
         size_t argvlen[3] = {4, key.len, c->conn_id.len};
         sb_redis_command(ob->w->redis, NULL, NULL, 3, argv, argvlen);
@@ -545,13 +545,12 @@ static void fail_cmd(ob_cmd_t *c, sb_send_outcome_t outcome, const char *reason,
     snprintf(scode, sizeof(scode), "%lld", (long long)code);
     snprintf(sstatus, sizeof(sstatus), "%d", c->http_status);
     snprintf(sattempt, sizeof(sattempt), "%lld", (long long)c->attempts);
-    h2o_iovec_t id = c->parsed ? sb_pool_strdup(&c->pool, c->cmd.id.base, c->cmd.id.len)
-                               : h2o_iovec_init("", 0);
+    h2o_iovec_t id =
+        c->parsed ? sb_pool_strdup(&c->pool, c->cmd.id.base, c->cmd.id.len) : h2o_iovec_init("", 0);
     sb_logkv(SB_LOG_WARN, SB_MODULE,
-             (const char *[]){"command_id", id.base,   "entry",         c->entry,
-                              "conn",       c->conn_id.base ? c->conn_id.base : "",
-                              "attempt",    sattempt,  "reason",        c->reason,
-                              "provider_code", scode,  "provider_status", sstatus,
+             (const char *[]){"command_id", id.base, "entry", c->entry, "conn",
+                              c->conn_id.base ? c->conn_id.base : "", "attempt", sattempt, "reason",
+                              c->reason, "provider_code", scode, "provider_status", sstatus,
                               "provider_error", title, NULL},
              "outbound command dead-lettered: %s", c->reason);
     record_failure(c);
@@ -650,8 +649,8 @@ static void mark_retrying(ob_cmd_t *c, uint64_t delay, const char *title)
     sb_logkv(SB_LOG_WARN, SB_MODULE,
              (const char *[]){"command_id", c->cmd.id.base, "entry", c->entry, "conn",
                               c->conn_id.base, "attempt", sattempt, "provider_code", scode,
-                              "provider_status", sstatus, "next_delay_ms", sdelay,
-                              "provider_error", title, NULL},
+                              "provider_status", sstatus, "next_delay_ms", sdelay, "provider_error",
+                              title, NULL},
              "outbound command retrying in %s ms", sdelay);
     const char *argv[9];
     size_t argvlen[9];
@@ -799,13 +798,13 @@ static void on_response(const sb_http_response_t *res, void *data)
         }
         sb_metrics_outbound(channel_index(c->adapter), SB_OUTBOUND_RETRIED);
         c->attempt++;
-        const char *title = c->result.error_title.base != NULL
-                                ? sb_pool_strdup(&c->pool, c->result.error_title.base,
-                                                 c->result.error_title.len)
-                                      .base
-                            : res->result == SB_HTTP_TIMEOUT ? "timeout"
-                            : res->result != SB_HTTP_OK      ? "network error"
-                                                             : "provider error";
+        const char *title =
+            c->result.error_title.base != NULL
+                ? sb_pool_strdup(&c->pool, c->result.error_title.base, c->result.error_title.len)
+                      .base
+            : res->result == SB_HTTP_TIMEOUT ? "timeout"
+            : res->result != SB_HTTP_OK      ? "network error"
+                                             : "provider error";
         mark_retrying(c, delay, title);
         wait_retry(c, delay);
         return;
