@@ -3,8 +3,10 @@
  * by the enums of its labels, so counting is one atomic add and never allocates; rendering
  * walks the arrays and prints the non-zero series (histograms always).
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 #include "adapters/adapter.h"
 #include "queue/redis.h"
 #include "metrics.h"
@@ -47,8 +49,75 @@ static counter_t duplicates[NCHANNELS], unrouted[NCHANNELS], blocked[NCHANNELS];
 static counter_t signature_failures[NCHANNELS];
 static histogram_t enqueue_latency;
 static counter_t outbound[NCHANNELS][SB_OUTBOUND__COUNT];
-static const char *const outbound_labels[] = {"sent", "retried", "failed", "token_invalid",
-                                              "duplicate"};
+static const char *const outbound_labels[] = {"sent",          "retried",   "failed",
+                                              "token_invalid", "duplicate", "cancelled"};
+static _Atomic int64_t gauges[SB_GAUGE__COUNT];
+
+void sb_metrics_gauge_set(sb_gauge_t gauge, int64_t value)
+{
+    if ((int)gauge >= 0 && gauge < SB_GAUGE__COUNT)
+        atomic_store_explicit(&gauges[gauge], value, memory_order_relaxed);
+}
+
+/* Webhook last-seen times: an open-addressing table of ids, filled once per connection
+ * under a lock, read and updated without one (a slot's id is written before its 'used'
+ * flag is released, and never changes afterwards). */
+#define SEEN_SLOTS (SB_METRICS_MAX_SEEN_CONNECTIONS * 2)
+typedef struct st_seen_t {
+    _Atomic int used;
+    char id[SB_ID_MAX + 1];
+    _Atomic int64_t at_ms;
+} seen_t;
+static seen_t seen[SEEN_SLOTS];
+static _Atomic int seen_count;
+static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static uint32_t seen_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; ++s)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+void sb_metrics_webhook_seen(const char *id)
+{
+    if (strlen(id) > SB_ID_MAX)
+        return;
+    int64_t now = sb_now_ms();
+    uint32_t h = seen_hash(id);
+    for (int locked = 0; locked < 2; ++locked) {
+        if (locked)
+            pthread_mutex_lock(&seen_lock);
+        for (uint32_t i = 0; i < SEEN_SLOTS; ++i) {
+            seen_t *s = &seen[(h + i) % SEEN_SLOTS];
+            if (!atomic_load_explicit(&s->used, memory_order_acquire)) {
+                if (!locked)
+                    break; /* not there: insert under the lock */
+                if (atomic_load_explicit(&seen_count, memory_order_relaxed) <
+                    SB_METRICS_MAX_SEEN_CONNECTIONS) {
+                    snprintf(s->id, sizeof(s->id), "%s", id);
+                    atomic_store_explicit(&s->at_ms, now, memory_order_relaxed);
+                    atomic_store_explicit(&s->used, 1, memory_order_release);
+                    atomic_fetch_add_explicit(&seen_count, 1, memory_order_relaxed);
+                }
+                pthread_mutex_unlock(&seen_lock);
+                return;
+            }
+            if (strcmp(s->id, id) == 0) {
+                atomic_store_explicit(&s->at_ms, now, memory_order_relaxed);
+                if (locked)
+                    pthread_mutex_unlock(&seen_lock);
+                return;
+            }
+        }
+        if (locked)
+            pthread_mutex_unlock(&seen_lock);
+        else if (atomic_load_explicit(&seen_count, memory_order_relaxed) >=
+                 SB_METRICS_MAX_SEEN_CONNECTIONS)
+            return; /* full: new connections get no gauge */
+    }
+}
 
 void sb_metrics_outbound(int channel, sb_outbound_result_t result)
 {
@@ -269,4 +338,31 @@ void sb_metrics_render(sb_buf_t *out)
                                "switchboard_outbound_total{channel=\"%s\",result=\"%s\"} %llu\n",
                                channel_name(c), outbound_labels[r], (unsigned long long)v);
         }
+
+    static const char *const gauge_names[SB_GAUGE__COUNT][2] = {
+        {"switchboard_outbound_pending",
+         "Commands of sb:out delivered to the switchboard group and not acknowledged yet."},
+        {"switchboard_outbound_lag", "Commands of sb:out not yet delivered to the group."},
+        {"switchboard_outbound_retrying",
+         "Commands of this process waiting for their next attempt."},
+        {"switchboard_dead_letters", "Entries in sb:dead."},
+        {"switchboard_connections_inactive", "Connections with status inactive."}};
+    for (int g = 0; g < SB_GAUGE__COUNT; ++g)
+        sb_buf_appendf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", gauge_names[g][0],
+                       gauge_names[g][1], gauge_names[g][0], gauge_names[g][0],
+                       (long long)atomic_load_explicit(&gauges[g], memory_order_relaxed));
+
+    sb_buf_appendf(out,
+                   "# HELP switchboard_webhook_last_seen_age_seconds Seconds since this "
+                   "process last received a webhook for the connection (at most %d "
+                   "connections).\n# TYPE switchboard_webhook_last_seen_age_seconds gauge\n",
+                   SB_METRICS_MAX_SEEN_CONNECTIONS);
+    int64_t now = sb_now_ms();
+    for (int i = 0; i < SEEN_SLOTS; ++i) {
+        if (!atomic_load_explicit(&seen[i].used, memory_order_acquire))
+            continue;
+        int64_t age = now - atomic_load_explicit(&seen[i].at_ms, memory_order_relaxed);
+        sb_buf_appendf(out, "switchboard_webhook_last_seen_age_seconds{connection=\"%s\"} %.3f\n",
+                       seen[i].id, (double)(age < 0 ? 0 : age) / 1000.0);
+    }
 }

@@ -26,6 +26,11 @@
     XX(CONTACTS, "/orgs/c/contacts")                                                               \
     XX(CONTACT, "/orgs/c/contacts/{id}")                                                           \
     XX(CONVERSATION_MESSAGES, "/orgs/c/conversations/{id}/messages")                               \
+    XX(CONNECTIONS_TEST, "/orgs/c/connections/test")                                               \
+    XX(COMMAND, "/orgs/c/commands/{id}")                                                           \
+    XX(DEAD_LETTERS, "/orgs/c/dead-letters")                                                       \
+    XX(DEAD_LETTER, "/orgs/c/dead-letters/{id}")                                                   \
+    XX(DEAD_LETTER_RETRY, "/orgs/c/dead-letters/{id}/retry")                                       \
     XX(INBOX, "/orgs/c/inbox/events")                                                              \
     XX(OTHER, "other")
 
@@ -80,11 +85,29 @@ typedef enum en_sb_outbound_result_t {
     SB_OUTBOUND_FAILED,        /* a command failed for good (sb:dead) */
     SB_OUTBOUND_TOKEN_INVALID, /* failed on a token error: the connection is now inactive */
     SB_OUTBOUND_DUPLICATE,     /* a command id already done: acknowledged, not sent */
+    SB_OUTBOUND_CANCELLED,     /* cancelled through the API before it was sent */
     SB_OUTBOUND__COUNT
 } sb_outbound_result_t;
 
 /** Counts an outbound outcome on channel index 'channel' (-1 when unknown). */
 void sb_metrics_outbound(int channel, sb_outbound_result_t result);
+
+typedef enum en_sb_gauge_t {
+    SB_GAUGE_OUTBOUND_PENDING,     /* sb:out entries delivered to the group, not acknowledged */
+    SB_GAUGE_OUTBOUND_LAG,         /* sb:out entries not yet delivered to the group */
+    SB_GAUGE_OUTBOUND_RETRYING,    /* this process's commands waiting for their next attempt */
+    SB_GAUGE_DEAD_LETTERS,         /* entries in sb:dead */
+    SB_GAUGE_CONNECTIONS_INACTIVE, /* connections with status inactive */
+    SB_GAUGE__COUNT
+} sb_gauge_t;
+
+/** Sets a gauge (the outbound consumer polls Redis for them every few seconds). */
+void sb_metrics_gauge_set(sb_gauge_t gauge, int64_t value);
+
+/** At most this many connections have a webhook age gauge (the first ones this process saw). */
+#define SB_METRICS_MAX_SEEN_CONNECTIONS 256
+/** Notes a webhook for connection 'id' now (for switchboard_webhook_last_seen_age_seconds). */
+void sb_metrics_webhook_seen(const char *id);
 
 /** Renders every metric in Prometheus text format into 'out' (heap, appended). */
 void sb_metrics_render(sb_buf_t *out);

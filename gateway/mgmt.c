@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "mgmt.h"
 #include "mgmt_scripts.h"
+#include "outbound.h"
 #include "provider.h"
 #include "store.h"
 
@@ -46,7 +47,13 @@ typedef enum en_op_t {
     OP_CONTACT_LIST,
     OP_CONTACT_GET,
     OP_CONTACT_PATCH,
-    OP_CONV_MESSAGE
+    OP_CONV_MESSAGE,
+    OP_CONN_TEST_NEW,
+    OP_CMD_GET,
+    OP_CMD_CANCEL,
+    OP_DEAD_LIST,
+    OP_DEAD_RETRY,
+    OP_DEAD_DELETE
 } op_t;
 
 typedef struct st_mjob_t {
@@ -73,6 +80,8 @@ typedef struct st_mjob_t {
     char first_ext[257];
     sb_probe_t probe;
     int creds_changed;
+    char token[40]; /* a dead letter's redrive token */
+    char *raw;      /* a dead letter's command */
 } mjob_t;
 
 typedef struct st_args_t {
@@ -239,6 +248,16 @@ static json_t *render_connection(mjob_t *j, const sb_record_t *rec, json_t *cred
     set_str(o, "status", sb_record_get(rec, "status"));
     h2o_iovec_t hint = sb_record_get(rec, "account_hint");
     json_object_set_new(o, "account_hint", json_stringn(hint.base ? hint.base : "", hint.len));
+    h2o_iovec_t ecode = sb_record_get(rec, "error_code");
+    if (sb_iov_eq(sb_record_get(rec, "status"), "inactive") && ecode.base != NULL) {
+        json_t *e = json_object();
+        set_str(e, "code", ecode);
+        h2o_iovec_t msg = sb_record_get(rec, "error_message");
+        json_object_set_new(e, "message", json_stringn(msg.base ? msg.base : "", msg.len));
+        set_time(e, "at", sb_record_get(rec, "error_at"));
+        json_object_set_new(o, "error", e);
+    }
+    set_time(o, "last_checked_at", sb_record_get(rec, "last_checked_at"));
     set_time(o, "created_at", sb_record_get(rec, "created_at"));
     set_time(o, "updated_at", sb_record_get(rec, "updated_at"));
     json_object_set_new(
@@ -305,6 +324,77 @@ static json_t *render_contact(mjob_t *j, const sb_record_t *rec, json_t *unused)
     return o;
 }
 
+static void set_int(json_t *o, const char *name, h2o_iovec_t v)
+{
+    int64_t n;
+    if (v.base != NULL && sb_parse_int64(v.base, v.len, INT64_MIN, INT64_MAX, &n) == 0)
+        json_object_set_new(o, name, json_integer(n));
+}
+
+/* The last provider error of a command: {code, message, status?, at}. */
+static json_t *render_command_error(const sb_record_t *rec)
+{
+    json_t *e = json_object();
+    h2o_iovec_t msg = sb_record_get(rec, "error_message");
+    set_int(e, "code", sb_record_get(rec, "error_code"));
+    json_object_set_new(e, "message", json_stringn(msg.base ? msg.base : "", msg.len));
+    h2o_iovec_t st = sb_record_get(rec, "error_status");
+    if (st.base != NULL && !sb_iov_eq(st, "0"))
+        set_int(e, "status", st);
+    set_time(e, "at", sb_record_get(rec, "error_at"));
+    return e;
+}
+
+/* An outbound command's state (GET /orgs/c/commands/{id}). */
+static json_t *render_command(mjob_t *j, const sb_record_t *rec, json_t *unused)
+{
+    (void)j, (void)unused;
+    json_t *o = json_object();
+    h2o_iovec_t state = sb_record_get(rec, "state");
+    set_str(o, "id", sb_record_get(rec, "id"));
+    set_str(o, "conversation_id", sb_record_get(rec, "conversation_id"));
+    set_str(o, "type", sb_record_get(rec, "type"));
+    json_object_set_new(o, "state", json_stringn(state.base ? state.base : "queued", state.len));
+    h2o_iovec_t attempts = sb_record_get(rec, "attempts");
+    json_object_set_new(o, "attempts", json_integer(0));
+    set_int(o, "attempts", attempts);
+    json_object_set_new(o, "parts_sent", json_integer(0));
+    set_int(o, "parts_sent", sb_record_get(rec, "parts"));
+    if (sb_iov_eq(state, "retrying"))
+        set_time(o, "next_attempt_at", sb_record_get(rec, "next_attempt_at"));
+    if (!sb_iov_eq(state, "sent") && sb_record_get(rec, "error_at").base != NULL)
+        json_object_set_new(o, "error", render_command_error(rec));
+    if (sb_iov_eq(state, "failed"))
+        set_str(o, "reason", sb_record_get(rec, "reason"));
+    set_time(o, "created_at", sb_record_get(rec, "created_at"));
+    set_time(o, "updated_at", sb_record_get(rec, "updated_at"));
+    set_time(o, "sent_at", sb_record_get(rec, "sent_at"));
+    set_time(o, "failed_at", sb_record_get(rec, "failed_at"));
+    set_time(o, "cancelled_at", sb_record_get(rec, "cancelled_at"));
+    return o;
+}
+
+/* A dead letter (GET /orgs/c/dead-letters): its id is the command id. */
+static json_t *render_dead_letter(mjob_t *j, const sb_record_t *rec, json_t *unused)
+{
+    (void)j, (void)unused;
+    json_t *o = json_object();
+    set_str(o, "id", sb_record_get(rec, "id"));
+    set_str(o, "conversation_id", sb_record_get(rec, "conversation_id"));
+    set_str(o, "type", sb_record_get(rec, "type"));
+    set_str(o, "reason", sb_record_get(rec, "reason"));
+    json_object_set_new(o, "error", render_command_error(rec));
+    json_object_set_new(o, "attempts", json_integer(0));
+    set_int(o, "attempts", sb_record_get(rec, "attempts"));
+    set_time(o, "failed_at", sb_record_get(rec, "failed_at"));
+    set_str(o, "dead_letter_entry_id", sb_record_get(rec, "dead_id"));
+    h2o_iovec_t raw = sb_record_get(rec, "cmd");
+    json_t *cmd = raw.base != NULL ? json_loadb(raw.base, raw.len, 0, NULL) : NULL;
+    if (cmd != NULL)
+        json_object_set_new(o, "command", cmd);
+    return o;
+}
+
 typedef json_t *(*render_fn)(mjob_t *j, const sb_record_t *rec, json_t *creds);
 
 static render_fn renderer(op_t op)
@@ -323,6 +413,11 @@ static render_fn renderer(op_t op)
     case OP_BIND_LIST:
     case OP_BIND_CREATE:
         return render_binding;
+    case OP_CMD_GET:
+    case OP_CMD_CANCEL:
+        return render_command;
+    case OP_DEAD_LIST:
+        return render_dead_letter;
     default:
         return render_contact;
     }
@@ -443,6 +538,8 @@ static void start_list(mjob_t *j, const char *zset, const char *owner, const cha
     run_script(j, &sb_script_list, &a, on_list);
 }
 
+static void track_inactive(mjob_t *j, const char *id, int inactive);
+
 /* ---- Single objects ---- */
 
 static void on_get(redisReply *r, void *data)
@@ -478,8 +575,10 @@ static void on_deleted(redisReply *r, void *data)
         fail(j, SB_ERR_NOT_FOUND, NULL);
         return;
     }
-    if (j->op == OP_CONN_DELETE)
+    if (j->op == OP_CONN_DELETE) {
         atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
+        track_inactive(j, j->id1, 0);
+    }
     sb_job_respond(&j->super, 204, NULL, NULL, 0);
 }
 
@@ -726,7 +825,215 @@ static void conversation_message(mjob_t *j)
     run_script(j, &sb_script_conv_enqueue, &a, on_command_enqueued);
 }
 
+/* ---- Commands and dead letters ---- */
+
+static void on_command(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    sb_record_t rec;
+    if (sb_record_from_reply(r, &j->super.pool, &rec) != 0 ||
+        sb_record_get(&rec, "id").base == NULL) {
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    respond_json(j, 200, render_command(j, &rec, NULL));
+}
+
+/* The command state key: org-scoped, so another org's command is simply not found. */
+static const char *command_key(mjob_t *j)
+{
+    return sb_pool_printf(&j->super.pool, "%scmd:{%s}:%s", prefix(j), j->org, j->id1).base;
+}
+
+static void command_get(mjob_t *j)
+{
+    args_t a = {.n = 0};
+    arg(&a, "HGETALL");
+    arg(&a, command_key(j));
+    run_command(j, &a, on_command);
+}
+
+static void on_command_cancelled(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->integer == 0) {
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    if (r->element[0]->integer == 2) {
+        const char *state = r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "";
+        fail(j, SB_ERR_CONFLICT,
+             strcmp(state, "sent") == 0      ? "the command was already sent"
+             : strcmp(state, "sending") == 0 ? "the command is being sent"
+                                             : "the command failed: see its dead letter");
+        return;
+    }
+    sb_logkv(SB_LOG_INFO, SB_MODULE, (const char *[]){"command_id", j->id1, "org", j->org, NULL},
+             "outbound command cancelled through the API");
+    on_command(r->element[1], j);
+}
+
+static void command_cancel(mjob_t *j)
+{
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, j->org);
+    arg(&a, j->id1);
+    arg_int(&a, j, sb_now_ms());
+    run_script(j, &sb_script_cmd_cancel, &a, on_command_cancelled);
+}
+
+static void dead_list(mjob_t *j)
+{
+    if (parse_pagination(j) != 0)
+        return;
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, j->org);
+    arg_int(&a, j, (j->page - 1) * j->take);
+    arg_int(&a, j, j->page * j->take - 1);
+    arg_int(&a, j, sb_now_ms());
+    arg_int(&a, j, j->super.worker->server->conf->dedup_ttl_seconds);
+    run_script(j, &sb_script_dead_list, &a, on_list);
+}
+
+/* Removes a dead letter's entry from sb:dead (not waited for). */
+static void xdel_dead(mjob_t *j, const char *entry)
+{
+    sb_redis_t *redis = j->super.worker->redis;
+    if (entry[0] == '\0' || redis == NULL)
+        return;
+    args_t a = {.n = 0};
+    arg(&a, "XDEL");
+    arg(&a, sb_pool_printf(&j->super.pool, "%sdead", prefix(j)).base);
+    arg(&a, entry);
+    sb_redis_command(redis, NULL, NULL, a.n, a.v, a.l);
+}
+
+/* The second step of a retry runs to its end even when the client has gone: the dead
+ * letter is either queued again (and its sb:dead entry removed) or restored. */
+static void on_dead_requeued(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    int queued = r != NULL && r->type == REDIS_REPLY_STRING;
+    if (queued) {
+        xdel_dead(j, j->first_ext);
+    } else {
+        /* sb:out did not take it: the dead letter comes back. */
+        args_t a = {.n = 0};
+        arg(&a, prefix(j));
+        arg(&a, j->org);
+        arg(&a, j->id1);
+        arg(&a, j->token);
+        if (j->super.worker->redis != NULL)
+            sb_redis_eval(j->super.worker->redis, &sb_script_dead_restore, NULL, NULL, 0, a.n, a.v,
+                          a.l);
+    }
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (!queued) {
+        fail(j, r == NULL ? SB_ERR_QUEUE_UNAVAILABLE : SB_ERR_INTERNAL,
+             r == NULL ? "redis is unavailable" : NULL);
+        return;
+    }
+    sb_logkv(SB_LOG_INFO, SB_MODULE,
+             (const char *[]){"command_id", j->id1, "org", j->org, "entry", r->str, NULL},
+             "dead letter sent again");
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(j->id1));
+    json_object_set_new(o, "state", json_string("queued"));
+    json_object_set_new(o, "entry_id", json_stringn(r->str, r->len));
+    respond_json(j, 202, o);
+}
+
+static void on_dead_retry(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    int taken = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                r->element[0]->type == REDIS_REPLY_STRING;
+    /* Once the dead letter was taken off its list, go on even if the client has gone. */
+    if (!taken && check_reply(j, r) != 0)
+        return;
+    if (!taken) {
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    j->raw = pool_str(j, r->element[0]->str, r->element[0]->len);
+    snprintf(j->first_ext, sizeof(j->first_ext), "%s",
+             r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "");
+    /* A new sb:out entry carrying the token: the outbound consumer lets it own the id. */
+    args_t a = {.n = 0};
+    arg(&a, "XADD");
+    arg(&a, sb_pool_printf(&j->super.pool, "%sout", prefix(j)).base);
+    arg(&a, "MAXLEN");
+    arg(&a, "~");
+    arg_int(&a, j, j->super.worker->server->conf->stream_maxlen);
+    arg(&a, "*");
+    arg(&a, "cmd");
+    a.v[a.n] = j->raw;
+    a.l[a.n++] = r->element[0]->len;
+    arg(&a, "redrive");
+    arg(&a, j->token);
+    sb_redis_t *redis = j->super.worker->redis;
+    if (redis == NULL || sb_redis_command(redis, on_dead_requeued, j, a.n, a.v, a.l) != 0)
+        on_dead_requeued(NULL, j);
+}
+
+static void dead_retry(mjob_t *j)
+{
+    sb_random_alnum(j->token, 24);
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, j->org);
+    arg(&a, j->id1);
+    arg(&a, j->token);
+    arg_int(&a, j, sb_now_ms());
+    run_script(j, &sb_script_dead_retry, &a, on_dead_retry);
+}
+
+static void on_dead_discarded(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (r->type != REDIS_REPLY_STRING) {
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    xdel_dead(j, pool_str(j, r->str, r->len));
+    sb_job_respond(&j->super, 204, NULL, NULL, 0);
+}
+
+static void dead_discard(mjob_t *j)
+{
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, j->org);
+    arg(&a, j->id1);
+    run_script(j, &sb_script_dead_discard, &a, on_dead_discarded);
+}
+
 /* ---- Connections ---- */
+
+/* Keeps the set of inactive connections (the connections_inactive gauge) in step with a
+ * connection's status; not waited for. */
+static void track_inactive(mjob_t *j, const char *id, int inactive)
+{
+    sb_redis_t *redis = j->super.worker->redis;
+    if (redis == NULL)
+        return;
+    args_t a = {.n = 0};
+    arg(&a, inactive ? "SADD" : "SREM");
+    arg(&a, sb_pool_printf(&j->super.pool, "%s" SB_INACTIVE_CONNECTIONS_KEY, prefix(j)).base);
+    arg(&a, id);
+    sb_redis_command(redis, NULL, NULL, a.n, a.v, a.l);
+}
 
 static int telegram_token_valid(const char *t)
 {
@@ -787,6 +1094,17 @@ static void on_conn_stored(redisReply *r, void *data)
     if (check_reply(j, r) != 0)
         return;
     atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
+    if (j->op == OP_CONN_PATCH && j->creds_changed) {
+        /* New credentials: active again, the old error goes. */
+        args_t d = {.n = 0};
+        arg(&d, "HDEL");
+        arg(&d, sb_pool_printf(&j->super.pool, "%sconnection:%s", prefix(j), j->id1).base);
+        arg(&d, "error_code");
+        arg(&d, "error_message");
+        arg(&d, "error_at");
+        sb_redis_command(j->super.worker->redis, NULL, NULL, d.n, d.v, d.l);
+        track_inactive(j, j->id1, 0);
+    }
     if (j->op == OP_CONN_CREATE) {
         /* Render what was stored. */
         args_t a = {.n = 0};
@@ -1040,6 +1358,14 @@ static void connection_delete_loaded(mjob_t *j)
     sb_provider_telegram_delete_webhook(j->super.worker, &cred, on_webhook_deleted, j);
 }
 
+/* The code of a connection's error after a failed check (docs/api.md). */
+static const char *probe_error_code(const sb_probe_t *probe)
+{
+    if (probe->token_invalid)
+        return "token_invalid";
+    return probe->err == SB_ERR_PROVIDER_UNAVAILABLE ? "provider_unreachable" : "provider_error";
+}
+
 static void on_test_stored(redisReply *r, void *data)
 {
     mjob_t *j = data;
@@ -1050,6 +1376,8 @@ static void on_test_stored(redisReply *r, void *data)
         fail(j, SB_ERR_NOT_FOUND, NULL);
         return;
     }
+    if (j->probe.err == SB_OK || j->probe.token_invalid)
+        track_inactive(j, j->id1, j->probe.err != SB_OK);
     json_t *o = json_object();
     json_object_set_new(o, "ok", json_boolean(j->probe.err == SB_OK));
     h2o_iovec_t hint = sb_record_get(&rec, "account_hint");
@@ -1069,20 +1397,51 @@ static void on_test_probed(const sb_probe_t *probe, void *data)
     j->probe = *probe;
     args_t a = {.n = 0};
     arg(&a, prefix(j));
-    arg(&a, sb_pool_printf(&j->super.pool, "connection:%s", j->id1).base);
+    arg(&a, j->id1);
     arg(&a, j->org);
-    if (probe->err == SB_OK) {
-        arg(&a, "status");
-        arg(&a, "active");
-        if (j->probe.hint[0] != '\0') {
-            arg(&a, "account_hint");
-            arg(&a, j->probe.hint);
-        }
-    } else if (probe->token_invalid) {
-        arg(&a, "status");
-        arg(&a, "inactive");
+    arg(&a, probe->err == SB_OK ? "1" : "0");
+    arg(&a, probe->token_invalid ? "1" : "0");
+    arg(&a, j->probe.hint);
+    arg(&a, probe_error_code(probe));
+    arg(&a, j->probe.message);
+    arg_int(&a, j, sb_now_ms());
+    run_script(j, &sb_script_conn_checked, &a, on_test_stored);
+}
+
+static void on_new_test_probed(const sb_probe_t *probe, void *data)
+{
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
     }
-    run_script(j, &sb_script_update, &a, on_test_stored);
+    json_t *o = json_object();
+    json_object_set_new(o, "ok", json_boolean(probe->err == SB_OK));
+    json_object_set_new(o, "account_hint", json_string(probe->err == SB_OK ? probe->hint : ""));
+    if (probe->err != SB_OK)
+        json_object_set_new(o, "error", json_string(probe->message));
+    respond_json(j, 200, o);
+}
+
+/* POST /orgs/c/connections/test: credentials that are not saved; nothing is stored. */
+static void connection_test_new(mjob_t *j)
+{
+    static const char *const allowed[] = {"provider", "credentials", NULL};
+    const char *msg = check_members(j, j->json, allowed);
+    json_t *provider = json_object_get(j->json, "provider");
+    if (msg == NULL && (!json_is_string(provider) ||
+                        (j->provider = find_word(providers, json_string_value(provider))) == NULL))
+        msg = "provider must be whatsapp, messenger, instagram or telegram";
+    if (msg == NULL)
+        msg = check_credentials(j, j->provider, json_object_get(j->json, "credentials"), 0);
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    j->creds = json_deep_copy(json_object_get(j->json, "credentials"));
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_provider_probe(j->super.worker, j->provider, &cred, NULL, on_new_test_probed, j);
 }
 
 static void connection_test_loaded(mjob_t *j)
@@ -1134,7 +1493,7 @@ static int op_has_body(op_t op)
 {
     return op == OP_CONN_CREATE || op == OP_CONN_PATCH || op == OP_ASST_CREATE ||
            op == OP_ASST_PATCH || op == OP_BIND_CREATE || op == OP_CONTACT_PATCH ||
-           op == OP_CONV_MESSAGE;
+           op == OP_CONV_MESSAGE || op == OP_CONN_TEST_NEW;
 }
 
 static void dispatch(mjob_t *j)
@@ -1208,6 +1567,24 @@ static void dispatch(mjob_t *j)
     case OP_CONV_MESSAGE:
         conversation_message(j);
         break;
+    case OP_CONN_TEST_NEW:
+        connection_test_new(j);
+        break;
+    case OP_CMD_GET:
+        command_get(j);
+        break;
+    case OP_CMD_CANCEL:
+        command_cancel(j);
+        break;
+    case OP_DEAD_LIST:
+        dead_list(j);
+        break;
+    case OP_DEAD_RETRY:
+        dead_retry(j);
+        break;
+    case OP_DEAD_DELETE:
+        dead_discard(j);
+        break;
     default:
         fail(j, SB_ERR_NOT_FOUND, NULL);
     }
@@ -1275,6 +1652,11 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
             return SB_ROUTE_CONNECTIONS;
         }
         j->id1 = segs[1];
+        if (n == 2 && strcmp(segs[1], "test") == 0) {
+            /* Connection ids are cn_...: "test" is never one. */
+            METHODS(OP_NONE, OP_CONN_TEST_NEW, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONNECTIONS_TEST;
+        }
         if (n == 2) {
             METHODS(OP_CONN_GET, OP_NONE, OP_CONN_PATCH, OP_CONN_DELETE);
             return SB_ROUTE_CONNECTION;
@@ -1309,6 +1691,24 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
         j->id1 = segs[1];
         METHODS(OP_NONE, OP_CONV_MESSAGE, OP_NONE, OP_NONE);
         return SB_ROUTE_CONVERSATION_MESSAGES;
+    } else if (n == 2 && strcmp(segs[0], "commands") == 0) {
+        j->id1 = segs[1];
+        METHODS(OP_CMD_GET, OP_NONE, OP_NONE, OP_CMD_CANCEL);
+        return SB_ROUTE_COMMAND;
+    } else if (n >= 1 && strcmp(segs[0], "dead-letters") == 0) {
+        if (n == 1) {
+            METHODS(OP_DEAD_LIST, OP_NONE, OP_NONE, OP_NONE);
+            return SB_ROUTE_DEAD_LETTERS;
+        }
+        j->id1 = segs[1];
+        if (n == 2) {
+            METHODS(OP_NONE, OP_NONE, OP_NONE, OP_DEAD_DELETE);
+            return SB_ROUTE_DEAD_LETTER;
+        }
+        if (n == 3 && strcmp(segs[2], "retry") == 0) {
+            METHODS(OP_NONE, OP_DEAD_RETRY, OP_NONE, OP_NONE);
+            return SB_ROUTE_DEAD_LETTER_RETRY;
+        }
     } else if (n >= 1 && strcmp(segs[0], "contacts") == 0) {
         if (n == 1) {
             METHODS(OP_CONTACT_LIST, OP_NONE, OP_NONE, OP_NONE);

@@ -208,7 +208,107 @@ sb_redis_script_t sb_script_conv_enqueue = {
     "return redis.call('XADD', P .. 'out', 'MAXLEN', '~', maxlen, '*', 'cmd', cmd)\n",
     {0}};
 
+/* ---- Outbound commands and dead letters. Each script touches only keys of the org's hash
+ * tag: sb:cmd:{org}:{id} (the command state, outbound.c) and sb:deadletters:{org}. ---- */
+
+/* ARGV: prefix, org, command id, now
+ * -> {0} unknown | {1, hash} cancelled (now or before) | {2, state} too late */
+sb_redis_script_t sb_script_cmd_cancel = {
+    "cmd_cancel",
+    "local P, org, id, now = unpack(ARGV, 1, 4)\n"
+    "local key = P .. 'cmd:{' .. org .. '}:' .. id\n"
+    "local s = redis.call('HMGET', key, 'state', 'done')\n"
+    "if not s[1] and not s[2] then return {0} end\n"
+    "if s[2] == 'cancelled' then return {1, redis.call('HGETALL', key)} end\n"
+    "if s[2] or s[1] == 'sending' then return {2, s[2] or s[1]} end\n"
+    "redis.call('HSET', key, 'state', 'cancelled', 'done', 'cancelled', 'cancelled_at', now,\n"
+    "           'updated_at', now)\n"
+    "redis.call('HDEL', key, 'next_attempt_at')\n"
+    "return {1, redis.call('HGETALL', key)}\n",
+    {0}};
+
+/* ARGV: prefix, org, start, stop, now, ttl (s) -> {total, hash, hash, ...} newest first;
+ * entries older than the command state's lifetime are dropped first. */
+sb_redis_script_t sb_script_dead_list = {
+    "dead_list",
+    "local P, org = ARGV[1], ARGV[2]\n"
+    "local dl = P .. 'deadletters:{' .. org .. '}'\n"
+    "redis.call('ZREMRANGEBYSCORE', dl, '-inf', tonumber(ARGV[5]) - tonumber(ARGV[6]) * 1000)\n"
+    "local out = {redis.call('ZCARD', dl)}\n"
+    "for _, id in ipairs(redis.call('ZREVRANGE', dl, tonumber(ARGV[3]), tonumber(ARGV[4]))) do\n"
+    "  out[#out + 1] = redis.call('HGETALL', P .. 'cmd:{' .. org .. '}:' .. id)\n"
+    "end\n"
+    "return out\n",
+    {0}};
+
+/* ARGV: prefix, org, command id, token, now -> false (no such dead letter)
+ * | {raw command, sb:dead entry id}: the dead letter leaves the list and the command is
+ * queued again; the sb:out entry that carries 'token' may take the command id over. */
+sb_redis_script_t sb_script_dead_retry = {
+    "dead_retry",
+    "local P, org, id, tok, now = unpack(ARGV, 1, 5)\n"
+    "local key = P .. 'cmd:{' .. org .. '}:' .. id\n"
+    "local dl = P .. 'deadletters:{' .. org .. '}'\n"
+    "if not redis.call('ZSCORE', dl, id) then return false end\n"
+    "local raw = redis.call('HGET', key, 'cmd')\n"
+    "redis.call('ZREM', dl, id)\n"
+    "if not raw then return false end\n"
+    "redis.call('HSET', key, 'redrive', tok, 'state', 'queued', 'retried_at', now,\n"
+    "           'updated_at', now)\n"
+    "redis.call('HDEL', key, 'done', 'next_attempt_at')\n"
+    "return {raw, redis.call('HGET', key, 'dead_id') or ''}\n",
+    {0}};
+
+/* ARGV: prefix, org, command id, token -> 1: undoes dead_retry when sb:out could not take
+ * the command (only while the token is still the command's). */
+sb_redis_script_t sb_script_dead_restore = {
+    "dead_restore",
+    "local P, org, id, tok = unpack(ARGV, 1, 4)\n"
+    "local key = P .. 'cmd:{' .. org .. '}:' .. id\n"
+    "if redis.call('HGET', key, 'redrive') ~= tok then return 0 end\n"
+    "redis.call('HSET', key, 'state', 'failed', 'done', 'failed')\n"
+    "redis.call('HDEL', key, 'redrive')\n"
+    "local at = tonumber(redis.call('HGET', key, 'failed_at') or '0')\n"
+    "redis.call('ZADD', P .. 'deadletters:{' .. org .. '}', at, id)\n"
+    "return 1\n",
+    {0}};
+
+/* ARGV: prefix, org, command id -> false (no such dead letter) | its sb:dead entry id */
+sb_redis_script_t sb_script_dead_discard = {
+    "dead_discard",
+    "local P, org, id = unpack(ARGV, 1, 3)\n"
+    "if redis.call('ZREM', P .. 'deadletters:{' .. org .. '}', id) == 0 then return false end\n"
+    "return redis.call('HGET', P .. 'cmd:{' .. org .. '}:' .. id, 'dead_id') or ''\n",
+    {0}};
+
+/* ARGV: prefix, id, org, ok, token invalid, account hint, error code, error message, now
+ * -> the hash after the test, or nil (missing or another org's). A test always sets
+ * last_checked_at; success makes the connection active and clears its error, a failure
+ * records the error, a refused token also sets it inactive. */
+sb_redis_script_t sb_script_conn_checked = {
+    "conn_checked",
+    "local P, id, org, ok, tok, hint, code, msg, now = unpack(ARGV, 1, 9)\n"
+    "local key = P .. 'connection:' .. id\n"
+    "if redis.call('HGET', key, 'org') ~= org then return false end\n"
+    "redis.call('HSET', key, 'last_checked_at', now)\n"
+    "if ok == '1' then\n"
+    "  redis.call('HSET', key, 'status', 'active')\n"
+    "  if hint ~= '' then redis.call('HSET', key, 'account_hint', hint) end\n"
+    "  redis.call('HDEL', key, 'error_code', 'error_message', 'error_at')\n"
+    "else\n"
+    "  redis.call('HSET', key, 'error_code', code, 'error_message', msg, 'error_at', now)\n"
+    "  if tok == '1' then redis.call('HSET', key, 'status', 'inactive') end\n"
+    "end\n"
+    "return redis.call('HGETALL', key)\n",
+    {0}};
+
 static sb_redis_script_t *const scripts[] = {&sb_script_auth,
+                                             &sb_script_cmd_cancel,
+                                             &sb_script_dead_list,
+                                             &sb_script_dead_retry,
+                                             &sb_script_dead_restore,
+                                             &sb_script_dead_discard,
+                                             &sb_script_conn_checked,
                                              &sb_script_conv_enqueue,
                                              &sb_script_list,
                                              &sb_script_update,

@@ -24,7 +24,15 @@
  * - Retries: network errors, timeouts, 5xx, 429 and rate-limit codes back off exponentially
  *   with jitter (honouring Retry-After / retry_after; a Telegram 429 pauses the whole bot)
  *   until outbound.retry_deadline_ms; permanent errors go to sb:dead and to the inbox as a
- *   failed outbound event; token errors also set the connection inactive.
+ *   failed outbound event; token errors also set the connection inactive. Each retry and
+ *   each dead letter is a log line.
+ * - State and control: sb:cmd:{org}:{id} also holds the state the API shows (queued,
+ *   sending, retrying, sent, failed, cancelled). out_begin runs before every attempt and
+ *   once a second during a retry wait: a command cancelled through the API is acknowledged
+ *   there, unsent. A dead letter sent again arrives as a new entry with a token that lets
+ *   it, and only it, take its id over (out_load).
+ * - Gauges: the group's pending and lag, sb:dead's length and the inactive connections are
+ *   read every GAUGE_MS into process gauges, so a scrape never waits on Redis.
  */
 #include <math.h>
 #include <unistd.h>
@@ -41,43 +49,102 @@
 #define GROUP      "switchboard"
 #define READ_COUNT 100
 #define BLOCK_MS   "1000"
+#define GAUGE_MS   2000
+/* A long retry wait looks at the command's state this often, so a cancel frees its
+ * conversation at once instead of after the wait. */
+#define PEEK_MS 1000
 
-/* ARGV: prefix, conversation id, command id, entry id, ttl
+/* The command state sb:cmd:{org}:{id} (a hash; every key a script below writes carries the
+ * org's hash tag, as sb:inbox:{org} does): id, conversation_id, type, entry (the sb:out entry
+ * that owns the id), state (queued | sending | retrying | sent | failed | cancelled), done
+ * (sent | failed | cancelled: nothing more is sent), attempts, parts and part:n (provider
+ * message ids), next_attempt_at, error_code / error_message / error_status / error_at (the
+ * last provider error), reason, dead_id and cmd (a dead letter), redrive (a dead letter sent
+ * again), and times. sb:deadletters:{org} (zset, score: failure time) lists the org's dead
+ * letters by command id. */
+#define CMD_KEY  "P .. 'cmd:{' .. org .. '}:' .. id"
+#define DEAD_KEY "P .. 'deadletters:{' .. org .. '}'"
+
+/* ARGV: prefix, conversation id, command id, entry id, ttl, redrive token, type, now
  * -> {0} unknown conversation | {2} the id belongs to another entry (a duplicate)
  *    | {1, conv hash, connection hash, assistant id, command state}
  * The first entry that loads a command id owns it: a second entry with the same id is
- * acknowledged without sending, even while the first is still in flight. */
+ * acknowledged without sending, even while the first is still in flight, unless it carries
+ * the token of a dead letter sent again (POST /orgs/c/dead-letters/{id}/retry). */
 static sb_redis_script_t script_load = {
     "out_load",
-    "local P, cv, id, entry, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
+    "local P, cv, id, entry, ttl, tok, typ, now = unpack(ARGV, 1, 8)\n"
     "local ckey = P .. 'conv:' .. cv\n"
     "local conv = redis.call('HGETALL', ckey)\n"
     "if #conv == 0 then return {0} end\n"
     "local c = redis.call('HMGET', ckey, 'org', 'connection_id', 'binding_id')\n"
-    "local key = P .. 'cmd:' .. c[1] .. ':' .. id\n"
+    "local org = c[1]\n"
+    "local key = " CMD_KEY "\n"
     "local owner = redis.call('HGET', key, 'entry')\n"
-    "if owner and owner ~= entry then return {2} end\n"
+    "if owner and owner ~= entry then\n"
+    "  if tok == '' or redis.call('HGET', key, 'redrive') ~= tok then return {2} end\n"
+    "  redis.call('HDEL', key, 'redrive')\n"
+    "  owner = nil\n"
+    "end\n"
     "if not owner then\n"
-    "  redis.call('HSET', key, 'entry', entry)\n"
+    "  redis.call('HSET', key, 'id', id, 'entry', entry, 'conversation_id', cv, 'type', typ,\n"
+    "             'updated_at', now)\n"
+    "  redis.call('HSETNX', key, 'created_at', now)\n"
     "  redis.call('EXPIRE', key, ttl)\n"
     "end\n"
+    "if not redis.call('HGET', key, 'done') then redis.call('HSET', key, 'state', 'queued') end\n"
     "local conn = redis.call('HGETALL', P .. 'connection:' .. c[2])\n"
     "local aid = redis.call('HGET', P .. 'binding:' .. (c[3] or ''), 'assistant_id') or ''\n"
     "local state = redis.call('HGETALL', key)\n"
     "return {1, conv, conn, aid, state}\n",
     {0}};
 
-/* ARGV: prefix, org, command id, part, provider message id, last, event, entry, maxlen, ttl */
+/* ARGV: prefix, org, command id, entry, now, mode ("send" | "peek")
+ * -> 0 when the command must not be sent (cancelled, or owned by another entry now);
+ *    else the attempt number ("send": state sending) or 1 ("peek": nothing changed).
+ * Run before the first part and after every retry wait (and each second of a long wait). */
+static sb_redis_script_t script_begin = {
+    "out_begin",
+    "local P, org, id, entry, now, mode = unpack(ARGV, 1, 6)\n"
+    "local key = " CMD_KEY "\n"
+    "local s = redis.call('HMGET', key, 'entry', 'done')\n"
+    "if s[2] or (s[1] and s[1] ~= entry) then return 0 end\n"
+    "if mode ~= 'send' then return 1 end\n"
+    "redis.call('HSET', key, 'state', 'sending', 'updated_at', now)\n"
+    "redis.call('HDEL', key, 'next_attempt_at')\n"
+    "return redis.call('HINCRBY', key, 'attempts', 1)\n",
+    {0}};
+
+/* ARGV: prefix, org, command id, entry, now, next attempt (ms), provider code, message,
+ *       HTTP status -> 1 | 0 (not this entry's, or done) */
+static sb_redis_script_t script_retrying = {
+    "out_retrying",
+    "local P, org, id, entry, now, nexta, code, msg, st = unpack(ARGV, 1, 9)\n"
+    "local key = " CMD_KEY "\n"
+    "local s = redis.call('HMGET', key, 'entry', 'done')\n"
+    "if s[2] or s[1] ~= entry then return 0 end\n"
+    "redis.call('HSET', key, 'state', 'retrying', 'next_attempt_at', nexta, 'error_code', code,\n"
+    "           'error_message', msg, 'error_status', st, 'error_at', now, 'updated_at', now)\n"
+    "return 1\n",
+    {0}};
+
+/* ARGV: prefix, org, command id, part, provider message id, last, event, entry, maxlen, ttl,
+ *       now */
 static sb_redis_script_t script_sent = {
     "out_sent",
-    "local P, org, id, n, msgid, last, ev, entry, maxlen, ttl = unpack(ARGV, 1, 10)\n"
-    "local key = P .. 'cmd:' .. org .. ':' .. id\n"
-    "redis.call('HSET', key, 'part:' .. n, msgid, 'parts', n)\n"
+    "local P, org, id, n, msgid, last, ev, entry, maxlen, ttl, now = unpack(ARGV, 1, 11)\n"
+    "local key = " CMD_KEY "\n"
+    "if redis.call('HGET', key, 'done') == 'cancelled' then\n"
+    "  redis.call('XACK', P .. 'out', '" GROUP "', entry)\n"
+    "  return 1\n"
+    "end\n"
+    "redis.call('HSET', key, 'part:' .. n, msgid, 'parts', n, 'updated_at', now)\n"
     "if ev ~= '' then\n"
     "  redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
     "end\n"
     "if last == '1' then\n"
-    "  redis.call('HSET', key, 'done', 'sent')\n"
+    "  redis.call('HSET', key, 'done', 'sent', 'state', 'sent', 'sent_at', now)\n"
+    "  redis.call('HDEL', key, 'next_attempt_at')\n"
     "  redis.call('XACK', P .. 'out', '" GROUP "', entry)\n"
     "end\n"
     "redis.call('EXPIRE', key, ttl)\n"
@@ -85,28 +152,39 @@ static sb_redis_script_t script_sent = {
     {0}};
 
 /* ARGV: prefix, org, command id, entry, raw command, reason, code, event, maxlen, ttl,
- *       connection id, token invalid */
+ *       connection id, token invalid, reason code, now, HTTP status */
 static sb_redis_script_t script_failed = {
     "out_failed",
-    "local P, org, id, entry, raw, reason, code, ev, maxlen, ttl, conn, tok = unpack(ARGV, 1, 12)\n"
-    "redis.call('XADD', P .. 'dead', 'MAXLEN', '~', maxlen, '*', 'cmd', raw, 'reason', reason,\n"
-    "           'code', code, 'org', org, 'entry', entry)\n"
+    "local P, org, id, entry, raw, reason, code, ev, maxlen, ttl, conn, tok, rcode, now, st =\n"
+    "  unpack(ARGV, 1, 15)\n"
+    "local did = redis.call('XADD', P .. 'dead', 'MAXLEN', '~', maxlen, '*', 'cmd', raw,\n"
+    "                       'reason', reason, 'code', code, 'org', org, 'entry', entry)\n"
     "if ev ~= '' then\n"
     "  redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
     "end\n"
     "if org ~= '' and id ~= '' then\n"
-    "  local key = P .. 'cmd:' .. org .. ':' .. id\n"
-    "  redis.call('HSET', key, 'done', 'failed')\n"
+    "  local key = " CMD_KEY "\n"
+    "  redis.call('HSET', key, 'done', 'failed', 'state', 'failed', 'reason', rcode,\n"
+    "             'error_code', code, 'error_message', reason, 'error_status', st,\n"
+    "             'error_at', now, 'failed_at', now, 'dead_id', did, 'cmd', raw,\n"
+    "             'updated_at', now)\n"
+    "  redis.call('HDEL', key, 'next_attempt_at')\n"
     "  redis.call('EXPIRE', key, ttl)\n"
+    "  local dl = " DEAD_KEY "\n"
+    "  redis.call('ZADD', dl, now, id)\n"
+    "  redis.call('EXPIRE', dl, ttl)\n"
     "end\n"
     "if tok == '1' and conn ~= '' then\n"
-    "  redis.call('HSET', P .. 'connection:' .. conn, 'status', 'inactive')\n"
+    "  redis.call('HSET', P .. 'connection:' .. conn, 'status', 'inactive',\n"
+    "             'error_code', 'token_invalid', 'error_message', reason, 'error_at', now,\n"
+    "             'last_checked_at', now)\n"
     "end\n"
     "redis.call('XACK', P .. 'out', '" GROUP "', entry)\n"
     "return 1\n",
     {0}};
 
-static sb_redis_script_t *const scripts[] = {&script_load, &script_sent, &script_failed, NULL};
+static sb_redis_script_t *const scripts[] = {&script_load, &script_begin,  &script_retrying,
+                                             &script_sent, &script_failed, NULL};
 
 sb_redis_script_t *const *sb_outbound_scripts(void)
 {
@@ -146,6 +224,11 @@ struct st_sb_outbound_t {
     int replies_pending;
     /* Where the re-reading of our own pending entries has got to ("0" at first). */
     char history_cursor[64];
+    /* Gauges of the group, sb:dead and inactive connections, read every GAUGE_MS. */
+    uv_timer_t gauge_timer;
+    int gauges_pending;
+    /* Commands of this process waiting for their next attempt. */
+    int64_t retrying;
 };
 
 static void maybe_free(sb_outbound_t *ob);
@@ -167,6 +250,15 @@ struct st_ob_cmd_t {
     sb_send_plan_t plan;
     size_t next_part;
     int attempt;
+    /* The command's attempt number (sb:cmd attempts), the reason code of a failure, the
+     * HTTP status of the last answer, the redrive token of a dead letter sent again. */
+    int64_t attempts;
+    const char *reason;
+    int http_status;
+    h2o_iovec_t redrive;
+    /* Waiting for its next attempt (counted in ob->retrying), at this time (mono us). */
+    int retry_wait;
+    uint64_t retry_at_us;
     uint64_t started_us;
     uv_timer_t timer;
     int timer_open;
@@ -231,6 +323,11 @@ static void on_cmd_timer_closed(uv_handle_t *h)
 static void cmd_done(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
+    if (c->retry_wait) {
+        c->retry_wait = 0;
+        ob->retrying--;
+        sb_metrics_gauge_set(SB_GAUGE_OUTBOUND_RETRYING, ob->retrying);
+    }
     sb_map_remove(&ob->inflight, c->entry);
     ob_conv_t *conv = c->conv;
     if (conv != NULL) {
@@ -363,8 +460,8 @@ static void record_failure(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[12];
-    size_t argvlen[12];
+    const char *argv[15];
+    size_t argvlen[15];
     int argc = 0;
     int token = c->result.outcome == SB_SEND_TOKEN_INVALID;
     h2o_iovec_t event = h2o_iovec_init("", 0);
@@ -386,6 +483,9 @@ static void record_failure(ob_cmd_t *c)
     args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
     args_push(argv, argvlen, &argc, c->conn_id);
     args_push(argv, argvlen, &argc, iov(token ? "1" : "0"));
+    args_push(argv, argvlen, &argc, iov(c->reason != NULL ? c->reason : "rejected"));
+    args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
+    args_push(argv, argvlen, &argc, ipool(c, c->http_status));
     c->wait = WAIT_REDIS;
     busy(c, 1);
     if (sb_redis_eval(ob->w->redis, &script_failed, on_failed_recorded, c, 0, argc, argv,
@@ -418,22 +518,41 @@ static void on_failed_recorded(redisReply *r, void *data)
     ob_cmd_t *c = data;
     if (!recorded(c, r, record_failure))
         return;
+    if (c->result.outcome == SB_SEND_TOKEN_INVALID && c->conn_id.len != 0) {
+        /* The set behind the connections_inactive gauge (a key of its own hash slot). */
+        sb_outbound_t *ob = c->ob;
+        h2o_iovec_t key = sb_pool_printf(&c->pool, "%s" SB_INACTIVE_CONNECTIONS_KEY, ob->prefix);
+        const char *argv[3] = {"SADD", key.base, c->conn_id.base};
+        size_t argvlen[3] = {4, key.len, c->conn_id.len};
+        sb_redis_command(ob->w->redis, NULL, NULL, 3, argv, argvlen);
+    }
     sb_metrics_outbound(channel_index(c->adapter), c->result.outcome == SB_SEND_TOKEN_INVALID
                                                        ? SB_OUTBOUND_TOKEN_INVALID
                                                        : SB_OUTBOUND_FAILED);
     cmd_done(c);
 }
 
-/* Fails the command for good with 'code' and 'title'. */
-static void fail_cmd(ob_cmd_t *c, sb_send_outcome_t outcome, int64_t code, const char *title)
+/* Fails the command for good with 'code' and 'title': a dead letter of reason code 'reason'
+ * (a word of docs/api.md: invalid_command, unknown_conversation, ...). */
+static void fail_cmd(ob_cmd_t *c, sb_send_outcome_t outcome, const char *reason, int64_t code,
+                     const char *title)
 {
     c->result.outcome = outcome;
     c->result.error_code = code;
     c->result.error_title = sb_pool_strdup(&c->pool, title, strlen(title));
-    sb_logkv(
-        SB_LOG_WARN, SB_MODULE,
-        (const char *[]){"entry", c->entry, "conn", c->conn_id.base ? c->conn_id.base : "", NULL},
-        "outbound command failed: %s (code %lld)", title, (long long)code);
+    c->reason = outcome == SB_SEND_TOKEN_INVALID ? "token_invalid" : reason;
+    char scode[32], sstatus[16], sattempt[24];
+    snprintf(scode, sizeof(scode), "%lld", (long long)code);
+    snprintf(sstatus, sizeof(sstatus), "%d", c->http_status);
+    snprintf(sattempt, sizeof(sattempt), "%lld", (long long)c->attempts);
+    h2o_iovec_t id =
+        c->parsed ? sb_pool_strdup(&c->pool, c->cmd.id.base, c->cmd.id.len) : h2o_iovec_init("", 0);
+    sb_logkv(SB_LOG_WARN, SB_MODULE,
+             (const char *[]){"command_id", id.base, "entry", c->entry, "conn",
+                              c->conn_id.base ? c->conn_id.base : "", "attempt", sattempt, "reason",
+                              c->reason, "provider_code", scode, "provider_status", sstatus,
+                              "provider_error", title, NULL},
+             "outbound command dead-lettered: %s", c->reason);
     record_failure(c);
 }
 
@@ -450,8 +569,8 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[10];
-    size_t argvlen[10];
+    const char *argv[11];
+    size_t argvlen[11];
     int argc = 0;
     args_push(argv, argvlen, &argc, iov(ob->prefix));
     args_push(argv, argvlen, &argc, c->org);
@@ -463,6 +582,7 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
     args_push(argv, argvlen, &argc, iov(c->entry));
     args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
     args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
+    args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
     c->wait = WAIT_REDIS;
     busy(c, 1);
     if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 0, argc, argv, argvlen) !=
@@ -492,6 +612,7 @@ static void on_sent_recorded(redisReply *r, void *data)
     sb_metrics_outbound(channel_index(c->adapter), SB_OUTBOUND_SENT);
     c->next_part++;
     c->attempt = 0;
+    c->http_status = 0;
     memset(&c->result, 0, sizeof(c->result));
     if (c->next_part >= c->plan.size)
         cmd_done(c);
@@ -510,6 +631,136 @@ static uint64_t backoff_ms(ob_cmd_t *c)
     return (uint64_t)(base / 2 + base / 2 * (r / 255.0));
 }
 
+/* ---- Retry waits, cancels ---- */
+
+static void begin_send(ob_cmd_t *c);
+static void retry_tick(ob_cmd_t *c);
+
+/* Logs the retry and records it on the command (state retrying, next_attempt_at, the
+ * error); the record is not waited for: the command's own later scripts follow it. */
+static void mark_retrying(ob_cmd_t *c, uint64_t delay, const char *title)
+{
+    sb_outbound_t *ob = c->ob;
+    char scode[32], sstatus[16], sattempt[24], sdelay[24];
+    snprintf(scode, sizeof(scode), "%lld", (long long)c->result.error_code);
+    snprintf(sstatus, sizeof(sstatus), "%d", c->http_status);
+    snprintf(sattempt, sizeof(sattempt), "%lld", (long long)c->attempts);
+    snprintf(sdelay, sizeof(sdelay), "%llu", (unsigned long long)delay);
+    sb_logkv(SB_LOG_WARN, SB_MODULE,
+             (const char *[]){"command_id", c->cmd.id.base, "entry", c->entry, "conn",
+                              c->conn_id.base, "attempt", sattempt, "provider_code", scode,
+                              "provider_status", sstatus, "next_delay_ms", sdelay, "provider_error",
+                              title, NULL},
+             "outbound command retrying in %s ms", sdelay);
+    const char *argv[9];
+    size_t argvlen[9];
+    int argc = 0;
+    args_push(argv, argvlen, &argc, iov(ob->prefix));
+    args_push(argv, argvlen, &argc, c->org);
+    args_push(argv, argvlen, &argc, c->cmd.id);
+    args_push(argv, argvlen, &argc, iov(c->entry));
+    args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
+    args_push(argv, argvlen, &argc, ipool(c, sb_now_ms() + (int64_t)delay));
+    args_push(argv, argvlen, &argc, iov(scode));
+    args_push(argv, argvlen, &argc, iov(title));
+    args_push(argv, argvlen, &argc, iov(sstatus));
+    sb_redis_eval(ob->w->redis, &script_retrying, NULL, NULL, 0, argc, argv, argvlen);
+}
+
+static void wait_retry(ob_cmd_t *c, uint64_t delay)
+{
+    sb_outbound_t *ob = c->ob;
+    if (!c->retry_wait) {
+        c->retry_wait = 1;
+        ob->retrying++;
+        sb_metrics_gauge_set(SB_GAUGE_OUTBOUND_RETRYING, ob->retrying);
+    }
+    c->retry_at_us = sb_mono_us() + delay * 1000;
+    after(c, delay < PEEK_MS ? delay : PEEK_MS, retry_tick);
+}
+
+/* Acknowledges a command cancelled through the API (or whose id another entry took over):
+ * nothing more is sent. */
+static void ack_cancelled(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    const char *argv[4] = {"XACK", ob->stream, GROUP, c->entry};
+    size_t argvlen[4] = {4, strlen(ob->stream), strlen(GROUP), strlen(c->entry)};
+    sb_redis_command(ob->w->redis, NULL, NULL, 4, argv, argvlen);
+    sb_logkv(SB_LOG_INFO, SB_MODULE,
+             (const char *[]){"command_id", c->cmd.id.base, "entry", c->entry, NULL},
+             "outbound command cancelled: not sent");
+    sb_metrics_outbound(channel_index(c->adapter), SB_OUTBOUND_CANCELLED);
+    cmd_done(c);
+}
+
+static void on_begin(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    busy(c, -1);
+    if (c->ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    int peek = c->retry_wait;
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        after(c, 1000, peek ? retry_tick : begin_send);
+        return;
+    }
+    if (r->integer == 0) {
+        ack_cancelled(c);
+        return;
+    }
+    if (peek) {
+        uint64_t now = sb_mono_us();
+        uint64_t left = c->retry_at_us > now ? (c->retry_at_us - now) / 1000 + 1 : 0;
+        after(c, left < PEEK_MS ? left : PEEK_MS, retry_tick);
+        return;
+    }
+    c->attempts = r->integer;
+    send_part(c);
+}
+
+/* Runs out_begin: "send" before an attempt (checks that the command was not cancelled and
+ * counts the attempt), "peek" during a retry wait. */
+static void run_begin(ob_cmd_t *c, const char *mode)
+{
+    sb_outbound_t *ob = c->ob;
+    const char *argv[6];
+    size_t argvlen[6];
+    int argc = 0;
+    args_push(argv, argvlen, &argc, iov(ob->prefix));
+    args_push(argv, argvlen, &argc, c->org);
+    args_push(argv, argvlen, &argc, c->cmd.id);
+    args_push(argv, argvlen, &argc, iov(c->entry));
+    args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
+    args_push(argv, argvlen, &argc, iov(mode));
+    c->wait = WAIT_REDIS;
+    busy(c, 1);
+    if (sb_redis_eval(ob->w->redis, &script_begin, on_begin, c, 0, argc, argv, argvlen) != 0) {
+        busy(c, -1);
+        after(c, 1000, c->retry_wait ? retry_tick : begin_send);
+    }
+}
+
+static void begin_send(ob_cmd_t *c)
+{
+    if (c->retry_wait) {
+        c->retry_wait = 0;
+        c->ob->retrying--;
+        sb_metrics_gauge_set(SB_GAUGE_OUTBOUND_RETRYING, c->ob->retrying);
+    }
+    run_begin(c, "send");
+}
+
+static void retry_tick(ob_cmd_t *c)
+{
+    if (sb_mono_us() >= c->retry_at_us)
+        begin_send(c);
+    else
+        run_begin(c, "peek");
+}
+
 static void on_response(const sb_http_response_t *res, void *data)
 {
     ob_cmd_t *c = data;
@@ -522,6 +773,7 @@ static void on_response(const sb_http_response_t *res, void *data)
     }
     memset(&c->result, 0, sizeof(c->result));
     int status = res->result == SB_HTTP_OK ? res->status : 0;
+    c->http_status = status;
     c->adapter->classify(&c->target, status, h2o_iovec_init(res->body, res->body_len),
                          res->retry_after_ms, &c->pool, &c->result);
     switch (c->result.outcome) {
@@ -540,13 +792,21 @@ static void on_response(const sb_http_response_t *res, void *data)
         }
         uint64_t elapsed_ms = (sb_mono_us() - c->started_us) / 1000;
         if (elapsed_ms + delay > (uint64_t)ob->w->server->conf->retry_deadline_ms) {
-            fail_cmd(c, SB_SEND_PERMANENT, c->result.error_code,
+            fail_cmd(c, SB_SEND_PERMANENT, "retries_exhausted", c->result.error_code,
                      "retries exhausted before the retry deadline");
             return;
         }
         sb_metrics_outbound(channel_index(c->adapter), SB_OUTBOUND_RETRIED);
         c->attempt++;
-        after(c, delay, send_part);
+        const char *title =
+            c->result.error_title.base != NULL
+                ? sb_pool_strdup(&c->pool, c->result.error_title.base, c->result.error_title.len)
+                      .base
+            : res->result == SB_HTTP_TIMEOUT ? "timeout"
+            : res->result != SB_HTTP_OK      ? "network error"
+                                             : "provider error";
+        mark_retrying(c, delay, title);
+        wait_retry(c, delay);
         return;
     }
     default: {
@@ -555,7 +815,7 @@ static void on_response(const sb_http_response_t *res, void *data)
                 ? sb_pool_strdup(&c->pool, c->result.error_title.base, c->result.error_title.len)
                       .base
                 : "the provider refused the message";
-        fail_cmd(c, c->result.outcome, c->result.error_code, title);
+        fail_cmd(c, c->result.outcome, "rejected", c->result.error_code, title);
     }
     }
 }
@@ -603,7 +863,8 @@ static void send_part(ob_cmd_t *c)
     const char *reason = NULL;
     if (c->adapter->build_send(&c->cred, &c->target, &c->cmd, c->plan.entries + c->next_part,
                                &c->pool, &preq, &reason) != SB_OK) {
-        fail_cmd(c, SB_SEND_PERMANENT, 0, reason != NULL ? reason : "the channel cannot send it");
+        fail_cmd(c, SB_SEND_PERMANENT, "unsupported", 0,
+                 reason != NULL ? reason : "the channel cannot send it");
         return;
     }
     const char *headers[5];
@@ -641,7 +902,7 @@ static void start_cmd(ob_cmd_t *c)
         record_done(c);
         return;
     }
-    send_part(c);
+    begin_send(c);
 }
 
 /* ---- Loading ---- */
@@ -691,7 +952,7 @@ static void on_loaded(redisReply *r, void *data)
         return;
     }
     if (r->element[0]->integer == 0 || r->elements != 5) {
-        fail_cmd(c, SB_SEND_PERMANENT, 0, "unknown conversation");
+        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
         return;
     }
     sb_record_t conv, conn, state;
@@ -706,7 +967,7 @@ static void on_loaded(redisReply *r, void *data)
     if (r->element[3]->type == REDIS_REPLY_STRING)
         c->assistant_id = sb_pool_strdup(&c->pool, r->element[3]->str, r->element[3]->len);
     if (c->org.base == NULL || c->conn_id.base == NULL) {
-        fail_cmd(c, SB_SEND_PERMANENT, 0, "unknown conversation");
+        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
         return;
     }
     if (sb_record_get(&state, "done").base != NULL) {
@@ -715,7 +976,8 @@ static void on_loaded(redisReply *r, void *data)
         return;
     }
     if (!have_conn) {
-        fail_cmd(c, SB_SEND_PERMANENT, 0, "the conversation's connection was deleted");
+        fail_cmd(c, SB_SEND_PERMANENT, "connection_deleted", 0,
+                 "the conversation's connection was deleted");
         return;
     }
     c->adapter = sb_adapter_find(c->channel.base, c->channel.len);
@@ -723,7 +985,8 @@ static void on_loaded(redisReply *r, void *data)
                                         sb_record_get(&conn, "secrets"));
     if (c->adapter == NULL || creds == NULL) {
         json_decref(creds);
-        fail_cmd(c, SB_SEND_PERMANENT, 0, "the connection's credentials cannot be decrypted");
+        fail_cmd(c, SB_SEND_PERMANENT, "credentials_unreadable", 0,
+                 "the connection's credentials cannot be decrypted");
         return;
     }
     sb_credentials_fill(creds, &c->pool, &c->cred);
@@ -766,30 +1029,37 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
     sb_map_set(&ob->inflight, c->entry, c);
     c->raw = h2o_iovec_init("", 0);
     if (fields != NULL && fields->type == REDIS_REPLY_ARRAY)
-        for (size_t i = 0; i + 1 < fields->elements; i += 2)
-            if (fields->element[i]->type == REDIS_REPLY_STRING &&
-                strcmp(fields->element[i]->str, "cmd") == 0 &&
-                fields->element[i + 1]->type == REDIS_REPLY_STRING)
-                c->raw = sb_pool_strdup(&c->pool, fields->element[i + 1]->str,
-                                        fields->element[i + 1]->len);
+        for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+            const redisReply *name = fields->element[i], *v = fields->element[i + 1];
+            if (name->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+                continue;
+            if (strcmp(name->str, "cmd") == 0)
+                c->raw = sb_pool_strdup(&c->pool, v->str, v->len);
+            else if (strcmp(name->str, "redrive") == 0)
+                c->redrive = sb_pool_strdup(&c->pool, v->str, v->len);
+        }
     const char *reason = NULL;
     if (sb_command_parse(c->raw, &c->pool, &c->cmd, &reason) != SB_OK) {
-        fail_cmd(c, SB_SEND_PERMANENT, 0, reason != NULL ? reason : "invalid command");
+        fail_cmd(c, SB_SEND_PERMANENT, "invalid_command", 0,
+                 reason != NULL ? reason : "invalid command");
         return;
     }
     c->parsed = 1;
     if (c->cmd.conversation_id.base == NULL) {
-        fail_cmd(c, SB_SEND_PERMANENT, 0, "conversation_id is required");
+        fail_cmd(c, SB_SEND_PERMANENT, "invalid_command", 0, "conversation_id is required");
         return;
     }
-    const char *argv[5];
-    size_t argvlen[5];
+    const char *argv[8];
+    size_t argvlen[8];
     int argc = 0;
     args_push(argv, argvlen, &argc, iov(ob->prefix));
     args_push(argv, argvlen, &argc, c->cmd.conversation_id);
     args_push(argv, argvlen, &argc, c->cmd.id);
     args_push(argv, argvlen, &argc, iov(c->entry));
     args_push(argv, argvlen, &argc, ipool(c, ob->w->server->conf->dedup_ttl_seconds));
+    args_push(argv, argvlen, &argc, c->redrive);
+    args_push(argv, argvlen, &argc, c->cmd.type);
+    args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
     c->wait = WAIT_REDIS;
     busy(c, 1);
     if (sb_redis_eval(ob->w->redis, &script_load, on_loaded, c, 0, argc, argv, argvlen) != 0) {
@@ -942,6 +1212,84 @@ static void on_reclaim_timer(uv_timer_t *t)
     }
 }
 
+/* ---- Gauges (polled, so a scrape never waits on Redis) ---- */
+
+static const redisReply *gauge_reply(sb_outbound_t *ob, redisReply *r)
+{
+    ob->gauges_pending--;
+    if (reply_arrived(ob))
+        return NULL;
+    return r;
+}
+
+static void on_group_info(redisReply *r, void *data)
+{
+    sb_outbound_t *ob = data;
+    const redisReply *g = gauge_reply(ob, r);
+    if (g == NULL || g->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < g->elements; ++i) {
+        const redisReply *e = g->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+            e->element[1]->type != REDIS_REPLY_STRING || strcmp(e->element[1]->str, GROUP) != 0)
+            continue;
+        for (size_t k = 0; k + 1 < e->elements; k += 2) {
+            const redisReply *name = e->element[k], *v = e->element[k + 1];
+            if (name->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_INTEGER)
+                continue;
+            if (strcmp(name->str, "pending") == 0)
+                sb_metrics_gauge_set(SB_GAUGE_OUTBOUND_PENDING, v->integer);
+            else if (strcmp(name->str, "lag") == 0)
+                sb_metrics_gauge_set(SB_GAUGE_OUTBOUND_LAG, v->integer);
+        }
+    }
+}
+
+static void on_dead_count(redisReply *r, void *data)
+{
+    sb_outbound_t *ob = data;
+    const redisReply *g = gauge_reply(ob, r);
+    if (g != NULL && g->type == REDIS_REPLY_INTEGER)
+        sb_metrics_gauge_set(SB_GAUGE_DEAD_LETTERS, g->integer);
+}
+
+static void on_inactive_count(redisReply *r, void *data)
+{
+    sb_outbound_t *ob = data;
+    const redisReply *g = gauge_reply(ob, r);
+    if (g != NULL && g->type == REDIS_REPLY_INTEGER)
+        sb_metrics_gauge_set(SB_GAUGE_CONNECTIONS_INACTIVE, g->integer);
+}
+
+static void gauge_command(sb_outbound_t *ob, sb_redis_cb cb, const char *a, const char *b,
+                          const char *key)
+{
+    const char *argv[3] = {a, b, key};
+    size_t argvlen[3] = {strlen(a), strlen(b), strlen(key)};
+    int argc = b[0] != '\0' ? 3 : 2;
+    if (argc == 2) {
+        argv[1] = key;
+        argvlen[1] = argvlen[2];
+    }
+    if (sb_redis_command(ob->w->redis, cb, ob, argc, argv, argvlen) == 0) {
+        ob->gauges_pending++;
+        ob->replies_pending++;
+    }
+}
+
+static void on_gauge_timer(uv_timer_t *t)
+{
+    sb_outbound_t *ob = t->data;
+    if (ob->gauges_pending != 0 || !sb_redis_connected(ob->w->redis))
+        return;
+    char key[256];
+    gauge_command(ob, on_group_info, "XINFO", "GROUPS", ob->stream);
+    snprintf(key, sizeof(key), "%sdead", ob->prefix);
+    gauge_command(ob, on_dead_count, "XLEN", "", key);
+    snprintf(key, sizeof(key), "%s" SB_INACTIVE_CONNECTIONS_KEY, ob->prefix);
+    gauge_command(ob, on_inactive_count, "SCARD", "", key);
+}
+
 typedef struct st_heartbeat_t {
     const char **argv;
     size_t *argvlen;
@@ -1011,6 +1359,9 @@ sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url)
     uint64_t idle = (uint64_t)conf->reclaim_idle_ms;
     uv_timer_start(&ob->reclaim_timer, on_reclaim_timer, idle / 4 + 1, idle / 4 + 1);
     uv_timer_start(&ob->heartbeat_timer, on_heartbeat_timer, idle / 3 + 1, idle / 3 + 1);
+    uv_timer_init(&w->loop, &ob->gauge_timer);
+    ob->gauge_timer.data = ob;
+    uv_timer_start(&ob->gauge_timer, on_gauge_timer, 100, GAUGE_MS);
     /* The blocking XREADGROUP gets a connection of its own: it would hold up every other
      * command pipelined behind it. */
     sb_redis_options_t ropts = {.url = url,
@@ -1066,9 +1417,10 @@ void sb_outbound_stop(sb_outbound_t *ob)
     ob->stopping = 1;
     sb_redis_close(ob->reader);
     ob->reader = NULL;
-    ob->handles_open = 2;
+    ob->handles_open = 3;
     uv_close((uv_handle_t *)&ob->reclaim_timer, on_ob_timer_closed);
     uv_close((uv_handle_t *)&ob->heartbeat_timer, on_ob_timer_closed);
+    uv_close((uv_handle_t *)&ob->gauge_timer, on_ob_timer_closed);
     /* Commands waiting in a queue or on a timer are dropped now (they stay pending in the
      * group); those waiting on curl or Redis go when their callback runs. */
     collect_t col = {sb_mem_alloc(sizeof(ob_cmd_t *) * (ob->inflight.size + 1)), 0};

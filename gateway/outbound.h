@@ -8,6 +8,9 @@
 
 typedef struct st_sb_outbound_t sb_outbound_t;
 
+/** The set of inactive connection ids (after the prefix), for the connections_inactive gauge. */
+#define SB_INACTIVE_CONNECTIONS_KEY "connections:{inactive}"
+
 /** Starts consuming sb:out on worker 'w' (new). */
 sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url);
 /**

@@ -190,6 +190,8 @@ static void finish(wjob_t *j, sb_err_t err, int duplicate_only)
 {
     sb_metrics_webhook(j->channel, err, duplicate_only);
     if (err == SB_OK)
+        sb_metrics_webhook_seen(j->conn_id);
+    if (err == SB_OK)
         sb_job_respond(&j->super, 200, "text/plain", SB_STRLIT("ok\n"));
     else
         sb_job_respond_error(&j->super, err, NULL);

@@ -104,10 +104,10 @@ class TestRequests(unittest.TestCase):
         fake = e.tg if channel == "telegram" else e.graph
         fake.clear()
         e.xadd(dict(cmd, id=cmd_id, conversation_id=e.convs[channel]))
-        wait_until(lambda: e.r.command("EXISTS", "sb:cmd:org_in:" + cmd_id) and
-                   e.r.command("HGET", "sb:cmd:org_in:" + cmd_id, "done"), 10,
+        wait_until(lambda: e.r.command("EXISTS", "sb:cmd:{org_in}:" + cmd_id) and
+                   e.r.command("HGET", "sb:cmd:{org_in}:" + cmd_id, "done"), 10,
                    "command %s done" % cmd_id)
-        self.assertEqual(e.r.command("HGET", "sb:cmd:org_in:" + cmd_id, "done"), b"sent")
+        self.assertEqual(e.r.command("HGET", "sb:cmd:{org_in}:" + cmd_id, "done"), b"sent")
         return cmd_id, fake.requests()
 
     def graph_request(self, reqs, sender):
@@ -271,7 +271,7 @@ class TestRequests(unittest.TestCase):
                "text": "only once"}
         e.xadd(cmd)
         e.xadd(cmd)
-        wait_until(lambda: e.r.command("HGET", "sb:cmd:org_in:dup-1", "done") == b"sent", 10,
+        wait_until(lambda: e.r.command("HGET", "sb:cmd:{org_in}:dup-1", "done") == b"sent", 10,
                    "sent")
         wait_until(lambda: e.pending() == 0, 10, "both entries acknowledged")
         sends = [r for r in e.tg.requests(method="sendmessage")
@@ -285,7 +285,7 @@ class TestRequests(unittest.TestCase):
         res = e.api("POST", path, {"id": "api-1", "type": "text", "text": "from the inbox"})
         self.assertEqual(res.status, 202, res)
         self.assertEqual(res.json["id"], "api-1")
-        wait_until(lambda: e.r.command("HGET", "sb:cmd:org_in:api-1", "done") == b"sent", 10,
+        wait_until(lambda: e.r.command("HGET", "sb:cmd:{org_in}:api-1", "done") == b"sent", 10,
                    "sent")
         # Validation, with the reason.
         for bad in ({"type": "text", "text": "x"}, {"id": "b1", "type": "fax"},
@@ -329,7 +329,7 @@ class TestFailures(unittest.TestCase):
 
     def wait_done(self, cmd_id, timeout=15):
         e = self.env
-        return wait_until(lambda: e.r.command("HGET", "sb:cmd:org_in:" + cmd_id, "done"),
+        return wait_until(lambda: e.r.command("HGET", "sb:cmd:{org_in}:" + cmd_id, "done"),
                           timeout, "command %s done" % cmd_id)
 
     def test_retry_after_is_honoured(self):
@@ -455,12 +455,12 @@ class TestOrderAndConcurrency(unittest.TestCase):
         wait_until(lambda: e.tg.requests(method="sendmessage"), 10, "the slow send started")
         t0 = time.monotonic()
         e.xadd({"id": "fast-1", "conversation_id": fast, "type": "text", "text": "fast"})
-        wait_until(lambda: e.r.command("HGET", "sb:cmd:org_in:fast-1", "done") == b"sent", 10,
+        wait_until(lambda: e.r.command("HGET", "sb:cmd:{org_in}:fast-1", "done") == b"sent", 10,
                    "the fast one sent")
         self.assertLess(time.monotonic() - t0, 3.0)
-        self.assertIsNone(e.r.command("HGET", "sb:cmd:org_in:slow-1", "done"),
+        self.assertIsNone(e.r.command("HGET", "sb:cmd:{org_in}:slow-1", "done"),
                           "the slow one is still in flight")
-        wait_until(lambda: e.r.command("HGET", "sb:cmd:org_in:slow-1", "done") == b"sent", 15,
+        wait_until(lambda: e.r.command("HGET", "sb:cmd:{org_in}:slow-1", "done") == b"sent", 15,
                    "the slow one sent")
 
 
@@ -485,7 +485,7 @@ class TestRestartSameNode(unittest.TestCase):
         wait_until(lambda: e.tg.requests(method="sendmessage"), 10, "the send started")
         e.gw.kill()
         e.gw.start()
-        wait_until(lambda: e.r.command("HGET", "sb:cmd:org_in:n1", "done") == b"sent", 15,
+        wait_until(lambda: e.r.command("HGET", "sb:cmd:{org_in}:n1", "done") == b"sent", 15,
                    "delivered after the restart (the reclaim idle time is 10 minutes)")
         wait_until(lambda: e.pending() == 0, 10, "acknowledged")
         consumers = e.r.command("XINFO", "CONSUMERS", "sb:out", "switchboard")
@@ -501,7 +501,7 @@ class TestRestartSameNode(unittest.TestCase):
                 "text": "answered during shutdown"})
         wait_until(lambda: e.tg.requests(method="sendmessage"), 10, "the send started")
         self.assertEqual(e.gw.stop(), 0)  # SIGTERM while the provider is still answering
-        self.assertEqual(e.r.command("HGET", "sb:cmd:org_in:t1", "done"), b"sent",
+        self.assertEqual(e.r.command("HGET", "sb:cmd:{org_in}:t1", "done"), b"sent",
                          "the answer that came during shutdown was recorded")
         self.assertEqual(e.pending(), 0)
         e.gw.start()
@@ -527,7 +527,7 @@ class TestTakeOver(unittest.TestCase):
         wait_until(lambda: e.tg.requests(method="sendmessage"), 10, "the send started")
         e.gw.kill()  # SIGKILL while the send hangs in the provider
         e.gw.start()
-        wait_until(lambda: e.r.command("HGET", "sb:cmd:org_in:k1", "done") == b"sent", 20,
+        wait_until(lambda: e.r.command("HGET", "sb:cmd:{org_in}:k1", "done") == b"sent", 20,
                    "delivered by the restarted gateway")
         self.assertEqual(len(e.tg.requests(method="sendmessage")), 2)
         wait_until(lambda: e.pending() == 0, 10, "acknowledged")
@@ -540,7 +540,7 @@ class TestTakeOver(unittest.TestCase):
             e.tg.override("sendmessage", delay=6.0, times=1)  # three reclaim periods
             e.xadd({"id": "s1", "conversation_id": e.convs["telegram"], "type": "text",
                     "text": "slow but alive"})
-            wait_until(lambda: e.r.command("HGET", "sb:cmd:org_in:s1", "done") == b"sent", 20,
+            wait_until(lambda: e.r.command("HGET", "sb:cmd:{org_in}:s1", "done") == b"sent", 20,
                        "sent")
             wait_until(lambda: e.pending() == 0, 10, "acknowledged")
             sends = [r for r in e.tg.requests(method="sendmessage")
