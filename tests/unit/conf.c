@@ -234,6 +234,8 @@ static void test_conf_every_env_is_read(void)
             value = "127.0.0.2:1234";
         } else if (strcmp(o->path, "log_level") == 0) {
             value = "warn";
+        } else if (strcmp(o->path, "trusted_proxies") == 0) {
+            value = "10.0.0.0/8, ::1";
         } else {
             value = "https://changed.example";
         }
