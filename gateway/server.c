@@ -542,6 +542,20 @@ static int watch_master_key(sb_server_t *server)
     }
     if (!broken && server->key_verified)
         broken = heartbeat(server) != 0;
+    /* A rotation finished without this process (its file was not updated): say so. */
+    if (!broken && server->key_verified &&
+        sb_key_record_read(c, conf->redis_prefix, &rec, err, sizeof(err)) == 0 && rec.exists) {
+        const sb_keyset_t *cur = sb_keyring_get(server->master_key);
+        uint64_t now = sb_mono_us();
+        if (sb_keyset_find(cur, rec.current, 64) < 0 &&
+            now - server->key_warned_us > 30 * 1000000ull) {
+            server->key_warned_us = now;
+            sb_log(SB_LOG_ERROR, SB_MODULE,
+                   "the store under prefix \"%s\" is now sealed with key %.16s, which this "
+                   "process does not hold (%s holds %.16s): install the new key file",
+                   conf->redis_prefix, rec.current, server->key_path, cur->fp[0]);
+        }
+    }
     if (broken || c->err) {
         redisFree(c);
         server->watch_redis = NULL;

@@ -70,6 +70,7 @@ struct st_sb_server_t {
     char key_path[1024];
     struct stat key_stat;
     int key_verified;
+    uint64_t key_warned_us;
     /** The main thread's blocking Redis connection (key check and heartbeat). */
     struct redisContext *watch_redis;
     char node[256];

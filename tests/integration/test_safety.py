@@ -360,5 +360,49 @@ class RotationTest(unittest.TestCase):
         self.assertIn("rotated away from", stale.stderr_text())
 
 
+class RotationAcrossHostsTest(unittest.TestCase):
+    """A gateway whose key file is elsewhere (another host) holds rotate until it has the key."""
+
+    def setUp(self):
+        self.env = OutEnv(prefix="sfr:")
+        self.addCleanup(self.env.stop)
+
+    def test_rotate_waits_for_every_gateway_and_resumes(self):
+        e = self.env
+        keyfile = os.path.join(e.gw.data_dir, "master.key")
+        old = key_lines(keyfile)[0]
+        other_dir = tempfile.mkdtemp(prefix="sb-otherhost-")
+        self.addCleanup(lambda: shutil.rmtree(other_dir, ignore_errors=True))
+        shutil.copy(keyfile, os.path.join(other_dir, "master.key"))
+        other = H.Gateway(e.redis, e.tg, e.graph, prefix="sfr:", data_dir=other_dir,
+                          extra_env={"SWITCHBOARD_NODE_ID": "other-host"}).start()
+        self.addCleanup(other.cleanup)
+
+        p = e.gw.run_cli("master-key", "rotate", "--wait", "2")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn(b"waiting for gateway other-host", p.stderr)
+        self.assertIn(keyfile.encode(), p.stderr)
+        rec = e.r.command("HGETALL", "sfr:{master-key}")
+        rec = dict(zip(rec[::2], rec[1::2]))
+        self.assertEqual(rec[b"current"].decode(), fingerprint(old))  # not switched yet
+        new = key_lines(keyfile)[0]
+        self.assertEqual(rec[b"next"].decode(), fingerprint(new))
+        for cid in e.conns.values():  # nothing re-sealed yet: both gateways open everything
+            self.assertEqual(other.http("POST", "/orgs/c/connections/%s/test" % cid,
+                                        key=e.key).status, 200)
+
+        shutil.copy(keyfile, os.path.join(other_dir, "master.key.new"))
+        os.rename(os.path.join(other_dir, "master.key.new"), os.path.join(other_dir, "master.key"))
+        p = e.gw.run_cli("master-key", "rotate", "--wait", "20")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn(b"resuming the rotation to key " + fingerprint(new)[:16].encode(), p.stdout)
+        self.assertEqual(key_lines(keyfile), [new, old])
+        for gw in (e.gw, other):
+            for cid in e.conns.values():
+                self.assertEqual(gw.http("POST", "/orgs/c/connections/%s/test" % cid,
+                                         key=e.key).status, 200)
+        other.stop()
+
+
 if __name__ == "__main__":
     H.main()
