@@ -179,6 +179,24 @@ class ReadyzScriptsTest(H.GatewayTestCase):
         self.assertTrue(any("script call failed" in l.get("msg", "")
                             for l in self.gw.json_logs()))
 
+    def test_readyz_503_while_the_outbound_consumer_cannot_join_its_group(self):
+        r = H.RedisServer().start()
+        self.addCleanup(r.cleanup)
+        r.command("ACL", "SETUSER", "default", "-xgroup")
+        gw = H.Gateway(r, self.telegram, self.graph, prefix="sf_nogroup:",
+                       extra_env=self.DEFAULT_ENV)
+        self.addCleanup(gw.cleanup)
+        gw.start(wait_ready=False)
+        H.wait_until(lambda: gw.http("GET", "/healthz").status == 200, 20, "/healthz 200")
+        # scripts answer, but sb:out is not consumed: not ready, and it stays so
+        H.wait_until(lambda: r.command("KEYS", "sf_nogroup:{master-key}:node:*"), 5,
+                     "the gateway announces its key")
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            self.assertEqual(gw.http("GET", "/readyz").status, 503)
+        self.assertEqual(r.command("XINFO", "GROUPS", "sf_nogroup:out")
+                         if r.command("EXISTS", "sf_nogroup:out") else [], [])
+        gw.stop()
 
 class TrustedProxiesTest(H.GatewayTestCase):
     PREFIX = "sf_tp:"
