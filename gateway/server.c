@@ -405,8 +405,6 @@ static sb_redis_script_t *const *all_scripts(void)
  * file is read (or created) as before and the check runs from the main thread once Redis
  * answers; a key refused then stops the process.
  */
-static int heartbeat(sb_server_t *server);
-
 static int load_master_key(sb_server_t *server)
 {
     sb_conf_t *conf = server->conf;
@@ -451,11 +449,6 @@ static int load_master_key(sb_server_t *server)
         char host[200] = "host";
         gethostname(host, sizeof(host) - 1);
         snprintf(server->node, sizeof(server->node), "%s-%d", host, (int)getpid());
-    }
-    /* Announce the keys before serving: a rotation must wait for this process too. */
-    if (server->watch_redis != NULL && heartbeat(server) != 0) {
-        redisFree(server->watch_redis);
-        server->watch_redis = NULL;
     }
     return 0;
 }
@@ -619,6 +612,11 @@ int sb_server_run(sb_server_t *server)
             return -1;
     sb_log(SB_LOG_INFO, SB_MODULE, "listening on %s (port %d) with %zu workers", conf->listen,
            server->port, n);
+    /* Announce the keys before serving: a rotation must wait for this process too. */
+    if (server->watch_redis != NULL && heartbeat(server) != 0) {
+        redisFree(server->watch_redis);
+        server->watch_redis = NULL;
+    }
     for (size_t i = 0; i < n; ++i)
         pthread_create(&server->workers[i].thread, NULL, worker_main, &server->workers[i]);
 

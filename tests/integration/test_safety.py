@@ -61,6 +61,8 @@ class SafetyTest(H.GatewayTestCase):
         second.assert_no_sanitizer_report()
         self.assertIn("already served by another switchboard process", second.stderr_text())
         self.assertIn(str(self.gw.port), second.stderr_text())
+        # it wrote nothing: no heartbeat of its own next to the first one's
+        self.assertEqual(len(self.redis.command("KEYS", self.PREFIX + "{master-key}:node:*")), 1)
         # the first one still serves, alone
         self.assertEqual(self.gw.http("GET", "/readyz").status, 200)
 
