@@ -10,6 +10,11 @@
  *
  * Requests that wait on Redis or a provider are jobs (job.c).
  *
+ * Only one process serves a port (claim_port). The main thread checks the master key against
+ * the store before anything is bound, and then, every second between signals, reloads a
+ * changed key file and refreshes this process's key heartbeat (watch_master_key). readyz
+ * probes a script on every worker's connection.
+ *
  * Shutdown (SIGINT/SIGTERM): the main thread wakes every worker; a worker closes its
  * listener, asks h2o to stop keep-alive, waits for its jobs to finish (up to
  * shutdown_timeout_ms), closes Redis (pending replies are read first) and curl, then stops.
