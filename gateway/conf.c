@@ -6,7 +6,9 @@
  * message that names the key (nginx and h2o refuse typos too: ignoring "redis.urll" would
  * ship an outage).
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <jansson.h>
 #include "conf.h"
@@ -79,6 +81,9 @@ const sb_conf_option_t sb_conf_options[] = {
     OPT_INT("outbound.max_in_flight", "SWITCHBOARD_OUTBOUND_MAX_IN_FLIGHT", outbound_max_in_flight,
             "10000", 1, 1000000,
             "commands this process holds at once (read from sb:out, not yet acknowledged)"),
+    OPT_STR("trusted_proxies", "SWITCHBOARD_TRUSTED_PROXIES", trusted_proxies, "",
+            "comma-separated addresses or CIDR ranges of reverse proxies whose "
+            "X-Forwarded-For / Forwarded header names the client (default: none)"),
     {NULL, NULL, SB_CONF_STR, 0, NULL, 0, 0, NULL},
 };
 
@@ -203,6 +208,14 @@ int sb_conf_load(sb_conf_t *conf, const char *path, char *err, size_t errlen)
                  conf->log_level);
         return -1;
     }
+    char perr[200];
+    int nt = sb_cidr_parse_list(conf->trusted_proxies, conf->trusted, SB_CONF_MAX_TRUSTED, perr,
+                                sizeof(perr));
+    if (nt < 0) {
+        snprintf(err, errlen, "trusted_proxies: %s", perr);
+        return -1;
+    }
+    conf->ntrusted = (size_t)nt;
     /* Trailing slashes would double in the URLs we build. */
     char **urls[] = {&conf->public_url, &conf->graph_api_base, &conf->telegram_api_base};
     for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); ++i) {
@@ -242,5 +255,98 @@ int sb_conf_split_listen(const char *listen, char *host, size_t hostlen, int *po
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     *port = (int)p;
+    return 0;
+}
+
+void sb_conf_master_key_path(const sb_conf_t *conf, char *out, size_t outlen)
+{
+    char rel[1024];
+    if (conf->master_key_file[0] != '\0')
+        snprintf(rel, sizeof(rel), "%s", conf->master_key_file);
+    else
+        snprintf(rel, sizeof(rel), "%s/master.key", conf->data_dir);
+    char cwd[1024];
+    if (rel[0] != '/' && getcwd(cwd, sizeof(cwd)) != NULL)
+        snprintf(out, outlen, "%s/%s", cwd, rel);
+    else
+        snprintf(out, outlen, "%s", rel);
+}
+
+int sb_cidr_parse_list(const char *text, sb_cidr_t *out, size_t max, char *err, size_t errlen)
+{
+    size_t n = 0;
+    const char *p = text;
+    while (*p != '\0') {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            ++p;
+        if (*p == '\0')
+            break;
+        const char *end = p;
+        while (*end != '\0' && *end != ',' && *end != ' ' && *end != '\t')
+            ++end;
+        char item[80];
+        size_t len = (size_t)(end - p);
+        if (len >= sizeof(item)) {
+            snprintf(err, errlen, "\"%.*s...\" is not an address or CIDR range", 40, p);
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        p = end;
+        if (n == max) {
+            snprintf(err, errlen, "more than %zu entries", max);
+            return -1;
+        }
+        sb_cidr_t *c = &out[n];
+        memset(c, 0, sizeof(*c));
+        char *slash = strchr(item, '/');
+        int64_t bits = -1;
+        if (slash != NULL) {
+            *slash = '\0';
+            if (sb_parse_int64(slash + 1, strlen(slash + 1), 0, 128, &bits) != 0)
+                goto Bad;
+        }
+        if (inet_pton(AF_INET, item, c->addr) == 1) {
+            c->family = AF_INET;
+            if (bits > 32)
+                goto Bad;
+            c->bits = bits < 0 ? 32 : (int)bits;
+        } else if (inet_pton(AF_INET6, item, c->addr) == 1) {
+            c->family = AF_INET6;
+            c->bits = bits < 0 ? 128 : (int)bits;
+        } else {
+            goto Bad;
+        }
+        ++n;
+        continue;
+    Bad:
+        if (slash != NULL)
+            *slash = '/';
+        snprintf(err, errlen, "\"%s\" is not an address or CIDR range", item);
+        return -1;
+    }
+    return (int)n;
+}
+
+int sb_cidr_match(const sb_cidr_t *list, size_t n, int family, const unsigned char *addr)
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (family == AF_INET6 && memcmp(addr, mapped, 12) == 0) {
+        family = AF_INET;
+        addr += 12;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        if (list[i].family != family)
+            continue;
+        int bits = list[i].bits, full = bits / 8, rest = bits % 8;
+        if (memcmp(list[i].addr, addr, (size_t)full) != 0)
+            continue;
+        if (rest != 0) {
+            unsigned char mask = (unsigned char)(0xff << (8 - rest));
+            if ((list[i].addr[full] & mask) != (addr[full] & mask))
+                continue;
+        }
+        return 1;
+    }
     return 0;
 }

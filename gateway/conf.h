@@ -9,6 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/** An address range of trusted_proxies (IPv4 addresses are kept as IPv4, 4 bytes). */
+typedef struct st_sb_cidr_t {
+    int family; /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    int bits;
+} sb_cidr_t;
+
+#define SB_CONF_MAX_TRUSTED 64
+
 typedef struct st_sb_conf_t {
     char *listen;
     char *redis_url;
@@ -33,6 +42,10 @@ typedef struct st_sb_conf_t {
     int64_t rate_telegram, rate_whatsapp, rate_messenger, rate_instagram;
     int64_t retry_deadline_ms;
     int64_t outbound_max_in_flight;
+    char *trusted_proxies;
+    /* trusted_proxies parsed */
+    sb_cidr_t trusted[SB_CONF_MAX_TRUSTED];
+    size_t ntrusted;
 } sb_conf_t;
 
 typedef enum en_sb_conf_type_t { SB_CONF_STR, SB_CONF_INT } sb_conf_type_t;
@@ -57,6 +70,22 @@ extern const sb_conf_option_t sb_conf_options[];
 int sb_conf_load(sb_conf_t *conf, const char *path, char *err, size_t errlen);
 /** Frees the strings of 'conf'. */
 void sb_conf_dispose(sb_conf_t *conf);
+/**
+ * The absolute path of the master key file: master_key_file, or <data_dir>/master.key; a
+ * relative path is taken from the working directory.
+ */
+void sb_conf_master_key_path(const sb_conf_t *conf, char *out, size_t outlen);
+/**
+ * Parses a comma-separated list of addresses and CIDR ranges (IPv4 and IPv6) into 'out'.
+ * Returns the number of entries, or -1 with the offending entry in 'err'.
+ */
+int sb_cidr_parse_list(const char *text, sb_cidr_t *out, size_t max, char *err, size_t errlen);
+/**
+ * Whether the address 'addr' of 'family' (4 or 16 bytes; IPv4-mapped IPv6 counts as IPv4)
+ * is in one of the ranges.
+ */
+int sb_cidr_match(const sb_cidr_t *list, size_t n, int family, const unsigned char *addr);
+
 /** The listen address split into host and port; returns -1 when malformed. */
 int sb_conf_split_listen(const char *listen, char *host, size_t hostlen, int *port);
 

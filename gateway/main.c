@@ -1,9 +1,12 @@
 /*
  * switchboard: the command line. With no subcommand it runs the server; `keys create` and
- * `keys revoke` manage API keys in Redis and exit. Every form reads the same configuration
- * (--config FILE, then SWITCHBOARD_* environment variables over built-in defaults).
+ * `keys revoke` manage API keys in Redis, `master-key` rotates the master key, `simulate`
+ * sends a provider-shaped inbound message; they exit when done. Every form reads the same
+ * configuration (--config FILE, then SWITCHBOARD_* environment variables over built-in
+ * defaults). A usage error is one line naming what is wrong and exits 2.
  */
 #include <malloc.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <curl/curl.h>
 #include <jansson.h>
@@ -13,23 +16,35 @@
 #include "crypto.h"
 #include "base/json_arena.h"
 #include "base/log.h"
+#include "cli.h"
 #include "server.h"
+#include "store.h"
 
 #define SB_MODULE "gateway/main"
+
+static int serve(sb_conf_t *conf);
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "Usage:\n"
             "  switchboard [--config FILE]                 run the gateway\n"
-            "  switchboard keys create --org ORG [--config FILE]\n"
-            "                                              print a new management API key for ORG\n"
-            "  switchboard keys revoke KEY [--config FILE] revoke a management API key\n"
+            "  switchboard keys create --org ORG           print a new management API key for ORG\n"
+            "  switchboard keys revoke KEY                 revoke a management API key\n"
+            "  switchboard master-key rotate [--wait SEC]  re-seal every credential under a new\n"
+            "                                              master key while gateways keep serving\n"
+            "  switchboard master-key show                 the key file's and the store's keys\n"
+            "  switchboard simulate CONNECTION [--text TEXT] [--media image|audio|video|document]\n"
+            "              [--from USER] [--to EXTERNAL_ID] [--url GATEWAY_URL]\n"
+            "                                              send a provider-shaped, signed inbound\n"
+            "                                              message for CONNECTION to the gateway\n"
+            "  switchboard --version                       the version\n"
             "  switchboard --help                          this text\n"
             "\n"
             "Options:\n"
             "  --config FILE   JSON configuration file (see conf/switchboard.json); without it,\n"
             "                  built-in defaults. Environment variables override the file.\n"
+            "                  Every subcommand reads the same configuration.\n"
             "\n"
             "Configuration (JSON path, environment variable, default):\n");
     for (const sb_conf_option_t *o = sb_conf_options; o->path != NULL; ++o)
@@ -37,46 +52,25 @@ static void usage(FILE *out)
                 o->def[0] != '\0' ? o->def : "(see description)", o->help);
 }
 
+/* A usage error: one line naming the problem, then where the help is. Exit status 2. */
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "switchboard: ");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nRun 'switchboard --help' for the commands and options.\n");
+    return 2;
+}
+
 static redisContext *connect_sync(const sb_conf_t *conf)
 {
-    sb_redis_url_t url;
-    char err[256];
-    if (sb_redis_url_parse(conf->redis_url, &url, err, sizeof(err)) != 0) {
-        fprintf(stderr, "switchboard: redis.url: %s\n", err);
-        return NULL;
-    }
-    struct timeval tv = {5, 0};
-    redisContext *c = url.unix_path[0] != '\0' ? redisConnectUnixWithTimeout(url.unix_path, tv)
-                                               : redisConnectWithTimeout(url.host, url.port, tv);
-    if (c == NULL || c->err) {
-        fprintf(stderr, "switchboard: cannot connect to redis: %s\n", c ? c->errstr : "oom");
-        redisFree(c);
-        return NULL;
-    }
-    redisReply *r = NULL;
-    if (url.password[0] != '\0') {
-        r = url.username[0] != '\0' ? redisCommand(c, "AUTH %s %s", url.username, url.password)
-                                    : redisCommand(c, "AUTH %s", url.password);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            fprintf(stderr, "switchboard: redis AUTH failed\n");
-            goto Error;
-        }
-        freeReplyObject(r);
-    }
-    if (url.db != 0) {
-        r = redisCommand(c, "SELECT %d", url.db);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            fprintf(stderr, "switchboard: redis SELECT failed\n");
-            goto Error;
-        }
-        freeReplyObject(r);
-    }
+    sb_keyset_t set;
+    redisContext *c = sb_cli_open_store(conf, &set);
+    sb_keyset_cleanse(&set);
     return c;
-Error:
-    if (r != NULL)
-        freeReplyObject(r);
-    redisFree(c);
-    return NULL;
 }
 
 static int keys_create(const sb_conf_t *conf, const char *org)
@@ -130,29 +124,122 @@ static int keys_revoke(const sb_conf_t *conf, const char *key)
     return ret;
 }
 
+typedef enum en_cmd_t { CMD_SERVE, CMD_KEYS_CREATE, CMD_KEYS_REVOKE, CMD_ROTATE, CMD_SHOW, CMD_SIMULATE } cmd_t;
+
 int main(int argc, char **argv)
 {
     const char *config = NULL;
-    const char *args[8];
+    const char *args[16];
     int nargs = 0;
     for (int i = 1; i < argc; ++i) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
+        } else if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+            printf("switchboard %s\n", SB_VERSION);
+            return 0;
         } else if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) {
-            if (++i == argc) {
-                fprintf(stderr, "switchboard: --config needs a file\n");
-                return 2;
-            }
+            if (++i == argc)
+                return usage_error("%s needs a file", argv[i - 1]);
             config = argv[i];
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
             config = argv[i] + 9;
-        } else if (nargs < 8) {
+        } else if (nargs < 16) {
             args[nargs++] = argv[i];
         } else {
-            usage(stderr);
-            return 2;
+            return usage_error("too many arguments");
         }
+    }
+
+    /* The command and its arguments, checked before anything is read or connected. */
+    cmd_t cmd = CMD_SERVE;
+    const char *org = NULL, *apikey = NULL;
+    int wait_seconds = 30;
+    sb_simulate_opts_t sim = {0};
+    if (nargs == 0) {
+        cmd = CMD_SERVE;
+    } else if (args[0][0] == '-') {
+        return usage_error("unknown option \"%s\"", args[0]);
+    } else if (strcmp(args[0], "keys") == 0) {
+        if (nargs < 2)
+            return usage_error("keys needs a subcommand: create --org ORG, or revoke KEY");
+        if (strcmp(args[1], "create") == 0) {
+            cmd = CMD_KEYS_CREATE;
+            for (int i = 2; i < nargs; ++i) {
+                if (strcmp(args[i], "--org") == 0 && i + 1 < nargs)
+                    org = args[++i];
+                else if (strncmp(args[i], "--org=", 6) == 0)
+                    org = args[i] + 6;
+                else if (strcmp(args[i], "--org") == 0)
+                    return usage_error("--org needs an org id");
+                else
+                    return usage_error("keys create: unexpected \"%s\"", args[i]);
+            }
+            if (org == NULL)
+                return usage_error("keys create needs --org ORG");
+        } else if (strcmp(args[1], "revoke") == 0) {
+            cmd = CMD_KEYS_REVOKE;
+            if (nargs != 3)
+                return usage_error(nargs < 3 ? "keys revoke needs the KEY to revoke"
+                                             : "keys revoke takes one KEY");
+            apikey = args[2];
+        } else {
+            return usage_error("keys: unknown subcommand \"%s\" (create or revoke)", args[1]);
+        }
+    } else if (strcmp(args[0], "master-key") == 0) {
+        if (nargs >= 2 && strcmp(args[1], "rotate") == 0) {
+            cmd = CMD_ROTATE;
+            for (int i = 2; i < nargs; ++i) {
+                int64_t v;
+                const char *val = NULL;
+                if (strcmp(args[i], "--wait") == 0 && i + 1 < nargs)
+                    val = args[++i];
+                else if (strncmp(args[i], "--wait=", 7) == 0)
+                    val = args[i] + 7;
+                else
+                    return usage_error("master-key rotate: unexpected \"%s\"", args[i]);
+                if (sb_parse_int64(val, strlen(val), 0, 86400, &v) != 0)
+                    return usage_error("--wait must be seconds in [0, 86400], got \"%s\"", val);
+                wait_seconds = (int)v;
+            }
+        } else if (nargs == 2 && strcmp(args[1], "show") == 0) {
+            cmd = CMD_SHOW;
+        } else {
+            return usage_error(nargs < 2 ? "master-key needs a subcommand: rotate or show"
+                                         : "master-key: unknown subcommand \"%s\" (rotate or show)",
+                               nargs < 2 ? "" : args[1]);
+        }
+    } else if (strcmp(args[0], "simulate") == 0) {
+        cmd = CMD_SIMULATE;
+        for (int i = 1; i < nargs; ++i) {
+            static const char *const names[] = {"--text", "--media", "--from", "--to", "--url"};
+            const char **slots[] = {&sim.text, &sim.media, &sim.from, &sim.to, &sim.url};
+            size_t k;
+            for (k = 0; k < 5; ++k)
+                if (strcmp(args[i], names[k]) == 0)
+                    break;
+            if (k < 5) {
+                if (i + 1 == nargs)
+                    return usage_error("%s needs a value", names[k]);
+                *slots[k] = args[++i];
+            } else if (args[i][0] == '-') {
+                return usage_error("simulate: unknown option \"%s\"", args[i]);
+            } else if (sim.connection == NULL) {
+                sim.connection = args[i];
+            } else {
+                return usage_error("simulate takes one CONNECTION, got \"%s\" too", args[i]);
+            }
+        }
+        if (sim.connection == NULL)
+            return usage_error("simulate needs a CONNECTION id (cn_...)");
+        if (!sb_id_valid(sim.connection, strlen(sim.connection)))
+            return usage_error("\"%s\" is not a connection id", sim.connection);
+        if (sim.media != NULL && strcmp(sim.media, "image") != 0 && strcmp(sim.media, "audio") != 0 &&
+            strcmp(sim.media, "video") != 0 && strcmp(sim.media, "document") != 0)
+            return usage_error("--media must be image, audio, video or document, got \"%s\"",
+                               sim.media);
+    } else {
+        return usage_error("unknown command \"%s\"", args[0]);
     }
 
     sb_conf_t conf;
@@ -165,27 +252,32 @@ int main(int argc, char **argv)
     sb_log_set_level(conf.log_level);
 
     int ret;
-    if (nargs >= 1 && strcmp(args[0], "keys") == 0) {
-        if (nargs == 4 && strcmp(args[1], "create") == 0 && strcmp(args[2], "--org") == 0)
-            ret = keys_create(&conf, args[3]);
-        else if (nargs == 3 && strcmp(args[1], "create") == 0 && strncmp(args[2], "--org=", 6) == 0)
-            ret = keys_create(&conf, args[2] + 6);
-        else if (nargs == 3 && strcmp(args[1], "revoke") == 0)
-            ret = keys_revoke(&conf, args[2]);
-        else {
-            usage(stderr);
-            ret = 2;
-        }
-        sb_conf_dispose(&conf);
-        return ret;
+    switch (cmd) {
+    case CMD_KEYS_CREATE:
+        ret = keys_create(&conf, org);
+        break;
+    case CMD_KEYS_REVOKE:
+        ret = keys_revoke(&conf, apikey);
+        break;
+    case CMD_ROTATE:
+        ret = sb_cli_master_key_rotate(&conf, wait_seconds);
+        break;
+    case CMD_SHOW:
+        ret = sb_cli_master_key_show(&conf);
+        break;
+    case CMD_SIMULATE:
+        ret = sb_cli_simulate(&conf, &sim);
+        break;
+    default:
+        ret = serve(&conf);
+        break;
     }
-    if (nargs != 0) {
-        fprintf(stderr, "switchboard: unknown command \"%s\"\n", args[0]);
-        usage(stderr);
-        sb_conf_dispose(&conf);
-        return 2;
-    }
+    sb_conf_dispose(&conf);
+    return ret;
+}
 
+static int serve(sb_conf_t *conf)
+{
     /* Keep freed heap pages: glibc's trimming makes h2o fault pages in again and again. */
     mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
     mallopt(M_TOP_PAD, 64 * 1024 * 1024);
@@ -194,11 +286,11 @@ int main(int argc, char **argv)
     sb_json_arena_install();
 
     static sb_server_t server;
-    ret = 1;
-    if (sb_server_init(&server, &conf) == 0 && sb_server_run(&server) == 0)
+    int ret = 1;
+    sb_log(SB_LOG_INFO, SB_MODULE, "switchboard %s starting", SB_VERSION);
+    if (sb_server_init(&server, conf) == 0 && sb_server_run(&server) == 0)
         ret = 0;
     sb_server_dispose(&server);
     curl_global_cleanup();
-    sb_conf_dispose(&conf);
     return ret;
 }

@@ -253,6 +253,10 @@ static void render_per_channel(sb_buf_t *out, const char *name, const char *help
 
 void sb_metrics_render(sb_buf_t *out)
 {
+    sb_buf_appendf(out, "# HELP switchboard_build_info The running build (always 1).\n"
+                        "# TYPE switchboard_build_info gauge\n"
+                        "switchboard_build_info{version=\"%s\"} 1\n",
+                   SB_VERSION);
     sb_buf_appendf(out, "# HELP switchboard_http_requests_total HTTP requests by route and "
                         "status.\n# TYPE switchboard_http_requests_total counter\n");
     for (int r = 0; r < SB_ROUTE__COUNT; ++r)

@@ -14,9 +14,9 @@
  * (mgmt_scripts.c), hence atomic. Credentials are sealed with the master key before they
  * reach Redis and leave the gateway only masked.
  */
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <jansson.h>
+#include "client_addr.h"
 #include "base/log.h"
 #include "mgmt.h"
 #include "mgmt_scripts.h"
@@ -1120,7 +1120,7 @@ static void on_conn_stored(redisReply *r, void *data)
 /* Stores a new connection (create) or its updated fields (patch). */
 static void store_connection(mjob_t *j)
 {
-    const unsigned char *key = j->super.worker->server->master_key;
+    const sb_keyring_t *key = j->super.worker->server->master_key;
     char now[32];
     snprintf(now, sizeof(now), "%lld", (long long)sb_now_ms());
     args_t a = {.n = 0};
@@ -1766,14 +1766,7 @@ void sb_mgmt_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
         j->super.route = resolve(j, segs + 1, n - 1, j->method);
     }
 
-    struct sockaddr_storage ss;
-    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-    if (len != 0 && ss.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, j->ip, sizeof(j->ip));
-    else if (len != 0 && ss.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, j->ip, sizeof(j->ip));
-    else
-        snprintf(j->ip, sizeof(j->ip), "unknown");
+    sb_client_address(w->server->conf, req, j->ip, sizeof(j->ip));
 
     const h2o_header_t *auth = NULL;
     ssize_t idx = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);

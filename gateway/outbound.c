@@ -1429,3 +1429,9 @@ void sb_outbound_stop(sb_outbound_t *ob)
         cmd_done(col.cmds[i]);
     free(col.cmds);
 }
+
+int sb_outbound_running(const sb_outbound_t *ob)
+{
+    return ob != NULL && !ob->stopping && ob->group_ready && ob->reader != NULL &&
+           sb_redis_connected(ob->reader);
+}

@@ -18,6 +18,8 @@ sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url);
  * pending in the group and are taken over later). Frees itself once its handles closed.
  */
 void sb_outbound_stop(sb_outbound_t *ob);
+/** Whether the consumer reads sb:out (group joined, its connection up); worker 0's thread. */
+int sb_outbound_running(const sb_outbound_t *ob);
 /** The Lua scripts of the outbound path (NULL-terminated). */
 sb_redis_script_t *const *sb_outbound_scripts(void);
 

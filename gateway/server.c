@@ -10,6 +10,11 @@
  *
  * Requests that wait on Redis or a provider are jobs (job.c).
  *
+ * Only one process serves a port (claim_port). The main thread checks the master key against
+ * the store before anything is bound, and then, every second between signals, reloads a
+ * changed key file and refreshes this process's key heartbeat (watch_master_key). readyz
+ * probes a script on every worker's connection.
+ *
  * Shutdown (SIGINT/SIGTERM): the main thread wakes every worker; a worker closes its
  * listener, asks h2o to stop keep-alive, waits for its jobs to finish (up to
  * shutdown_timeout_ms), closes Redis (pending replies are read first) and curl, then stops.
@@ -18,7 +23,9 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -26,12 +33,67 @@
 #include "base/json_arena.h"
 #include "base/log.h"
 #include "mgmt.h"
+#include "store.h"
 #include "outbound.h"
 #include "job.h"
 #include "server.h"
 #include "webhook.h"
 
 #define SB_MODULE "gateway/server"
+
+/* ---- Readiness ---- */
+
+/*
+ * readyz is 200 only when this process can do its work: every worker's Redis connection is
+ * up and a script call answers on it (a probe, every second, at once after a failure every
+ * 50 ms), and worker 0's outbound consumer reads sb:out. A Redis that accepts connections
+ * but refuses scripts (renamed commands, an ACL without EVALSHA) is not ready.
+ */
+static sb_redis_script_t probe_script = {"readyz_probe", "return 1", ""};
+
+static int server_ready(sb_server_t *server)
+{
+    if (atomic_load(&server->redis_ready) != server->nworkers || !atomic_load(&server->outbound_ok))
+        return 0;
+    for (size_t i = 0; i < server->nworkers; ++i)
+        if (!atomic_load(&server->workers[i].scripts_ok))
+            return 0;
+    return 1;
+}
+
+static void on_probe_timer(uv_timer_t *t);
+
+static void probe_schedule(sb_worker_t *w)
+{
+    if (w->stopping)
+        return;
+    int ok = atomic_load(&w->scripts_ok) && (w->index != 0 || atomic_load(&w->server->outbound_ok));
+    uv_timer_start(&w->probe_timer, on_probe_timer, ok ? 1000 : 50, 0);
+}
+
+static void on_probe_reply(redisReply *r, void *data)
+{
+    sb_worker_t *w = data;
+    int ok = r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    if (!ok && atomic_load(&w->scripts_ok))
+        sb_log(SB_LOG_WARN, SB_MODULE, "worker %d: script call failed: %.200s", w->index,
+               r == NULL ? "no reply" : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    atomic_store(&w->scripts_ok, ok);
+    probe_schedule(w);
+}
+
+static void on_probe_timer(uv_timer_t *t)
+{
+    sb_worker_t *w = t->data;
+    if (w->stopping)
+        return;
+    if (w->index == 0)
+        atomic_store(&w->server->outbound_ok, sb_outbound_running(w->outbound));
+    if (sb_redis_eval(w->redis, &probe_script, on_probe_reply, w, 0, 0, NULL, NULL) != 0) {
+        atomic_store(&w->scripts_ok, 0);
+        probe_schedule(w);
+    }
+}
 
 /* ---- Request dispatch ---- */
 
@@ -52,8 +114,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/readyz"))) {
         if (!is_get)
             goto MethodNotAllowed;
-        size_t up = atomic_load(&w->server->redis_ready);
-        if (up == w->server->nworkers && !w->stopping)
+        if (server_ready(w->server) && !w->stopping)
             sb_respond(req, SB_ROUTE_READYZ, started, 200, "text/plain", SB_STRLIT("ready\n"));
         else
             sb_respond(req, SB_ROUTE_READYZ, started, 503, "text/plain", SB_STRLIT("not ready\n"));
@@ -122,9 +183,59 @@ static void on_redis_state(sb_redis_t *r, int connected, void *data)
         sb_log(SB_LOG_INFO, SB_MODULE, "worker %d: redis connected", w->index);
     } else if (!connected && w->redis_up) {
         w->redis_up = 0;
+        atomic_store(&w->scripts_ok, 0);
         atomic_fetch_sub(&w->server->redis_ready, 1);
         sb_log(SB_LOG_WARN, SB_MODULE, "worker %d: redis connection lost", w->index);
     }
+}
+
+/*
+ * One process per port. The workers of this process share the port with SO_REUSEPORT, but
+ * so could any other process of the same user, and the kernel would then split webhooks
+ * between them. Before binding, the process takes two locks that last as long as it does:
+ * an abstract Unix socket named after the port (unique per host and network namespace,
+ * released by the kernel when the process ends, however it ends), which keeps out another
+ * gateway even when both start at the same moment; and a probe bind without SO_REUSEPORT,
+ * which fails when any process already listens there.
+ */
+static int claim_port(sb_server_t *server, const struct addrinfo *res, int port)
+{
+    int lock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int nlen = snprintf(sun.sun_path + 1, sizeof(sun.sun_path) - 1, "switchboard/port/%d", port);
+    if (lock < 0 ||
+        bind(lock, (struct sockaddr *)&sun, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+                                                         (size_t)nlen)) != 0) {
+        if (errno == EADDRINUSE)
+            sb_log(SB_LOG_ERROR, SB_MODULE,
+                   "listen on %s: port %d is already served by another switchboard process on "
+                   "this host; refusing to share it (stop that process, or choose another port)",
+                   server->conf->listen, port);
+        else
+            sb_log(SB_LOG_ERROR, SB_MODULE, "listen on %s: cannot take the port lock: %s",
+                   server->conf->listen, strerror(errno));
+        if (lock >= 0)
+            close(lock);
+        return -1;
+    }
+    server->port_lock_fd = lock;
+    int probe = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+    if (probe < 0 || setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        bind(probe, res->ai_addr, res->ai_addrlen) != 0) {
+        if (errno == EADDRINUSE)
+            sb_log(SB_LOG_ERROR, SB_MODULE,
+                   "listen on %s: port %d is already in use by another process; refusing to "
+                   "share it (stop that process, or choose another port)",
+                   server->conf->listen, port);
+        else
+            sb_log(SB_LOG_ERROR, SB_MODULE, "listen on %s: %s", server->conf->listen,
+                   strerror(errno));
+        if (probe >= 0)
+            close(probe);
+        return -1;
+    }
+    close(probe);
+    return 0;
 }
 
 static int open_listener(sb_server_t *server, sb_worker_t *w)
@@ -144,6 +255,10 @@ static int open_listener(sb_server_t *server, sb_worker_t *w)
     /* Start-up only, before the loops run: a blocking resolve is fine here. */
     if (getaddrinfo(host, portstr, &hints, &res) != 0 || res == NULL) {
         sb_log(SB_LOG_ERROR, SB_MODULE, "listen: cannot resolve \"%s\"", host);
+        return -1;
+    }
+    if (w->index == 0 && port != 0 && claim_port(server, res, port) != 0) {
+        freeaddrinfo(res);
         return -1;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
@@ -181,6 +296,7 @@ static void finish_worker(sb_worker_t *w)
     sb_http_client_close(w->http);
     w->http = NULL;
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_close((uv_handle_t *)&w->probe_timer, NULL);
     uv_close((uv_handle_t *)&w->stop_async, NULL);
     /* Idle keep-alive connections of h2o 2.2.5 cannot be closed through its API; stop
      * the loop once our own handles are closed (the process exits right after). */
@@ -206,6 +322,7 @@ static void on_stop(uv_async_t *a)
     if (w->stopping)
         return;
     w->stopping = 1;
+    uv_timer_stop(&w->probe_timer);
     uv_close((uv_handle_t *)&w->listener, NULL);
     h2o_context_request_shutdown(&w->ctx);
     if (w->outbound != NULL) {
@@ -245,6 +362,9 @@ static int worker_init(sb_server_t *server, sb_worker_t *w, int index, sb_redis_
     w->stop_async.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
+    uv_timer_init(&w->loop, &w->probe_timer);
+    w->probe_timer.data = w;
+    uv_timer_start(&w->probe_timer, on_probe_timer, 0, 0);
 
     sb_redis_options_t ropts = {.url = url,
                                 .scripts = all_scripts(),
@@ -272,6 +392,7 @@ static sb_redis_script_t *const *all_scripts(void)
             scripts[n++] = *s;
         for (sb_redis_script_t *const *s = sb_outbound_scripts(); *s != NULL; ++s)
             scripts[n++] = *s;
+        scripts[n++] = &probe_script;
         for (size_t i = 0; i < n; ++i)
             sb_redis_script_init(scripts[i]);
         scripts[n] = NULL;
@@ -280,21 +401,173 @@ static sb_redis_script_t *const *all_scripts(void)
     return scripts;
 }
 
+/* ---- The master key ---- */
+
+/*
+ * Start-up: the key file is checked against the store's record of the key that sealed it
+ * (store.h) before anything is bound or written. A file that does not exist is created only
+ * for a store that has no record and no credentials. When Redis does not answer yet, the
+ * file is read (or created) as before and the check runs from the main thread once Redis
+ * answers; a key refused then stops the process.
+ */
+static int load_master_key(sb_server_t *server)
+{
+    sb_conf_t *conf = server->conf;
+    char err[1024];
+    sb_keyset_t set;
+    sb_conf_master_key_path(conf, server->key_path, sizeof(server->key_path));
+    redisContext *c = sb_store_connect(conf->redis_url, 2000, err, sizeof(err));
+    int rc = -2;
+    if (c != NULL) {
+        rc = sb_master_key_open(c, conf->redis_prefix, server->key_path, 1, &set, err, sizeof(err));
+        if (rc == 0)
+            server->watch_redis = c;
+        else
+            redisFree(c);
+    }
+    if (rc == -1) {
+        sb_log(SB_LOG_ERROR, SB_MODULE, "%s", err);
+        return -1;
+    }
+    if (rc == -2) {
+        sb_log(SB_LOG_WARN, SB_MODULE,
+               "master key: cannot check %s against the store now (%s); it is checked once "
+               "Redis answers",
+               server->key_path, err);
+        int r = sb_keyset_read(server->key_path, &set, err, sizeof(err));
+        if (r == 1)
+            r = sb_keyset_create(server->key_path, &set, err, sizeof(err));
+        if (r != 0) {
+            sb_log(SB_LOG_ERROR, SB_MODULE, "master key: %s", err);
+            return -1;
+        }
+    }
+    server->key_verified = rc == 0;
+    stat(server->key_path, &server->key_stat);
+    sb_log(SB_LOG_INFO, SB_MODULE, "master key: %s (key %.16s%s%.16s)", server->key_path,
+           set.fp[0], set.n > 1 ? ", previous key " : "", set.n > 1 ? set.fp[1] : "");
+    server->master_key = sb_keyring_new(&set);
+    sb_keyset_cleanse(&set);
+    if (conf->node_id[0] != '\0') {
+        snprintf(server->node, sizeof(server->node), "%s", conf->node_id);
+    } else {
+        char host[200] = "host";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(server->node, sizeof(server->node), "%s-%d", host, (int)getpid());
+    }
+    return 0;
+}
+
+/* {prefix}{master-key}:node:{node} = the fingerprints this process holds, for 5 s. */
+static int heartbeat(sb_server_t *server)
+{
+    const sb_keyset_t *cur = sb_keyring_get(server->master_key);
+    char fps[140];
+    snprintf(fps, sizeof(fps), "%s%s%s", cur->fp[0], cur->n > 1 ? "," : "",
+             cur->n > 1 ? cur->fp[1] : "");
+    redisReply *r = redisCommand(server->watch_redis, "SET %s{master-key}:node:%s %s PX 5000",
+                                 server->conf->redis_prefix, server->node, fps);
+    int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+    if (r != NULL)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/*
+ * Every second on the main thread: the deferred start-up check, the reload of a changed key
+ * file (`switchboard master-key rotate` writes the new key first and keeps the previous one
+ * on the second line), and a heartbeat {prefix}{master-key}:node:{node} naming the keys this
+ * process holds, which rotate waits on before it re-seals anything. Returns -1 when the key
+ * is refused: the process stops.
+ */
+static int watch_master_key(sb_server_t *server)
+{
+    sb_conf_t *conf = server->conf;
+    char err[1024];
+    if (server->watch_redis == NULL) {
+        server->watch_redis = sb_store_connect(conf->redis_url, 1000, err, sizeof(err));
+        if (server->watch_redis == NULL)
+            return 0;
+    }
+    redisContext *c = server->watch_redis;
+    sb_key_record_t rec;
+    int broken = 0;
+    if (!server->key_verified) {
+        sb_keyset_t set;
+        int rc = sb_master_key_open(c, conf->redis_prefix, server->key_path, 0, &set, err,
+                                    sizeof(err));
+        if (rc == -1) {
+            sb_log(SB_LOG_ERROR, SB_MODULE, "%s; stopping", err);
+            return -1;
+        }
+        if (rc == 0) {
+            server->key_verified = 1;
+            sb_log(SB_LOG_INFO, SB_MODULE, "master key %s checked against the store",
+                   server->key_path);
+            sb_keyset_cleanse(&set);
+        } else {
+            broken = 1;
+        }
+    }
+    struct stat st;
+    if (!broken && server->key_verified && stat(server->key_path, &st) == 0 &&
+        !same_file(&st, &server->key_stat)) {
+        sb_keyset_t set;
+        if (sb_keyset_read(server->key_path, &set, err, sizeof(err)) != 0) {
+            sb_log(SB_LOG_ERROR, SB_MODULE, "master key file changed but cannot be read: %s", err);
+            server->key_stat = st;
+        } else if (sb_key_record_read(c, conf->redis_prefix, &rec, err, sizeof(err)) != 0) {
+            broken = 1;
+        } else {
+            server->key_stat = st;
+            if (sb_key_record_accepts(&rec, &set, conf->redis_prefix, server->key_path, err,
+                                      sizeof(err)) != 0) {
+                sb_log(SB_LOG_ERROR, SB_MODULE, "master key file changed: %s; keeping key %.16s",
+                       err, sb_keyring_get(server->master_key)->fp[0]);
+            } else {
+                sb_keyring_replace(server->master_key, &set);
+                sb_log(SB_LOG_INFO, SB_MODULE, "master key file reloaded: sealing key %.16s%s%.16s",
+                       set.fp[0], set.n > 1 ? ", previous key " : "", set.n > 1 ? set.fp[1] : "");
+            }
+            sb_keyset_cleanse(&set);
+        }
+    }
+    if (!broken && server->key_verified)
+        broken = heartbeat(server) != 0;
+    /* A rotation finished without this process (its file was not updated): say so. */
+    if (!broken && server->key_verified &&
+        sb_key_record_read(c, conf->redis_prefix, &rec, err, sizeof(err)) == 0 && rec.exists) {
+        const sb_keyset_t *cur = sb_keyring_get(server->master_key);
+        uint64_t now = sb_mono_us();
+        if (sb_keyset_find(cur, rec.current, 64) < 0 &&
+            now - server->key_warned_us > 30 * 1000000ull) {
+            server->key_warned_us = now;
+            sb_log(SB_LOG_ERROR, SB_MODULE,
+                   "the store under prefix \"%s\" is now sealed with key %.16s, which this "
+                   "process does not hold (%s holds %.16s): install the new key file",
+                   conf->redis_prefix, rec.current, server->key_path, cur->fp[0]);
+        }
+    }
+    if (broken || c->err) {
+        redisFree(c);
+        server->watch_redis = NULL;
+    }
+    return 0;
+}
+
 int sb_server_init(sb_server_t *server, sb_conf_t *conf)
 {
     memset(server, 0, sizeof(*server));
     server->conf = conf;
-    char err[512];
-
-    char keypath[1024];
-    if (conf->master_key_file[0] != '\0')
-        snprintf(keypath, sizeof(keypath), "%s", conf->master_key_file);
-    else
-        snprintf(keypath, sizeof(keypath), "%s/master.key", conf->data_dir);
-    if (sb_crypto_load_master_key(keypath, server->master_key, err, sizeof(err)) != 0) {
-        sb_log(SB_LOG_ERROR, SB_MODULE, "master key: %s", err);
+    server->port_lock_fd = -1;
+    if (load_master_key(server) != 0)
         return -1;
-    }
 
     h2o_config_init(&server->h2o);
     /* Twice the limit: bodies between the two are read and answered 413 by the webhook
@@ -344,23 +617,51 @@ int sb_server_run(sb_server_t *server)
             return -1;
     sb_log(SB_LOG_INFO, SB_MODULE, "listening on %s (port %d) with %zu workers", conf->listen,
            server->port, n);
+    /* Announce the keys before serving: a rotation must wait for this process too. */
+    if (server->watch_redis != NULL && heartbeat(server) != 0) {
+        redisFree(server->watch_redis);
+        server->watch_redis = NULL;
+    }
     for (size_t i = 0; i < n; ++i)
         pthread_create(&server->workers[i].thread, NULL, worker_main, &server->workers[i]);
 
-    int sig = 0;
-    sigwait(&set, &sig);
-    sb_log(SB_LOG_INFO, SB_MODULE, "signal %d: shutting down", sig);
+    int ret = 0;
+    for (;;) {
+        struct timespec tick = {1, 0};
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig > 0) {
+            sb_log(SB_LOG_INFO, SB_MODULE, "signal %d: shutting down", sig);
+            break;
+        }
+        if (watch_master_key(server) != 0) {
+            ret = -1;
+            break;
+        }
+    }
+    if (server->watch_redis != NULL) {
+        redisReply *r = redisCommand(server->watch_redis, "DEL %s{master-key}:node:%s",
+                                     conf->redis_prefix, server->node);
+        if (r != NULL)
+            freeReplyObject(r);
+    }
     for (size_t i = 0; i < n; ++i)
         uv_async_send(&server->workers[i].stop_async);
     for (size_t i = 0; i < n; ++i)
         pthread_join(server->workers[i].thread, NULL);
     sb_log(SB_LOG_INFO, SB_MODULE, "stopped");
-    return 0;
+    return ret;
 }
 
 void sb_server_dispose(sb_server_t *server)
 {
     /* The loops may still hold h2o connections (see finish_worker): the workers stay
      * allocated until the process exits. */
-    OPENSSL_cleanse(server->master_key, sizeof(server->master_key));
+    sb_keyring_free(server->master_key);
+    server->master_key = NULL;
+    if (server->watch_redis != NULL)
+        redisFree(server->watch_redis);
+    server->watch_redis = NULL;
+    if (server->port_lock_fd >= 0)
+        close(server->port_lock_fd);
+    server->port_lock_fd = -1;
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <time.h>
 #include <openssl/crypto.h>
+#include "queue/redis.h"
 #include "store.h"
 
 int sb_record_from_reply(const redisReply *reply, h2o_mem_pool_t *pool, sb_record_t *rec)
@@ -44,20 +45,23 @@ void sb_format_time(int64_t ms, char out[64])
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
-void sb_credentials_seal(const unsigned char *key, const char *id, json_t *creds, sb_buf_t *out)
+void sb_credentials_seal_with(const sb_keyset_t *set, const char *id, json_t *creds,
+                              sb_buf_t *out)
 {
     char *plain = json_dumps(creds, JSON_COMPACT | JSON_SORT_KEYS);
     size_t len = strlen(plain);
-    sb_crypto_seal(key, id, plain, len, out);
+    sb_buf_append(out, set->fp[0], SB_KEY_ID_LEN);
+    sb_buf_append(out, ":", 1);
+    sb_crypto_seal(set->key[0], id, plain, len, out);
     OPENSSL_cleanse(plain, len);
     free(plain);
 }
 
-json_t *sb_credentials_open(const unsigned char *key, const char *id, h2o_iovec_t sealed)
+static json_t *open_one(const unsigned char *key, const char *id, const char *sealed, size_t len)
 {
     sb_buf_t plain = {0};
     json_t *creds = NULL;
-    if (sealed.base != NULL && sb_crypto_open(key, id, sealed.base, sealed.len, &plain) == 0) {
+    if (sb_crypto_open(key, id, sealed, len, &plain) == 0) {
         creds = json_loadb(plain.base, plain.len, 0, NULL);
         if (creds != NULL && !json_is_object(creds)) {
             json_decref(creds);
@@ -68,6 +72,207 @@ json_t *sb_credentials_open(const unsigned char *key, const char *id, h2o_iovec_
         OPENSSL_cleanse(plain.base, plain.len);
     sb_buf_dispose(&plain);
     return creds;
+}
+
+json_t *sb_credentials_open_with(const sb_keyset_t *set, const char *id, h2o_iovec_t sealed,
+                                 int *index)
+{
+    if (sealed.base == NULL)
+        return NULL;
+    /* base64 has no ':', so a key id is unambiguous. */
+    if (sealed.len > SB_KEY_ID_LEN && sealed.base[SB_KEY_ID_LEN] == ':') {
+        int i = sb_keyset_find(set, sealed.base, SB_KEY_ID_LEN);
+        json_t *creds = i < 0 ? NULL
+                              : open_one(set->key[i], id, sealed.base + SB_KEY_ID_LEN + 1,
+                                         sealed.len - SB_KEY_ID_LEN - 1);
+        if (creds != NULL && index != NULL)
+            *index = i;
+        return creds;
+    }
+    for (size_t i = 0; i < set->n; ++i) {
+        json_t *creds = open_one(set->key[i], id, sealed.base, sealed.len);
+        if (creds != NULL) {
+            if (index != NULL)
+                *index = (int)i;
+            return creds;
+        }
+    }
+    return NULL;
+}
+
+void sb_credentials_seal(const sb_keyring_t *ring, const char *id, json_t *creds, sb_buf_t *out)
+{
+    sb_credentials_seal_with(sb_keyring_get(ring), id, creds, out);
+}
+
+json_t *sb_credentials_open(const sb_keyring_t *ring, const char *id, h2o_iovec_t sealed)
+{
+    return sb_credentials_open_with(sb_keyring_get(ring), id, sealed, NULL);
+}
+
+/* ---- The master key record ---- */
+
+void sb_key_pattern(const char *prefix, const char *rest, char *out, size_t outlen)
+{
+    size_t n = 0;
+    for (const char *p = prefix; *p != '\0' && n + 3 < outlen; ++p) {
+        if (strchr("*?[]\\", *p) != NULL)
+            out[n++] = '\\';
+        out[n++] = *p;
+    }
+    snprintf(out + n, outlen - n, "%s", rest);
+}
+
+int sb_key_record_read(redisContext *c, const char *prefix, sb_key_record_t *rec, char *err,
+                       size_t errlen)
+{
+    memset(rec, 0, sizeof(*rec));
+    redisReply *r = redisCommand(c, "HMGET %s{master-key} current previous next", prefix);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        snprintf(err, errlen, "redis: %s",
+                 r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+        if (r != NULL)
+            freeReplyObject(r);
+        return -1;
+    }
+    char *fields[3] = {rec->current, rec->previous, rec->next};
+    for (int i = 0; i < 3; ++i)
+        if (r->element[i]->type == REDIS_REPLY_STRING && r->element[i]->len == 64)
+            memcpy(fields[i], r->element[i]->str, 65);
+    rec->exists = rec->current[0] != '\0';
+    freeReplyObject(r);
+    return 0;
+}
+
+int sb_key_record_accepts(const sb_key_record_t *rec, const sb_keyset_t *set, const char *prefix,
+                          const char *path, char *err, size_t errlen)
+{
+    if (strcmp(set->fp[0], rec->current) == 0 ||
+        (rec->next[0] != '\0' && strcmp(set->fp[0], rec->next) == 0))
+        return 0;
+    snprintf(err, errlen,
+             "master key file %s holds key %.16s, but the store under prefix \"%s\" is sealed "
+             "with key %.16s%s; refusing to start (use the key file that sealed it, or set "
+             "master_key_file)",
+             path, set->fp[0], prefix, rec->current,
+             strcmp(set->fp[0], rec->previous) == 0
+                 ? " (the file holds the key it was rotated away from: install the new file)"
+                 : "");
+    return -1;
+}
+
+/* Finds one stored credential and tells whether 'set' opens it (1), not (0), none found (2). */
+static int probe_store(redisContext *c, const char *prefix, const sb_keyset_t *set, char *id_out,
+                       size_t idlen)
+{
+    char pattern[512], cursor[32] = "0";
+    sb_key_pattern(prefix, "connection:*", pattern, sizeof(pattern));
+    size_t plen = strlen(prefix) + strlen("connection:");
+    do {
+        redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            if (r != NULL)
+                freeReplyObject(r);
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        const redisReply *keys = r->element[1];
+        for (size_t i = 0; i < keys->elements; ++i) {
+            const char *k = keys->element[i]->str;
+            if (strchr(k + plen, ':') != NULL)
+                continue; /* connection:{id}:bindings */
+            redisReply *h = redisCommand(c, "HGET %s secrets", k);
+            if (h != NULL && h->type == REDIS_REPLY_STRING) {
+                json_t *creds = sb_credentials_open_with(
+                    set, k + plen, h2o_iovec_init(h->str, h->len), NULL);
+                int ok = creds != NULL;
+                json_decref(creds);
+                snprintf(id_out, idlen, "%s", k + plen);
+                freeReplyObject(h);
+                freeReplyObject(r);
+                return ok;
+            }
+            if (h != NULL)
+                freeReplyObject(h);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    return 2;
+}
+
+int sb_master_key_open(redisContext *c, const char *prefix, const char *path, int create,
+                       sb_keyset_t *set, char *err, size_t errlen)
+{
+    sb_key_record_t rec;
+    char rerr[256], id[128] = "";
+    memset(set, 0, sizeof(*set));
+    if (sb_key_record_read(c, prefix, &rec, rerr, sizeof(rerr)) != 0) {
+        snprintf(err, errlen, "%s", rerr);
+        return -2;
+    }
+    int r = sb_keyset_read(path, set, err, errlen);
+    if (r < 0)
+        return -1;
+    if (r == 1) {
+        if (rec.exists) {
+            snprintf(err, errlen,
+                     "master key file %s does not exist, but the store under prefix \"%s\" is "
+                     "sealed with key %.16s: refusing to create a new key (copy the key file "
+                     "there, or set master_key_file)",
+                     path, prefix, rec.current);
+            return -1;
+        }
+        int p = probe_store(c, prefix, set, id, sizeof(id));
+        if (p < 0) {
+            snprintf(err, errlen, "redis: %s", c->errstr[0] ? c->errstr : "SCAN failed");
+            return -2;
+        }
+        if (p != 2) {
+            snprintf(err, errlen,
+                     "master key file %s does not exist, but the store under prefix \"%s\" "
+                     "holds sealed credentials (connection %s): refusing to create a new key",
+                     path, prefix, id);
+            return -1;
+        }
+        if (!create)
+            return 0;
+        if (sb_keyset_create(path, set, err, errlen) != 0)
+            return -1;
+    } else if (rec.exists) {
+        if (sb_key_record_accepts(&rec, set, prefix, path, err, errlen) != 0) {
+            sb_keyset_cleanse(set);
+            return -1;
+        }
+        return 0;
+    } else {
+        int p = probe_store(c, prefix, set, id, sizeof(id));
+        if (p < 0) {
+            snprintf(err, errlen, "redis: %s", c->errstr[0] ? c->errstr : "SCAN failed");
+            return -2;
+        }
+        if (p == 0) {
+            snprintf(err, errlen,
+                     "master key file %s holds key %.16s, which does not open the credentials "
+                     "stored under prefix \"%s\" (connection %s); refusing to start",
+                     path, set->fp[0], prefix, id);
+            sb_keyset_cleanse(set);
+            return -1;
+        }
+    }
+    /* First use: record the key. Two processes racing both write only if they agree. */
+    redisReply *w = redisCommand(c, "HSETNX %s{master-key} current %s", prefix, set->fp[0]);
+    int ok = w != NULL && w->type == REDIS_REPLY_INTEGER;
+    if (w != NULL)
+        freeReplyObject(w);
+    if (!ok || sb_key_record_read(c, prefix, &rec, rerr, sizeof(rerr)) != 0) {
+        snprintf(err, errlen, "redis: cannot record the master key");
+        return -2;
+    }
+    if (sb_key_record_accepts(&rec, set, prefix, path, err, errlen) != 0) {
+        sb_keyset_cleanse(set);
+        return -1;
+    }
+    return 0;
 }
 
 static h2o_iovec_t cred_field(json_t *creds, const char *name, h2o_mem_pool_t *pool)
@@ -94,4 +299,49 @@ void sb_mask_secret(const char *value, char out[16])
         snprintf(out, 16, "****");
     else
         snprintf(out, 16, "****%s", value + n - 4);
+}
+
+redisContext *sb_store_connect(const char *url_text, int timeout_ms, char *err, size_t errlen)
+{
+    sb_redis_url_t url;
+    char uerr[256];
+    if (sb_redis_url_parse(url_text, &url, uerr, sizeof(uerr)) != 0) {
+        snprintf(err, errlen, "redis.url: %s", uerr);
+        return NULL;
+    }
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    redisContext *c = url.unix_path[0] != '\0' ? redisConnectUnixWithTimeout(url.unix_path, tv)
+                                               : redisConnectWithTimeout(url.host, url.port, tv);
+    if (c == NULL || c->err) {
+        snprintf(err, errlen, "cannot connect to redis: %s", c ? c->errstr : "out of memory");
+        redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    redisReply *r = NULL;
+    if (url.password[0] != '\0') {
+        r = url.username[0] != '\0' ? redisCommand(c, "AUTH %s %s", url.username, url.password)
+                                    : redisCommand(c, "AUTH %s", url.password);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "redis AUTH failed");
+            goto Error;
+        }
+        freeReplyObject(r);
+    }
+    if (url.db != 0) {
+        r = redisCommand(c, "SELECT %d", url.db);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "redis SELECT failed");
+            goto Error;
+        }
+        freeReplyObject(r);
+    }
+    OPENSSL_cleanse(&url, sizeof(url));
+    return c;
+Error:
+    OPENSSL_cleanse(&url, sizeof(url));
+    if (r != NULL)
+        freeReplyObject(r);
+    redisFree(c);
+    return NULL;
 }

@@ -29,15 +29,58 @@ h2o_iovec_t sb_record_get(const sb_record_t *rec, const char *name);
 void sb_format_time(int64_t ms, char out[64]);
 
 /**
- * Seals the credentials object 'creds' (a JSON object of strings) for connection 'id';
- * appends the sealed text to 'out'.
+ * Seals the credentials object 'creds' (a JSON object of strings) for connection 'id' under
+ * the ring's sealing key; appends "<key id>:<sealed text>" to 'out' (the key id is the first
+ * SB_KEY_ID_LEN hex characters of the key's fingerprint).
  */
-void sb_credentials_seal(const unsigned char *key, const char *id, json_t *creds, sb_buf_t *out);
+void sb_credentials_seal(const sb_keyring_t *ring, const char *id, json_t *creds, sb_buf_t *out);
 /**
- * Opens sealed credentials of connection 'id'. Returns a new JSON object, or NULL when they
- * do not open (wrong key or tampered).
+ * Opens sealed credentials of connection 'id' with the key their id names (values sealed
+ * before key ids existed: with each key of the ring). Returns a new JSON object, or NULL
+ * when they do not open (unknown key or tampered).
  */
-json_t *sb_credentials_open(const unsigned char *key, const char *id, h2o_iovec_t sealed);
+json_t *sb_credentials_open(const sb_keyring_t *ring, const char *id, h2o_iovec_t sealed);
+/** The same with a key set; 'seal' uses set->key[0]; 'index' gets the key that opened. */
+void sb_credentials_seal_with(const sb_keyset_t *set, const char *id, json_t *creds,
+                              sb_buf_t *out);
+json_t *sb_credentials_open_with(const sb_keyset_t *set, const char *id, h2o_iovec_t sealed,
+                                 int *index);
+
+/*
+ * The master key record: the hash {prefix}{master-key} keeps the fingerprints of the key
+ * that seals this store's credentials ("current"), of the one before it ("previous") and,
+ * while `switchboard master-key rotate` runs, of the one that replaces it ("next").
+ */
+typedef struct st_sb_key_record_t {
+    int exists;
+    char current[65], previous[65], next[65];
+} sb_key_record_t;
+
+/** Reads the record with a blocking connection; 0, or -1 with a reason in 'err'. */
+int sb_key_record_read(redisContext *c, const char *prefix, sb_key_record_t *rec, char *err,
+                       size_t errlen);
+/**
+ * Whether the sealing key of 'set' may run against 'rec' (it is "current", or "next" while a
+ * rotation runs). Returns 0, or -1 with a message naming both fingerprints and 'path'.
+ */
+int sb_key_record_accepts(const sb_key_record_t *rec, const sb_keyset_t *set, const char *prefix,
+                          const char *path, char *err, size_t errlen);
+/**
+ * Opens the master key file 'path' for the store under 'prefix' and checks it against the
+ * record, writing the record on first use. A missing file is created only when 'create' is
+ * set and the store has neither a record nor any connection; otherwise nothing is written
+ * when the check fails. Returns 0 (set->n is 0 when the file is missing and 'create' is not
+ * set), -1 when the key is refused (reason in 'err'), -2 when Redis failed.
+ */
+int sb_master_key_open(redisContext *c, const char *prefix, const char *path, int create,
+                       sb_keyset_t *set, char *err, size_t errlen);
+/**
+ * A blocking connection to the Redis of 'url' (AUTH and SELECT done), for start-up checks
+ * and the command line; NULL with a reason in 'err'.
+ */
+redisContext *sb_store_connect(const char *url, int timeout_ms, char *err, size_t errlen);
+/** Writes into 'out' the MATCH pattern for keys starting with 'prefix' then 'rest'. */
+void sb_key_pattern(const char *prefix, const char *rest, char *out, size_t outlen);
 /** Fills 'cred' from the JSON object 'creds' (strings copied into 'pool'). */
 void sb_credentials_fill(json_t *creds, h2o_mem_pool_t *pool, sb_credentials_t *cred);
 /** "****" + the last four characters ("****" alone for values shorter than 12). */

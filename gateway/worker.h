@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 #include <h2o.h>
 #include "queue/redis.h"
 #include "conf.h"
@@ -38,6 +39,9 @@ typedef struct st_sb_worker_t {
     /** Jobs (requests waiting on something) alive on this worker. */
     size_t jobs;
     int redis_up;
+    /** readyz: the last script probe answered (probe_timer, on this worker's loop). */
+    _Atomic int scripts_ok;
+    uv_timer_t probe_timer;
     /** Unique ids without the CSPRNG per id: a random prefix per worker and a counter. */
     char id_prefix[12];
     uint64_t id_counter;
@@ -51,7 +55,8 @@ typedef struct st_sb_worker_t {
 
 struct st_sb_server_t {
     sb_conf_t *conf;
-    unsigned char master_key[SB_MASTER_KEY_LEN];
+    /** The master key ring (sealing key and the previous one), reloaded with its file. */
+    sb_keyring_t *master_key;
     h2o_globalconf_t h2o;
     sb_worker_t *workers;
     size_t nworkers;
@@ -60,6 +65,19 @@ struct st_sb_server_t {
     /** Bumped when a connection is changed or deleted: cached copies older than it are
      *  dropped (the webhook cache of every worker of this process). */
     _Atomic uint64_t conn_generation;
+    /** The master key file (absolute path), what it looked like when last read, and whether
+     *  its key was checked against the store's record (not yet when Redis was down). */
+    char key_path[1024];
+    struct stat key_stat;
+    int key_verified;
+    uint64_t key_warned_us;
+    /** The main thread's blocking Redis connection (key check and heartbeat). */
+    struct redisContext *watch_redis;
+    char node[256];
+    /** Held while the process serves its port: a second process on the port is refused. */
+    int port_lock_fd;
+    /** Worker 0's outbound consumer is running (readyz). */
+    _Atomic int outbound_ok;
     /** The host and port really bound (port 0 in the configuration picks one). */
     int port;
 };

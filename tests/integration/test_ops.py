@@ -324,6 +324,7 @@ class ConfigTest(H.GatewayTestCase):
         # environment variables win over the file
         p2 = H.free_port()
         gw2 = H.Gateway(self.redis, None, None, config=cfg, port=p2, use_env_listen=True,
+                        data_dir=gw.data_dir,  # the same store needs the same master key
                         extra_env=dict(self.DEFAULT_ENV, **dict(
                             unset, SWITCHBOARD_PUBLIC_URL="http://from-env.example.test")))
         self.addCleanup(gw2.cleanup)

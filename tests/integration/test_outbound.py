@@ -534,7 +534,7 @@ class TestTakeOver(unittest.TestCase):
 
     def test_live_slow_send_is_not_taken_over(self):
         e = self.env
-        second = Gateway(e.redis, e.tg, e.graph).start()
+        second = Gateway(e.redis, e.tg, e.graph, data_dir=e.gw.data_dir).start()  # same key
         try:
             e.tg.clear()
             e.tg.override("sendmessage", delay=6.0, times=1)  # three reclaim periods

@@ -23,6 +23,7 @@
 #include <openssl/evp.h>
 #include "gateway/conf.h"
 #include "gateway/crypto.h"
+#include "gateway/store.h"
 #include "base/sb.h"
 #include "test.h"
 
@@ -234,6 +235,8 @@ static void test_conf_every_env_is_read(void)
             value = "127.0.0.2:1234";
         } else if (strcmp(o->path, "log_level") == 0) {
             value = "warn";
+        } else if (strcmp(o->path, "trusted_proxies") == 0) {
+            value = "10.0.0.0/8, ::1";
         } else {
             value = "https://changed.example";
         }
@@ -912,6 +915,125 @@ static void test_sb_buf_and_hex(void)
     ASSERT_EQ(g_buf.len, 6 + 999 + 3);
 }
 
+static void test_keyset_files(void)
+{
+    sb_keyset_t set, back;
+    char path[512];
+    struct stat st;
+    /* created: one key, 0600, and it reads back with the same fingerprint */
+    snprintf(path, sizeof(path), "%s/ks/master.key", g_dir);
+    ASSERT_EQ(sb_keyset_read(path, &set, g_err, sizeof(g_err)), 1); /* missing: not created */
+    ASSERT_EQ(stat(path, &st), -1);
+    ASSERT_EQ(sb_keyset_create(path, &set, g_err, sizeof(g_err)), 0);
+    ASSERT_EQ(set.n, 1);
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(st.st_mode & 07777, 0600);
+    ASSERT_EQ(sb_keyset_read(path, &back, g_err, sizeof(g_err)), 0);
+    ASSERT_EQ(back.n, 1);
+    ASSERT_STR_EQ(back.fp[0], set.fp[0]);
+    /* a second create finds the file and reads it (never a second key) */
+    ASSERT_EQ(sb_keyset_create(path, &back, g_err, sizeof(g_err)), 0);
+    ASSERT_STR_EQ(back.fp[0], set.fp[0]);
+
+    /* create over a file that exists but holds no key: reported, never replaced */
+    sb_keyset_t two;
+    ASSERT_EQ(sb_keyset_create(write_file("empty.key", ""), &two, g_err, sizeof(g_err)), -1);
+    ASSERT_ERR_NAMES("empty.key");
+
+    /* two keys: written atomically, read in order, 0600 */
+    memset(&two, 0, sizeof(two));
+    for (int i = 0; i < SB_MASTER_KEY_LEN; ++i)
+        two.key[0][i] = (unsigned char)i, two.key[1][i] = (unsigned char)(0xff - i);
+    two.n = 2;
+    sb_crypto_fingerprint(two.key[0], two.fp[0]);
+    sb_crypto_fingerprint(two.key[1], two.fp[1]);
+    ASSERT_EQ(sb_keyset_write(path, &two, g_err, sizeof(g_err)), 0);
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(st.st_mode & 07777, 0600);
+    ASSERT_EQ(sb_keyset_read(path, &back, g_err, sizeof(g_err)), 0);
+    ASSERT_EQ(back.n, 2);
+    ASSERT_MEM_EQ(back.key[1], SB_MASTER_KEY_LEN, two.key[1], SB_MASTER_KEY_LEN);
+    ASSERT_STR_EQ(back.fp[1], two.fp[1]);
+    ASSERT_EQ(sb_keyset_find(&back, two.fp[1], SB_KEY_ID_LEN), 1);
+    ASSERT_EQ(sb_keyset_find(&back, "0000000000000000", SB_KEY_ID_LEN), -1);
+    /* the fingerprint is SHA-256 of the label and the key, not of the key alone */
+    char plain[65];
+    sb_crypto_sha256_hex(two.key[0], SB_MASTER_KEY_LEN, plain);
+    ASSERT(strcmp(plain, two.fp[0]) != 0);
+
+    /* three keys, or a blank line between two, are not a key file */
+    char text[400];
+    char h0[65], h1[65];
+    sb_hex_encode(h0, two.key[0], SB_MASTER_KEY_LEN);
+    sb_hex_encode(h1, two.key[1], SB_MASTER_KEY_LEN);
+    h0[64] = h1[64] = '\0';
+    snprintf(text, sizeof(text), "%s\n%s\n%s\n", h0, h1, h0);
+    ASSERT_EQ(sb_keyset_read(write_file("three.key", text), &back, g_err, sizeof(g_err)), -1);
+    ASSERT_ERR_NAMES("three.key");
+    snprintf(text, sizeof(text), "%s\n\n%s\n", h0, h1);
+    ASSERT_EQ(sb_keyset_read(write_file("blank.key", text), &back, g_err, sizeof(g_err)), -1);
+    snprintf(text, sizeof(text), "%s\n%s", h0, h1); /* no final newline: fine */
+    ASSERT_EQ(sb_keyset_read(write_file("nonl2.key", text), &back, g_err, sizeof(g_err)), 0);
+    ASSERT_EQ(back.n, 2);
+}
+
+static void test_credentials_key_ids(void)
+{
+    sb_keyset_t k1 = {0}, k2 = {0}, both = {0};
+    for (int i = 0; i < SB_MASTER_KEY_LEN; ++i)
+        k1.key[0][i] = (unsigned char)(i + 1), k2.key[0][i] = (unsigned char)(i + 100);
+    k1.n = k2.n = 1;
+    sb_crypto_fingerprint(k1.key[0], k1.fp[0]);
+    sb_crypto_fingerprint(k2.key[0], k2.fp[0]);
+    both = k2;
+    memcpy(both.key[1], k1.key[0], SB_MASTER_KEY_LEN);
+    memcpy(both.fp[1], k1.fp[0], 65);
+    both.n = 2;
+    json_t *creds = json_pack("{s:s}", "bot_token", "123:secret-token");
+
+    /* sealed under k1: "<key id>:" + base64, opens with k1 and with (k2, k1), not with k2 */
+    sb_credentials_seal_with(&k1, "cn_1", creds, &g_buf);
+    ASSERT(g_buf.len > SB_KEY_ID_LEN + 1);
+    ASSERT_MEM_EQ(g_buf.base, SB_KEY_ID_LEN, k1.fp[0], SB_KEY_ID_LEN);
+    ASSERT_EQ(g_buf.base[SB_KEY_ID_LEN], ':');
+    h2o_iovec_t sealed = h2o_iovec_init(g_buf.base, g_buf.len);
+    int idx = -1;
+    json_t *o = sb_credentials_open_with(&both, "cn_1", sealed, &idx);
+    ASSERT(o != NULL);
+    ASSERT_EQ(idx, 1);
+    ASSERT_STR_EQ(json_string_value(json_object_get(o, "bot_token")), "123:secret-token");
+    json_decref(o);
+    ASSERT(sb_credentials_open_with(&k2, "cn_1", sealed, NULL) == NULL);
+    ASSERT(sb_credentials_open_with(&both, "cn_2", sealed, NULL) == NULL); /* aad */
+
+    /* a value sealed before key ids existed opens with whichever key of the set sealed it */
+    sb_buf_t legacy = {0};
+    char *plain = json_dumps(creds, JSON_COMPACT | JSON_SORT_KEYS);
+    sb_crypto_seal(k1.key[0], "cn_1", plain, strlen(plain), &legacy);
+    free(plain);
+    idx = -1;
+    o = sb_credentials_open_with(&both, "cn_1", h2o_iovec_init(legacy.base, legacy.len), &idx);
+    ASSERT(o != NULL);
+    ASSERT_EQ(idx, 1);
+    json_decref(o);
+    sb_buf_dispose(&legacy);
+
+    /* a key ring seals with its first key, and a replaced set is seen at once */
+    sb_keyring_t *ring = sb_keyring_new(&k1);
+    sb_buf_dispose(&g_buf2);
+    sb_credentials_seal(ring, "cn_1", creds, &g_buf2);
+    ASSERT_MEM_EQ(g_buf2.base, SB_KEY_ID_LEN, k1.fp[0], SB_KEY_ID_LEN);
+    sb_keyring_replace(ring, &both);
+    o = sb_credentials_open(ring, "cn_1", h2o_iovec_init(g_buf2.base, g_buf2.len));
+    ASSERT(o != NULL);
+    json_decref(o);
+    sb_buf_dispose(&g_buf2);
+    sb_credentials_seal(ring, "cn_1", creds, &g_buf2);
+    ASSERT_MEM_EQ(g_buf2.base, SB_KEY_ID_LEN, k2.fp[0], SB_KEY_ID_LEN);
+    sb_keyring_free(ring);
+    json_decref(creds);
+}
+
 int main(void)
 {
     g_source_dir = getenv("SB_SOURCE_DIR");
@@ -953,6 +1075,8 @@ int main(void)
     RUN(test_crypto_master_key_created);
     RUN(test_crypto_master_key_given);
     RUN(test_crypto_master_key_bad_content);
+    RUN(test_keyset_files);
+    RUN(test_credentials_key_ids);
 
     RUN(test_sb_parse_int64);
     RUN(test_sb_id_valid);
