@@ -118,5 +118,5 @@ int main(void)
     SB_RUN(test_cidr_lists);
     SB_RUN(test_untrusted_peer_headers_ignored);
     SB_RUN(test_forwarded_for_from_trusted_peer);
-    SB_TEST_SUMMARY();
+    return SB_TEST_SUMMARY();
 }
