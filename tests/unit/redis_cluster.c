@@ -182,6 +182,8 @@ static pid_t start_server(int port, int cluster, const char *dir)
                     (char *)"nodes.conf",
                     (char *)"--cluster-node-timeout",
                     (char *)"1000",
+                    (char *)"--repl-diskless-sync-delay",
+                    (char *)"0",
                     NULL};
     return spawn(argv, dir);
 }
@@ -238,6 +240,20 @@ static int cluster_ok_everywhere(void)
         redisReply *r = admin(ports[i], "CLUSTER INFO");
         int ok = r != NULL && r->str != NULL && strstr(r->str, "cluster_state:ok") != NULL &&
                  strstr(r->str, "cluster_known_nodes:6") != NULL;
+        if (r != NULL)
+            freeReplyObject(r);
+        /* a replica counts once its replication link is up */
+        r = admin(ports[i], "INFO replication");
+        ok = ok && r != NULL && r->str != NULL &&
+             (strstr(r->str, "role:master") != NULL ||
+              strstr(r->str, "master_link_status:up") != NULL);
+        if (r != NULL)
+            freeReplyObject(r);
+        /* and every primary lists its replica */
+        r = admin(ports[i], "CLUSTER SLOTS");
+        ok = ok && r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0;
+        for (size_t k = 0; ok && k < r->elements; ++k)
+            ok = r->element[k]->elements >= 4;
         if (r != NULL)
             freeReplyObject(r);
         if (!ok)
@@ -318,16 +334,23 @@ static int start_cluster(void)
     return 0;
 }
 
-/* The port of the primary serving 'slot' according to the node at 'ask_port'; 0 if none. */
-static int primary_of(int ask_port, int slot)
+/* The port of the primary serving 'slot' in a CLUSTER SLOTS reply; 0 if none. */
+static int primary_in(const redisReply *r, int slot)
 {
-    redisReply *r = admin(ask_port, "CLUSTER SLOTS");
     int port = 0;
     for (size_t i = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements; ++i) {
         redisReply *e = r->element[i];
         if (e->elements >= 3 && slot >= e->element[0]->integer && slot <= e->element[1]->integer)
             port = (int)e->element[2]->element[1]->integer;
     }
+    return port;
+}
+
+/* The port of the primary serving 'slot' according to the node at 'ask_port'; 0 if none. */
+static int primary_of(int ask_port, int slot)
+{
+    redisReply *r = admin(ask_port, "CLUSTER SLOTS");
+    int port = primary_in(r, slot);
     if (r != NULL)
         freeReplyObject(r);
     return port;
@@ -359,13 +382,17 @@ static int live_port(void)
 /* A key (written to 'out') whose slot the primary at 'port' serves, not 'avoid_slot'. */
 static int key_on(int port, const char *prefix, char *out, size_t outsz, int avoid_slot)
 {
-    for (int i = 0; i < 100000; ++i) {
+    redisReply *map = admin(live_port(), "CLUSTER SLOTS");
+    int found = -1;
+    for (int i = 0; i < 10000 && found < 0 && map != NULL; ++i) {
         snprintf(out, outsz, "%s%d", prefix, i);
         int slot = (int)sb_redis_key_slot(out, strlen(out));
-        if (slot != avoid_slot && primary_of(live_port(), slot) == port)
-            return slot;
+        if (slot != avoid_slot && primary_in(map, slot) == port)
+            found = slot;
     }
-    return -1;
+    if (map != NULL)
+        freeReplyObject(map);
+    return found;
 }
 
 static void node_id(int port, char *out, size_t outsz)
@@ -461,6 +488,8 @@ static sb_redis_script_t *const scripts[] = {&script_get, &script_set_argv, &scr
 
 static sb_redis_url_t url;
 
+static void track(sb_redis_t *r);
+
 static sb_redis_t *connect_client(const char *text, state_t *st, uint32_t timeout_ms)
 {
     char err[128];
@@ -476,7 +505,9 @@ static sb_redis_t *connect_client(const char *text, state_t *st, uint32_t timeou
                                .cluster_refresh_ms = 500,
                                .on_state = on_state,
                                .data = st};
-    return sb_redis_new(&loop, &opts);
+    sb_redis_t *r = sb_redis_new(&loop, &opts);
+    track(r);
+    return r;
 }
 
 static int connected_cond(void *arg)
@@ -484,10 +515,34 @@ static int connected_cond(void *arg)
     return sb_redis_connected(arg);
 }
 
+/* Clients of the running test: closed after it even when an assertion returned early, so
+ * that the loop never stays alive with a forgotten client. */
+static sb_redis_t *clients[4];
+
+static void track(sb_redis_t *r)
+{
+    for (size_t i = 0; i < 4; ++i) {
+        if (clients[i] == NULL) {
+            clients[i] = r;
+            return;
+        }
+    }
+}
+
 static int close_and_drain(sb_redis_t *r)
 {
+    for (size_t i = 0; i < 4; ++i)
+        if (clients[i] == r)
+            clients[i] = NULL;
     sb_redis_close(r);
     return uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+static void close_leftovers(void)
+{
+    for (size_t i = 0; i < 4; ++i)
+        if (clients[i] != NULL)
+            close_and_drain(clients[i]);
 }
 
 /* A client on the cluster through a seed list whose first seed is down. */
@@ -885,10 +940,19 @@ static void test_single_through_seeds(void)
     ASSERT_EQ(close_and_drain(r), 0);
 }
 
+/* SB_RUN with the time each test took, on stderr (a slow cluster shows where). */
+#define RUN_TIMED(fn)                                                                              \
+    do {                                                                                           \
+        uint64_t t0_ = mono_ms();                                                                  \
+        SB_RUN(fn);                                                                                \
+        close_leftovers();                                                                         \
+        fprintf(stderr, "%s: %llu ms\n", #fn, (unsigned long long)(mono_ms() - t0_));              \
+    } while (0)
+
 static void on_alarm(int sig)
 {
     (void)sig;
-    static const char msg[] = "unit_redis_cluster: timed out\n";
+    static const char msg[] = "unit_redis_cluster: timed out (alarm)\n";
     if (write(2, msg, sizeof(msg) - 1) < 0) {
     }
     for (int i = 0; i < NNODES; ++i)
@@ -912,6 +976,7 @@ int main(void)
     }
     if (uv_loop_init(&loop) != 0)
         return 1;
+    uint64_t started = mono_ms();
     dead_port = free_cluster_port();
     if (start_cluster() != 0) {
         stop_all();
@@ -920,12 +985,14 @@ int main(void)
     for (int i = 0; scripts[i] != NULL; ++i)
         sb_redis_script_init(scripts[i]);
 
-    SB_RUN(test_slots);
-    SB_RUN(test_url_seeds);
-    SB_RUN(test_cluster_basic);
-    SB_RUN(test_moved_and_ask);
-    SB_RUN(test_single_through_seeds);
-    SB_RUN(test_failover);
+    fprintf(stderr, "cluster of %d nodes up in %llu ms\n", NNODES,
+            (unsigned long long)(mono_ms() - started));
+    RUN_TIMED(test_slots);
+    RUN_TIMED(test_url_seeds);
+    RUN_TIMED(test_cluster_basic);
+    RUN_TIMED(test_moved_and_ask);
+    RUN_TIMED(test_single_through_seeds);
+    RUN_TIMED(test_failover);
 
     stop_all();
     int rc = uv_loop_close(&loop);
