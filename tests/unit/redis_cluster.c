@@ -545,17 +545,25 @@ static void close_leftovers(void)
             close_and_drain(clients[i]);
 }
 
-/* A client on the cluster through a seed list whose first seed is down. */
-static sb_redis_t *cluster_client(state_t *st)
+/* A client on the cluster through a seed list (whose first seed is down when asked). */
+static sb_redis_t *cluster_client_seeds(state_t *st, int dead_first)
 {
     char text[128];
-    snprintf(text, sizeof(text), "redis://127.0.0.1:%d,127.0.0.1:%d", dead_port, live_port());
+    if (dead_first)
+        snprintf(text, sizeof(text), "redis://127.0.0.1:%d,127.0.0.1:%d", dead_port, live_port());
+    else
+        snprintf(text, sizeof(text), "redis://127.0.0.1:%d,127.0.0.1:%d", live_port(), dead_port);
     sb_redis_t *r = connect_client(text, st, 2000);
     if (r != NULL && !run_until(connected_cond, r, 15000)) {
         close_and_drain(r);
         return NULL;
     }
     return r;
+}
+
+static sb_redis_t *cluster_client(state_t *st)
+{
+    return cluster_client_seeds(st, 0);
 }
 
 /* ---- tests ---- */
@@ -637,7 +645,7 @@ static void find_primaries(void)
 static void test_cluster_basic(void)
 {
     state_t st = {0};
-    sb_redis_t *r = cluster_client(&st);
+    sb_redis_t *r = cluster_client_seeds(&st, 1); /* the first seed is down: the next one */
     ASSERT(r != NULL);
     ASSERT(sb_redis_is_cluster(r));
     ASSERT_EQ(st.ups, 1);
@@ -852,6 +860,134 @@ static void test_moved_and_ask(void)
     ASSERT_EQ(close_and_drain(r), 0);
 }
 
+/* Closing while a request waits for its retry: the caller gets NULL, nothing leaks. */
+static void test_close_while_retrying(void)
+{
+    state_t st = {0};
+    sb_redis_t *r = cluster_client(&st);
+    ASSERT(r != NULL);
+    int a = primaries[0], b = primaries[1];
+    char tag[64], here[80], there[80];
+    int slot = key_on(a, "close:", tag, sizeof(tag), -1);
+    ASSERT(slot >= 0);
+    snprintf(here, sizeof(here), "{%s}:here", tag);
+    snprintf(there, sizeof(there), "{%s}:there", tag);
+    capture_t cap;
+    CMD(r, &cap, "SET", here, "1");
+    ASSERT_EQ(slot_begin(slot, a, b), 0);
+    capture_t mget;
+    const char *argv[] = {"MGET", here, there};
+    uint64_t before = sb_redis_redirects_total();
+    ASSERT_EQ(command_r(r, NULL, &mget, 3, argv), 0);
+    uint64_t t0 = mono_ms();
+    while (sb_redis_redirects_total() < before + 1 && mono_ms() - t0 < 3000)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT(sb_redis_redirects_total() > before);
+    ASSERT_EQ(mget.calls, 0);
+    ASSERT_EQ(close_and_drain(r), 0);
+    ASSERT_EQ(mget.calls, 1);
+    ASSERT_EQ(mget.type, -1);
+    /* back to a stable slot on a */
+    redisReply *x = admin(a, "CLUSTER SETSLOT %d STABLE", slot);
+    ASSERT(x != NULL && x->type == REDIS_REPLY_STATUS);
+    freeReplyObject(x);
+    x = admin(b, "CLUSTER SETSLOT %d STABLE", slot);
+    ASSERT(x != NULL && x->type == REDIS_REPLY_STATUS);
+    freeReplyObject(x);
+}
+
+/* ---- writes during redis-cli --cluster reshard ---- */
+
+#define LOAD_MIN 3000
+
+typedef struct st_load_t {
+    sb_redis_t *r;
+    int sent, answered, ok, bad, refused;
+    pid_t cli;
+    int cli_status;
+    int cli_done;
+} load_t;
+
+static void on_load_reply(redisReply *reply, void *data)
+{
+    load_t *l = data;
+    l->answered++;
+    if (reply != NULL && reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "OK") == 0)
+        l->ok++;
+    else
+        l->bad++;
+}
+
+/* Called on every loop turn by run_until: keeps up to 32 writes of new keys in flight until
+ * the resharding is over (and at least LOAD_MIN were written), and reaps redis-cli. */
+static int load_pump(void *arg)
+{
+    load_t *l = arg;
+    while ((!l->cli_done || l->sent < LOAD_MIN) && l->sent - l->answered < 32) {
+        char k[32], v[32];
+        snprintf(k, sizeof(k), "load:%d", l->sent);
+        snprintf(v, sizeof(v), "v%d", l->sent);
+        const char *argv[] = {"SET", k, v};
+        size_t lens[] = {3, strlen(k), strlen(v)};
+        if (sb_redis_command(l->r, on_load_reply, l, 3, argv, lens) != 0) {
+            l->refused++;
+            break;
+        }
+        l->sent++;
+        if (l->sent % 4 == 0)
+            break; /* a few per turn: the writes spread over the resharding */
+    }
+    if (!l->cli_done && waitpid(l->cli, &l->cli_status, WNOHANG) == l->cli)
+        l->cli_done = 1;
+    return l->cli_done && l->sent >= LOAD_MIN && l->answered == l->sent;
+}
+
+static void test_reshard_under_load(void)
+{
+    state_t st = {0};
+    sb_redis_t *r = cluster_client(&st);
+    ASSERT(r != NULL);
+    int from = primaries[0], to = primaries[2];
+    char from_id[64], to_id[64], seed[32];
+    node_id(from, from_id, sizeof(from_id));
+    node_id(to, to_id, sizeof(to_id));
+    snprintf(seed, sizeof(seed), "127.0.0.1:%d", from);
+    char *argv[] = {(char *)REDIS_CLI,         (char *)"--cluster",
+                    (char *)"reshard",         seed,
+                    (char *)"--cluster-from",  from_id,
+                    (char *)"--cluster-to",    to_id,
+                    (char *)"--cluster-slots", (char *)"300",
+                    (char *)"--cluster-yes",   NULL};
+    uint64_t redirects = sb_redis_redirects_total();
+    load_t l = {.r = r};
+    l.cli = spawn(argv, NULL);
+    ASSERT(l.cli > 0);
+    int done = run_until(load_pump, &l, 60000);
+    if (!l.cli_done) {
+        kill(l.cli, SIGKILL);
+        waitpid(l.cli, NULL, 0);
+    }
+    ASSERT(done);
+    ASSERT(WIFEXITED(l.cli_status) && WEXITSTATUS(l.cli_status) == 0);
+    ASSERT_EQ(l.refused, 0);
+    ASSERT_EQ(l.bad, 0);
+    ASSERT_EQ(l.ok, l.sent);
+    fprintf(stderr, "%d writes during the resharding, %llu redirections\n", l.sent,
+            (unsigned long long)(sb_redis_redirects_total() - redirects));
+    ASSERT(sb_redis_redirects_total() > redirects);
+    /* every key is there, read through the client after the map settled */
+    for (int i = 0; i < l.sent; i += 7) {
+        char k[32], v[32];
+        snprintf(k, sizeof(k), "load:%d", i);
+        snprintf(v, sizeof(v), "v%d", i);
+        capture_t cap;
+        CMD(r, &cap, "GET", k);
+        ASSERT_STR_EQ(cap.str, v);
+    }
+    ASSERT_EQ(st.downs, 0);
+    ASSERT_EQ(close_and_drain(r), 0);
+}
+
 typedef struct st_failover_t {
     sb_redis_t *r;
     state_t *st;
@@ -889,6 +1025,12 @@ static void test_failover(void)
     ASSERT(wait_count(&st.downs, 1, 5000));
     ASSERT(!sb_redis_connected(r));
     ASSERT(!sb_redis_key_ready(r, key, strlen(key)));
+    {
+        /* a command for a slot without a ready primary is refused at once */
+        capture_t refused;
+        const char *argv[] = {"GET", key};
+        ASSERT_EQ(command_r(r, NULL, &refused, 2, argv), -1);
+    }
     /* meanwhile the other primaries still answer */
     char other[64];
     ASSERT(key_on(primaries[0], "failover-other:", other, sizeof(other), -1) >= 0);
@@ -991,6 +1133,8 @@ int main(void)
     RUN_TIMED(test_url_seeds);
     RUN_TIMED(test_cluster_basic);
     RUN_TIMED(test_moved_and_ask);
+    RUN_TIMED(test_close_while_retrying);
+    RUN_TIMED(test_reshard_under_load);
     RUN_TIMED(test_single_through_seeds);
     RUN_TIMED(test_failover);
 
