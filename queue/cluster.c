@@ -646,9 +646,8 @@ static int req_send(creq_t *req)
     return 0;
 }
 
-/* "MOVED 3999 127.0.0.1:6381" / "ASK ..." -> slot, host, port; an empty host is 'self'. */
-static int parse_redirect(const redisReply *r, const char *self, int *slot, char *host,
-                          size_t hostsz, int *port)
+int sb_cluster_parse_redirect(const redisReply *r, const char *self, int *slot, char *host,
+                              size_t hostsz, int *port)
 {
     const char *sp = memchr(r->str, ' ', r->len);
     if (sp == NULL)
@@ -693,7 +692,8 @@ static int follow_redirect(creq_t *req, sb_conn_t *conn, redisReply *reply)
     if (moved || ask) {
         int slot, port;
         char host[256];
-        if (parse_redirect(reply, sb_conn_host(conn), &slot, host, sizeof(host), &port) != 0)
+        if (sb_cluster_parse_redirect(reply, sb_conn_host(conn), &slot, host, sizeof(host),
+                                      &port) != 0)
             return 0;
         if (moved) {
             size_t index;

@@ -27,6 +27,10 @@ int sb_cluster_send(sb_cluster_t *cl, const sb_redis_route_t *route, sb_redis_sc
 int sb_cluster_send_on(sb_conn_t *conn, const sb_redis_route_t *route, uint32_t timeout_ms,
                        sb_redis_script_t *script, sb_redis_cb cb, void *data, int nkeys, int argc,
                        const char **argv, const size_t *argvlen);
+/** Parses "MOVED 3999 127.0.0.1:6381" or "ASK ..." (an empty host is 'self'): 0 or -1. */
+int sb_cluster_parse_redirect(const redisReply *r, const char *self, int *slot, char *host,
+                              size_t hostsz, int *port);
+
 /** Closes every node connection once their replies are in; no state callback after this. */
 void sb_cluster_close(sb_cluster_t *cl);
 

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/time.h>
 #include <openssl/evp.h>
 #include "base/log.h"
 #include "base/sb.h"
@@ -241,6 +242,93 @@ void sb_redis_close(sb_redis_t *r)
     uv_timer_stop(&r->probe_timer);
     r->probe_timer.data = r;
     uv_close((uv_handle_t *)&r->probe_timer, on_probe_timer_closed);
+}
+
+/* ---- blocking, for subcommands ---- */
+
+static int sync_ok(redisReply *r)
+{
+    int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+    if (r != NULL)
+        freeReplyObject(r);
+    return ok;
+}
+
+/* host NULL: the URL's unix socket. Returns a ready context or NULL with 'err' set. */
+static redisContext *sync_connect(const sb_redis_url_t *url, const char *host, int port,
+                                  uint32_t timeout_ms, char *err, size_t errlen)
+{
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+    redisContext *c = host == NULL ? redisConnectUnixWithTimeout(url->unix_path, tv)
+                                   : redisConnectWithTimeout(host, port, tv);
+    if (c == NULL || c->err != 0) {
+        snprintf(err, errlen, "cannot connect to %s:%d: %s", host != NULL ? host : url->unix_path,
+                 host != NULL ? port : 0, c != NULL ? c->errstr : "out of memory");
+        redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    if (url->password[0] != '\0') {
+        redisReply *r = url->username[0] != '\0'
+                            ? redisCommand(c, "AUTH %s %s", url->username, url->password)
+                            : redisCommand(c, "AUTH %s", url->password);
+        if (!sync_ok(r)) {
+            snprintf(err, errlen, "AUTH refused");
+            redisFree(c);
+            return NULL;
+        }
+    }
+    if (url->db != 0 && !sync_ok(redisCommand(c, "SELECT %d", url->db))) {
+        snprintf(err, errlen, "SELECT %d refused", url->db);
+        redisFree(c);
+        return NULL;
+    }
+    return c;
+}
+
+redisReply *sb_redis_sync_command(const sb_redis_url_t *url, uint32_t timeout_ms, int argc,
+                                  const char **argv, const size_t *argvlen, char *err,
+                                  size_t errlen)
+{
+    if (timeout_ms == 0)
+        timeout_ms = 5000;
+    snprintf(err, errlen, "no Redis address");
+    redisContext *c = NULL;
+    if (url->unix_path[0] != '\0') {
+        c = sync_connect(url, NULL, 0, timeout_ms, err, errlen);
+    } else if (url->nseeds == 0) {
+        c = sync_connect(url, url->host, url->port, timeout_ms, err, errlen);
+    } else {
+        for (size_t i = 0; i < url->nseeds && c == NULL; ++i)
+            c = sync_connect(url, url->seeds[i].host, url->seeds[i].port, timeout_ms, err, errlen);
+    }
+    int asking = 0;
+    if (c != NULL)
+        snprintf(err, errlen, "too many redirections");
+    for (int hop = 0; c != NULL && hop <= 5; ++hop) {
+        redisReply *r = NULL;
+        if (!asking || sync_ok(redisCommand(c, "ASKING")))
+            r = redisCommandArgv(c, argc, argv, argvlen);
+        if (r == NULL) {
+            snprintf(err, errlen, "no reply: %s", c->errstr);
+            break;
+        }
+        int moved = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "MOVED ", 6) == 0;
+        int ask = r->type == REDIS_REPLY_ERROR && strncmp(r->str, "ASK ", 4) == 0;
+        int slot, port;
+        char host[256];
+        if ((!moved && !ask) || sb_cluster_parse_redirect(r, c->tcp.host != NULL ? c->tcp.host : "",
+                                                          &slot, host, sizeof(host), &port) != 0) {
+            redisFree(c);
+            return r;
+        }
+        freeReplyObject(r);
+        redisFree(c);
+        asking = ask;
+        c = sync_connect(url, host, port, timeout_ms, err, errlen);
+    }
+    redisFree(c);
+    return NULL;
 }
 
 /* ---- key slots ---- */

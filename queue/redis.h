@@ -169,6 +169,17 @@ int sb_redis_eval_routed(sb_redis_t *r, const sb_redis_route_t *route, sb_redis_
  */
 void sb_redis_close(sb_redis_t *r);
 
+/**
+ * Blocking, for command-line subcommands only (never on a loop): runs one command on the
+ * deployment of 'url': the first seed that answers, AUTH and SELECT from the URL, MOVED and
+ * ASK followed (at most 5 hops), each connect and reply within timeout_ms (0 = 5000).
+ * Returns the reply (free it with freeReplyObject; error replies included), or NULL with a
+ * reason in 'err' when no node answered.
+ */
+redisReply *sb_redis_sync_command(const sb_redis_url_t *url, uint32_t timeout_ms, int argc,
+                                  const char **argv, const size_t *argvlen, char *err,
+                                  size_t errlen);
+
 /** Reconnections made by every sb_redis_t of the process (for /metrics), every node
  * connection of a cluster counted. */
 uint64_t sb_redis_reconnects_total(void);

@@ -757,11 +757,23 @@ static int migrate_key(const char *key, int from, int to)
     return ok ? 0 : -1;
 }
 
-static int slot_end(int slot, int to)
+/* Moves the keys of 'slot' still on 'from' (any test's) to 'to', then gives 'to' the slot. */
+static int slot_end(int slot, int from, int to)
 {
     char to_id[64];
     node_id(to, to_id, sizeof(to_id));
     int ok = 1;
+    for (int round = 0; round < 1000 && ok; ++round) {
+        redisReply *keys = admin(from, "CLUSTER GETKEYSINSLOT %d 100", slot);
+        ok = keys != NULL && keys->type == REDIS_REPLY_ARRAY;
+        size_t n = ok ? keys->elements : 0;
+        for (size_t i = 0; i < n && ok; ++i)
+            ok = migrate_key(keys->element[i]->str, from, to) == 0;
+        if (keys != NULL)
+            freeReplyObject(keys);
+        if (n == 0)
+            break;
+    }
     for (int i = 0; i < 3; ++i) {
         redisReply *a = admin(primaries[i], "CLUSTER SETSLOT %d NODE %s", slot, to_id);
         ok &= a != NULL && a->type == REDIS_REPLY_STATUS;
@@ -786,7 +798,7 @@ static void test_moved_and_ask(void)
     CMD(r, &cap, "SET", key, "before");
     ASSERT_EQ(slot_begin(slot, a, b), 0);
     ASSERT_EQ(migrate_key(key, a, b), 0);
-    ASSERT_EQ(slot_end(slot, b), 0);
+    ASSERT_EQ(slot_end(slot, a, b), 0);
     uint64_t redirects = sb_redis_redirects_total();
     CMD(r, &cap, "GET", key);
     ASSERT_STR_EQ(cap.str, "before");
@@ -803,7 +815,7 @@ static void test_moved_and_ask(void)
     CMD(r, &cap, "SET", key_s, "script");
     ASSERT_EQ(slot_begin(slot_s, a, b), 0);
     ASSERT_EQ(migrate_key(key_s, a, b), 0);
-    ASSERT_EQ(slot_end(slot_s, b), 0);
+    ASSERT_EQ(slot_end(slot_s, a, b), 0);
     EVAL_R(r, NULL, &script_get, &cap, 1, key_s);
     ASSERT_STR_EQ(cap.str, "script");
 
@@ -851,7 +863,7 @@ static void test_moved_and_ask(void)
         uv_run(&loop, UV_RUN_ONCE);
     ASSERT_EQ(mget.calls, 0); /* still retrying */
     ASSERT_EQ(migrate_key(old_key, a, b), 0);
-    ASSERT_EQ(slot_end(slot2, b), 0);
+    ASSERT_EQ(slot_end(slot2, a, b), 0);
     ASSERT(wait_count(&mget.calls, 1, 5000));
     ASSERT_EQ(mget.type, REDIS_REPLY_ARRAY);
 
@@ -986,6 +998,67 @@ static void test_reshard_under_load(void)
     }
     ASSERT_EQ(st.downs, 0);
     ASSERT_EQ(close_and_drain(r), 0);
+}
+
+static redisReply *sync_cmd(const char *text, int argc, const char **argv, char *err, size_t errlen)
+{
+    sb_redis_url_t u;
+    if (sb_redis_url_parse(text, &u, err, errlen) != 0)
+        return NULL;
+    size_t lens[8];
+    for (int i = 0; i < argc; ++i)
+        lens[i] = strlen(argv[i]);
+    return sb_redis_sync_command(&u, 1000, argc, argv, lens, err, errlen);
+}
+
+/* The blocking call of the subcommands: seeds, MOVED and ASK followed, single instances. */
+static void test_sync_command(void)
+{
+    char text[128], err[160];
+    snprintf(text, sizeof(text), "redis://127.0.0.1:%d,127.0.0.1:%d", dead_port, primaries[0]);
+    for (int i = 0; i < 3; ++i) {
+        char key[64];
+        ASSERT(key_on(primaries[i], "sync:", key, sizeof(key), -1) >= 0);
+        const char *set[] = {"SET", key, "synced"};
+        redisReply *r = sync_cmd(text, 3, set, err, sizeof(err));
+        ASSERT(r != NULL && r->type == REDIS_REPLY_STATUS);
+        freeReplyObject(r);
+        const char *get[] = {"GET", key};
+        r = sync_cmd(text, 2, get, err, sizeof(err));
+        ASSERT(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "synced") == 0);
+        freeReplyObject(r);
+    }
+    /* ASK during a migration */
+    char tag[64], k[80];
+    int slot = key_on(primaries[0], "sync-ask:", tag, sizeof(tag), -1);
+    snprintf(k, sizeof(k), "{%s}:new", tag);
+    ASSERT_EQ(slot_begin(slot, primaries[0], primaries[1]), 0);
+    const char *set[] = {"SET", k, "asked"};
+    redisReply *r = sync_cmd(text, 3, set, err, sizeof(err));
+    ASSERT(r != NULL && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    ASSERT_EQ(slot_end(slot, primaries[0], primaries[1]), 0);
+    const char *get[] = {"GET", k};
+    r = sync_cmd(text, 2, get, err, sizeof(err));
+    ASSERT(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "asked") == 0);
+    freeReplyObject(r);
+    /* an error reply is a reply */
+    const char *bad[] = {"HGET", k, "f"};
+    r = sync_cmd(text, 3, bad, err, sizeof(err));
+    ASSERT(r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "WRONGTYPE", 9) == 0);
+    freeReplyObject(r);
+    /* a single instance, database from the URL */
+    snprintf(text, sizeof(text), "redis://127.0.0.1:%d/3", single_port);
+    const char *sset[] = {"SET", "sync:single", "db3"};
+    r = sync_cmd(text, 3, sset, err, sizeof(err));
+    ASSERT(r != NULL && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    char buf[32];
+    ASSERT_STR_EQ(admin_str(buf, sizeof(buf), single_port, "EXISTS sync:single"), "0");
+    /* nobody answers */
+    snprintf(text, sizeof(text), "redis://127.0.0.1:%d", dead_port);
+    ASSERT(sync_cmd(text, 3, sset, err, sizeof(err)) == NULL);
+    ASSERT(strstr(err, "cannot connect to 127.0.0.1:") != NULL);
 }
 
 typedef struct st_failover_t {
@@ -1136,6 +1209,7 @@ int main(void)
     RUN_TIMED(test_close_while_retrying);
     RUN_TIMED(test_reshard_under_load);
     RUN_TIMED(test_single_through_seeds);
+    RUN_TIMED(test_sync_command);
     RUN_TIMED(test_failover);
 
     stop_all();
