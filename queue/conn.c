@@ -50,7 +50,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <openssl/evp.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 #include "base/log.h"
