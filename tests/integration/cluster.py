@@ -86,6 +86,8 @@ class Node:
                  "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", str(self.node_timeout_ms),
                  "--repl-diskless-sync-delay", "0",
+                 # CLUSTER SLOTS lists a replica once its offset moved: ping it soon
+                 "--repl-ping-replica-period", "1",
                  "--appendonly", "no", "--save", "", "--dir", self.dir],
                 stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, preexec_fn=_child_setup)
         finally:

@@ -163,28 +163,15 @@ static pid_t start_server(int port, int cluster, const char *dir)
 {
     char p[16];
     snprintf(p, sizeof(p), "%d", port);
-    char *argv[] = {(char *)REDIS_SERVER,
-                    (char *)"--port",
-                    p,
-                    (char *)"--bind",
-                    (char *)"127.0.0.1",
-                    (char *)"--save",
-                    (char *)"",
-                    (char *)"--appendonly",
-                    (char *)"no",
-                    (char *)"--loglevel",
-                    (char *)"warning",
-                    (char *)"--logfile",
-                    (char *)"",
-                    (char *)"--cluster-enabled",
-                    (char *)(cluster ? "yes" : "no"),
-                    (char *)"--cluster-config-file",
-                    (char *)"nodes.conf",
-                    (char *)"--cluster-node-timeout",
-                    (char *)"1000",
-                    (char *)"--repl-diskless-sync-delay",
-                    (char *)"0",
-                    NULL};
+    char *argv[] = {(char *)REDIS_SERVER, (char *)"--port", p, (char *)"--bind",
+                    (char *)"127.0.0.1", (char *)"--save", (char *)"", (char *)"--appendonly",
+                    (char *)"no", (char *)"--loglevel", (char *)"warning", (char *)"--logfile",
+                    (char *)"", (char *)"--cluster-enabled", (char *)(cluster ? "yes" : "no"),
+                    (char *)"--cluster-config-file", (char *)"nodes.conf",
+                    (char *)"--cluster-node-timeout", (char *)"1000",
+                    (char *)"--repl-diskless-sync-delay", (char *)"0",
+                    /* a replica is listed in CLUSTER SLOTS once its offset moved: ping soon */
+                    (char *)"--repl-ping-replica-period", (char *)"1", NULL};
     return spawn(argv, dir);
 }
 
