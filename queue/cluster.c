@@ -446,7 +446,7 @@ static void probe_next(sb_cluster_t *cl)
         return;
     const sb_redis_addr_t *a = &cl->addrs[cl->next_addr++ % cl->naddrs];
     sb_conn_options_t copts = {.url = &cl->url,
-                               .host = a->host,
+                               .host = a->host[0] != '\0' ? a->host : NULL, /* NULL: unix */
                                .port = a->port,
                                .command_timeout_ms = cl->command_timeout_ms,
                                .reconnect_min_ms = cl->reconnect_min_ms,
@@ -915,9 +915,13 @@ sb_cluster_t *sb_cluster_new(uv_loop_t *loop, const sb_redis_options_t *opts, si
     cl->on_state = on_state;
     cl->owner = owner;
     cl->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)cl;
-    for (size_t i = 0; i < cl->url.nseeds; ++i) {
-        const sb_redis_addr_t *a = &cl->url.seeds[(first_seed + i) % cl->url.nseeds];
-        addr_add(cl, a->host, a->port);
+    if (cl->url.unix_path[0] != '\0') {
+        addr_add(cl, "", 0); /* the URL's unix socket; the nodes are then found by address */
+    } else {
+        for (size_t i = 0; i < cl->url.nseeds; ++i) {
+            const sb_redis_addr_t *a = &cl->url.seeds[(first_seed + i) % cl->url.nseeds];
+            addr_add(cl, a->host, a->port);
+        }
     }
     uv_timer_init(loop, &cl->refresh_timer);
     uv_timer_init(loop, &cl->retry_timer);

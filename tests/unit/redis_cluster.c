@@ -161,13 +161,15 @@ static pid_t spawn(char *const argv[], const char *dir)
 
 static pid_t start_server(int port, int cluster, const char *dir)
 {
-    char p[16];
+    char p[16], sock[128];
     snprintf(p, sizeof(p), "%d", port);
+    snprintf(sock, sizeof(sock), "%s/redis.sock", dir);
     char *argv[] = {(char *)REDIS_SERVER, (char *)"--port", p, (char *)"--bind",
                     (char *)"127.0.0.1", (char *)"--save", (char *)"", (char *)"--appendonly",
                     (char *)"no", (char *)"--loglevel", (char *)"warning", (char *)"--logfile",
                     (char *)"", (char *)"--cluster-enabled", (char *)(cluster ? "yes" : "no"),
-                    (char *)"--cluster-config-file", (char *)"nodes.conf",
+                    (char *)"--cluster-config-file", (char *)"nodes.conf", (char *)"--unixsocket",
+                    sock, (char *)"--unixsocketperm", (char *)"700",
                     (char *)"--cluster-node-timeout", (char *)"1000",
                     (char *)"--repl-diskless-sync-delay", (char *)"0",
                     /* a replica is listed in CLUSTER SLOTS once its offset moved: ping soon */
@@ -1048,6 +1050,28 @@ static void test_sync_command(void)
     ASSERT(strstr(err, "cannot connect to 127.0.0.1:") != NULL);
 }
 
+/* A unix socket as the seed: the nodes are then reached by the addresses they announce. */
+static void test_unix_seed(void)
+{
+    char text[160];
+    snprintf(text, sizeof(text), "unix://%s/%d/redis.sock", tmpdir, primaries[1]);
+    state_t st = {0};
+    sb_redis_t *r = connect_client(text, &st, 2000);
+    ASSERT(r != NULL);
+    ASSERT(run_until(connected_cond, r, 10000));
+    ASSERT(sb_redis_is_cluster(r));
+    capture_t cap;
+    for (int i = 0; i < 3; ++i) {
+        char key[64];
+        ASSERT(key_on(primaries[i], "unix:", key, sizeof(key), -1) >= 0);
+        CMD(r, &cap, "SET", key, "via-unix");
+        ASSERT_STR_EQ(cap.str, "OK");
+        CMD(r, &cap, "GET", key);
+        ASSERT_STR_EQ(cap.str, "via-unix");
+    }
+    ASSERT_EQ(close_and_drain(r), 0);
+}
+
 typedef struct st_failover_t {
     sb_redis_t *r;
     state_t *st;
@@ -1197,6 +1221,7 @@ int main(void)
     RUN_TIMED(test_reshard_under_load);
     RUN_TIMED(test_single_through_seeds);
     RUN_TIMED(test_sync_command);
+    RUN_TIMED(test_unix_seed);
     RUN_TIMED(test_failover);
 
     stop_all();
