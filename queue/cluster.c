@@ -578,6 +578,8 @@ static sb_conn_t *req_target(creq_t *req)
     if (req->cl == NULL)
         return req->fixed;
     sb_cluster_t *cl = req->cl;
+    if (cl->closing)
+        return NULL; /* closed from a callback (state, reply) on this path */
     if (req->asking) {
         node_t *n = node_get(cl, req->ask_host, req->ask_port, NULL);
         return n != NULL ? n->conn : NULL;
