@@ -1186,6 +1186,16 @@ static void on_alarm(int sig)
             kill(pids[i], SIGKILL);
     if (single_pid > 0)
         kill(single_pid, SIGKILL);
+    if (tmpdir[0] != '\0') {
+        /* fork and exec are async-signal-safe, a directory walk is not */
+        pid_t rm = fork();
+        if (rm == 0) {
+            execl("/bin/rm", "rm", "-rf", tmpdir, (char *)NULL);
+            _exit(127);
+        }
+        if (rm > 0)
+            waitpid(rm, NULL, 0);
+    }
     _exit(1);
 }
 
