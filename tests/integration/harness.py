@@ -479,7 +479,9 @@ class RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", self.dir,
-             "--dbfilename", "dump.rdb"],
+             "--dbfilename", "dump.rdb",
+             # its process title would overwrite the environment (and the run marker in it)
+             "--set-proc-title", "no"],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
 
         def ping():
