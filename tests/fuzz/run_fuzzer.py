@@ -42,6 +42,13 @@ def main():
     ap.add_argument("--artifacts", required=True)
     ap.add_argument("--seconds", type=int, default=25)
     args = ap.parse_args()
+    # Ended with ctest (SIGTERM when it dies, as after Ctrl-C): the fuzzer is killed and the
+    # temporary corpus removed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
     corpus = tempfile.mkdtemp(prefix="sb-fuzz-%s-" % args.channel)
     try:

@@ -18,7 +18,7 @@ switchboard, CLI runs, anything else through subprocess) runs in its own process
 carries SB_TEST_RUN=<this run's id> (and the SB_TEST_SUITE of the ctest run) in its
 environment, and is killed by the kernel if the Python that started it dies
 (PR_SET_PDEATHSIG). At exit and on SIGTERM, SIGINT or SIGHUP the harness kills what is
-still running. Children must be started from the main thread (the kernel signals a child
+still running, and the test's Python itself gets SIGTERM when its parent (ctest) dies. Children must be started from the main thread (the kernel signals a child
 when the thread that forked it ends).
 
 Every event the gateway wrote is validated against docs/schema/event.schema.json when a
@@ -172,6 +172,12 @@ atexit.register(kill_children)
 if threading.current_thread() is threading.main_thread():
     for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(_sig, _on_fatal_signal)
+    # This Python ends (SIGTERM, so its children are killed first) when the process that
+    # started it goes away: ctest stopped with Ctrl-C leaves its tests running otherwise.
+    if _prctl is not None and os.getppid() != 1:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            _on_fatal_signal(signal.SIGTERM, None)
 
 
 def marked_processes(marker=RUN_MARKER, value=RUN_ID):
