@@ -18,8 +18,9 @@ switchboard, CLI runs, anything else through subprocess) runs in its own process
 carries SB_TEST_RUN=<this run's id> (and the SB_TEST_SUITE of the ctest run) in its
 environment, and is killed by the kernel if the Python that started it dies
 (PR_SET_PDEATHSIG). At exit and on SIGTERM, SIGINT or SIGHUP the harness kills what is
-still running, and the test's Python itself gets SIGTERM when its parent (ctest) dies. Children must be started from the main thread (the kernel signals a child
-when the thread that forked it ends).
+still running, and the test's Python itself gets SIGTERM when its parent (ctest) dies.
+Children must be started from the main thread (the kernel signals a child when the thread
+that forked it ends).
 
 Every event the gateway wrote is validated against docs/schema/event.schema.json when a
 test's redis-server is stopped (RedisServer.stop and cleanup), so a malformed event fails

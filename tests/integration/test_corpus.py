@@ -189,7 +189,8 @@ class TestCorpus(unittest.TestCase):
                     self.assertTrue(got, "%s: no referral on %r" % (name, evs))
                     for k in REFERRAL_FIELDS:
                         if isinstance(ref.get(k), (str, int)) and str(ref[k]) != "":
-                            self.assertEqual(got[0].get(k), str(ref[k]), "%s referral.%s" % (name, k))
+                            self.assertEqual(got[0].get(k), str(ref[k]),
+                                             "%s referral.%s" % (name, k))
         self.assertGreaterEqual(found, 3)
 
     def test_addition_whatsapp_user_id(self):
