@@ -2,7 +2,7 @@
 Real webhook bodies through the real server: every file of $SB_CORPUS_DIR/<channel>/*.json
 (the external corpus beside the repository, ../shared/corpus/external; skipped, with one
 line, when it is absent). Each file gets a connection of its own (bodies of different
-projects reuse ids), is delivered signed (Meta) or with the secret token (Telegram), and
+projects reuse ids) in an org of its own, is delivered signed (Meta) or with the secret token (Telegram), and
 must be answered as the file says (accept_status, default 200; never a 5xx), yield between
 expect_min_events and expect_max_events events of the kinds expect_kinds with the exact
 values of expect, every one of them well-formed (docs/schema/event.schema.json), routed
@@ -58,9 +58,7 @@ class TestCorpus(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.env = e = Env()
-        e.use_org(ORG)
-        cls.asst = e.assistant("corpus")
+        cls.env = Env()
         cls.results = {}
         for n, cf in enumerate(corpus_files()):
             cls.results[cf["_name"]] = cls.deliver(n, cf)
@@ -71,7 +69,12 @@ class TestCorpus(unittest.TestCase):
 
     @classmethod
     def deliver(cls, n, cf):
+        """Delivers the file's body twice, to a connection of its own in an org of its own
+        (contacts are per org: bodies of different projects reuse user ids)."""
         e = cls.env
+        org = "%s_%d" % (ORG, n)
+        e.use_org(org)
+        asst = e.assistant("corpus")
         ch = cf["channel"]
         if ch in META:
             secret = "corpus-app-secret-%d-0123456789" % n
@@ -82,11 +85,11 @@ class TestCorpus(unittest.TestCase):
             conn, token_secret = e.telegram_connection(cf["binding_external_id"], "corpus-%d" % n)
             data = utf8_bytes(cf["body"])
             headers = {"X-Telegram-Bot-Api-Secret-Token": token_secret}
-        e.bind(cls.asst, conn, cf["binding_external_id"])
+        e.bind(asst, conn, cf["binding_external_id"])
         headers["Content-Type"] = "application/json"
         path = "/webhooks/%s/%s" % (ch, conn)
-        inbox = "inbox:{%s}" % ORG
-        stream = "in:{%s}" % cls.asst
+        inbox = "inbox:{%s}" % org
+        stream = "in:{%s}" % asst
         before = (e.xlen(inbox), e.xlen(stream), e.xlen("unrouted"))
         first = e.gw.http("POST", path, body=data, headers=headers)
         events = [ev for ev in e.stream(inbox)[before[0]:] if ev.get("connection_id") == conn]
@@ -195,10 +198,21 @@ class TestCorpus(unittest.TestCase):
 
     def test_addition_whatsapp_user_id(self):
         def find(body):
+            """The sender's BSUID: the first message's from_user_id, or the user_id of the
+            contacts[] entry of its sender (wa_id = from, or the only entry without a from)."""
             for d in walk(body):
-                for k in ("from_user_id", "user_id"):
-                    if isinstance(d.get(k), str) and "." in d[k]:
-                        return d[k]
+                msgs, contacts = d.get("messages"), d.get("contacts") or []
+                if not isinstance(msgs, list) or not msgs or not isinstance(msgs[0], dict):
+                    continue
+                m = msgs[0]
+                if isinstance(m.get("from_user_id"), str):
+                    return m["from_user_id"]
+                for c in contacts:
+                    if isinstance(c, dict) and isinstance(c.get("user_id"), str) and \
+                            (c.get("wa_id") == m.get("from") or
+                             ("from" not in m and len(contacts) == 1)):
+                        return c["user_id"]
+                return None
             return None
         found = 0
         for name, uid, evs in self.carriers("whatsapp", find):

@@ -16,7 +16,9 @@ import harness  # noqa: E402
 from harness import Gateway, wait_until  # noqa: E402
 from test_inbound import Env, ascii_bytes, sign, utf8_bytes  # noqa: E402
 
-TG_TOKEN = "7123456789:TEST-fixture-token"
+# The token of the Telegram connection that Env creates for the text_private fixture.
+TG_TOKEN = "%s:TEST-fixture-token" % harness.load_fixture("telegram", "text_private")[
+    "binding_external_id"]
 TG_CHAT = 412345678
 
 
