@@ -314,17 +314,14 @@ def fixture_files(channel, dirs=None):
 
 
 def load_fixture(channel, case):
-    """The fixture <channel>/<case>.json from the first fixture directory that has it. A
-    plain clone may hold the case as plumbing_<case>.json only (a minimal fixture of the
-    same shape); it is used when no directory has the case itself."""
-    for name in (case, "plumbing_" + case):
-        for d in FIXTURES_DIRS:
-            path = os.path.join(d, channel, name + ".json")
-            if os.path.isfile(path):
-                with open(path, encoding="utf-8") as f:
-                    fx = json.load(f)
-                fx["_path"] = path
-                return fx
+    """The fixture <channel>/<case>.json from the first fixture directory that has it."""
+    for d in FIXTURES_DIRS:
+        path = os.path.join(d, channel, case + ".json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                fx = json.load(f)
+            fx["_path"] = path
+            return fx
     raise FileNotFoundError("no fixture %s/%s.json in %s" % (channel, case, FIXTURES_DIRS))
 
 
