@@ -45,7 +45,7 @@ file(WRITE ${gendir}/switchboard.service
      "${unit}")
 
 # The configuration: the full example with the state directory as data_dir (the unit sets
-# it too, but a gateway started by hand with this file must use the same master key).
+# it too, but whatever is started by hand with this file must use the same master key).
 file(READ ${CMAKE_SOURCE_DIR}/conf/switchboard.json conf)
 string(FIND "${conf}" "\"data_dir\": \"data\"" data_at)
 if(data_at LESS 0)
