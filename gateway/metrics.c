@@ -369,7 +369,8 @@ void sb_metrics_render(sb_buf_t *out)
 
     static const char *const gauge_names[SB_GAUGE__COUNT][2] = {
         {"switchboard_outbound_pending",
-         "Commands of sb:out delivered to the switchboard group and not acknowledged yet."},
+         "Commands taken from sb:out and not done: pending in the switchboard group, or in "
+         "the queues of the conversations this process sends."},
         {"switchboard_outbound_lag", "Commands of sb:out not yet delivered to the group."},
         {"switchboard_outbound_retrying",
          "Commands of this process waiting for their next attempt."},

@@ -10,7 +10,7 @@
  *     --> move (out_queue: the conversation's queue cq:{org}:{cv}, command ownership, the
  *         conversation's lease) --> XACK sb:out
  *   lease holder of a conversation: out_head (the head of its queue, once every earlier
- *     sb:out entry has been moved) --> out_load (conversation, connection, binding)
+ *     sb:out entry has been moved) --> load (conversation, connection, binding)
  *     --> out_begin --> out_pace (the connection's shared budget) --> adapter->build_send
  *     --> curl multi --> adapter->classify --> out_sent (progress, inbox event, the head
  *     leaves the queue) | retry timer | XADD sb:dead + out_failed
@@ -47,8 +47,9 @@
  *   once a second during a retry wait: a command cancelled through the API leaves its queue
  *   there, unsent. A dead letter sent again arrives as a new entry with a token that lets
  *   it, and only it, take its id over (out_queue).
- * - Slots: every script here touches keys of one hash slot (the org's, or sb:out's), so it
- *   runs on a Redis Cluster; out_load still reads keys of several (see architecture.md).
+ * - Slots: every script here touches keys of one hash slot (the org's, or sb:out's), and
+ *   the conversation, connection and binding are plain reads of their own keys, so the
+ *   outbound path runs on a Redis Cluster as it does on a single instance.
  * - Gauges: the group's pending and lag, sb:dead's length and the inactive connections are
  *   read every GAUGE_MS into process gauges, so a scrape never waits on Redis.
  */
@@ -247,22 +248,6 @@ static sb_redis_script_t script_pace = {
     "return 0\n",
     {0}};
 
-/* ARGV: prefix, conversation id -> {0} unknown conversation
- *    | {1, conv hash, connection hash, assistant id}
- * What a send needs to know; read-only. (It reads keys of several slots until conversations,
- * connections and bindings carry their org's hash tag.) */
-static sb_redis_script_t script_load = {
-    "out_load",
-    "local P, cv = unpack(ARGV, 1, 2)\n"
-    "local ckey = P .. 'conv:' .. cv\n"
-    "local conv = redis.call('HGETALL', ckey)\n"
-    "if #conv == 0 then return {0} end\n"
-    "local c = redis.call('HMGET', ckey, 'org', 'connection_id', 'binding_id')\n"
-    "local conn = redis.call('HGETALL', P .. 'connection:' .. (c[2] or ''))\n"
-    "local aid = redis.call('HGET', P .. 'binding:' .. (c[3] or ''), 'assistant_id') or ''\n"
-    "return {1, conv, conn, aid}\n",
-    {0}};
-
 /* KEYS: cmd, lease; ARGV: entry, now, mode ("send" | "peek"), node
  * -> -1 the lease is not ours any more | 0 when the command must not be sent (cancelled, or
  *    owned by another entry now) | else the attempt number ("send": state sending) or 1
@@ -351,7 +336,7 @@ static sb_redis_script_t script_failed = {
 
 static sb_redis_script_t *const scripts[] = {
     &script_queue, &script_head,  &script_drop,  &script_renew,    &script_release,
-    &script_unwatch, &script_mark, &script_pace, &script_load,     &script_begin,
+    &script_unwatch, &script_mark, &script_pace, &script_begin,
     &script_retrying, &script_sent, &script_failed, NULL};
 
 sb_redis_script_t *const *sb_outbound_scripts(void)
@@ -437,6 +422,9 @@ struct st_ob_cmd_t {
     const char *reason;
     int http_status;
     h2o_iovec_t redrive;
+    /* The load: the conversation and connection hashes and the replies still to come. */
+    sb_record_t conv_rec, conn_rec;
+    int have_conn, loads_pending, load_failed;
     /* The sb:dead entry of a failure, once added. */
     h2o_iovec_t dead_id;
     /* Waiting for its next attempt (counted in ob->retrying), at this time (mono us). */
@@ -1275,38 +1263,14 @@ static void start_cmd(ob_cmd_t *c)
 
 static void load_cmd(ob_cmd_t *c);
 
-static void on_loaded(redisReply *r, void *data)
+/* The conversation, its connection and its binding's assistant are read: send. */
+static void on_loaded(ob_cmd_t *c)
 {
-    ob_cmd_t *c = data;
     sb_outbound_t *ob = c->ob;
-    busy(c, -1);
-    if (ob->stopping) {
-        cmd_done(c);
-        return;
-    }
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
-        /* Redis went away: the command stays at the head of its queue. */
-        after(c, 1000, load_cmd);
-        return;
-    }
-    if (r->element[0]->integer == 0 || r->elements != 4) {
-        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
-        return;
-    }
-    sb_record_t conv, conn;
-    sb_record_from_reply(r->element[1], &c->pool, &conv);
-    int have_conn = sb_record_from_reply(r->element[2], &c->pool, &conn) == 0;
-    c->conn_id = sb_record_get(&conv, "connection_id");
-    c->binding_id = sb_record_get(&conv, "binding_id");
+    sb_record_t conv = c->conv_rec, conn = c->conn_rec;
     c->channel = sb_record_get(&conv, "channel");
     c->contact_id = sb_record_get(&conv, "contact_id");
-    if (r->element[3]->type == REDIS_REPLY_STRING)
-        c->assistant_id = sb_pool_strdup(&c->pool, r->element[3]->str, r->element[3]->len);
-    if (c->conn_id.base == NULL) {
-        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
-        return;
-    }
-    if (!have_conn) {
+    if (!c->have_conn) {
         fail_cmd(c, SB_SEND_PERMANENT, "connection_deleted", 0,
                  "the conversation's connection was deleted");
         return;
@@ -1336,17 +1300,106 @@ static void on_loaded(redisReply *r, void *data)
     start_cmd(c);
 }
 
+/* One reply of the connection and binding reads; the last one goes on. */
+static void load_step(ob_cmd_t *c)
+{
+    if (--c->loads_pending > 0)
+        return;
+    if (c->ob->stopping)
+        cmd_done(c);
+    else if (c->load_failed)
+        after(c, 1000, load_cmd); /* Redis went away: the command stays at its queue's head */
+    else
+        on_loaded(c);
+}
+
+static void load_done(ob_cmd_t *c, redisReply *r)
+{
+    busy(c, -1);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        c->load_failed = 1;
+    load_step(c);
+}
+
+static void on_conn_read(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY)
+        c->have_conn = sb_record_from_reply(r, &c->pool, &c->conn_rec) == 0;
+    load_done(c, r);
+}
+
+static void on_assistant_read(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    if (r != NULL && r->type == REDIS_REPLY_STRING)
+        c->assistant_id = sb_pool_strdup(&c->pool, r->str, r->len);
+    load_done(c, r);
+}
+
+static void on_conv_read(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    sb_outbound_t *ob = c->ob;
+    busy(c, -1);
+    if (ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        after(c, 1000, load_cmd); /* Redis went away: the command stays at its queue's head */
+        return;
+    }
+    if (sb_record_from_reply(r, &c->pool, &c->conv_rec) != 0) {
+        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
+        return;
+    }
+    c->conn_id = sb_record_get(&c->conv_rec, "connection_id");
+    c->binding_id = sb_record_get(&c->conv_rec, "binding_id");
+    if (c->conn_id.base == NULL) {
+        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
+        return;
+    }
+    /* The connection and the binding: reads of their own keys (their own slots), pipelined. */
+    h2o_iovec_t bid = c->binding_id.base != NULL ? c->binding_id : iov("");
+    h2o_iovec_t ckey = sb_pool_printf(&c->pool, "%sconnection:%.*s", ob->prefix,
+                                      (int)c->conn_id.len, c->conn_id.base);
+    h2o_iovec_t bkey =
+        sb_pool_printf(&c->pool, "%sbinding:%.*s", ob->prefix, (int)bid.len, bid.base);
+    const char *cargv[2] = {"HGETALL", ckey.base};
+    size_t cargvlen[2] = {7, ckey.len};
+    const char *bargv[3] = {"HGET", bkey.base, "assistant_id"};
+    size_t bargvlen[3] = {4, bkey.len, 12};
+    c->have_conn = 0;
+    c->load_failed = 0;
+    c->loads_pending = 1; /* held until both are sent */
+    busy(c, 1);
+    if (sb_redis_command(ob->w->redis, on_conn_read, c, 2, cargv, cargvlen) == 0) {
+        c->loads_pending++;
+    } else {
+        busy(c, -1);
+        c->load_failed = 1;
+    }
+    busy(c, 1);
+    if (sb_redis_command(ob->w->redis, on_assistant_read, c, 3, bargv, bargvlen) == 0) {
+        c->loads_pending++;
+    } else {
+        busy(c, -1);
+        c->load_failed = 1;
+    }
+    load_step(c);
+}
+
 static void load_cmd(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
-    const char *argv[2];
-    size_t argvlen[2];
-    int argc = 0;
-    args_push(argv, argvlen, &argc, iov(ob->prefix));
-    args_push(argv, argvlen, &argc, c->cmd.conversation_id);
+    h2o_iovec_t key = sb_pool_printf(&c->pool, "%sconv:%.*s", ob->prefix,
+                                     (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
+    const char *argv[2] = {"HGETALL", key.base};
+    size_t argvlen[2] = {7, key.len};
     c->wait = WAIT_REDIS;
     busy(c, 1);
-    if (sb_redis_eval(ob->w->redis, &script_load, on_loaded, c, 0, argc, argv, argvlen) != 0) {
+    if (sb_redis_command(ob->w->redis, on_conv_read, c, 2, argv, argvlen) != 0) {
         busy(c, -1);
         after(c, 1000, load_cmd);
     }
@@ -1452,10 +1505,16 @@ static void drop_conv(ob_conv_t *conv, int release)
         free_conv(conv);
 }
 
+static void on_mark_timer(uv_timer_t *t);
+
 static void wait_mark(ob_conv_t *conv)
 {
+    sb_outbound_t *ob = conv->ob;
     if (!h2o_linklist_is_linked(&conv->waiting))
-        h2o_linklist_insert(&conv->ob->mark_waiters, &conv->waiting);
+        h2o_linklist_insert(&ob->mark_waiters, &conv->waiting);
+    /* The mark timer runs only while a head waits. */
+    if (!ob->stopping && !uv_is_active((uv_handle_t *)&ob->mark_timer))
+        uv_timer_start(&ob->mark_timer, on_mark_timer, MARK_TICK_MS, MARK_TICK_MS);
 }
 
 static void head_reply(redisReply *r, ob_conv_t *conv);
@@ -1606,8 +1665,11 @@ static void on_mark(redisReply *r, void *data)
 static void on_mark_timer(uv_timer_t *t)
 {
     sb_outbound_t *ob = t->data;
-    if (ob->marking || h2o_linklist_is_empty(&ob->mark_waiters) || sb_mono_us() < ob->mark_next_us ||
-        !sb_redis_connected(ob->w->redis))
+    if (h2o_linklist_is_empty(&ob->mark_waiters)) {
+        uv_timer_stop(t);
+        return;
+    }
+    if (ob->marking || sb_mono_us() < ob->mark_next_us || !sb_redis_connected(ob->w->redis))
         return;
     const char *argv[2] = {ob->stream, GROUP};
     size_t argvlen[2] = {strlen(ob->stream), strlen(GROUP)};
@@ -2198,7 +2260,6 @@ sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url)
     uint64_t scan = idle / 4 < SCAN_MS ? idle / 4 + 1 : SCAN_MS;
     uv_timer_start(&ob->reclaim_timer, on_reclaim_timer, 50, scan);
     uv_timer_start(&ob->heartbeat_timer, on_heartbeat_timer, idle / 3 + 1, idle / 3 + 1);
-    uv_timer_start(&ob->mark_timer, on_mark_timer, MARK_TICK_MS, MARK_TICK_MS);
     uv_timer_init(&w->loop, &ob->gauge_timer);
     ob->gauge_timer.data = ob;
     uv_timer_start(&ob->gauge_timer, on_gauge_timer, 100, GAUGE_MS);

@@ -14,6 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster import RedisCluster  # noqa: E402
 from harness import Gateway, wait_until  # noqa: E402
 from test_outbound import OutEnv  # noqa: E402
 
@@ -26,6 +27,14 @@ def timed(fake):
         rec["t"] = time.monotonic()
         record(rec)
     fake._record = _record
+
+
+def sent_count(gw):
+    """The gateway's switchboard_outbound_total of sent Telegram parts."""
+    for line in gw.http("GET", "/metrics").body.decode().splitlines():
+        if line.startswith('switchboard_outbound_total{channel="telegram",result="sent"}'):
+            return int(float(line.split()[-1]))
+    return 0
 
 
 class OrderBase(unittest.TestCase):
@@ -110,11 +119,8 @@ class TestTwoGateways(OrderBase):
         self.assert_in_order("two", 10, 100)
         self.wait_acknowledged()
         # Both gateways sent (the conversations are shared out by their leases).
-        sent = [g.http("GET", "/metrics").body.decode() for g in [e.gw] + self.others]
-        for text in sent:
-            line = [ln for ln in text.splitlines()
-                    if ln.startswith('switchboard_outbound_total{channel="telegram",result="sent"}')]
-            self.assertTrue(line and int(float(line[0].split()[-1])) > 0, "both gateways sent")
+        counts = [sent_count(g) for g in [e.gw] + self.others]
+        self.assertTrue(all(n > 0 for n in counts), counts)
         for chat, i in zip(chats, range(10)):
             self.assertTrue(all(json.loads(r["body"])["chat_id"] == chat
                                 for r in e.tg.requests(method="sendmessage")
@@ -208,6 +214,66 @@ class TestRestartNewName(OrderBase):
         self.wait_all("rs", 10, 60, 120)
         self.assert_in_order("rs", 10, 60, max_repeats=30)
         self.wait_acknowledged()
+
+
+class TestOnCluster(OrderBase):
+    """The same guarantees with two gateways on a 3-primary, 3-replica Redis Cluster. The
+    conversations and the connection are made through a gateway on a single Redis and copied
+    into the cluster (the webhook and management scripts do not run on a cluster yet); the
+    outbound path, every script of it on one slot, runs on the cluster."""
+    RATE = "60"
+
+    def setUp(self):
+        super().setUp()
+        self.rc = RedisCluster().start()
+        self.addCleanup(self.rc.stop)
+
+    def on_cluster(self, *args):
+        key = args[1] if isinstance(args[1], bytes) else str(args[1]).encode()
+        return self.rc.node(self.rc.primary_of_key(key)).command(*args)
+
+    def copy_into_cluster(self):
+        e = self.env
+        n = 0
+        for pattern in ("sb:conv:*", "sb:connection:*", "sb:binding:*", "sb:{master-key}"):
+            for key in e.r.keys(pattern):
+                if e.r.command("TYPE", key) not in (b"hash", "hash"):
+                    continue
+                flat = e.r.command("HGETALL", key)
+                self.on_cluster("HSET", key, *flat)
+                n += 1
+        self.assertGreater(n, 10)
+
+    def test_order_and_pacing_through_two_gateways(self):
+        e = self.env
+        _, convs = self.conversations(10, 740000)
+        self.copy_into_cluster()
+        env = dict(e.gw.extra_env, SWITCHBOARD_REDIS_TIMEOUT_MS="3000")
+        gws = []
+        for _ in range(2):
+            gw = Gateway(self.rc, e.tg, e.graph, data_dir=e.gw.data_dir, extra_env=env)
+            self.others.append(gw)
+            gws.append(gw.start(timeout=30))
+        timed(e.tg)
+        e.tg.clear()
+        for n in range(20):
+            for i, cv in enumerate(convs):
+                self.on_cluster("XADD", "sb:out", "*", "cmd", json.dumps({
+                    "id": "cl-%d-%d" % (i, n), "conversation_id": cv, "type": "text",
+                    "text": "cl:%d:%d" % (i, n)}))
+        self.wait_all("cl", 10, 20, 60)
+        self.assert_in_order("cl", 10, 20)
+        times = sorted(r["t"] for r in e.tg.requests(method="sendmessage"))
+        self.assertEqual(len(times), 200)
+        worst = max(sum(1 for u in times[k:] if u < t + 1.0)
+                    for k, t in enumerate(times) if t >= times[0] + 1.0)
+        self.assertLessEqual(worst, 60 + 20, "the shared budget and a third of a second")
+        for i in (0, 9):
+            self.assertEqual(self.on_cluster("HGET", "sb:cmd:{org_in}:cl-%d-19" % i, "done"),
+                             b"sent")
+        wait_until(lambda: self.on_cluster("XPENDING", "sb:out", "switchboard")[0] == 0, 20,
+                   "sb:out acknowledged on the cluster")
+        self.assertEqual(sum(sent_count(gw) for gw in gws), 200, "each part sent once")
 
 
 if __name__ == "__main__":
