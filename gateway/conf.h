@@ -33,6 +33,8 @@ typedef struct st_sb_conf_t {
     int64_t rate_telegram, rate_whatsapp, rate_messenger, rate_instagram;
     int64_t retry_deadline_ms;
     int64_t outbound_max_in_flight;
+    int64_t inbox_heartbeat_ms;
+    int64_t inbox_max_pending_bytes;
 } sb_conf_t;
 
 typedef enum en_sb_conf_type_t { SB_CONF_STR, SB_CONF_INT } sb_conf_type_t;

@@ -27,6 +27,7 @@
     XX(CONTACT, "/orgs/c/contacts/{id}")                                                           \
     XX(CONVERSATION_MESSAGES, "/orgs/c/conversations/{id}/messages")                               \
     XX(INBOX, "/orgs/c/inbox/events")                                                              \
+    XX(INBOX_TICKETS, "/orgs/c/inbox/tickets")                                                     \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {
@@ -85,6 +86,18 @@ typedef enum en_sb_outbound_result_t {
 
 /** Counts an outbound outcome on channel index 'channel' (-1 when unknown). */
 void sb_metrics_outbound(int channel, sb_outbound_result_t result);
+
+/* The inbox feed (feed.c). */
+/** Adds 'delta' (+1 / -1) to the number of open inbox subscribers. */
+void sb_metrics_feed_subscribers(int delta);
+/** Adds 'delta' to the bytes queued for inbox subscribers and not yet written. */
+void sb_metrics_feed_pending_bytes(int64_t delta);
+/** Counts 'n' events queued for inbox subscribers. */
+void sb_metrics_feed_delivered(uint64_t n);
+/** Counts one subscriber cut off for not keeping up. */
+void sb_metrics_feed_cutoff(void);
+/** Counts one `event: reset` (the position asked for was trimmed away). */
+void sb_metrics_feed_reset(void);
 
 /** Renders every metric in Prometheus text format into 'out' (heap, appended). */
 void sb_metrics_render(sb_buf_t *out);
