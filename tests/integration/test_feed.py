@@ -18,6 +18,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
+import test_openapi as OA  # noqa: E402
 
 REPO_FIXTURES = os.path.join(H.SOURCE_DIR, "tests", "fixtures")
 
@@ -373,6 +374,32 @@ class FeedEventsTest(FeedTestCase):
         self.assertEqual(json.loads(ev["data"]), json.loads(entries[-1][1][1]))
         self.assertEqual(ev["event"], "message")
         self.assertEqual(json.loads(ev["data"])["connection_id"], conn["id"])
+
+
+    def test_answers_are_the_documented_ones(self):
+        doc = OA.load_doc()
+        ev = doc["paths"]["/orgs/c/inbox/events"]["get"]
+        tk = doc["paths"]["/orgs/c/inbox/tickets"]["post"]
+        seen = []
+        for q, kw in (("", {}), ("kind=bogus", {}), ("", {"key": None}),
+                      ("ticket=tk_unknown", {"key": None})):
+            s = self.open(q, **kw)
+            seen.append(s.wait_headers())
+            self.assertIn(str(s.status), ev["responses"], q)
+            s.close()
+        self.assertIn("text/event-stream", ev["responses"]["200"]["content"])
+        r = self.api("POST", "/orgs/c/inbox/tickets")
+        seen.append(r.status)
+        schema = tk["responses"]["201"]["content"]["application/json"]["schema"]
+        self.assertEqual(OA.validate(doc, schema, r.json), [])
+        self.assertNotEqual(OA.validate(doc, schema, dict(r.json, extra=1)), [])
+        r = self.api("POST", "/orgs/c/inbox/tickets", key=None)
+        seen.append(r.status)
+        err = OA.resolve(doc, tk["responses"]["401"])["content"]["application/json"]["schema"]
+        self.assertEqual(OA.validate(doc, err, r.json), [])
+        for code in seen:
+            self.assertTrue(str(code) in ev["responses"] or str(code) in tk["responses"], code)
+        self.assertEqual(seen, [200, 400, 401, 401, 201, 401])
 
 
 class FeedResumeTest(FeedTestCase):
