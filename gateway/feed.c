@@ -739,8 +739,10 @@ static void deliver_follow(sb_feed_t *f, follow_t *fo, const redisReply *entries
         if (en.frame != NULL)
             frame_release(en.frame);
     }
-    for (sub_t *s = fo->live; s != NULL; s = s->fnext)
+    for (sub_t *s = fo->live, *next; s != NULL; s = next) {
+        next = s->fnext;
         sub_flush(s);
+    }
     fo->busy = 0;
     if (fo->nsubs == 0)
         follow_free(f, fo);
