@@ -680,5 +680,23 @@ class FeedConnectionsTest(FeedTestCase):
         gw.assert_no_sanitizer_report()
 
 
+class FeedRedisRestartTest(FeedTestCase):
+
+    def test_open_streams_survive_a_redis_restart(self):
+        s = self.open_ok()
+        self.wait_subscribers(1)
+        a = self.xadd(event_json(self.org, n=1))
+        self.assertEqual([e["id"] for e in s.wait_events(1)], [a])
+        self.redis.stop(persist=True)
+        n = len(s.comments())
+        s.wait(lambda x: len(x.comments()) > n, 10, "a heartbeat while Redis is down")
+        self.redis.start()
+        self.gw.wait_ready()
+        b = self.xadd(event_json(self.org, n=2))
+        evs = s.wait_events(2, 20)
+        self.assertEqual([e["id"] for e in evs], [a, b], "the same stream goes on, no reset")
+        self.assertFalse(s.eof)
+
+
 if __name__ == "__main__":
     H.main()
