@@ -87,6 +87,11 @@ const sb_conf_option_t sb_conf_options[] = {
     OPT_STR("trusted_proxies", "SWITCHBOARD_TRUSTED_PROXIES", trusted_proxies, "",
             "comma-separated addresses or CIDR ranges of reverse proxies whose "
             "X-Forwarded-For / Forwarded header names the client (default: none)"),
+    OPT_INT("inbox.heartbeat_ms", "SWITCHBOARD_INBOX_HEARTBEAT_MS", inbox_heartbeat_ms, "15000", 10,
+            600000, "longest silence on an inbox feed stream: a comment line is sent sooner"),
+    OPT_INT("inbox.max_pending_bytes", "SWITCHBOARD_INBOX_MAX_PENDING_BYTES",
+            inbox_max_pending_bytes, "1048576", 4096, 1073741824,
+            "an inbox feed subscriber with more output than this not yet written is cut off"),
     {NULL, NULL, SB_CONF_STR, 0, NULL, 0, 0, NULL},
 };
 

@@ -47,6 +47,8 @@ typedef struct st_sb_conf_t {
     /* trusted_proxies parsed */
     sb_cidr_t trusted[SB_CONF_MAX_TRUSTED];
     size_t ntrusted;
+    int64_t inbox_heartbeat_ms;
+    int64_t inbox_max_pending_bytes;
 } sb_conf_t;
 
 typedef enum en_sb_conf_type_t { SB_CONF_STR, SB_CONF_INT } sb_conf_type_t;

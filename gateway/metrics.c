@@ -119,6 +119,34 @@ void sb_metrics_webhook_seen(const char *id)
     }
 }
 
+static _Atomic int64_t feed_subscribers, feed_pending_bytes;
+static counter_t feed_delivered, feed_cutoffs, feed_resets;
+
+void sb_metrics_feed_subscribers(int delta)
+{
+    atomic_fetch_add_explicit(&feed_subscribers, delta, memory_order_relaxed);
+}
+
+void sb_metrics_feed_pending_bytes(int64_t delta)
+{
+    atomic_fetch_add_explicit(&feed_pending_bytes, delta, memory_order_relaxed);
+}
+
+void sb_metrics_feed_delivered(uint64_t n)
+{
+    atomic_fetch_add_explicit(&feed_delivered, n, memory_order_relaxed);
+}
+
+void sb_metrics_feed_cutoff(void)
+{
+    atomic_fetch_add_explicit(&feed_cutoffs, 1, memory_order_relaxed);
+}
+
+void sb_metrics_feed_reset(void)
+{
+    atomic_fetch_add_explicit(&feed_resets, 1, memory_order_relaxed);
+}
+
 void sb_metrics_outbound(int channel, sb_outbound_result_t result)
 {
     if ((int)result < 0 || result >= SB_OUTBOUND__COUNT)
@@ -369,4 +397,25 @@ void sb_metrics_render(sb_buf_t *out)
         sb_buf_appendf(out, "switchboard_webhook_last_seen_age_seconds{connection=\"%s\"} %.3f\n",
                        seen[i].id, (double)(age < 0 ? 0 : age) / 1000.0);
     }
+    sb_buf_appendf(
+        out,
+        "# HELP switchboard_inbox_subscribers Open inbox feed (SSE) subscribers.\n"
+        "# TYPE switchboard_inbox_subscribers gauge\n"
+        "switchboard_inbox_subscribers %lld\n"
+        "# HELP switchboard_inbox_pending_bytes Bytes queued for inbox subscribers, not yet "
+        "written.\n# TYPE switchboard_inbox_pending_bytes gauge\n"
+        "switchboard_inbox_pending_bytes %lld\n"
+        "# HELP switchboard_inbox_events_delivered_total Events queued for inbox subscribers.\n"
+        "# TYPE switchboard_inbox_events_delivered_total counter\n"
+        "switchboard_inbox_events_delivered_total %llu\n"
+        "# HELP switchboard_inbox_subscribers_cut_off_total Subscribers cut off for not "
+        "keeping up.\n# TYPE switchboard_inbox_subscribers_cut_off_total counter\n"
+        "switchboard_inbox_subscribers_cut_off_total %llu\n"
+        "# HELP switchboard_inbox_resets_total Streams started with event: reset (position "
+        "trimmed away).\n# TYPE switchboard_inbox_resets_total counter\n"
+        "switchboard_inbox_resets_total %llu\n",
+        (long long)atomic_load_explicit(&feed_subscribers, memory_order_relaxed),
+        (long long)atomic_load_explicit(&feed_pending_bytes, memory_order_relaxed),
+        (unsigned long long)load(&feed_delivered), (unsigned long long)load(&feed_cutoffs),
+        (unsigned long long)load(&feed_resets));
 }

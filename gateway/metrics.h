@@ -32,6 +32,7 @@
     XX(DEAD_LETTER, "/orgs/c/dead-letters/{id}")                                                   \
     XX(DEAD_LETTER_RETRY, "/orgs/c/dead-letters/{id}/retry")                                       \
     XX(INBOX, "/orgs/c/inbox/events")                                                              \
+    XX(INBOX_TICKETS, "/orgs/c/inbox/tickets")                                                     \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {
@@ -108,6 +109,17 @@ void sb_metrics_gauge_set(sb_gauge_t gauge, int64_t value);
 #define SB_METRICS_MAX_SEEN_CONNECTIONS 256
 /** Notes a webhook for connection 'id' now (for switchboard_webhook_last_seen_age_seconds). */
 void sb_metrics_webhook_seen(const char *id);
+/* The inbox feed (feed.c). */
+/** Adds 'delta' (+1 / -1) to the number of open inbox subscribers. */
+void sb_metrics_feed_subscribers(int delta);
+/** Adds 'delta' to the bytes queued for inbox subscribers and not yet written. */
+void sb_metrics_feed_pending_bytes(int64_t delta);
+/** Counts 'n' events queued for inbox subscribers. */
+void sb_metrics_feed_delivered(uint64_t n);
+/** Counts one subscriber cut off for not keeping up. */
+void sb_metrics_feed_cutoff(void);
+/** Counts one `event: reset` (the position asked for was trimmed away). */
+void sb_metrics_feed_reset(void);
 
 /** Renders every metric in Prometheus text format into 'out' (heap, appended). */
 void sb_metrics_render(sb_buf_t *out);

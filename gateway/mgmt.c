@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include "client_addr.h"
 #include "base/log.h"
+#include "feed.h"
 #include "mgmt.h"
 #include "mgmt_scripts.h"
 #include "outbound.h"
@@ -53,7 +54,9 @@ typedef enum en_op_t {
     OP_CMD_CANCEL,
     OP_DEAD_LIST,
     OP_DEAD_RETRY,
-    OP_DEAD_DELETE
+    OP_DEAD_DELETE,
+    OP_INBOX_EVENTS,
+    OP_INBOX_TICKET
 } op_t;
 
 typedef struct st_mjob_t {
@@ -1585,6 +1588,12 @@ static void dispatch(mjob_t *j)
     case OP_DEAD_DELETE:
         dead_discard(j);
         break;
+    case OP_INBOX_EVENTS:
+        sb_feed_events(&j->super, j->org, j->query);
+        break;
+    case OP_INBOX_TICKET:
+        sb_feed_ticket(&j->super, j->org);
+        break;
     default:
         fail(j, SB_ERR_NOT_FOUND, NULL);
     }
@@ -1610,6 +1619,10 @@ static void on_auth(redisReply *r, void *data)
         return;
     }
     if (strcmp(what, "ok") != 0 || r->elements != 2) {
+        /* The feed also takes a one-use ticket in place of the key (EventSource). */
+        if (j->op == OP_INBOX_EVENTS && j->route_err == SB_OK && j->key_hash[0] == '\0' &&
+            sb_feed_redeem(&j->super, j->query) == 0)
+            return;
         fail(j, SB_ERR_UNAUTHORIZED, NULL);
         return;
     }
@@ -1709,6 +1722,12 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
             METHODS(OP_NONE, OP_DEAD_RETRY, OP_NONE, OP_NONE);
             return SB_ROUTE_DEAD_LETTER_RETRY;
         }
+    } else if (n == 2 && strcmp(segs[0], "inbox") == 0 && strcmp(segs[1], "events") == 0) {
+        METHODS(OP_INBOX_EVENTS, OP_NONE, OP_NONE, OP_NONE);
+        return SB_ROUTE_INBOX;
+    } else if (n == 2 && strcmp(segs[0], "inbox") == 0 && strcmp(segs[1], "tickets") == 0) {
+        METHODS(OP_NONE, OP_INBOX_TICKET, OP_NONE, OP_NONE);
+        return SB_ROUTE_INBOX_TICKETS;
     } else if (n >= 1 && strcmp(segs[0], "contacts") == 0) {
         if (n == 1) {
             METHODS(OP_CONTACT_LIST, OP_NONE, OP_NONE, OP_NONE);

@@ -32,6 +32,7 @@
 #include "adapters/adapter.h"
 #include "base/json_arena.h"
 #include "base/log.h"
+#include "feed.h"
 #include "mgmt.h"
 #include "store.h"
 #include "outbound.h"
@@ -306,11 +307,14 @@ static void finish_worker(sb_worker_t *w)
 static void on_drain_timer(uv_timer_t *t)
 {
     sb_worker_t *w = t->data;
-    if ((w->jobs == 0 && w->outbound_busy == 0) || sb_mono_us() >= w->stop_deadline_us) {
-        if (w->jobs != 0 || w->outbound_busy != 0)
+    size_t feeds = sb_feed_open(w->feed);
+    if ((w->jobs == 0 && w->outbound_busy == 0 && feeds == 0) ||
+        sb_mono_us() >= w->stop_deadline_us) {
+        if (w->jobs != 0 || w->outbound_busy != 0 || feeds != 0)
             sb_log(SB_LOG_WARN, SB_MODULE,
-                   "worker %d: %zu requests and %d outbound sends still in flight at shutdown",
-                   w->index, w->jobs, w->outbound_busy);
+                   "worker %d: %zu requests, %d outbound sends and %zu inbox streams still "
+                   "open at shutdown",
+                   w->index, w->jobs, w->outbound_busy, feeds);
         uv_timer_stop(t);
         finish_worker(w);
     }
@@ -329,6 +333,8 @@ static void on_stop(uv_async_t *a)
         sb_outbound_stop(w->outbound);
         w->outbound = NULL;
     }
+    /* Open inbox streams end now; their clients reconnect elsewhere and resume by id. */
+    sb_feed_stop(w->feed);
     w->stop_deadline_us = sb_mono_us() + (uint64_t)w->server->conf->shutdown_timeout_ms * 1000;
     uv_timer_start(&w->drain_timer, on_drain_timer, 0, 20);
 }
@@ -375,6 +381,7 @@ static int worker_init(sb_server_t *server, sb_worker_t *w, int index, sb_redis_
     sb_http_client_options_t hopts = {.default_timeout_ms =
                                           (uint32_t)server->conf->provider_timeout_ms};
     w->http = sb_http_client_new(&w->loop, &hopts);
+    w->feed = sb_feed_start(w, url);
     if (index == 0)
         w->outbound = sb_outbound_start(w, url);
     return open_listener(server, w);

@@ -1355,7 +1355,12 @@ class GatewayTestCase(unittest.TestCase):
 
     @classmethod
     def make_gateway(cls, extra_env=None, prefix=None, start=True, **kw):
-        """Another gateway on the class's Redis and fakes (stopped and cleaned at class end)."""
+        """Another gateway on the class's Redis and fakes (stopped and cleaned at class end).
+        On the class gateway's prefix it shares that gateway's data directory, hence its
+        master key (the store refuses any other key)."""
+        main = getattr(cls, "gw", None)
+        if "data_dir" not in kw and main is not None and (prefix or cls.PREFIX) == main.prefix:
+            kw["data_dir"] = main.data_dir
         gw = Gateway(cls.redis, cls.telegram, cls.graph, prefix=prefix or cls.PREFIX,
                      extra_env=extra_env, **kw)
         cls.addClassCleanup(gw.cleanup)
