@@ -134,13 +134,13 @@ static sb_redis_script_t script_retrying = {
     {0}};
 
 /* ARGV: prefix, org, command id, part, provider message id, last, event, entry, maxlen, ttl,
- *       now, conversation, message type, preview, author (JSON)
+ *       now, conversation, message type, preview, author (JSON), the event's time
  * The inbox event also enters the conversation's history and list (inbox.h). */
 static sb_redis_script_t script_sent = {
     "out_sent",
     SB_INBOX_LUA
     "local P, org, id, n, msgid, last, ev, entry, maxlen, ttl, now = unpack(ARGV, 1, 11)\n"
-    "local cv, mtype, preview, author = unpack(ARGV, 12, 15)\n"
+    "local cv, mtype, preview, author, at = unpack(ARGV, 12, 16)\n"
     "local key = " CMD_KEY "\n"
     "if redis.call('HGET', key, 'done') == 'cancelled' then\n"
     "  redis.call('XACK', P .. 'out', '" GROUP "', entry)\n"
@@ -150,7 +150,7 @@ static sb_redis_script_t script_sent = {
     "if ev ~= '' then\n"
     "  local eid = redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', "
     "'event', ev)\n"
-    "  SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, now, now, author, msgid, "
+    "  SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, msgid, "
     "maxlen)\n"
     "end\n"
     "if last == '1' then\n"
@@ -164,20 +164,20 @@ static sb_redis_script_t script_sent = {
 
 /* ARGV: prefix, org, command id, entry, raw command, reason, code, event, maxlen, ttl,
  *       connection id, token invalid, reason code, now, HTTP status, conversation, message
- *       type, preview, author (JSON) */
+ *       type, preview, author (JSON), the event's time */
 static sb_redis_script_t script_failed = {
     "out_failed",
     SB_INBOX_LUA
     "local P, org, id, entry, raw, reason, code, ev, maxlen, ttl, conn, tok, rcode, now, st =\n"
     "  unpack(ARGV, 1, 15)\n"
-    "local cv, mtype, preview, author = unpack(ARGV, 16, 19)\n"
+    "local cv, mtype, preview, author, at = unpack(ARGV, 16, 20)\n"
     "local did = redis.call('XADD', P .. 'dead', 'MAXLEN', '~', maxlen, '*', 'cmd', raw,\n"
     "                       'reason', reason, 'code', code, 'org', org, 'entry', entry)\n"
     "if ev ~= '' then\n"
     "  local eid = redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', "
     "'event', ev)\n"
     "  if cv ~= '' then\n"
-    "    SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, now, now, author, '', "
+    "    SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, '', "
     "maxlen)\n"
     "  end\n"
     "end\n"
@@ -279,6 +279,8 @@ struct st_ob_cmd_t {
      * API), else the assistant (sb:out). */
     h2o_iovec_t author;
     int by_person;
+    /* The time of the last inbox event made (its timestamp and received_at). */
+    int64_t event_ms;
     /* Waiting for its next attempt (counted in ob->retrying), at this time (mono us). */
     int retry_wait;
     uint64_t retry_at_us;
@@ -414,6 +416,7 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     sb_buf_t b = {0};
     char evid[32];
     int64_t now = sb_now_ms();
+    c->event_ms = now;
     sb_new_id(evid, "ev_");
     sb_buf_appendf(&b, "{\"v\":1,\"id\":\"%s\",\"kind\":\"outbound\",\"direction\":\"out\"", evid);
     json_member(&b, "channel", c->channel);
@@ -492,6 +495,7 @@ static void inbox_args(ob_cmd_t *c, const sb_send_part_t *p, const char **argv, 
     args_push(argv, argvlen, argc, type);
     args_push(argv, argvlen, argc, sb_inbox_preview(&c->pool, text, type));
     args_push(argv, argvlen, argc, c->author);
+    args_push(argv, argvlen, argc, ipool(c, c->event_ms));
 }
 
 /* ---- Failure ---- */
@@ -502,8 +506,8 @@ static void record_failure(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[19];
-    size_t argvlen[19];
+    const char *argv[20];
+    size_t argvlen[20];
     int argc = 0;
     int token = c->result.outcome == SB_SEND_TOKEN_INVALID;
     h2o_iovec_t event = h2o_iovec_init("", 0);
@@ -612,8 +616,8 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[15];
-    size_t argvlen[15];
+    const char *argv[16];
+    size_t argvlen[16];
     int argc = 0;
     args_push(argv, argvlen, &argc, iov(ob->prefix));
     args_push(argv, argvlen, &argc, c->org);
@@ -1023,17 +1027,6 @@ static void on_loaded(redisReply *r, void *data)
     /* A dead letter sent again keeps the author of its first entry. */
     if (!c->by_person)
         set_author(c, sb_record_get(&state, "author"));
-    /* Who may write: nobody to a blocked contact, only a person after a hand-off. */
-    const redisReply *cst = r->element[5];
-    if (cst->type == REDIS_REPLY_STRING && strcmp(cst->str, "BLOCKED") == 0) {
-        fail_cmd(c, SB_SEND_PERMANENT, "contact_blocked", 0, "contact_blocked");
-        return;
-    }
-    if (cst->type == REDIS_REPLY_STRING && strcmp(cst->str, "AI_REPLIES_DISABLED") == 0 &&
-        !c->by_person) {
-        fail_cmd(c, SB_SEND_PERMANENT, "handed_off", 0, "handed_off");
-        return;
-    }
     if (!have_conn) {
         fail_cmd(c, SB_SEND_PERMANENT, "connection_deleted", 0,
                  "the conversation's connection was deleted");
@@ -1066,6 +1059,18 @@ static void on_loaded(redisReply *r, void *data)
     if (p.base != NULL)
         sb_parse_int64(p.base, p.len, 0, INT32_MAX, &parts);
     c->next_part = (size_t)parts;
+    /* Who may write: nobody to a blocked contact, only a person after a hand-off (the
+     * failure's inbox event carries the text that was not sent). */
+    const redisReply *cst = r->element[5];
+    if (cst->type == REDIS_REPLY_STRING && strcmp(cst->str, "BLOCKED") == 0) {
+        fail_cmd(c, SB_SEND_PERMANENT, "contact_blocked", 0, "contact_blocked");
+        return;
+    }
+    if (cst->type == REDIS_REPLY_STRING && strcmp(cst->str, "AI_REPLIES_DISABLED") == 0 &&
+        !c->by_person) {
+        fail_cmd(c, SB_SEND_PERMANENT, "handed_off", 0, "handed_off");
+        return;
+    }
     enqueue_cmd(c);
 }
 
