@@ -73,13 +73,16 @@ static sb_redis_script_t script_get = {
             "return row(P, cv)\n",
     {0}};
 
-/* ARGV: prefix, org, conversation, take, before ('' none), after ('' none)
+/* ARGV: prefix, org, conversation, take, before ('' none), after ('' none), skip
  * -> {-1} | {total, {entry id, event, delivery, edited field, its text, edits}, ...}
  * newest first. With 'after', the items right after it (up to 'before'); else the items
- * right before 'before' (or the newest). */
+ * right before 'before' (or the newest); 'skip' items of that side are passed over first
+ * (the pages after the first). */
 static sb_redis_script_t script_history = {
     "inbox_history",
-    "local P, org, cv, take, before, after = unpack(ARGV, 1, 6)\n"
+    "local P, org, cv, take, before, after, skip = unpack(ARGV, 1, 7)\n"
+    "skip = tonumber(skip)\n"
+    "local count = tonumber(take) + skip\n"
     "local c = redis.call('HMGET', P .. 'conv:' .. cv, 'org', 'listed')\n"
     "if c[1] ~= org or not c[2] then return {-1} end\n"
     "local tag = '{' .. org .. '}'\n"
@@ -89,13 +92,15 @@ static sb_redis_script_t script_history = {
     "if after ~= '' then\n"
     "  local hi = '+'\n"
     "  if before ~= '' then hi = '(' .. before end\n"
-    "  local asc = redis.call('XRANGE', h, '(' .. after, hi, 'COUNT', take)\n"
+    "  local asc = redis.call('XRANGE', h, '(' .. after, hi, 'COUNT', count)\n"
     "  es = {}\n"
-    "  for i = #asc, 1, -1 do es[#es + 1] = asc[i] end\n"
+    "  for i = #asc, skip + 1, -1 do es[#es + 1] = asc[i] end\n"
     "else\n"
     "  local hi = '+'\n"
     "  if before ~= '' then hi = '(' .. before end\n"
-    "  es = redis.call('XREVRANGE', h, hi, '-', 'COUNT', take)\n"
+    "  local desc = redis.call('XREVRANGE', h, hi, '-', 'COUNT', count)\n"
+    "  es = {}\n"
+    "  for i = skip + 1, #desc do es[#es + 1] = desc[i] end\n"
     "end\n"
     "local out = {redis.call('XLEN', h)}\n"
     "for _, e in ipairs(es) do\n"
@@ -500,10 +505,15 @@ static void on_history(redisReply *r, void *data)
     char buf[32];
     snprintf(buf, sizeof(buf), "%lld", r->element[0]->integer);
     sb_job_add_header(x->job, "pagination-count", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)x->page);
+    sb_job_add_header(x->job, "pagination-page", buf);
     snprintf(buf, sizeof(buf), "%lld", (long long)x->take);
     sb_job_add_header(x->job, "pagination-take", buf);
     respond_json(x->job, 200, array);
 }
+
+/* How deep 'page' may reach into a history (items passed over); deeper: use the cursors. */
+#define HISTORY_MAX_SKIP 10000
 
 /* A stream entry id: <ms>-<seq> (or <ms>), decimal. */
 static int entry_id_valid(const char *s)
@@ -529,11 +539,11 @@ void sb_inbox_history(const sb_inbox_call_t *call)
 {
     sb_job_t *job = call->job;
     ix_t *x = ix_new(call);
-    char buf[64];
-    x->take = 20;
-    if (call->param(call->query, "take", buf, sizeof(buf)) &&
-        sb_parse_int64(buf, strlen(buf), 1, 100, &x->take) != 0) {
-        sb_job_respond_error(job, SB_ERR_BAD_REQUEST, "take must be an integer from 1 to 100");
+    if (parse_take(call, x) != 0)
+        return;
+    if ((x->page - 1) * x->take > HISTORY_MAX_SKIP) {
+        sb_job_respond_error(job, SB_ERR_BAD_REQUEST,
+                             "page reaches too deep into the history: use before or after");
         return;
     }
     const char *cursor[2] = {"", ""};
@@ -552,9 +562,14 @@ void sb_inbox_history(const sb_inbox_call_t *call)
         }
         cursor[i] = sb_pool_strdup(&job->pool, v, strlen(v)).base;
     }
-    const char *argv[6] = {call->prefix,       call->org, call->conv_id,
-                           istr(job, x->take), cursor[0], cursor[1]};
-    run(job, &script_history, 6, argv, on_history, x);
+    const char *argv[7] = {call->prefix,
+                           call->org,
+                           call->conv_id,
+                           istr(job, x->take),
+                           cursor[0],
+                           cursor[1],
+                           istr(job, (x->page - 1) * x->take)};
+    run(job, &script_history, 7, argv, on_history, x);
 }
 
 /* ---- Read ---- */

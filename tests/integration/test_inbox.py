@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import wait_until  # noqa: E402
 from test_inbound import Env, ascii_bytes, sign, utf8_bytes  # noqa: E402
+from test_openapi import load_doc, validate  # noqa: E402
 
 FIXTURES = os.path.join(harness.SOURCE_DIR, "tests", "fixtures")
 WA_PN = "204060801012345"
@@ -287,6 +288,11 @@ class TestInbox(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.env = InboxEnv()
+        cls.doc = load_doc()
+
+    def assert_documented(self, schema, value):
+        self.assertEqual(validate(self.doc, {"$ref": "#/components/schemas/" + schema}, value),
+                         [], schema)
 
     @classmethod
     def tearDownClass(cls):
@@ -303,10 +309,13 @@ class TestInbox(unittest.TestCase):
             got = e.api("GET", "/orgs/c/conversations/%s" % cv)
             self.assertEqual(got.status, 200, got)
             self.assertEqual(got.json, conv)
+            self.assert_documented("Conversation", got.json)
             # The whole history, then page by page with both cursors.
             res = e.history(cv, take=100)
             self.assertEqual(res.json, items)
             self.assertEqual(res.headers["pagination-count"], str(len(items)))
+            for it in res.json:
+                self.assert_documented("HistoryItem", it)
             pages, before = [], None
             while True:
                 q = {"take": 2}
@@ -318,6 +327,10 @@ class TestInbox(unittest.TestCase):
                 pages.extend(page)
                 before = page[-1]["entry_id"]
             self.assertEqual(pages, items, "pages with before=")
+            self.assertEqual(e.history(cv, take=2, page=2).json, items[2:4], "page=2")
+            res = e.history(cv, take=1, page=2, before=items[0]["entry_id"])
+            self.assertEqual(res.json, items[2:3], "page=2 from a cursor")
+            self.assertEqual(res.headers["pagination-page"], "2")
             pages, after = [], None
             q = {"take": 2, "after": "0-0"}
             while True:
@@ -427,6 +440,7 @@ class TestInbox(unittest.TestCase):
         self.assertEqual(res.status, 200, res)
         self.assertEqual(res.json["unread_count"], 0)
         cmd_id = res.json["receipt"]["command_id"]
+        self.assert_documented("ConversationRead", res.json)
         self.assertEqual(e.cmd_done(cmd_id), "sent")
         reqs = e.graph.wait_for(http_method="POST", path="/%s/messages" % WA_PN)
         body = json.loads(reqs[-1]["body"])
@@ -560,7 +574,8 @@ class TestInbox(unittest.TestCase):
             res = e.api("GET", "/orgs/c/conversations?" + q)
             self.assertEqual(res.status, 400, (q, res))
             self.assertIn("error", res.json)
-        for q in ("before=abc", "after=1-2-3", "take=0", "take=101", "before=-1"):
+        for q in ("before=abc", "after=1-2-3", "take=0", "take=101", "before=-1", "page=0",
+                  "page=102&take=100"):
             res = e.api("GET", "/orgs/c/conversations/%s/messages?%s" % (cv, q))
             self.assertEqual(res.status, 400, (q, res))
         for path in ("/orgs/c/conversations/cv_missing", "/orgs/c/conversations/cv_missing/messages"):
