@@ -8,8 +8,9 @@
  * the history disagreeing with the streams. These routes only read, with one script each
  * (one round trip), and render:
  *
- *   list     ZREVRANGE of the zset of the filter (one filter: O(log N + page); several:
- *            ZINTERSTORE of their zsets, the cost of the smallest) + one HGETALL per row
+ *   list     ZREVRANGE of the zset of the filter (one filter: O(log N + page)); several:
+ *            a walk of the smallest zset checking the others, and ZINTERCARD for the
+ *            count (the cost of the smallest); + one HGETALL per row
  *   history  XREVRANGE / XRANGE of hist:{org}:<cv> around the cursor + the entries' merged
  *            state (delivery, edits) from msgidx:{org}:<cv>
  *   read     unread to 0; with a receipt, one "read" command on sb:out (a person's)
@@ -40,27 +41,48 @@
     "  return {redis.call('HGETALL', ck), ct}\n"                                                   \
     "end\n"
 
-/* ARGV: prefix, org, start, stop, temporary key suffix, zset suffixes of the filters...
- * -> {total, row, row, ...} most recent activity first */
+/* ARGV: prefix, org, start, stop, zset suffixes of the filters...
+ * -> {total, row, row, ...} most recent activity first.
+ * One filter (or none) is a range of its zset. Several: the smallest zset is walked in
+ * order and each member checked in the others (ZSCORE) until the page is filled; the total
+ * is ZINTERCARD (counting only, no result set is built). */
 static sb_redis_script_t script_list = {
     "inbox_list",
     LUA_ROW
-    "local P, org, start, stop, tmp = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), "
-    "ARGV[5]\n"
+    "local P, org, start, stop = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "local L = P .. 'convs:{' .. org .. '}'\n"
-    "local sets = {}\n"
-    "for i = 6, #ARGV do sets[#sets + 1] = L .. ARGV[i] end\n"
-    "local z = L\n"
-    "if #sets == 1 then\n"
-    "  z = sets[1]\n"
-    "elseif #sets > 1 then\n"
-    "  z = L .. ':tmp:' .. tmp\n"
-    "  redis.call('ZINTERSTORE', z, #sets, unpack(sets))\n"
+    "local sets, card = {}, {}\n"
+    "for i = 5, #ARGV do\n"
+    "  local z = L .. ARGV[i]\n"
+    "  sets[#sets + 1] = z\n"
+    "  card[z] = redis.call('ZCARD', z)\n"
     "end\n"
-    "local out = {redis.call('ZCARD', z)}\n"
-    "for _, cv in ipairs(redis.call('ZREVRANGE', z, start, stop)) do out[#out + 1] = row(P, cv) "
+    "if #sets <= 1 then\n"
+    "  local z = sets[1] or L\n"
+    "  local out = {redis.call('ZCARD', z)}\n"
+    "  for _, cv in ipairs(redis.call('ZREVRANGE', z, start, stop)) do out[#out + 1] = row(P, cv) "
     "end\n"
-    "if #sets > 1 then redis.call('DEL', z) end\n"
+    "  return out\n"
+    "end\n"
+    "table.sort(sets, function(a, b) return card[a] < card[b] end)\n"
+    "local out = {redis.call('ZINTERCARD', #sets, unpack(sets))}\n"
+    "local found, pos = 0, 0\n"
+    "while found <= stop and out[1] > 0 do\n"
+    "  local chunk = redis.call('ZREVRANGE', sets[1], pos, pos + 199)\n"
+    "  if #chunk == 0 then break end\n"
+    "  pos = pos + #chunk\n"
+    "  for _, cv in ipairs(chunk) do\n"
+    "    local ok = true\n"
+    "    for k = 2, #sets do\n"
+    "      if not redis.call('ZSCORE', sets[k], cv) then ok = false; break end\n"
+    "    end\n"
+    "    if ok then\n"
+    "      if found >= start then out[#out + 1] = row(P, cv) end\n"
+    "      found = found + 1\n"
+    "      if found > stop then break end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
     "return out\n",
     {0}};
 
@@ -360,13 +382,10 @@ void sb_inbox_list(const sb_inbox_call_t *call)
         return;
     const char *argv[16];
     int argc = 0;
-    char tmp[24];
-    sb_random_alnum(tmp, 16);
     argv[argc++] = call->prefix;
     argv[argc++] = call->org;
     argv[argc++] = istr(job, (x->page - 1) * x->take);
     argv[argc++] = istr(job, x->page * x->take - 1);
-    argv[argc++] = sb_pool_strdup(&job->pool, tmp, strlen(tmp)).base;
     char v[128];
     if (call->param(call->query, "channel", v, sizeof(v))) {
         int ok = 0;

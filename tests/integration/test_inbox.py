@@ -560,6 +560,13 @@ class TestInbox(unittest.TestCase):
         self.assertEqual([c["id"] for c in res.json],
                          [c["id"] for c in everything if c["channel"] == "telegram" and
                           c["unread_count"] > 0 and c["contact"]["status"] == "SUBSCRIBED"])
+        both = [c["id"] for c in everything if c["channel"] == "telegram" and c["unread_count"] > 0]
+        self.assertGreaterEqual(len(both), 3)
+        for page in (1, 2, len(both), len(both) + 1):
+            res = e.api("GET", "/orgs/c/conversations?channel=telegram&unread=true&take=1&page=%d"
+                        % page)
+            self.assertEqual([c["id"] for c in res.json], both[page - 1:page], page)
+            self.assertEqual(res.headers["pagination-count"], str(len(both)))
         # Pages.
         res = e.api("GET", "/orgs/c/conversations?take=2&page=2")
         self.assertEqual([c["id"] for c in res.json], [c["id"] for c in everything[2:4]])
