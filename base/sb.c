@@ -202,6 +202,10 @@ void sb_buf_append_json_str(sb_buf_t *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     size_t start = 0;
+    if (s == NULL) { /* an absent string (no bytes) is written as "" */
+        s = "";
+        len = 0;
+    }
     sb_buf_append(b, "\"", 1);
     for (size_t i = 0; i < len; ++i) {
         unsigned char c = (unsigned char)s[i];

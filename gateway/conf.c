@@ -26,7 +26,8 @@
 const sb_conf_option_t sb_conf_options[] = {
     OPT_STR("listen", "SWITCHBOARD_LISTEN", listen, "0.0.0.0:8080", "address:port to listen on"),
     OPT_STR("redis.url", "SWITCHBOARD_REDIS_URL", redis_url, "redis://127.0.0.1:6379/0",
-            "Redis URL: redis://[[user]:password@]host[:port][/db] or unix:///path"),
+            "Redis URL: redis://[[user]:password@]host[:port][,host[:port]...][/db] (several "
+            "hosts: seed nodes of one cluster) or unix:///path"),
     OPT_STR("redis.prefix", "SWITCHBOARD_REDIS_PREFIX", redis_prefix,
             "sb:", "prefix of every Redis key"),
     OPT_STR("public_url", "SWITCHBOARD_PUBLIC_URL", public_url, "http://localhost:8080",
@@ -62,6 +63,8 @@ const sb_conf_option_t sb_conf_options[] = {
     OPT_INT("api.assistant_creations_per_hour", "SWITCHBOARD_API_ASSISTANT_CREATIONS_PER_HOUR",
             assistant_creations_per_hour, "10", 1, 1000000,
             "successful assistant creations per hour per org"),
+    OPT_INT("redis.wait_replicas", "SWITCHBOARD_REDIS_WAIT_REPLICAS", redis_wait_replicas, "0", 0,
+            16, "replicas that must acknowledge (Redis WAIT) an event before its webhook gets 200"),
     OPT_INT("redis.timeout_ms", "SWITCHBOARD_REDIS_TIMEOUT_MS", redis_timeout_ms, "5000", 100,
             600000, "a Redis command unanswered this long drops the connection"),
     OPT_INT("shutdown_timeout_ms", "SWITCHBOARD_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, "10000",

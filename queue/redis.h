@@ -4,8 +4,20 @@
  * URL, Lua scripts by EVALSHA with an EVAL fallback, and a watchdog that drops a connection
  * whose oldest command has waited longer than the command timeout.
  *
- * One sb_redis_t is one connection; commands issued during one loop iteration are written
- * together, so concurrent requests pipeline on it. Everything runs on the loop's thread.
+ * One sb_redis_t is one client of a single instance or of a Redis Cluster, found out at
+ * connect (INFO cluster: cluster_enabled:1). On a single instance it is one connection; on a
+ * cluster one connection per primary, with the slot map from CLUSTER SLOTS, MOVED, ASK,
+ * TRYAGAIN and CLUSTERDOWN followed, and the map refreshed (see queue/cluster.c). Commands
+ * issued during one loop iteration are written together, so concurrent requests pipeline on
+ * each connection. Everything runs on the loop's thread.
+ *
+ * Routing on a cluster: a command goes to the node serving the slot of its key, taken from the
+ * command (the first key of EVAL/EVALSHA when numkeys > 0, the key after STREAMS of
+ * XREAD/XREADGROUP, the second argument of XGROUP/XINFO/OBJECT, else the first argument;
+ * none for PING, INFO, SCRIPT, WAIT, CLUSTER...), or from the routing key given with
+ * sb_redis_command_routed / sb_redis_eval_routed (which wins). A command with no key goes to
+ * any connected primary. A script run with nkeys 0 and no routing key goes to any primary:
+ * on a cluster every script must name its keys or be given its routing key.
  */
 #ifndef SB_REDIS_H
 #define SB_REDIS_H
@@ -37,18 +49,29 @@ typedef struct st_sb_redis_script_t {
 /** Computes script->sha1 from script->body (once, before use). */
 void sb_redis_script_init(sb_redis_script_t *script);
 
-typedef struct st_sb_redis_url_t {
+#define SB_REDIS_MAX_SEEDS 16
+
+typedef struct st_sb_redis_addr_t {
     char host[256];
+    int port;
+} sb_redis_addr_t;
+
+typedef struct st_sb_redis_url_t {
+    char host[256]; /* the first seed */
     int port;
     char unix_path[256]; /* redis+unix:///path or unix:///path; empty for TCP */
     char password[256];
     char username[128];
     int db;
+    /* Every host:port of the URL, in order (seeds[0] is host:port); 1 for unix sockets. */
+    size_t nseeds;
+    sb_redis_addr_t seeds[SB_REDIS_MAX_SEEDS];
 } sb_redis_url_t;
 
 /**
- * Parses redis://[[user]:password@]host[:port][/db] (port default 6379, db default 0) or
- * unix:///path[?db=N]. Returns 0, or -1 with a reason in 'err'.
+ * Parses redis://[[user]:password@]host[:port][,host[:port]...][/db] (port default 6379, db
+ * default 0; several hosts are seed nodes of one deployment, sharing the credentials and the
+ * database) or unix:///path[?db=N]. Returns 0, or -1 with a reason in 'err'.
  */
 int sb_redis_url_parse(const char *url, sb_redis_url_t *out, char *err, size_t errlen);
 
@@ -60,15 +83,45 @@ typedef struct st_sb_redis_options_t {
     uint32_t command_timeout_ms;
     /** Reconnect backoff: starts at min, doubles to max, with jitter; 0 = 100 / 5000 ms. */
     uint32_t reconnect_min_ms, reconnect_max_ms;
+    /** Cluster only: the slot map is read again this often (and at once after a MOVED or a
+     * lost node, every 100 ms while a slot has no ready primary); 0 = 10000 ms. */
+    uint32_t cluster_refresh_ms;
     sb_redis_state_cb on_state;
     void *data;
 } sb_redis_options_t;
 
-/** Starts connecting on 'loop' (new; reconnects by itself until sb_redis_close). */
+/**
+ * Starts connecting on 'loop' (new; reconnects by itself until sb_redis_close). With several
+ * seeds, the first that answers decides between single instance and cluster; a single
+ * instance then stays on that seed.
+ *
+ * On a cluster, on_state(r, 1) is called when every slot has a connected primary and
+ * on_state(r, 0) when that stops being true; unlike a single instance, a 0 does not mean that
+ * every command in flight was answered with NULL (only those of the node that went away).
+ */
 sb_redis_t *sb_redis_new(uv_loop_t *loop, const sb_redis_options_t *opts);
 
-/** True while the connection is up and ready (AUTH/SELECT/scripts done). */
+/**
+ * True while the connection is up and ready (AUTH/SELECT/scripts done); on a cluster, while
+ * every one of the 16384 slots has a primary whose connection is ready (what /readyz needs).
+ */
 int sb_redis_connected(const sb_redis_t *r);
+
+/** True once the client found a cluster (cluster_enabled:1) at connect. */
+int sb_redis_is_cluster(const sb_redis_t *r);
+
+/**
+ * True while a command to 'key' can be sent: on a single instance sb_redis_connected(); on a
+ * cluster, the key's slot has a primary whose connection is ready.
+ */
+int sb_redis_key_ready(const sb_redis_t *r, const char *key, size_t keylen);
+
+/** Cluster hash slot of a key: CRC16 (XMODEM) of its hash tag ({...}, when not empty) or of
+ * the whole key, modulo 16384. */
+unsigned sb_redis_key_slot(const char *key, size_t keylen);
+
+/** CRC16/XMODEM (polynomial 0x1021, initial 0), the checksum of Redis Cluster key slots. */
+uint16_t sb_redis_crc16(const char *buf, size_t len);
 
 /**
  * Sends a command (binary-safe arguments, copied). Returns 0 when sent: 'cb' is then called
@@ -84,13 +137,55 @@ int sb_redis_command(sb_redis_t *r, sb_redis_cb cb, void *data, int argc, const 
 int sb_redis_eval(sb_redis_t *r, sb_redis_script_t *script, sb_redis_cb cb, void *data, int nkeys,
                   int argc, const char **argv, const size_t *argvlen);
 
+/** How one command is routed and acknowledged (every field optional, zero = default). */
+typedef struct st_sb_redis_route_t {
+    /** Routing key: the command goes to the node serving this key's slot (NULL: from the
+     * command itself, see above). Ignored on a single instance. */
+    const char *key;
+    size_t keylen;
+    /**
+     * > 0: a WAIT wait_replicas wait_timeout_ms is pipelined right after the command, on the
+     * same connection; the callback gets the command's reply once WAIT answered, or, when
+     * fewer replicas acknowledged, an error reply "NOREPLICAS <acked> of <wanted> replicas
+     * acknowledged" (the command itself did run). An error reply of the command is passed on
+     * as it is. wait_timeout_ms 0 means the command timeout (never WAIT's "forever").
+     */
+    int wait_replicas;
+    uint32_t wait_timeout_ms;
+} sb_redis_route_t;
+
+/** sb_redis_command with a routing key and/or a WAIT; route may be NULL. */
+int sb_redis_command_routed(sb_redis_t *r, const sb_redis_route_t *route, sb_redis_cb cb,
+                            void *data, int argc, const char **argv, const size_t *argvlen);
+
+/** sb_redis_eval with a routing key and/or a WAIT; route may be NULL. */
+int sb_redis_eval_routed(sb_redis_t *r, const sb_redis_route_t *route, sb_redis_script_t *script,
+                         sb_redis_cb cb, void *data, int nkeys, int argc, const char **argv,
+                         const size_t *argvlen);
+
 /**
  * Closes: waits for the replies of commands already sent, then disconnects, stops its timers
  * and frees itself once every libuv handle is closed. No state callback is called after this.
  */
 void sb_redis_close(sb_redis_t *r);
 
-/** Reconnections made by every sb_redis_t of the process (for /metrics). */
+/**
+ * Blocking, for command-line subcommands only (never on a loop): runs one command on the
+ * deployment of 'url': the first seed that answers, AUTH and SELECT from the URL, MOVED and
+ * ASK followed (at most 5 hops), each connect and reply within timeout_ms (0 = 5000).
+ * Returns the reply (free it with freeReplyObject; error replies included), or NULL with a
+ * reason in 'err' when no node answered.
+ */
+redisReply *sb_redis_sync_command(const sb_redis_url_t *url, uint32_t timeout_ms, int argc,
+                                  const char **argv, const size_t *argvlen, char *err,
+                                  size_t errlen);
+
+/** Reconnections made by every sb_redis_t of the process (for /metrics), every node
+ * connection of a cluster counted. */
 uint64_t sb_redis_reconnects_total(void);
+
+/** Cluster redirections followed by every sb_redis_t of the process: MOVED, ASK, and retries
+ * after TRYAGAIN or CLUSTERDOWN (for /metrics). */
+uint64_t sb_redis_redirects_total(void);
 
 #endif

@@ -1,14 +1,36 @@
 """
-Integration test harness for Switchboard (Python 3.11 standard library only).
+Integration test harness for Switchboard (Python 3.11 standard library, plus jsonschema from
+Debian's python3-jsonschema for the event schema).
 
 Each test file starts a real redis-server, fake provider servers (Telegram Bot API and the
 Graph API) and the real switchboard binary ($SB_BINARY), then talks to it over HTTP.
 
 Synchronization is always a deadline poll (wait_until); tests never sleep to wait for
 something to happen.
+
+Test data: the webhook fixtures are read from every directory of $SB_FIXTURES_DIRS
+(colon-separated; default: the repository's tests/fixtures, then ../shared/fixtures beside
+the repository), skipping those that do not exist when the test runs; the external corpus
+from $SB_CORPUS_DIR (default ../shared/corpus/external).
+
+No process left behind: every child process started from a test's Python (redis-server,
+switchboard, CLI runs, anything else through subprocess) runs in its own process group,
+carries SB_TEST_RUN=<this run's id> (and the SB_TEST_SUITE of the ctest run) in its
+environment, and is killed by the kernel if the Python that started it dies
+(PR_SET_PDEATHSIG). At exit and on SIGTERM, SIGINT or SIGHUP the harness kills what is
+still running, and the test's Python itself gets SIGTERM when its parent (ctest) dies.
+Children must be started from the main thread (the kernel signals a child when the thread
+that forked it ends).
+
+Every event the gateway wrote is validated against docs/schema/event.schema.json when a
+test's redis-server is stopped (RedisServer.stop and cleanup), so a malformed event fails
+the test class that produced it.
 """
 
+import atexit
 import base64
+import ctypes
+import glob
 import http.client
 import json
 import os
@@ -17,17 +39,39 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import unittest
 import urllib.parse
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SOURCE_DIR = os.environ.get(
     "SB_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-FIXTURES_DIR = os.environ.get(
-    "SB_FIXTURES_DIR", os.path.abspath(os.path.join(SOURCE_DIR, "..", "shared", "fixtures")))
+OWN_FIXTURES_DIR = os.path.join(SOURCE_DIR, "tests", "fixtures")
+SHARED_DIR = os.path.abspath(os.path.join(SOURCE_DIR, "..", "shared"))
+
+
+def _dirs_from_env(name, default):
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return list(default)
+    return [d for d in value.split(":") if d]
+
+
+# Every configured fixture directory, existing or not; FIXTURES_DIRS those that exist now.
+CONFIGURED_FIXTURES_DIRS = _dirs_from_env(
+    "SB_FIXTURES_DIRS", [OWN_FIXTURES_DIR, os.path.join(SHARED_DIR, "fixtures")])
+FIXTURES_DIRS = [d for d in CONFIGURED_FIXTURES_DIRS if os.path.isdir(d)]
+MISSING_FIXTURES_DIRS = [d for d in CONFIGURED_FIXTURES_DIRS if not os.path.isdir(d)]
+CORPUS_DIR = os.environ.get("SB_CORPUS_DIR") or os.path.join(SHARED_DIR, "corpus", "external")
+# Kept for the tests that name one directory: the first that exists.
+FIXTURES_DIR = FIXTURES_DIRS[0] if FIXTURES_DIRS else OWN_FIXTURES_DIR
+CHANNELS = ("whatsapp", "messenger", "instagram", "telegram")
+SCHEMA_DIR = os.path.join(SOURCE_DIR, "docs", "schema")
+
 PUBLIC_URL = "http://gw.example.test"
 
 # Lines that mean a sanitizer found something; any of them fails the test that ran the binary.
@@ -44,6 +88,167 @@ CONTRACT_ENV_VARS = (
 
 TELEGRAM_ALLOWED_UPDATES = ["message", "edited_message", "channel_post",
                             "edited_channel_post", "callback_query", "message_reaction"]
+
+
+# --------------------------------------------------------------------------------------
+# child processes: marked, in their own process group, never left behind
+
+RUN_MARKER = "SB_TEST_RUN"      # set on every child of this Python: its run id
+SUITE_MARKER = "SB_TEST_SUITE"  # set by ctest on every test of one build tree
+RUN_ID = "%d-%s" % (os.getpid(), uuid.uuid4().hex[:12])
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: children are still killed at exit
+    _prctl = None
+_children = {}  # pid -> Popen of every child started from this process
+_children_lock = threading.Lock()
+_OriginalPopen = subprocess.Popen
+
+
+class TrackedPopen(_OriginalPopen):
+    """subprocess.Popen for everything a test starts (installed as subprocess.Popen, so
+    subprocess.run and every test file use it): the child gets the run marker in its
+    environment, its own process group, and SIGKILL when the thread that started it dies;
+    kill_children() ends what is left."""
+
+    def __init__(self, args, **kw):
+        env = dict(os.environ if kw.get("env") is None else kw["env"])
+        env[RUN_MARKER] = RUN_ID
+        if os.environ.get(SUITE_MARKER):
+            env.setdefault(SUITE_MARKER, os.environ[SUITE_MARKER])
+        kw["env"] = env
+        user_preexec = kw.get("preexec_fn")
+        parent = os.getpid()
+
+        def child_setup():  # in the child, between fork and exec: no allocation, no locks
+            if _prctl is not None:
+                _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(70)
+            if user_preexec is not None:
+                user_preexec()
+
+        kw["preexec_fn"] = child_setup
+        if not kw.get("start_new_session") and kw.get("process_group") is None:
+            kw["process_group"] = 0
+        super().__init__(args, **kw)
+        with _children_lock:
+            for pid in [pid for pid, p in _children.items() if p.returncode is not None]:
+                del _children[pid]
+            _children[self.pid] = self
+
+
+subprocess.Popen = TrackedPopen
+
+
+def kill_children(wait=True):
+    """SIGKILLs the process group of every child still running (the harness's own
+    processes only: they are known by pid); with 'wait', reaps them."""
+    with _children_lock:
+        procs = list(_children.values())
+    for p in procs:
+        if p.returncode is None and p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                p.kill()
+    if wait:
+        for p in procs:
+            try:
+                p.wait(5)
+            except Exception:  # noqa: BLE001 - best effort at exit
+                pass
+
+
+def _on_fatal_signal(signum, frame):
+    kill_children(wait=False)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+atexit.register(kill_children)
+if threading.current_thread() is threading.main_thread():
+    for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(_sig, _on_fatal_signal)
+    # This Python ends (SIGTERM, so its children are killed first) when the process that
+    # started it goes away: ctest stopped with Ctrl-C leaves its tests running otherwise.
+    if _prctl is not None and os.getppid() != 1:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            _on_fatal_signal(signal.SIGTERM, None)
+
+
+def marked_processes(marker=RUN_MARKER, value=RUN_ID):
+    """[(pid, command line)] of every process whose environment holds marker=value (read
+    from /proc/<pid>/environ; processes that cannot be read are not ours)."""
+    needle = ("%s=%s" % (marker, value)).encode()
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % d, "rb") as f:
+                env = f.read().split(b"\0")
+            if needle not in env:
+                continue
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            continue
+        out.append((int(d), cmd))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# the event and command schemas (docs/schema)
+
+_validators = {}
+
+
+def schema_validator(name):
+    """A jsonschema validator for docs/schema/<name>.schema.json (checked once)."""
+    if name not in _validators:
+        try:
+            import jsonschema  # noqa: PLC0415 - only the schema checks need it
+        except ImportError as e:
+            raise RuntimeError("python3-jsonschema is needed by the tests "
+                               "(scripts/deps.sh test installs it)") from e
+        with open(os.path.join(SCHEMA_DIR, name + ".schema.json"), encoding="utf-8") as f:
+            schema = json.load(f)
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _validators[name] = cls(schema)
+    return _validators[name]
+
+
+def schema_problems(name, value):
+    """Every way 'value' breaks docs/schema/<name>.schema.json ([] when it is valid)."""
+    out = []
+    for e in schema_validator(name).iter_errors(value):
+        where = "/".join(str(x) for x in e.absolute_path) or "$"
+        out.append("%s: %s" % (where, e.message))
+    return sorted(out)
+
+
+def event_problems(ev, stream=None):
+    """schema_problems of an event, plus what its stream implies: sb:in:{A} events name the
+    assistant A, its binding and conversation; sb:inbox:{O} events name the org O."""
+    out = schema_problems("event", ev)
+    if stream is not None and isinstance(ev, dict):
+        m = re.search(r"(?:^|:)in:\{([^{}]+)\}$", stream)
+        if m:
+            if ev.get("assistant_id") != m.group(1):
+                out.append("assistant_id %r in %s" % (ev.get("assistant_id"), stream))
+            for k in ("binding_id", "conversation_id"):
+                if k not in ev:
+                    out.append("%s missing in %s" % (k, stream))
+        m = re.search(r"(?:^|:)inbox:\{([^{}]+)\}$", stream)
+        if m and ev.get("org_id") != m.group(1):
+            out.append("org_id %r in %s" % (ev.get("org_id"), stream))
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -88,9 +293,45 @@ def wait_until(predicate, timeout=10.0, what="condition", interval=0.02):
         time.sleep(interval)
 
 
+def fixture_label(directory):
+    """A short name for a fixture directory in messages: "own", "shared" or its path."""
+    d = os.path.abspath(directory)
+    if d == os.path.abspath(OWN_FIXTURES_DIR):
+        return "own"
+    if d == os.path.abspath(os.path.join(SHARED_DIR, "fixtures")):
+        return "shared"
+    return d
+
+
+def fixture_files(channel, dirs=None):
+    """[(directory, path)] of every <dir>/<channel>/*.json of the existing fixture
+    directories, directory by directory, in name order."""
+    out = []
+    for d in FIXTURES_DIRS if dirs is None else dirs:
+        for path in sorted(glob.glob(os.path.join(d, channel, "*.json"))):
+            out.append((d, path))
+    return out
+
+
 def load_fixture(channel, case):
-    with open(os.path.join(FIXTURES_DIR, channel, case + ".json"), encoding="utf-8") as f:
-        return json.load(f)
+    """The fixture <channel>/<case>.json from the first fixture directory that has it."""
+    for d in FIXTURES_DIRS:
+        path = os.path.join(d, channel, case + ".json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                fx = json.load(f)
+            fx["_path"] = path
+            return fx
+    raise FileNotFoundError("no fixture %s/%s.json in %s" % (channel, case, FIXTURES_DIRS))
+
+
+def shared_missing_note():
+    """The one line that says which shared test data was not found (None: all found)."""
+    missing = MISSING_FIXTURES_DIRS + ([] if os.path.isdir(CORPUS_DIR) else [CORPUS_DIR])
+    if not missing:
+        return None
+    return ("shared test data not found (%s): running the repository's own fixtures only"
+            % ", ".join(missing))
 
 
 def _port_open(port, host="127.0.0.1"):
@@ -225,11 +466,15 @@ class RespClient:
 class RedisServer:
     """A private redis-server on a free port in a temporary directory."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, validate_events=True):
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="sb-redis-")
         self.proc = None
         self._log = None
+        # Every stream entry with an "event" field is checked against the event schema
+        # before the server stops (check_streams); validated[key] = last entry id seen.
+        self.validate_events = validate_events
+        self.validated = {}
 
     def start(self, timeout=10.0):
         """Starts redis-server (on the same port after a stop) and waits for PING."""
@@ -238,7 +483,9 @@ class RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", self.dir,
-             "--dbfilename", "dump.rdb"],
+             "--dbfilename", "dump.rdb",
+             # its process title would overwrite the environment (and the run marker in it)
+             "--set-proc-title", "no"],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
 
         def ping():
@@ -259,10 +506,61 @@ class RedisServer:
         """
         if self.proc is None or self.proc.poll() is not None:
             return
+        problems = []
+        if self.validate_events:
+            try:
+                problems = self.check_streams()
+            except (OSError, ConnectionError, RedisError):
+                pass  # a paused or broken server: nothing to read
+        try:
+            self._stop(persist, timeout)
+        finally:
+            if problems:
+                raise AssertionError("%d malformed stream entries (docs/schema):\n%s"
+                                     % (len(problems), "\n".join(problems[:20])))
+
+    def check_streams(self):
+        """Validates every entry not checked before of every stream of this server: an
+        "event" field must hold an event of docs/schema/event.schema.json (event_problems),
+        an sb:dead entry its cmd, reason and integer code. Returns the problems."""
+        problems = []
+        with self.client(timeout=10.0) as c:
+            keys, cursor = [], b"0"
+            while True:
+                cursor, batch = c.command("SCAN", cursor, "COUNT", 1000, "TYPE", "stream")
+                keys.extend(batch)
+                if cursor in (b"0", 0, "0"):
+                    break
+            for key in keys:
+                name = key.decode("utf-8", "replace")
+                last = self.validated.get(name)
+                entries = c.command("XRANGE", key, "(" + last if last else "-", "+") or []
+                for entry_id, fields in entries:
+                    eid = entry_id.decode()
+                    self.validated[name] = eid
+                    d = dict(zip(fields[::2], fields[1::2]))
+                    where = "%s %s" % (name, eid)
+                    if b"event" in d:
+                        try:
+                            ev = json.loads(d[b"event"])
+                        except ValueError as e:
+                            problems.append("%s: not JSON: %s" % (where, e))
+                            continue
+                        problems += ["%s: %s (%s)" % (where, p, d[b"event"][:300].decode(
+                            "utf-8", "replace")) for p in event_problems(ev, name)]
+                    elif re.search(r"(?:^|:)dead$", name):
+                        if not d.get(b"reason") or b"cmd" not in d or \
+                                not re.match(rb"^-?[0-9]+$", d.get(b"code") or b""):
+                            problems.append("%s: dead letter without cmd, reason and "
+                                            "integer code: %r" % (where, d))
+        return problems
+
+    def _stop(self, persist, timeout):
         if persist:
             with self.client() as c:
                 c.command("SAVE")
         else:
+            self.validated = {}  # the next start begins empty
             try:
                 os.unlink(os.path.join(self.dir, "dump.rdb"))
             except FileNotFoundError:
@@ -275,8 +573,10 @@ class RedisServer:
         wait_until(lambda: not _port_open(self.port), timeout, "redis port %d closed" % self.port)
 
     def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def log_text(self):
         try:

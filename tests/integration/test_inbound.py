@@ -1,8 +1,11 @@
 """
-Inbound webhooks end to end (contract sections 2-4): every fixture of ../shared/fixtures is
-POSTed to the real gateway with a valid signature (Meta bodies both ASCII-escaped, as Meta
-sends them, and as raw UTF-8), and the events appended to the assistant's stream are
+Inbound webhooks end to end (docs/events.md): every fixture of every directory of
+$SB_FIXTURES_DIRS (the repository's tests/fixtures, and ../shared/fixtures when it exists)
+is POSTed to the real gateway with a valid signature (Meta bodies both ASCII-escaped, as
+Meta sends them, and as raw UTF-8), and the events appended to the assistant's stream are
 checked field by field against the fixture's "expect" list; nothing else may be appended.
+Each fixture directory has its own org, assistants and connections, so two directories
+may use the same provider ids.
 Then the bad inputs: duplicates, wrong signatures and secrets, bodies of another channel,
 truncated JSON, arrays, a 5 MiB body, unknown connections, and Redis going away.
 """
@@ -24,12 +27,13 @@ CHANNELS = ("whatsapp", "messenger", "instagram", "telegram")
 META = ("whatsapp", "messenger", "instagram")
 
 
-def fixtures(channel):
+def fixtures(channel, directory=None):
     out = []
-    for path in sorted(glob.glob(os.path.join(harness.FIXTURES_DIR, channel, "*.json"))):
+    for d, path in harness.fixture_files(channel, None if directory is None else [directory]):
         with open(path, encoding="utf-8") as f:
             fx = json.load(f)
-        fx["_name"] = "%s/%s" % (channel, os.path.basename(path)[:-5])
+        fx["_name"] = "%s:%s/%s" % (harness.fixture_label(d), channel, os.path.basename(path)[:-5])
+        fx["_dir"] = d
         out.append(fx)
     return out
 
@@ -67,6 +71,10 @@ class Env:
         self.key = self.gw.keys_create("org_in")
         self.r = self.redis.client()
 
+    def use_org(self, org):
+        """Makes the API calls that follow act for 'org' (a new key)."""
+        self.key = self.gw.keys_create(org)
+
     def api(self, method, path, body=None):
         res = self.gw.http(method, path, body=body, key=self.key)
         return res
@@ -85,8 +93,8 @@ class Env:
         assert res.status == 201, res
         return res.json["id"]
 
-    def telegram_connection(self, bot_id):
-        token = "%s:TEST-fixture-token" % bot_id
+    def telegram_connection(self, bot_id, secret_part="TEST-fixture-token"):
+        token = "%s:%s" % (bot_id, secret_part)
         self.tg.add_bot(token)
         res = self.api("POST", "/orgs/c/connections",
                        {"provider": "telegram", "credentials": {"bot_token": token}})
@@ -122,32 +130,44 @@ class Env:
 
 
 class TestFixtures(unittest.TestCase):
-    """Every fixture through the real server, field by field."""
+    """Every fixture of every fixture directory through the real server, field by field."""
 
     @classmethod
     def setUpClass(cls):
         cls.env = Env()
         e = cls.env
-        cls.asst = {"ascii": e.assistant("ascii"), "utf8": e.assistant("utf8")}
-        cls.conns = {}  # (channel, form) -> (connection id, secret)
-        for ch in META:
-            for form in ("ascii", "utf8"):
-                secret = "app-secret-%s-%s-0123456789" % (ch, form)
-                cid = e.meta_connection(ch, secret, "token-%s-%s-0123456789" % (ch, form))
-                cls.conns[(ch, form)] = (cid, secret)
-                for fx in fixtures(ch):
-                    e.bind(cls.asst[form], cid, fx["binding_external_id"])
-        cls.tg_conns = {}
-        for fx in fixtures("telegram"):
-            bot = fx["binding_external_id"]
-            if bot not in cls.tg_conns:
-                cid, secret = e.telegram_connection(bot)
-                cls.tg_conns[bot] = (cid, secret)
-                e.bind(cls.asst["ascii"], cid, bot)
+        cls.dirs = {}  # fixture directory -> its org, assistants and connections
+        for n, d in enumerate(harness.FIXTURES_DIRS):
+            org = "org_in%d" % n
+            e.use_org(org)
+            setup = {"org": org, "key": e.key,
+                     "asst": {"ascii": e.assistant("ascii"), "utf8": e.assistant("utf8")},
+                     "conns": {}, "tg_conns": {}}
+            cls.dirs[d] = setup
+            for ch in META:
+                for form in ("ascii", "utf8"):
+                    secret = "app-secret-%s-%s-%d-0123456789" % (ch, form, n)
+                    cid = e.meta_connection(ch, secret, "token-%s-%s-%d-0123456789" % (ch, form, n))
+                    setup["conns"][(ch, form)] = (cid, secret)
+                    for fx in fixtures(ch, d):
+                        e.bind(setup["asst"][form], cid, fx["binding_external_id"])
+            for fx in fixtures("telegram", d):
+                bot = fx["binding_external_id"]
+                if bot not in setup["tg_conns"]:
+                    cid, secret = e.telegram_connection(bot, "TEST-fixture-token-%d" % n)
+                    setup["tg_conns"][bot] = (cid, secret)
+                    e.bind(setup["asst"]["ascii"], cid, bot)
 
     @classmethod
     def tearDownClass(cls):
         cls.env.stop()
+
+    def test_fixture_directories(self):
+        """The repository's own fixtures always run; every channel has some."""
+        self.assertIn(os.path.abspath(harness.OWN_FIXTURES_DIR),
+                      [os.path.abspath(d) for d in harness.FIXTURES_DIRS])
+        for ch in harness.CHANNELS:
+            self.assertTrue(fixtures(ch, harness.OWN_FIXTURES_DIR), "no own %s fixture" % ch)
 
     def post(self, channel, conn, data, headers):
         return self.env.gw.http("POST", "/webhooks/%s/%s" % (channel, conn), body=data,
@@ -155,6 +175,7 @@ class TestFixtures(unittest.TestCase):
 
     def check_events(self, fx, events, form):
         name = "%s (%s)" % (fx["_name"], form)
+        setup = self.dirs[fx["_dir"]]
         self.assertEqual(len(events), len(fx["expect"]), "%s: event count" % name)
         for i, (ev, exp) in enumerate(zip(events, fx["expect"])):
             for path, want in exp.items():
@@ -165,13 +186,14 @@ class TestFixtures(unittest.TestCase):
                 else:
                     self.assertEqual(type(got), type(want), "%s #%d %s: %r" % (name, i, path, got))
                     self.assertEqual(got, want, "%s #%d %s" % (name, i, path))
-            # The envelope every event carries (contract section 3).
+            # The envelope every event carries (docs/schema/event.schema.json).
+            self.assertEqual(harness.event_problems(ev), [], "%s #%d: %r" % (name, i, ev))
             self.assertEqual(ev["v"], 1)
             self.assertEqual(ev["direction"], "in")
             self.assertEqual(ev["channel"], fx["channel"])
-            self.assertEqual(ev["org_id"], "org_in")
-            self.assertEqual(ev["assistant_id"], self.asst[form if fx["channel"] != "telegram"
-                                                           else "ascii"])
+            self.assertEqual(ev["org_id"], setup["org"])
+            self.assertEqual(ev["assistant_id"], setup["asst"][form if fx["channel"] != "telegram"
+                                                               else "ascii"])
             for k in ("id", "binding_id", "conversation_id", "connection_id"):
                 self.assertIsInstance(ev[k], str, "%s: %s" % (name, k))
                 self.assertRegex(ev[k], r"^[A-Za-z0-9_.:-]+$")
@@ -190,25 +212,27 @@ class TestFixtures(unittest.TestCase):
     def run_fixture(self, fx, form):
         e = self.env
         ch = fx["channel"]
+        setup = self.dirs[fx["_dir"]]
         if ch == "telegram":
-            cid, secret = self.tg_conns[fx["binding_external_id"]]
+            cid, secret = setup["tg_conns"][fx["binding_external_id"]]
             data = utf8_bytes(fx["body"])
             headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
-            asst = self.asst["ascii"]
+            asst = setup["asst"]["ascii"]
         else:
-            cid, secret = self.conns[(ch, form)]
+            cid, secret = setup["conns"][(ch, form)]
             data = ascii_bytes(fx["body"]) if form == "ascii" else utf8_bytes(fx["body"])
             headers = {"X-Hub-Signature-256": sign(secret, data)}
-            asst = self.asst[form]
+            asst = setup["asst"][form]
         stream = "in:{%s}" % asst
+        inbox = "inbox:{%s}" % setup["org"]
         before = e.xlen(stream)
-        inbox_before = e.xlen("inbox:{org_in}")
+        inbox_before = e.xlen(inbox)
         unrouted_before = e.xlen("unrouted")
         res = self.post(ch, cid, data, headers)
         self.assertEqual(res.status, 200, "%s: %r" % (fx["_name"], res))
         events = e.stream(stream)[before:]
         self.check_events(fx, events, form)
-        self.assertEqual(e.xlen("inbox:{org_in}") - inbox_before, len(fx["expect"]))
+        self.assertEqual(e.xlen(inbox) - inbox_before, len(fx["expect"]))
         self.assertEqual(e.xlen("unrouted"), unrouted_before, "nothing unrouted")
         # The same delivery again (a provider retry) appends nothing.
         res = self.post(ch, cid, data, headers)
@@ -235,10 +259,11 @@ class TestFixtures(unittest.TestCase):
     def test_z_contacts_kept_fresh(self):
         """Runs after the fixture tests (names sort): the contacts they created."""
         e = self.env
-        contacts = e.api("GET", "/orgs/c/contacts?take=100")
+        fx = harness.load_fixture("whatsapp", "text")
+        setup = [v for d, v in self.dirs.items() if fx["_path"].startswith(os.path.join(d, ""))][0]
+        contacts = e.gw.http("GET", "/orgs/c/contacts?take=100", key=setup["key"])
         self.assertEqual(contacts.status, 200)
         by_ext = {(c["channel"], c["external_id"]): c for c in contacts.json}
-        fx = harness.load_fixture("whatsapp", "text")
         exp = fx["expect"][0]
         c = by_ext[("whatsapp", exp["contact.external_id"])]
         self.assertEqual(c["name"], exp["contact.name"])

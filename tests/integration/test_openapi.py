@@ -1,8 +1,13 @@
 """
-docs/openapi.json: a valid-looking OpenAPI 3 document that lists every route of docs/api.md
-(and of contract section 6), documents the statuses each route answers, and agrees with the
-real server: a set of live probes must answer statuses the document lists for that route,
-with JSON bodies that match the documented schemas.
+docs/openapi.json: a valid-looking OpenAPI 3 document that lists every route of docs/api.md,
+documents the statuses each route answers, and agrees with the real server: a set of live
+probes must answer statuses the document lists for that route, with JSON bodies that match
+the documented schemas.
+
+The route list at the end of docs/api.md names every route "served" or "planned": served
+routes answer (neither 404 nor 405) and are in openapi.json; planned routes answer 404 or
+405 and are not in it. Serving a new route means flipping its line there and adding it to
+openapi.json.
 """
 
 import hashlib
@@ -19,7 +24,6 @@ import harness as H  # noqa: E402
 
 OPENAPI = os.path.join(H.SOURCE_DIR, "docs", "openapi.json")
 API_MD = os.path.join(H.SOURCE_DIR, "docs", "api.md")
-CONTRACT_MD = os.path.join(os.path.dirname(os.path.abspath(H.FIXTURES_DIR)), "docs", "contract.md")
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
@@ -121,9 +125,21 @@ def norm(path):
     return re.sub(r"\{[^}]+\}", "{}", path)
 
 
-# The inbox feed as Server-Sent Events is a later capability of the contract: the server
-# answers it 404, so the document must not promise it.
-NOT_SERVED_YET = "/orgs/c/inbox/events"
+def api_md():
+    """(text of docs/api.md before its route list, [(METHOD, path, state)] of the list)."""
+    with open(API_MD, encoding="utf-8") as f:
+        text = f.read()
+    head, sep, tail = text.partition("\n## Route list\n")
+    assert sep, "docs/api.md has no '## Route list' section"
+    rows = re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`\s]*)` \| (served|planned) \|$",
+                      tail, re.M)
+    table_lines = [l for l in tail.splitlines() if l.startswith("| `")]
+    assert len(rows) == len(table_lines), "malformed route list rows: %r" % table_lines
+    return head, rows
+
+
+def route_list(state=None):
+    return [(m, p) for m, p, st in api_md()[1] if state is None or st == state]
 
 
 class OpenApiDocumentTest(unittest.TestCase):
@@ -167,14 +183,15 @@ class OpenApiDocumentTest(unittest.TestCase):
         walk(self.doc, "#")
 
     def test_api_md_routes_are_documented(self):
-        with open(API_MD, encoding="utf-8") as f:
-            text = f.read()
+        text, _ = api_md()
         routes = routes_in_markdown(text)
         self.assertGreaterEqual(len(routes), 17, routes)
+        served = set(route_list("served"))
         for method, path in routes:
             self.assertTrue(path in self.doc["paths"], "%s %s missing" % (method, path))
             self.assertTrue(method.lower() in self.doc["paths"][path],
                             "%s %s missing" % (method, path))
+            self.assertIn((method, path), served, "%s %s is not in the route list" % (method, path))
         # paths named without a method (the webhook endpoints): GET handshake and POST
         paths = {norm(p): item for p, item in self.doc["paths"].items()}
         hooks = re.findall(r"`(/webhooks/[^`]+)`", text)
@@ -184,29 +201,26 @@ class OpenApiDocumentTest(unittest.TestCase):
             self.assertTrue("get" in paths[norm(path)], path)
             self.assertTrue("post" in paths[norm(path)], path)
 
-    def test_contract_routes_are_documented(self):
-        if not os.path.isfile(CONTRACT_MD):
-            self.skipTest("contract.md not found beside the fixtures")
-        with open(CONTRACT_MD, encoding="utf-8") as f:
-            routes = routes_in_markdown(f.read())
-        self.assertGreaterEqual(len(routes), 15, routes)
-        paths = {norm(p): item for p, item in self.doc["paths"].items()}
-        for method, path in routes:
-            if path == NOT_SERVED_YET:
-                self.assertNotIn(norm(path), paths, "documented but not served")
-                continue
-            self.assertTrue(norm(path) in paths, "%s %s missing" % (method, path))
-            self.assertTrue(method.lower() in paths[norm(path)], "%s %s missing" % (method, path))
+    def test_route_list(self):
+        rows = route_list()
+        self.assertEqual(len(rows), len(set(rows)), "a route listed twice")
+        self.assertGreaterEqual(len(route_list("served")), 23)
+        self.assertGreaterEqual(len(rows), 43)
+        ops = {(m.upper(), norm(p)) for p, m, _, _ in self.operations()}
+        for method, path in route_list("served"):
+            self.assertIn((method, norm(path)), ops, "served %s %s is not in openapi.json"
+                          % (method, path))
+        for method, path in route_list("planned"):
+            self.assertNotIn((method, norm(path)), ops, "planned %s %s is in openapi.json; "
+                             "flip it to served in docs/api.md" % (method, path))
+        listed = {(m, norm(p)) for m, p in rows}
+        for op in ops:
+            self.assertIn(op, listed, "%s %s is in openapi.json but not in the route list" % op)
 
     def test_no_undocumented_org_routes(self):
-        documented = set()
-        for fn in (API_MD, CONTRACT_MD):
-            if os.path.isfile(fn):
-                with open(fn, encoding="utf-8") as f:
-                    documented |= {(m.lower(), norm(p)) for m, p in routes_in_markdown(f.read())}
+        documented = {(m.lower(), norm(p)) for m, p in route_list("served")}
         for path, m, _, _ in self.operations():
-            if path.startswith("/orgs/"):
-                self.assertIn((m, norm(path)), documented, "%s %s is in no route table" % (m, path))
+            self.assertIn((m, norm(path)), documented, "%s %s is in no route table" % (m, path))
 
     def test_operations_are_complete(self):
         ids = set()
@@ -490,6 +504,75 @@ class OpenApiProbeTest(H.GatewayTestCase):
         r = self.gw.http("POST", "/orgs/c/assistants", {"name": "x"}, key=key)
         self.check(r, "/orgs/c/assistants")
         self.assertEqual(r.status, 429)
+
+
+class RouteListProbeTest(H.GatewayTestCase):
+    """The live server serves exactly the served routes of docs/api.md's route list."""
+    PREFIX = "torl:"
+
+    def ids(self):
+        """Real objects for every path parameter (the served routes then never 404)."""
+        a = self.create_assistant("route list")
+        tok = "6111111111:route-list-token-abcdef"
+        self.telegram.add_bot(tok, username="routes_bot")
+        conn = self.create_telegram(tok)
+        b = self.bind(a["id"], conn["id"])
+        fx = H.load_fixture("telegram", "text_private")
+        body = json.loads(json.dumps(fx["body"]))
+        self.assertEqual(self.post_telegram_update(conn, tok, body).status, 200)
+        ct = H.wait_until(lambda: self.api("GET", "/orgs/c/contacts").json, 10, "a contact")[0]
+        ev = H.wait_until(lambda: self.redis.command("XRANGE", "torl:in:{%s}" % a["id"], "-", "+"),
+                          10, "the event")[0]
+        conv = json.loads(dict(zip(ev[1][::2], ev[1][1::2]))[b"event"])["conversation_id"]
+        wa = self.create_meta("whatsapp", "route-list-app-secret", "route-list-verify",
+                              "EAARouteList" + "x" * 30)
+        return {"connections": conn["id"], "assistants": a["id"], "channels": b["id"],
+                "contacts": ct["id"], "conversations": conv, "channel": "whatsapp",
+                "connection_id": wa["id"]}
+
+    @staticmethod
+    def fill(path, ids):
+        parts = path.split("/")
+        for i, part in enumerate(parts):
+            m = re.match(r"^\{(.+)\}$", part)
+            if m:
+                name = m.group(1)
+                parts[i] = ids.get(name) or ids.get(parts[i - 1]) or "x_%s_1" % name
+        return "/".join(parts)
+
+    def served(self, method, url):
+        """
+        Whether the gateway serves 'method' on 'url': any answer but 404/405; or, where the
+        object named in the path does not exist (404), a 405 to PUT (a method no route
+        takes) whose Allow names 'method', which only a served path answers.
+        """
+        body = None if method in ("GET", "DELETE") else {}
+        r = self.api(method, url, body)
+        if r.status not in (404, 405):
+            return True, r
+        if r.status == 404:
+            probe = self.api("PUT", url, {})
+            allow = [m.strip() for m in probe.headers.get("allow", "").split(",")]
+            if probe.status == 405 and method in allow:
+                return True, r
+        return False, r
+
+    def test_served_routes_answer_and_planned_ones_do_not(self):
+        ids = self.ids()
+        served = route_list("served")
+        # deletes last, the binding before the objects it joins
+        order = sorted(served, key=lambda r: (r[0] == "DELETE", "channels" not in r[1]))
+        for method, path in order:
+            url = self.fill(path, ids)
+            ok, r = self.served(method, url)
+            with self.subTest(route="%s %s" % (method, path)):
+                self.assertTrue(ok, "served %s %s answered %r" % (method, url, r))
+        for method, path in route_list("planned"):
+            url = self.fill(path, ids)
+            ok, r = self.served(method, url)
+            with self.subTest(route="%s %s" % (method, path)):
+                self.assertFalse(ok, "planned %s %s answers %d: flip it to served in "
+                                 "docs/api.md" % (method, url, r.status))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ import harness  # noqa: E402
 from harness import Gateway, wait_until  # noqa: E402
 from test_inbound import Env, ascii_bytes, sign, utf8_bytes  # noqa: E402
 
-TG_TOKEN = "7123456789:TEST-fixture-token"
+# The token of the Telegram connection that Env creates for the text_private fixture.
+TG_TOKEN = "%s:TEST-fixture-token" % harness.load_fixture("telegram", "text_private")[
+    "binding_external_id"]
 TG_CHAT = 412345678
 
 
@@ -131,7 +133,8 @@ class TestRequests(unittest.TestCase):
     # --- WhatsApp
 
     def test_whatsapp(self):
-        pn, to = "109988776655443", "15550142233"
+        fx = harness.load_fixture("whatsapp", "text")
+        pn, to = fx["binding_external_id"], fx["reply_target"]
         base = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to}
         _, reqs = self.send("whatsapp", type="text", text="Hello")
         self.assertEqual(self.graph_request(reqs, pn), dict(
@@ -204,10 +207,12 @@ class TestRequests(unittest.TestCase):
         self.assertEqual(self.graph_request(reqs, sender)["sender_action"], "mark_seen")
 
     def test_messenger(self):
-        self.meta_checks("messenger", "102938475610293", "7482910365829104")
+        fx = harness.load_fixture("messenger", "text")
+        self.meta_checks("messenger", fx["binding_external_id"], fx["reply_target"])
 
     def test_instagram(self):
-        self.meta_checks("instagram", "17841400987654321", "1209384756123456")
+        fx = harness.load_fixture("instagram", "text")
+        self.meta_checks("instagram", fx["binding_external_id"], fx["reply_target"])
 
     # --- Telegram
 
@@ -348,7 +353,8 @@ class TestFailures(unittest.TestCase):
 
     def test_server_errors_and_timeouts_are_retried(self):
         e = self.env
-        path = "POST /102938475610293/messages"
+        sender = harness.load_fixture("messenger", "text")["binding_external_id"]
+        path = "POST /%s/messages" % sender
         e.graph.clear()
         e.graph.override(path, status=503, body="unavailable", times=1)
         e.xadd({"id": "r503", "conversation_id": e.convs["messenger"], "type": "text",
@@ -364,7 +370,8 @@ class TestFailures(unittest.TestCase):
 
     def test_permanent_failure(self):
         e = self.env
-        e.graph.override("POST /109988776655443/messages", status=400, times=1, body={
+        sender = harness.load_fixture("whatsapp", "text")["binding_external_id"]
+        e.graph.override("POST /%s/messages" % sender, status=400, times=1, body={
             "error": {"message": "Re-engagement message", "type": "OAuthException",
                       "code": 131047, "fbtrace_id": "x"}})
         e.xadd({"id": "p131047", "conversation_id": e.convs["whatsapp"], "type": "text",
@@ -381,7 +388,8 @@ class TestFailures(unittest.TestCase):
 
     def test_token_error_sets_connection_inactive(self):
         e = self.env
-        e.graph.override("POST /17841400987654321/messages", status=400, times=1,
+        sender = harness.load_fixture("instagram", "text")["binding_external_id"]
+        e.graph.override("POST /%s/messages" % sender, status=400, times=1,
                          body=harness.GRAPH_BAD_TOKEN)
         e.xadd({"id": "t190", "conversation_id": e.convs["instagram"], "type": "text",
                 "text": "token gone"})

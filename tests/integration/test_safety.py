@@ -346,7 +346,7 @@ class RotationTest(unittest.TestCase):
             self.assertIn("rotation wa %d" % i, texts)
         # every outbound command sent exactly once
         for cid in results["sent"]:
-            H.wait_until(lambda: e.r.command("HGET", "%scmd:org_in:%s" % (e.prefix, cid),
+            H.wait_until(lambda: e.r.command("HGET", "%scmd:{org_in}:%s" % (e.prefix, cid),
                                              "done") == b"sent", 30, "command %s sent" % cid)
 
         # every connection is sealed with the new key and still decrypts
