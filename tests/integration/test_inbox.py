@@ -415,6 +415,12 @@ class TestInbox(unittest.TestCase):
         self.assertEqual(conv2["unread_count"], 2)
         self.assertEqual(e.api("GET", "/orgs/c/conversations/%s" % cv_tg).json["last_message"]
                          ["author"], {"type": "assistant"})
+        # The preview is cut at 120 characters, not bytes (2- and 4-byte UTF-8 here).
+        text = "\u00fc\U0001F600" * 100
+        e.wa_text("15550190003", text)
+        cv3 = e.wa_conversation("15550190003")
+        got = e.api("GET", "/orgs/c/conversations/%s" % cv3).json["last_message"]["preview"]
+        self.assertEqual(got, text[:120])
 
     def test_unread_and_read_with_receipt(self):
         e = self.env
