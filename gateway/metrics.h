@@ -25,12 +25,15 @@
     XX(BINDING, "/orgs/c/assistants/{id}/channels/{binding_id}")                                   \
     XX(CONTACTS, "/orgs/c/contacts")                                                               \
     XX(CONTACT, "/orgs/c/contacts/{id}")                                                           \
+    XX(CONVERSATIONS, "/orgs/c/conversations")                                                     \
+    XX(CONVERSATION, "/orgs/c/conversations/{id}")                                                 \
     XX(CONVERSATION_MESSAGES, "/orgs/c/conversations/{id}/messages")                               \
     XX(CONNECTIONS_TEST, "/orgs/c/connections/test")                                               \
     XX(COMMAND, "/orgs/c/commands/{id}")                                                           \
     XX(DEAD_LETTERS, "/orgs/c/dead-letters")                                                       \
     XX(DEAD_LETTER, "/orgs/c/dead-letters/{id}")                                                   \
     XX(DEAD_LETTER_RETRY, "/orgs/c/dead-letters/{id}/retry")                                       \
+    XX(CONVERSATION_READ, "/orgs/c/conversations/{id}/read")                                       \
     XX(INBOX, "/orgs/c/inbox/events")                                                              \
     XX(INBOX_TICKETS, "/orgs/c/inbox/tickets")                                                     \
     XX(OTHER, "other")

@@ -19,6 +19,7 @@
 #include "client_addr.h"
 #include "base/log.h"
 #include "feed.h"
+#include "inbox.h"
 #include "mgmt.h"
 #include "mgmt_scripts.h"
 #include "outbound.h"
@@ -56,7 +57,11 @@ typedef enum en_op_t {
     OP_DEAD_RETRY,
     OP_DEAD_DELETE,
     OP_INBOX_EVENTS,
-    OP_INBOX_TICKET
+    OP_INBOX_TICKET,
+    OP_CONV_LIST,
+    OP_CONV_GET,
+    OP_CONV_HISTORY,
+    OP_CONV_READ
 } op_t;
 
 typedef struct st_mjob_t {
@@ -824,6 +829,10 @@ static void conversation_message(mjob_t *j)
     arg(&a, j->id1);
     arg(&a, pool_str(j, text, strlen(text)));
     arg_int(&a, j, j->super.worker->server->conf->stream_maxlen);
+    /* A person wrote it: the inbox shows the key, and a hand-off does not stop it. */
+    char key_id[24];
+    sb_inbox_key_id(j->key_hash, key_id);
+    arg(&a, sb_pool_printf(&j->super.pool, "{\"type\":\"person\",\"key\":\"%s\"}", key_id).base);
     free(text);
     run_script(j, &sb_script_conv_enqueue, &a, on_command_enqueued);
 }
@@ -1020,6 +1029,22 @@ static void dead_discard(mjob_t *j)
     arg(&a, j->org);
     arg(&a, j->id1);
     run_script(j, &sb_script_dead_discard, &a, on_dead_discarded);
+}
+
+/* The inbox routes (inbox.c). */
+static void inbox_call(mjob_t *j, void (*fn)(const sb_inbox_call_t *))
+{
+    char key_id[24];
+    sb_inbox_key_id(j->key_hash, key_id);
+    sb_inbox_call_t call = {.job = &j->super,
+                            .prefix = prefix(j),
+                            .org = j->org,
+                            .conv_id = j->id1,
+                            .query = j->query,
+                            .body = j->json,
+                            .key_id = key_id,
+                            .param = parse_query_param};
+    fn(&call);
 }
 
 /* ---- Connections ---- */
@@ -1499,6 +1524,12 @@ static int op_has_body(op_t op)
            op == OP_CONV_MESSAGE || op == OP_CONN_TEST_NEW;
 }
 
+/* A body that may be empty: JSON object when present. */
+static int op_has_optional_body(op_t op)
+{
+    return op == OP_CONV_READ;
+}
+
 static void dispatch(mjob_t *j)
 {
     if (j->route_err != SB_OK) {
@@ -1512,6 +1543,13 @@ static void dispatch(mjob_t *j)
         j->json = j->body.len != 0
                       ? json_loadb(j->body.base, j->body.len, JSON_REJECT_DUPLICATES, &err)
                       : NULL;
+        if (!json_is_object(j->json)) {
+            fail(j, SB_ERR_BAD_REQUEST, "the body must be a JSON object");
+            return;
+        }
+    } else if (op_has_optional_body(j->op) && j->body.len != 0) {
+        json_error_t err;
+        j->json = json_loadb(j->body.base, j->body.len, JSON_REJECT_DUPLICATES, &err);
         if (!json_is_object(j->json)) {
             fail(j, SB_ERR_BAD_REQUEST, "the body must be a JSON object");
             return;
@@ -1593,6 +1631,18 @@ static void dispatch(mjob_t *j)
         break;
     case OP_INBOX_TICKET:
         sb_feed_ticket(&j->super, j->org);
+        break;
+    case OP_CONV_LIST:
+        inbox_call(j, sb_inbox_list);
+        break;
+    case OP_CONV_GET:
+        inbox_call(j, sb_inbox_get);
+        break;
+    case OP_CONV_HISTORY:
+        inbox_call(j, sb_inbox_history);
+        break;
+    case OP_CONV_READ:
+        inbox_call(j, sb_inbox_read);
         break;
     default:
         fail(j, SB_ERR_NOT_FOUND, NULL);
@@ -1699,11 +1749,24 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
                 return SB_ROUTE_BINDING;
             }
         }
-    } else if (n == 3 && strcmp(segs[0], "conversations") == 0 &&
-               strcmp(segs[2], "messages") == 0) {
+    } else if (n >= 1 && strcmp(segs[0], "conversations") == 0) {
+        if (n == 1) {
+            METHODS(OP_CONV_LIST, OP_NONE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONVERSATIONS;
+        }
         j->id1 = segs[1];
-        METHODS(OP_NONE, OP_CONV_MESSAGE, OP_NONE, OP_NONE);
-        return SB_ROUTE_CONVERSATION_MESSAGES;
+        if (n == 2) {
+            METHODS(OP_CONV_GET, OP_NONE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONVERSATION;
+        }
+        if (n == 3 && strcmp(segs[2], "messages") == 0) {
+            METHODS(OP_CONV_HISTORY, OP_CONV_MESSAGE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONVERSATION_MESSAGES;
+        }
+        if (n == 3 && strcmp(segs[2], "read") == 0) {
+            METHODS(OP_NONE, OP_CONV_READ, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONVERSATION_READ;
+        }
     } else if (n == 2 && strcmp(segs[0], "commands") == 0) {
         j->id1 = segs[1];
         METHODS(OP_CMD_GET, OP_NONE, OP_NONE, OP_CMD_CANCEL);

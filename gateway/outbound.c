@@ -42,6 +42,7 @@
 #include "adapters/adapter.h"
 #include "base/log.h"
 #include "base/map.h"
+#include "inbox.h"
 #include "outbound.h"
 #include "store.h"
 
@@ -65,15 +66,16 @@
 #define CMD_KEY  "P .. 'cmd:{' .. org .. '}:' .. id"
 #define DEAD_KEY "P .. 'deadletters:{' .. org .. '}'"
 
-/* ARGV: prefix, conversation id, command id, entry id, ttl, redrive token, type, now
+/* ARGV: prefix, conversation id, command id, entry id, ttl, redrive token, type, now,
+ *       author (JSON of a person, or '')
  * -> {0} unknown conversation | {2} the id belongs to another entry (a duplicate)
- *    | {1, conv hash, connection hash, assistant id, command state}
+ *    | {1, conv hash, connection hash, assistant id, command state, contact status}
  * The first entry that loads a command id owns it: a second entry with the same id is
  * acknowledged without sending, even while the first is still in flight, unless it carries
  * the token of a dead letter sent again (POST /orgs/c/dead-letters/{id}/retry). */
 static sb_redis_script_t script_load = {
     "out_load",
-    "local P, cv, id, entry, ttl, tok, typ, now = unpack(ARGV, 1, 8)\n"
+    "local P, cv, id, entry, ttl, tok, typ, now, author = unpack(ARGV, 1, 9)\n"
     "local ckey = P .. 'conv:' .. cv\n"
     "local conv = redis.call('HGETALL', ckey)\n"
     "if #conv == 0 then return {0} end\n"
@@ -90,13 +92,16 @@ static sb_redis_script_t script_load = {
     "  redis.call('HSET', key, 'id', id, 'entry', entry, 'conversation_id', cv, 'type', typ,\n"
     "             'updated_at', now)\n"
     "  redis.call('HSETNX', key, 'created_at', now)\n"
+    "  if author ~= '' then redis.call('HSET', key, 'author', author) end\n"
     "  redis.call('EXPIRE', key, ttl)\n"
     "end\n"
     "if not redis.call('HGET', key, 'done') then redis.call('HSET', key, 'state', 'queued') end\n"
     "local conn = redis.call('HGETALL', P .. 'connection:' .. c[2])\n"
     "local aid = redis.call('HGET', P .. 'binding:' .. (c[3] or ''), 'assistant_id') or ''\n"
     "local state = redis.call('HGETALL', key)\n"
-    "return {1, conv, conn, aid, state}\n",
+    "local cid = redis.call('HGET', ckey, 'contact_id')\n"
+    "local cst = cid and redis.call('HGET', P .. 'contact:' .. cid, 'status') or ''\n"
+    "return {1, conv, conn, aid, state, cst}\n",
     {0}};
 
 /* ARGV: prefix, org, command id, entry, now, mode ("send" | "peek")
@@ -129,10 +134,13 @@ static sb_redis_script_t script_retrying = {
     {0}};
 
 /* ARGV: prefix, org, command id, part, provider message id, last, event, entry, maxlen, ttl,
- *       now */
+ *       now, conversation, message type, preview, author (JSON), the event's time
+ * The inbox event also enters the conversation's history and list (inbox.h). */
 static sb_redis_script_t script_sent = {
     "out_sent",
+    SB_INBOX_LUA
     "local P, org, id, n, msgid, last, ev, entry, maxlen, ttl, now = unpack(ARGV, 1, 11)\n"
+    "local cv, mtype, preview, author, at = unpack(ARGV, 12, 16)\n"
     "local key = " CMD_KEY "\n"
     "if redis.call('HGET', key, 'done') == 'cancelled' then\n"
     "  redis.call('XACK', P .. 'out', '" GROUP "', entry)\n"
@@ -140,7 +148,10 @@ static sb_redis_script_t script_sent = {
     "end\n"
     "redis.call('HSET', key, 'part:' .. n, msgid, 'parts', n, 'updated_at', now)\n"
     "if ev ~= '' then\n"
-    "  redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "  local eid = redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', "
+    "'event', ev)\n"
+    "  SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, msgid, "
+    "maxlen)\n"
     "end\n"
     "if last == '1' then\n"
     "  redis.call('HSET', key, 'done', 'sent', 'state', 'sent', 'sent_at', now)\n"
@@ -152,15 +163,23 @@ static sb_redis_script_t script_sent = {
     {0}};
 
 /* ARGV: prefix, org, command id, entry, raw command, reason, code, event, maxlen, ttl,
- *       connection id, token invalid, reason code, now, HTTP status */
+ *       connection id, token invalid, reason code, now, HTTP status, conversation, message
+ *       type, preview, author (JSON), the event's time */
 static sb_redis_script_t script_failed = {
     "out_failed",
+    SB_INBOX_LUA
     "local P, org, id, entry, raw, reason, code, ev, maxlen, ttl, conn, tok, rcode, now, st =\n"
     "  unpack(ARGV, 1, 15)\n"
+    "local cv, mtype, preview, author, at = unpack(ARGV, 16, 20)\n"
     "local did = redis.call('XADD', P .. 'dead', 'MAXLEN', '~', maxlen, '*', 'cmd', raw,\n"
     "                       'reason', reason, 'code', code, 'org', org, 'entry', entry)\n"
     "if ev ~= '' then\n"
-    "  redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "  local eid = redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', "
+    "'event', ev)\n"
+    "  if cv ~= '' then\n"
+    "    SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, '', "
+    "maxlen)\n"
+    "  end\n"
     "end\n"
     "if org ~= '' and id ~= '' then\n"
     "  local key = " CMD_KEY "\n"
@@ -256,6 +275,12 @@ struct st_ob_cmd_t {
     const char *reason;
     int http_status;
     h2o_iovec_t redrive;
+    /* Who wrote it: the author JSON of the inbox events; by_person when a person did (the
+     * API), else the assistant (sb:out). */
+    h2o_iovec_t author;
+    int by_person;
+    /* The time of the last inbox event made (its timestamp and received_at). */
+    int64_t event_ms;
     /* Waiting for its next attempt (counted in ob->retrying), at this time (mono us). */
     int retry_wait;
     uint64_t retry_at_us;
@@ -270,6 +295,7 @@ struct st_ob_cmd_t {
 };
 
 static void read_next(sb_outbound_t *ob);
+static void set_author(ob_cmd_t *c, h2o_iovec_t json);
 static void start_cmd(ob_cmd_t *c);
 static void send_part(ob_cmd_t *c);
 
@@ -390,6 +416,7 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     sb_buf_t b = {0};
     char evid[32];
     int64_t now = sb_now_ms();
+    c->event_ms = now;
     sb_new_id(evid, "ev_");
     sb_buf_appendf(&b, "{\"v\":1,\"id\":\"%s\",\"kind\":\"outbound\",\"direction\":\"out\"", evid);
     json_member(&b, "channel", c->channel);
@@ -412,6 +439,8 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     sb_buf_append_json_str(&b, c->target.chat_id.base, c->target.chat_id.len);
     sb_buf_append(&b, "}", 1);
     json_member(&b, "command_id", c->cmd.id);
+    sb_buf_append(&b, SB_STRLIT(",\"author\":"));
+    sb_buf_append(&b, c->author.base, c->author.len);
     sb_buf_appendf(&b, ",\"part\":%zu", part);
     int is_media = p != NULL && p->kind == SB_PART_MEDIA;
     sb_buf_append(&b, SB_STRLIT(",\"message\":{\"type\":"));
@@ -452,6 +481,23 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     return out;
 }
 
+/* The conversation, message type, preview and author of the part's history item
+ * (inbox.h), for the record scripts. */
+static void inbox_args(ob_cmd_t *c, const sb_send_part_t *p, const char **argv, size_t *argvlen,
+                       int *argc)
+{
+    int is_media = p != NULL && p->kind == SB_PART_MEDIA;
+    h2o_iovec_t type = is_media ? c->cmd.type : iov("text");
+    h2o_iovec_t text = h2o_iovec_init(NULL, 0);
+    if (p != NULL && (p->kind == SB_PART_TEXT || p->kind == SB_PART_CAPTION))
+        text = p->text;
+    args_push(argv, argvlen, argc, c->parsed ? c->cmd.conversation_id : iov(""));
+    args_push(argv, argvlen, argc, type);
+    args_push(argv, argvlen, argc, sb_inbox_preview(&c->pool, text, type));
+    args_push(argv, argvlen, argc, c->author);
+    args_push(argv, argvlen, argc, ipool(c, c->event_ms));
+}
+
 /* ---- Failure ---- */
 
 static void on_failed_recorded(redisReply *r, void *data);
@@ -460,14 +506,14 @@ static void record_failure(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[15];
-    size_t argvlen[15];
+    const char *argv[20];
+    size_t argvlen[20];
     int argc = 0;
     int token = c->result.outcome == SB_SEND_TOKEN_INVALID;
     h2o_iovec_t event = h2o_iovec_init("", 0);
+    const sb_send_part_t *p = NULL;
     if (c->org.len != 0 && c->adapter != NULL) {
-        const sb_send_part_t *p =
-            c->next_part < c->plan.size ? c->plan.entries + c->next_part : NULL;
+        p = c->next_part < c->plan.size ? c->plan.entries + c->next_part : NULL;
         event = outbound_event(c, c->next_part + 1, p, 1);
     }
     args_push(argv, argvlen, &argc, iov(ob->prefix));
@@ -486,6 +532,7 @@ static void record_failure(ob_cmd_t *c)
     args_push(argv, argvlen, &argc, iov(c->reason != NULL ? c->reason : "rejected"));
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
     args_push(argv, argvlen, &argc, ipool(c, c->http_status));
+    inbox_args(c, p, argv, argvlen, &argc);
     c->wait = WAIT_REDIS;
     busy(c, 1);
     if (sb_redis_eval(ob->w->redis, &script_failed, on_failed_recorded, c, 0, argc, argv,
@@ -569,8 +616,8 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[11];
-    size_t argvlen[11];
+    const char *argv[16];
+    size_t argvlen[16];
     int argc = 0;
     args_push(argv, argvlen, &argc, iov(ob->prefix));
     args_push(argv, argvlen, &argc, c->org);
@@ -583,6 +630,8 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
     args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
     args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
+    inbox_args(c, part >= 1 && part <= c->plan.size ? c->plan.entries + part - 1 : NULL, argv,
+               argvlen, &argc);
     c->wait = WAIT_REDIS;
     busy(c, 1);
     if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 0, argc, argv, argvlen) !=
@@ -951,7 +1000,7 @@ static void on_loaded(redisReply *r, void *data)
         ack_duplicate(c);
         return;
     }
-    if (r->element[0]->integer == 0 || r->elements != 5) {
+    if (r->element[0]->integer == 0 || r->elements != 6) {
         fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
         return;
     }
@@ -975,6 +1024,9 @@ static void on_loaded(redisReply *r, void *data)
         ack_duplicate(c);
         return;
     }
+    /* A dead letter sent again keeps the author of its first entry. */
+    if (!c->by_person)
+        set_author(c, sb_record_get(&state, "author"));
     if (!have_conn) {
         fail_cmd(c, SB_SEND_PERMANENT, "connection_deleted", 0,
                  "the conversation's connection was deleted");
@@ -1007,7 +1059,36 @@ static void on_loaded(redisReply *r, void *data)
     if (p.base != NULL)
         sb_parse_int64(p.base, p.len, 0, INT32_MAX, &parts);
     c->next_part = (size_t)parts;
+    /* Who may write: nobody to a blocked contact, only a person after a hand-off (the
+     * failure's inbox event carries the text that was not sent). */
+    const redisReply *cst = r->element[5];
+    if (cst->type == REDIS_REPLY_STRING && strcmp(cst->str, "BLOCKED") == 0) {
+        fail_cmd(c, SB_SEND_PERMANENT, "contact_blocked", 0, "contact_blocked");
+        return;
+    }
+    if (cst->type == REDIS_REPLY_STRING && strcmp(cst->str, "AI_REPLIES_DISABLED") == 0 &&
+        !c->by_person) {
+        fail_cmd(c, SB_SEND_PERMANENT, "handed_off", 0, "handed_off");
+        return;
+    }
     enqueue_cmd(c);
+}
+
+/* Takes 'json' as the command's author when it names a person (type "person" and the API
+ * key's id, as the management API writes it); anything else leaves the assistant. */
+static void set_author(ob_cmd_t *c, h2o_iovec_t json)
+{
+    if (json.base == NULL || json.len == 0)
+        return;
+    json_t *a = json_loadb(json.base, json.len, 0, NULL);
+    const char *type = json_string_value(json_object_get(a, "type"));
+    const char *key = json_string_value(json_object_get(a, "key"));
+    if (type != NULL && strcmp(type, "person") == 0 && key != NULL &&
+        sb_id_valid(key, strlen(key))) {
+        c->author = sb_pool_printf(&c->pool, "{\"type\":\"person\",\"key\":\"%s\"}", key);
+        c->by_person = 1;
+    }
+    json_decref(a);
 }
 
 /* A stream entry (id, [field, value, ...]) read or claimed: start it unless held already. */
@@ -1028,6 +1109,7 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
     c->timer.data = c;
     sb_map_set(&ob->inflight, c->entry, c);
     c->raw = h2o_iovec_init("", 0);
+    c->author = iov("{\"type\":\"assistant\"}");
     if (fields != NULL && fields->type == REDIS_REPLY_ARRAY)
         for (size_t i = 0; i + 1 < fields->elements; i += 2) {
             const redisReply *name = fields->element[i], *v = fields->element[i + 1];
@@ -1037,6 +1119,8 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
                 c->raw = sb_pool_strdup(&c->pool, v->str, v->len);
             else if (strcmp(name->str, "redrive") == 0)
                 c->redrive = sb_pool_strdup(&c->pool, v->str, v->len);
+            else if (strcmp(name->str, "author") == 0)
+                set_author(c, h2o_iovec_init(v->str, v->len));
         }
     const char *reason = NULL;
     if (sb_command_parse(c->raw, &c->pool, &c->cmd, &reason) != SB_OK) {
@@ -1049,8 +1133,8 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
         fail_cmd(c, SB_SEND_PERMANENT, "invalid_command", 0, "conversation_id is required");
         return;
     }
-    const char *argv[8];
-    size_t argvlen[8];
+    const char *argv[9];
+    size_t argvlen[9];
     int argc = 0;
     args_push(argv, argvlen, &argc, iov(ob->prefix));
     args_push(argv, argvlen, &argc, c->cmd.conversation_id);
@@ -1060,6 +1144,7 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
     args_push(argv, argvlen, &argc, c->redrive);
     args_push(argv, argvlen, &argc, c->cmd.type);
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
+    args_push(argv, argvlen, &argc, c->by_person ? c->author : iov(""));
     c->wait = WAIT_REDIS;
     busy(c, 1);
     if (sb_redis_eval(ob->w->redis, &script_load, on_loaded, c, 0, argc, argv, argvlen) != 0) {
