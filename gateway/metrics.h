@@ -32,6 +32,7 @@
     XX(DEAD_LETTER, "/orgs/c/dead-letters/{id}")                                                   \
     XX(DEAD_LETTER_RETRY, "/orgs/c/dead-letters/{id}/retry")                                       \
     XX(INBOX, "/orgs/c/inbox/events")                                                              \
+    XX(CONSOLE, "/console/")                                                                       \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {
