@@ -99,3 +99,13 @@ export function formatTime(iso) {
   if (Number.isNaN(d.getTime())) return String(iso);
   return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
+
+/** A short time: the clock for today, the day otherwise (the full time in a title). */
+export function shortTime(iso) {
+  if (!iso && iso !== 0) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  const today = new Date();
+  if (d.toDateString() === today.toDateString()) return d.toLocaleTimeString(undefined, { timeStyle: "short" });
+  return d.toLocaleDateString(undefined, { month: "short", day: "numeric" });
+}

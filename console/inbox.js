@@ -1,7 +1,7 @@
 // The live inbox: conversations (live over Server-Sent Events), the thread with history,
 // media, delivery ticks, the reply box with attachments, hand-off and block.
 import { api, commandId, fetchBlobUrl } from "./api.js";
-import { h, clear, field, messageLine, setMessage, formatTime, confirmDialog } from "./dom.js";
+import { h, clear, field, messageLine, setMessage, formatTime, shortTime, confirmDialog } from "./dom.js";
 import { providerInfo } from "./providers.js";
 import { contactName } from "./contacts.js";
 
@@ -58,7 +58,7 @@ export function render(main) {
         onclick: () => openConversation(c) },
       h("img.provider-icon", { src: info.icon, alt: info.name, width: 28, height: 28 }),
       h("span.conv-text", {},
-        h("span.conv-top", {}, h("span.conv-name", {}, contactName(c.contact)), h("span.muted.small", {}, formatTime(c.last_activity_at))),
+        h("span.conv-top", {}, h("span.conv-name", {}, contactName(c.contact)), h("time.muted.small", { datetime: c.last_activity_at, title: formatTime(c.last_activity_at) }, shortTime(c.last_activity_at))),
         h("span.conv-preview", {}, `${lm.direction === "out" ? "You: " : ""}${lm.preview || ""}`)),
       c.unread_count ? h("span.badge.unread", { "aria-label": `${c.unread_count} unread` }, String(c.unread_count)) : null);
       listEl.append(h("li", {}, btn));
@@ -113,6 +113,8 @@ export function render(main) {
   let threadItems = [];
   let hasOlder = false;
   let threadEls = {};
+  let stick = true;
+  const follow = () => { if (stick && threadEls.messages) threadEls.messages.scrollTop = threadEls.messages.scrollHeight; };
 
   async function openConversation(c) {
     state.open = c;
@@ -206,6 +208,12 @@ export function render(main) {
     });
     const back = h("button.ghost.back", { type: "button", onclick: () => { state.open = null; layout.classList.remove("thread-open"); drawList(); } }, "‹ Back");
     const messages = h("ol.messages", { "aria-label": "Messages", tabindex: "0" });
+    // Follow new messages (and images that load late) while the reader is at the bottom.
+    messages.addEventListener("scroll", () => {
+      stick = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40;
+    });
+    stick = true;
+    new ResizeObserver(follow).observe(messages);
     const msg = messageLine();
     threadEls = { messages, msg };
     thread.append(
@@ -213,7 +221,7 @@ export function render(main) {
         h("img.provider-icon", { src: info.icon, alt: info.name, width: 32, height: 32 }),
         h("div.grow", {}, h("strong.thread-name", {}, contactName(contact)),
           h("div.muted.small", {}, [info.name, contact.phone, contact.username ? `@${contact.username}` : null].filter(Boolean).join(" · "))),
-        h("label.switch-label", { for: handoffId }, aiOn, h("span", {}, "AI replies")), block),
+        h("div.thread-controls", {}, h("label.switch-label", { for: handoffId }, aiOn, h("span", {}, "AI replies")), block)),
       headMsg, msg, messages, replyBox(c));
     layout.classList.add("thread-open");
   }
@@ -224,7 +232,7 @@ export function render(main) {
     if (hasOlder) box.append(h("li.older", {}, h("button.ghost", { type: "button", onclick: loadOlder }, "Load older messages")));
     if (!threadItems.length) box.append(h("li.muted.center", {}, "No messages yet."));
     for (const m of threadItems) box.append(bubble(m));
-    if (scrollToEnd) box.scrollTop = box.scrollHeight;
+    if (scrollToEnd) { stick = true; box.scrollTop = box.scrollHeight; }
   }
 
   function bubble(m) {
@@ -238,7 +246,8 @@ export function render(main) {
     const text = msg.text || msg.caption || (m.kind === "postback" ? msg.payload : "");
     if (text) body.append(h("p.text", {}, text));
     if (!body.childNodes.length) body.append(h("span.muted", {}, `[${msg.type || m.kind}]`));
-    const meta = h("div.bubble-meta", {}, formatTime(m.timestamp || m.received_at));
+    const at = m.timestamp || m.received_at;
+    const meta = h("div.bubble-meta", {}, h("time", { title: formatTime(at) }, shortTime(at)));
     if (m.edits && m.edits.length) meta.append(" · edited");
     if (out) {
       const d = m.delivery || (m.status && m.status.state) || "sent";
@@ -269,7 +278,7 @@ export function render(main) {
       return media.url;
     };
     if (type === "image" || type === "sticker") {
-      const img = h("img.media-img", { alt: msg.caption || name, loading: "lazy" });
+      const img = h("img.media-img", { alt: msg.caption || name, onload: follow });
       const open = h("a.media-link", { href: "#", "aria-label": `Open image ${name}` }, img);
       load().then((u) => { img.src = u; open.href = u; open.target = "_blank"; open.rel = "noopener"; });
       holder.append(open);
@@ -286,7 +295,7 @@ export function render(main) {
   }
 
   function replyBox(c) {
-    const form = h("form.reply", { novalidate: true, "aria-label": "Reply" });
+    const form = h("form.reply", { novalidate: true, "aria-label": "Reply box" });
     const text = field("Reply", "textarea", { name: "text", rows: 2, placeholder: "Write a reply…" });
     const fileId = `file-${c.id}`;
     const file = h("input.sr-only", { type: "file", id: fileId, name: "file" });

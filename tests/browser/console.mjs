@@ -302,7 +302,7 @@ async function inboxSteps(page, { deliver, conv, contactId, urls }) {
   pass("inbox_image");
   await shot(page, "inbox");
 
-  await page.getByLabel("Reply").fill("Thanks, we are on it");
+  await page.getByLabel("Reply", { exact: true }).fill("Thanks, we are on it");
   await page.getByRole("button", { name: "Send" }).click();
   await control("telegram_sent", { method: "sendmessage", text: "Thanks, we are on it" });
   await page.locator(".bubble.out", { hasText: "Thanks, we are on it" }).waitFor();

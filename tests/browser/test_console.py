@@ -146,6 +146,57 @@ def serve_control(control):
     return srv
 
 
+class ConsoleServingTest(harness.GatewayTestCase):
+    """How the gateway serves the console's files (no browser needed)."""
+
+    def get(self, path, headers=None):
+        return self.gw.http("GET", path, headers=headers)
+
+    def test_files_and_headers(self):
+        r = self.get("/console/")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.headers["content-type"], "text/html; charset=utf-8")
+        self.assertIn(b'<script type="module" src="app.js">', r.body)
+        csp = r.headers["content-security-policy"]
+        for part in ("default-src 'self'", "script-src 'self'", "connect-src 'self'",
+                     "frame-ancestors 'none'", "img-src 'self' data: blob: http://gw.example.test"):
+            self.assertIn(part, csp)
+        self.assertNotIn("unsafe-inline", csp)
+        self.assertEqual(r.headers["x-content-type-options"], "nosniff")
+        self.assertEqual(r.headers["cache-control"], "no-cache")
+        etag = r.headers["etag"]
+        self.assertRegex(etag, r'^"[0-9a-f]{20}"$')
+        # No inline script in any page: every <script> names its file.
+        self.assertNotRegex(r.body.decode(), r"<script(?![^>]*\bsrc=)[^>]*>")
+        again = self.get("/console/", headers={"If-None-Match": etag})
+        self.assertEqual(again.status, 304)
+        self.assertEqual(again.body, b"")
+        self.assertEqual(self.get("/console/index.html").body, r.body)
+        for path, ctype in (("/console/app.js", "text/javascript; charset=utf-8"),
+                            ("/console/style.css", "text/css; charset=utf-8"),
+                            ("/console/icons/telegram.svg", "image/svg+xml")):
+            f = self.get(path)
+            self.assertEqual(f.status, 200, path)
+            self.assertEqual(f.headers["content-type"], ctype, path)
+            self.assertEqual(f.headers["x-content-type-options"], "nosniff", path)
+            with open(os.path.join(HERE, "..", "..", "console", path[len("/console/"):]), "rb") as src:
+                self.assertEqual(f.body, src.read(), "%s is the file as built" % path)
+            self.assertNotEqual(f.headers["etag"], etag)
+
+    def test_redirect_unknown_and_methods(self):
+        r = self.get("/console")
+        self.assertEqual(r.status, 301)
+        self.assertEqual(r.headers["location"], "/console/")
+        self.assertEqual(self.get("/console/nope.js").status, 404)
+        self.assertEqual(self.get("/console/embed.cmake").status, 404)
+        self.assertEqual(self.get("/consoles").status, 404)
+        r = self.gw.http("POST", "/console/", body=b"x")
+        self.assertEqual(r.status, 405)
+        self.assertEqual(r.headers["allow"], "GET")
+        text = self.gw.http("GET", "/metrics").body.decode()
+        self.assertRegex(text, r'switchboard_http_requests_total\{route="/console/",status="200"\} [1-9]')
+
+
 @unittest.skipUnless(NODE and os.access(CHROMIUM, os.X_OK),
                      "needs node and %s (scripts/deps.sh test installs them)" % CHROMIUM)
 class ConsoleBrowserTest(unittest.TestCase):
