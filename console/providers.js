@@ -58,7 +58,7 @@ export function providerInfo(id) {
 /** The steps to paste into the Meta app for a Meta connection. */
 export function metaSteps(info) {
   return [
-    "Open your app on developers.facebook.com and add the product (WhatsApp, Messenger or Instagram) if it is not there.",
+    `Open your app on developers.facebook.com and add the ${info.name} product if it is not there.`,
     "In its Webhooks settings, paste the Callback URL below and the same Verify token you saved here, then Verify and save.",
     `Subscribe to the webhook fields: ${info.webhookFields}.`,
     "Bind the phone number, Page or account to an assistant (Assistants → Channels).",

@@ -152,9 +152,8 @@ async function main() {
     await until(async () => (await texts(manage.locator(".msg"))) .includes("Credentials updated."), "credentials updated");
     await manage.getByRole("button", { name: "Close" }).first().click();
     await until(async () => (await row2.locator(".pill").textContent()) === "Active", "Active again");
-    await shot(page, "connections");
     pass("update_token");
-    const conn = (await control("api", { method: "GET", path: "/orgs/c/connections" })).json[0];
+    const conn = (await control("api", { method: "GET", path: "/orgs/c/connections" })).json.find((c) => c.provider === "telegram");
 
     // ---- Assistants: create one, bind the bot.
     await page.getByRole("link", { name: "Assistants" }).click();
@@ -178,6 +177,36 @@ async function main() {
     await until(async () => (await control("api", { method: "GET", path: `/orgs/c/assistants/${asst.id}` })).json.enabled === true, "enabled");
     await shot(page, "assistants");
     pass("assistant_bind");
+
+    // ---- A Meta connection: the form, then what to paste in the Meta app (webhook URL, steps).
+    await control("graph_add_account", { token: "EAAGbrowserPageToken0001", account_id: "1029384756", name: "Acme Store" });
+    await page.getByRole("link", { name: "Connections" }).click();
+    await page.getByRole("button", { name: "Add integration" }).click();
+    await page.getByRole("dialog", { name: "Add integration" }).getByRole("button", { name: /Messenger/ }).click();
+    const mform = page.getByRole("dialog", { name: "Connect Messenger" });
+    await mform.getByLabel("Access token").fill("EAAGbrowserPageToken0001");
+    await mform.getByLabel("App secret").fill("0123456789abcdef0123456789abcdef");
+    await mform.getByLabel("Verify token").fill("acme-verify-2026");
+    await mform.getByRole("button", { name: "Test connection" }).click();
+    await until(async () => (await texts(mform.locator(".msg"))).includes("Acme Store"), "the Meta test names the Page");
+    await shot(page, "form-messenger");
+    await mform.getByRole("button", { name: "Create connection" }).click();
+    const cb = mform.getByLabel("Callback URL");
+    await cb.waitFor();
+    const hook = await cb.inputValue();
+    check(/\/webhooks\/messenger\/cn_/.test(hook), `the callback URL is the connection's webhook (${hook})`);
+    check((await texts(mform.locator("ol.steps li"))).includes("Verify token"), "the setup steps are shown");
+    await mform.getByRole("button", { name: "Done" }).click();
+    const mrow = connRow(page, "Acme Store");
+    await mrow.waitFor();
+    check((await mrow.locator(".account-hint").textContent()) === "Acme Store", "the Page name is the account hint");
+    await mrow.getByRole("button", { name: "Edit Acme Store" }).click();
+    const mmanage = page.getByRole("dialog", { name: "Manage connection" });
+    check((await mmanage.getByLabel("Callback URL").inputValue()) === hook, "Manage connection shows the webhook URL");
+    await mmanage.getByRole("button", { name: "Close" }).first().click();
+    await until(async () => (await page.locator(".badge.count").textContent()) === "2", "count badge 2");
+    await shot(page, "connections");
+    pass("meta_setup");
 
     // ---- A contact whose name is markup is shown as text; no script runs.
     const update = (id, text, extra = {}) => ({
@@ -255,7 +284,7 @@ async function main() {
     check(await connRow(page, "Help desk bot").count() === 1, "cancel keeps it");
     await row3.getByRole("button", { name: "Disconnect Help desk bot" }).click();
     await page.getByRole("dialog", { name: "Disconnect" }).getByRole("button", { name: "Disconnect" }).click();
-    await until(async () => (await page.locator(".badge.count").textContent()) === "0", "count badge back to 0");
+    await until(async () => (await page.locator(".badge.count").textContent()) === "1", "count badge back to 1");
     check((await control("api", { method: "GET", path: `/orgs/c/connections/${conn.id}` })).status === 404, "the connection is gone");
     check((await control("api", { method: "GET", path: `/orgs/c/assistants/${asst.id}/channels` })).json.length === 0, "its binding is gone");
     await control("telegram_sent", { method: "deletewebhook" });

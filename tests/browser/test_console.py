@@ -59,6 +59,10 @@ class Control:
         self.case.telegram.remove_bot(a["token"])
         return {}
 
+    def graph_add_account(self, a):
+        self.case.graph.add_account(a["token"], a["account_id"], a["name"], a.get("username"))
+        return {}
+
     def telegram_override(self, a):
         self.case.telegram.override(a["method"], status=a.get("status"), body=a.get("body"),
                                     times=a.get("times"))
@@ -244,7 +248,7 @@ class ConsoleBrowserTest(unittest.TestCase):
         self.assertEqual(r["rc"], 0, "the browser script failed:\n" + r["out"][-6000:])
         s = r["summary"]
         for step in ("signin", "telegram_create", "rename", "inactive_after_test", "update_token",
-                     "assistant_bind", "xss_contact", "dead_letter_retry", "assistant_429",
+                     "assistant_bind", "meta_setup", "xss_contact", "dead_letter_retry", "assistant_429",
                      "disconnect", "no_key_in_urls"):
             self.assertIn(step, s.get("passed", []), "step %s did not pass: %r" % (step, s))
         self.assertGreater(s.get("requests", 0), 20, "the console made too few requests: %r" % s)
