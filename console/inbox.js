@@ -25,6 +25,7 @@ export function render(main) {
       listMsg, listEl),
     thread);
   main.append(layout);
+  filterUnread.addEventListener("change", () => loadList());
 
   async function loadList() {
     try {
@@ -299,13 +300,13 @@ export function render(main) {
     const text = field("Reply", "textarea", { name: "text", rows: 2, placeholder: "Write a reply…" });
     const fileId = `file-${c.id}`;
     const file = h("input.sr-only", { type: "file", id: fileId, name: "file" });
-    const fileLabel = h("label.button", { for: fileId }, "Attach");
+    const fileLabel = h("label.button.attach", { for: fileId }, "Attach");
     const fileName = h("span.muted.small");
     const send = h("button.primary", { type: "submit" }, "Send");
     const msg = messageLine();
     file.addEventListener("change", () => { fileName.textContent = file.files[0] ? file.files[0].name : ""; });
     text.input.addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) form.requestSubmit(); });
-    form.append(text.wrap, h("div.reply-actions", {}, fileLabel, file, fileName, h("span.grow"), send), msg);
+    form.append(text.wrap, h("div.reply-actions", {}, file, fileLabel, fileName, h("span.grow"), send), msg);
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const t = text.input.value.trim();
