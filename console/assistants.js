@@ -116,7 +116,7 @@ async function renderChannels(a, panel) {
     list.append(h("li.binding", { dataset: { id: b.id } },
       h("img.provider-icon", { src: info.icon, alt: info.name, width: 24, height: 24 }),
       h("span.grow", {}, h("strong", {}, b.name || (c ? c.name : info.name)), " ",
-        h("span.muted", {}, `${info.externalLabel || "ID"} ${b.external_id} · via ${c ? c.name : b.connection_id}`)),
+        h("span.muted", {}, `${info.externalLabel || "ID"} ${b.external_id}${b.name ? ` · via ${c ? c.name : b.connection_id}` : ""}`)),
       unbind));
   }
   // Bind form
