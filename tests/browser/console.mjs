@@ -57,6 +57,21 @@ async function shot(page, name) {
   await page.setViewportSize({ width: 1280, height: 800 });
 }
 
+/** Every visible form control and button has an accessible name (label, aria-label or text). */
+async function checkLabels(page, where) {
+  const unnamed = await page.evaluate(() => {
+    const out = [];
+    for (const el of document.querySelectorAll("input, select, textarea, button, a[href]")) {
+      if (el.closest("[hidden]") || el.getClientRects().length === 0 && !el.classList.contains("sr-only")) continue;
+      const name = (el.labels && el.labels.length ? [...el.labels].map((l) => l.textContent).join(" ") : "")
+        || el.getAttribute("aria-label") || (el.tagName === "BUTTON" || el.tagName === "A" ? el.textContent : "");
+      if (!name || !name.trim()) out.push(el.outerHTML.slice(0, 120));
+    }
+    return out;
+  });
+  check(unnamed.length === 0, `unlabelled controls on ${where}: ${unnamed.join(" | ")}`);
+}
+
 const connRow = (page, name) => page.locator("li.conn", { has: page.locator(".conn-name", { hasText: name }) });
 
 async function main() {
@@ -95,9 +110,14 @@ async function main() {
     await picker.waitFor();
     check(await picker.locator(".picker-row").count() >= 4, "the picker lists the services");
     await shot(page, "picker");
-    await picker.getByLabel("Search services").fill("tele");
+    await checkLabels(page, "the picker");
+    // By keyboard: the search field has the focus; Tab reaches the one row left, Enter opens it.
+    check(await picker.getByLabel("Search services").evaluate((el) => el === document.activeElement), "the search field has the focus");
+    await page.keyboard.type("tele");
     await until(async () => (await picker.locator("li:not([hidden]) .picker-row").count()) === 1, "search leaves Telegram only");
-    await picker.getByRole("button", { name: /Telegram/ }).click();
+    await page.keyboard.press("Tab");
+    check(await picker.getByRole("button", { name: /Telegram/ }).evaluate((el) => el === document.activeElement), "Tab reaches the Telegram row");
+    await page.keyboard.press("Enter");
     const form = page.getByRole("dialog", { name: "Connect Telegram" });
     await form.waitFor();
     await form.getByLabel("Connection name").fill("Support bot");
@@ -108,6 +128,7 @@ async function main() {
     await form.getByRole("button", { name: "Test connection" }).click();
     await until(async () => (await texts(form.locator(".msg"))).includes("@acme_support_bot"), "test ok with the account hint");
     await shot(page, "form");
+    await checkLabels(page, "the Telegram form");
     await form.getByRole("button", { name: "Create connection" }).click();
     await form.waitFor({ state: "detached" });
     const row = connRow(page, "Support bot");
@@ -122,6 +143,7 @@ async function main() {
     await row.getByRole("button", { name: "Edit Support bot" }).click();
     let manage = page.getByRole("dialog", { name: "Manage connection" });
     await manage.waitFor();
+    await checkLabels(page, "Manage connection");
     await manage.getByLabel("Connection name").fill("Help desk bot");
     await manage.getByRole("button", { name: "Save name" }).click();
     await until(async () => (await texts(manage.locator(".msg"))) .includes("Name saved."), "name saved");
@@ -164,8 +186,14 @@ async function main() {
     await arow.getByRole("button", { name: "Channels" }).click();
     await arow.getByLabel("Connection").selectOption({ label: "Help desk bot (Telegram)" });
     check((await arow.locator(".bind-form label").nth(1).textContent()).startsWith("Bot ID"), "the external id is labelled Bot ID");
+    // A wrong bot id: the API's reason, in words, under the form.
+    await arow.getByLabel("Bot ID (optional)").fill("999");
+    await arow.getByRole("button", { name: "Bind" }).click();
+    await until(async () => (await texts(arow.locator(".bind-form .msg"))).includes("Could not bind: "), "the bind error in words");
+    await arow.getByLabel("Bot ID (optional)").fill("");
     await arow.getByRole("button", { name: "Bind" }).click();
     await arow.locator("li.binding", { hasText: "7100200300" }).waitFor();
+    await checkLabels(page, "the assistants page");
     const asst = (await control("api", { method: "GET", path: "/orgs/c/assistants" })).json[0];
     const bindings = (await control("api", { method: "GET", path: `/orgs/c/assistants/${asst.id}/channels` })).json;
     check(bindings.length === 1 && bindings[0].connection_id === conn.id, "the binding exists in the API");
@@ -230,6 +258,7 @@ async function main() {
     await page.waitForTimeout(300);
     check(dialogs.length === 0, `no dialog fired (${dialogs})`);
     await shot(page, "contacts");
+    await checkLabels(page, "the contacts page");
     pass("xss_contact");
 
     // ---- A dead letter: the provider refuses once; Retry sends it again.
