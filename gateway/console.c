@@ -21,7 +21,8 @@
 const sb_console_asset_t *sb_console_find(const char *name, size_t len)
 {
     for (size_t i = 0; i < sb_console_nassets; ++i)
-        if (strlen(sb_console_assets[i].name) == len && memcmp(sb_console_assets[i].name, name, len) == 0)
+        if (strlen(sb_console_assets[i].name) == len &&
+            memcmp(sb_console_assets[i].name, name, len) == 0)
             return &sb_console_assets[i];
     return NULL;
 }
@@ -92,11 +93,12 @@ static void add_common_headers(sb_worker_t *w, h2o_req_t *req)
     public_origin(w->server->conf->public_url, origin, sizeof(origin));
     const char *sep = origin[0] != '\0' ? " " : "";
     char csp[1400];
-    snprintf(csp, sizeof(csp),
-             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:%s%s; "
-             "media-src 'self' blob:%s%s; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-             "form-action 'self'; frame-ancestors 'none'",
-             sep, origin, sep, origin);
+    snprintf(
+        csp, sizeof(csp),
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:%s%s; "
+        "media-src 'self' blob:%s%s; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'",
+        sep, origin, sep, origin);
     /* h2o keeps header values by reference: this one must live in the request's pool. */
     h2o_iovec_t v = h2o_strdup(&req->pool, csp, SIZE_MAX);
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("content-security-policy"), 0,
@@ -142,7 +144,8 @@ void sb_console_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
         h2o_iovec_t v = req->headers.entries[inm].value;
         size_t el = strlen(a->etag);
         /* A list of tags, or "*": a match anywhere in it counts. */
-        if ((v.len == 1 && v.base[0] == '*') || h2o_strstr(v.base, v.len, a->etag, el) != SIZE_MAX) {
+        if ((v.len == 1 && v.base[0] == '*') ||
+            h2o_strstr(v.base, v.len, a->etag, el) != SIZE_MAX) {
             send_static(req, started_us, 304, "Not Modified", NULL, NULL, 0);
             return;
         }

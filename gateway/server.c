@@ -142,7 +142,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         sb_respond_error(req, SB_ROUTE_WEBHOOK, started, SB_ERR_NOT_FOUND, NULL);
         return 0;
     }
-    if ((path.len == 8 || (path.len > 8 && path.base[8] == '/')) && memcmp(path.base, "/console", 8) == 0) {
+    if (path.len >= 8 && memcmp(path.base, "/console", 8) == 0 &&
+        (path.len == 8 || path.base[8] == '/')) {
         sb_console_handle(w, req, started);
         return 0;
     }
