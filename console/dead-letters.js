@@ -45,7 +45,7 @@ export function render(main) {
       try {
         await api("POST", `/orgs/c/dead-letters/${encodeURIComponent(d.id)}/retry`);
         setMessage(rowMsg, "ok", "Queued to be sent again.");
-        setTimeout(load, 1200);
+        load();
       } catch (e) {
         setMessage(rowMsg, "error", `Could not retry: ${e.message}`);
         retry.disabled = false;
