@@ -36,6 +36,7 @@
     XX(CONVERSATION_READ, "/orgs/c/conversations/{id}/read")                                       \
     XX(INBOX, "/orgs/c/inbox/events")                                                              \
     XX(INBOX_TICKETS, "/orgs/c/inbox/tickets")                                                     \
+    XX(CONSOLE, "/console/")                                                                       \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {

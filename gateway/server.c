@@ -33,6 +33,7 @@
 #include "base/json_arena.h"
 #include "base/log.h"
 #include "feed.h"
+#include "console.h"
 #include "mgmt.h"
 #include "store.h"
 #include "outbound.h"
@@ -140,6 +141,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             return 0;
         }
         sb_respond_error(req, SB_ROUTE_WEBHOOK, started, SB_ERR_NOT_FOUND, NULL);
+        return 0;
+    }
+    if (path.len >= 8 && memcmp(path.base, "/console", 8) == 0 &&
+        (path.len == 8 || path.base[8] == '/')) {
+        sb_console_handle(w, req, started);
         return 0;
     }
     if (path.len >= 6 && memcmp(path.base, "/orgs/", 6) == 0) {
