@@ -59,6 +59,8 @@ typedef struct st_sb_event_t {
         h2o_iovec_t thread_id;
         struct {
             h2o_iovec_t id, mime_type, file_name, url;
+            /** The gateway's media reference (GET /orgs/c/media/{ref}); set by the gateway. */
+            h2o_iovec_t ref;
         } media;
         struct {
             int present;

@@ -87,6 +87,12 @@ const sb_conf_option_t sb_conf_options[] = {
     OPT_STR("trusted_proxies", "SWITCHBOARD_TRUSTED_PROXIES", trusted_proxies, "",
             "comma-separated addresses or CIDR ranges of reverse proxies whose "
             "X-Forwarded-For / Forwarded header names the client (default: none)"),
+    OPT_INT("media.url_ttl_s", "SWITCHBOARD_MEDIA_URL_TTL_S", media_url_ttl_s, "3600", 1, 31536000,
+            "how long a signed media URL (message.media.url) stays valid"),
+    OPT_INT("media.max_concurrent", "SWITCHBOARD_MEDIA_MAX_CONCURRENT", media_max_concurrent, "64",
+            1, 100000, "media fetches in progress at once per worker (more get 503)"),
+    OPT_INT("media.timeout_s", "SWITCHBOARD_MEDIA_TIMEOUT_S", media_timeout_s, "3600", 1, 86400,
+            "longest a media download from the provider may take"),
     {NULL, NULL, SB_CONF_STR, 0, NULL, 0, 0, NULL},
 };
 

@@ -32,6 +32,8 @@
     XX(DEAD_LETTER, "/orgs/c/dead-letters/{id}")                                                   \
     XX(DEAD_LETTER_RETRY, "/orgs/c/dead-letters/{id}/retry")                                       \
     XX(INBOX, "/orgs/c/inbox/events")                                                              \
+    XX(MEDIA, "/orgs/c/media/{media_ref}")                                                         \
+    XX(MEDIA_PUBLIC, "/media/{token}")                                                             \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {
@@ -108,6 +110,13 @@ void sb_metrics_gauge_set(sb_gauge_t gauge, int64_t value);
 #define SB_METRICS_MAX_SEEN_CONNECTIONS 256
 /** Notes a webhook for connection 'id' now (for switchboard_webhook_last_seen_age_seconds). */
 void sb_metrics_webhook_seen(const char *id);
+
+/**
+ * Counts one media fetch of channel index 'channel' (-1 unknown) with 'result' ("ok",
+ * "gone", "too_large", "provider_error", "timeout", "busy", "expired", "bad_signature",
+ * "client_gone", "aborted", ...), the bytes it passed on and its duration (0: not observed).
+ */
+void sb_metrics_media(int channel, const char *result, uint64_t bytes, uint64_t latency_us);
 
 /** Renders every metric in Prometheus text format into 'out' (heap, appended). */
 void sb_metrics_render(sb_buf_t *out);

@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include "client_addr.h"
 #include "base/log.h"
+#include "media.h"
 #include "mgmt.h"
 #include "mgmt_scripts.h"
 #include "outbound.h"
@@ -53,7 +54,8 @@ typedef enum en_op_t {
     OP_CMD_CANCEL,
     OP_DEAD_LIST,
     OP_DEAD_RETRY,
-    OP_DEAD_DELETE
+    OP_DEAD_DELETE,
+    OP_MEDIA_GET
 } op_t;
 
 typedef struct st_mjob_t {
@@ -1585,6 +1587,15 @@ static void dispatch(mjob_t *j)
     case OP_DEAD_DELETE:
         dead_discard(j);
         break;
+    case OP_MEDIA_GET: {
+        /* the media module streams the answer: it takes the request over */
+        uint64_t started = j->super.started_us;
+        h2o_req_t *req = sb_job_detach(&j->super);
+        if (req != NULL)
+            sb_media_serve_ref(j->super.worker, req, started, j->org, j->id1);
+        sb_job_free(&j->super);
+        break;
+    }
     default:
         fail(j, SB_ERR_NOT_FOUND, NULL);
     }
@@ -1641,6 +1652,13 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
         }                                                                                          \
     } while (0)
 
+    if (n == 2 && strcmp(segs[0], "media") == 0) {
+        /* media references are longer than ids: the media module checks them */
+        j->route_err = SB_OK;
+        j->id1 = segs[1];
+        METHODS(OP_MEDIA_GET, OP_NONE, OP_NONE, OP_NONE);
+        return SB_ROUTE_MEDIA;
+    }
     j->route_err = SB_ERR_NOT_FOUND;
     for (size_t i = 1; i < n; ++i)
         if (!sb_id_valid(segs[i], strlen(segs[i])))

@@ -32,6 +32,7 @@
 #include "adapters/adapter.h"
 #include "base/json_arena.h"
 #include "base/log.h"
+#include "media.h"
 #include "mgmt.h"
 #include "store.h"
 #include "outbound.h"
@@ -139,6 +140,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             return 0;
         }
         sb_respond_error(req, SB_ROUTE_WEBHOOK, started, SB_ERR_NOT_FOUND, NULL);
+        return 0;
+    }
+    if (path.len > 7 && memcmp(path.base, "/media/", 7) == 0 &&
+        memchr(path.base + 7, '/', path.len - 7) == NULL) {
+        sb_media_handle_public(w, req, h2o_iovec_init(path.base + 7, path.len - 7), started);
         return 0;
     }
     if (path.len >= 6 && memcmp(path.base, "/orgs/", 6) == 0) {
