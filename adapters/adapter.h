@@ -146,6 +146,9 @@ typedef struct st_sb_command_t {
     h2o_iovec_t text, reply_to;
     struct {
         h2o_iovec_t url, caption, file_name;
+        /** A file uploaded through the API (multipart), kept by the gateway under this id in
+         *  place of a URL; mime_type is its type. Only the gateway writes these. */
+        h2o_iovec_t upload, mime_type;
     } media;
     struct {
         h2o_iovec_t id, title;

@@ -93,6 +93,9 @@ const sb_conf_option_t sb_conf_options[] = {
             1, 100000, "media fetches in progress at once per worker (more get 503)"),
     OPT_INT("media.timeout_s", "SWITCHBOARD_MEDIA_TIMEOUT_S", media_timeout_s, "3600", 1, 86400,
             "longest a media download from the provider may take"),
+    OPT_INT("media.upload_max_bytes", "SWITCHBOARD_MEDIA_UPLOAD_MAX_BYTES", media_upload_max_bytes,
+            "16777216", 1024, 104857600,
+            "largest file a multipart message may send (kept in Redis until it is sent)"),
     {NULL, NULL, SB_CONF_STR, 0, NULL, 0, 0, NULL},
 };
 

@@ -52,6 +52,7 @@ struct st_request_t {
     sb_http_client_t *c;
     CURL *easy; /* NULL for a request that failed before curl took it */
     struct curl_slist *headers;
+    curl_mime *mime;
     sb_http_cb cb;
     void *data;
     char *provider;
@@ -221,6 +222,7 @@ static void request_complete(sb_http_client_t *c, request_t *rq, sb_http_result_
 
     if (rq->easy != NULL)
         curl_easy_cleanup(rq->easy);
+    curl_mime_free(rq->mime);
     curl_slist_free_all(rq->headers);
     sb_buf_dispose(&rq->body);
     free(rq->provider);
@@ -507,7 +509,25 @@ static CURLcode setup_easy(sb_http_client_t *c, request_t *rq, const sb_http_req
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, (void *)rq);
 
-    if (strcmp(method, "GET") == 0 && req->body == NULL) {
+    if (req->nform != 0) {
+        rq->mime = curl_mime_init(e);
+        if (rq->mime == NULL)
+            return CURLE_OUT_OF_MEMORY;
+        for (size_t i = 0; i < req->nform && rc == CURLE_OK; ++i) {
+            const sb_http_form_part_t *p = req->form + i;
+            curl_mimepart *part = curl_mime_addpart(rq->mime);
+            if (part == NULL)
+                return CURLE_OUT_OF_MEMORY;
+            rc = curl_mime_name(part, p->name);
+            if (rc == CURLE_OK)
+                rc = curl_mime_data(part, p->data != NULL ? p->data : "", p->len); /* copied */
+            if (rc == CURLE_OK && p->file_name != NULL)
+                rc = curl_mime_filename(part, p->file_name);
+            if (rc == CURLE_OK && p->content_type != NULL)
+                rc = curl_mime_type(part, p->content_type);
+        }
+        SET(CURLOPT_MIMEPOST, rq->mime);
+    } else if (strcmp(method, "GET") == 0 && req->body == NULL) {
         SET(CURLOPT_HTTPGET, 1L);
     } else {
         if (strcmp(method, "POST") != 0)

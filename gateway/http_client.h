@@ -32,7 +32,19 @@ typedef struct st_sb_http_request_t {
     uint64_t max_bytes;
     /** A stream is aborted (SB_HTTP_TIMEOUT) after this long without a byte (0: never). */
     uint32_t idle_timeout_ms;
+    /** A multipart/form-data body (copied) instead of 'body' when nform != 0. */
+    const struct st_sb_http_form_part_t *form;
+    size_t nform;
 } sb_http_request_t;
+
+/** One part of a multipart/form-data body; a file part has a file name. */
+typedef struct st_sb_http_form_part_t {
+    const char *name;
+    const char *data;
+    size_t len;
+    const char *file_name;    /* NULL: a plain field */
+    const char *content_type; /* NULL: curl's default */
+} sb_http_form_part_t;
 
 /** What on_data knows of the response when its first bytes arrive. */
 typedef struct st_sb_http_stream_head_t {

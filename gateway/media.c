@@ -25,6 +25,8 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -281,6 +283,85 @@ uint64_t sb_media_limit(const char *channel, const char *type)
         return 25 * MIB;
 #undef T
     return 0;
+}
+
+/* ---- multipart/form-data (uploads) ---- */
+
+/* The value of parameter 'name' (e.g. boundary) in a header value; quotes removed. */
+static h2o_iovec_t header_param(const char *v, size_t len, const char *name)
+{
+    size_t nlen = strlen(name);
+    for (size_t i = 0; i + nlen < len; ++i) {
+        if ((i == 0 || v[i - 1] == ';' || v[i - 1] == ' ' || v[i - 1] == '\t') &&
+            strncasecmp(v + i, name, nlen) == 0 && v[i + nlen] == '=') {
+            const char *p = v + i + nlen + 1, *end = v + len;
+            if (p < end && *p == '"') {
+                const char *q = memchr(p + 1, '"', (size_t)(end - p - 1));
+                return q != NULL ? h2o_iovec_init(p + 1, (size_t)(q - p - 1))
+                                 : h2o_iovec_init(NULL, 0);
+            }
+            const char *q = p;
+            while (q < end && *q != ';' && *q != ' ' && *q != '\t')
+                ++q;
+            return h2o_iovec_init(p, (size_t)(q - p));
+        }
+    }
+    return h2o_iovec_init(NULL, 0);
+}
+
+int sb_multipart_parse(h2o_iovec_t content_type, h2o_iovec_t body, sb_form_part_t *parts,
+                       size_t max)
+{
+    if (content_type.len < 19 || strncasecmp(content_type.base, "multipart/form-data", 19) != 0)
+        return -1;
+    h2o_iovec_t b = header_param(content_type.base, content_type.len, "boundary");
+    if (b.base == NULL || b.len == 0 || b.len > 70)
+        return -1;
+    char delim[80];
+    size_t dlen = (size_t)snprintf(delim, sizeof(delim), "\r\n--%.*s", (int)b.len, b.base);
+    const char *end = body.base + body.len;
+    /* the first delimiter may start the body (no CRLF before it) */
+    const char *p;
+    if (body.len >= dlen - 2 && memcmp(body.base, delim + 2, dlen - 2) == 0)
+        p = body.base + dlen - 2;
+    else if ((p = memmem(body.base, body.len, delim, dlen)) != NULL)
+        p += dlen;
+    else
+        return -1;
+    size_t n = 0;
+    for (;;) {
+        if (end - p >= 2 && p[0] == '-' && p[1] == '-')
+            return (int)n; /* the closing delimiter */
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n' || n == max)
+            return -1;
+        p += 2;
+        const char *hend = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+        if (hend == NULL)
+            return -1;
+        sb_form_part_t *part = parts + n;
+        memset(part, 0, sizeof(*part));
+        for (const char *line = p; line < hend;) {
+            const char *eol = memmem(line, (size_t)(hend + 2 - line), "\r\n", 2);
+            size_t llen = (size_t)(eol - line);
+            if (llen > 20 && strncasecmp(line, "content-disposition:", 20) == 0) {
+                part->name = header_param(line + 20, llen - 20, "name");
+                part->file_name = header_param(line + 20, llen - 20, "filename");
+            } else if (llen > 13 && strncasecmp(line, "content-type:", 13) == 0) {
+                const char *v = line + 13, *ve = line + llen;
+                while (v < ve && (*v == ' ' || *v == '\t'))
+                    ++v;
+                part->content_type = h2o_iovec_init(v, (size_t)(ve - v));
+            }
+            line = eol + 2;
+        }
+        const char *data = hend + 4;
+        const char *next = memmem(data, (size_t)(end - data), delim, dlen);
+        if (next == NULL || part->name.base == NULL)
+            return -1;
+        part->data = h2o_iovec_init(data, (size_t)(next - data));
+        ++n;
+        p = next + dlen;
+    }
 }
 
 /* ---- the fetch ---- */

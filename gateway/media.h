@@ -52,6 +52,19 @@ void sb_media_handle_public(sb_worker_t *w, h2o_req_t *req, h2o_iovec_t token, u
 void sb_media_serve_ref(sb_worker_t *w, h2o_req_t *req, uint64_t started_us, const char *org,
                         const char *ref);
 
+/** One part of a multipart/form-data body (pointers into the body; absent ones NULL). */
+typedef struct st_sb_form_part_t {
+    h2o_iovec_t name, file_name, content_type, data;
+} sb_form_part_t;
+
+/**
+ * Splits a multipart/form-data body ('content_type' is the request's header, with the
+ * boundary). Returns the number of parts (at most 'max'), or -1 when it is not a well-formed
+ * multipart body.
+ */
+int sb_multipart_parse(h2o_iovec_t content_type, h2o_iovec_t body, sb_form_part_t *parts,
+                       size_t max);
+
 /** The download limit in bytes of an attachment of 'type' on 'channel' (0 when unknown). */
 uint64_t sb_media_limit(const char *channel, const char *type);
 

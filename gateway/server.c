@@ -581,6 +581,8 @@ int sb_server_init(sb_server_t *server, sb_conf_t *conf)
     server->h2o.max_request_entity_size = (size_t)conf->max_body_bytes * 2;
     if (server->h2o.max_request_entity_size < 2 * 1024 * 1024)
         server->h2o.max_request_entity_size = 2 * 1024 * 1024; /* management bodies: 1 MiB */
+    if (server->h2o.max_request_entity_size < (size_t)conf->media_upload_max_bytes + 65536)
+        server->h2o.max_request_entity_size = (size_t)conf->media_upload_max_bytes + 65536;
     server->h2o.http1.upgrade_to_http2 = 0;
     server->h2o.server_name = h2o_iovec_init(H2O_STRLIT("switchboard"));
     h2o_hostconf_t *host =

@@ -84,6 +84,7 @@ class MediaGraph(FakeGraph):
         self.cdn = {}  # name -> MediaFile
         self.expire_first = set()  # media ids whose first download URL has expired
         self.versions = {}
+        self.fail_uploads = 0  # how many media uploads answer 500
 
     def root(self):
         return "http://127.0.0.1:%d" % self.port
@@ -118,6 +119,20 @@ class MediaGraph(FakeGraph):
             if mid not in self.media or (mid in self.expire_first and v == 1):
                 return self._send(h, 404, "expired")
             return serve_file(h, self.media[mid], rec)
+        m = re.match(r"^/v21\.0/([^/]+)/media$", u.path)
+        if h.command == "POST" and m:
+            with self._lock:
+                self._msg_id += 1
+                n = self._msg_id
+                fail = self.fail_uploads > 0
+                self.fail_uploads -= 1 if fail else 0
+            self._record({"http_method": "POST", "path": "/%s/media" % m.group(1),
+                          "kind": "upload", "token": token, "headers": headers, "body": body,
+                          "failed": fail})
+            if fail:
+                return self._send(h, 500, {"error": {"message": "try again", "code": 2,
+                                                     "fbtrace_id": "x"}})
+            return self._send(h, 200, {"id": "upl%d" % n})
         m = re.match(r"^/cdn/([^/]+)$", u.path)
         if m:
             rec = {"http_method": "GET", "path": u.path, "kind": "cdn", "token": token,
@@ -165,6 +180,36 @@ class MediaTelegram(FakeTelegram):
             return self._send(h, 404, {"ok": False, "error_code": 404,
                                        "description": "Not Found"})
         return super()._dispatch(h, body)
+
+
+def form_parts(ctype, body):
+    """{name: (headers text, bytes)} of a multipart/form-data body, bytes exact."""
+    m = re.search(r'boundary="?([^";]+)"?', ctype or "")
+    assert m, ctype
+    out = {}
+    for part in body.split(b"--" + m.group(1).encode())[1:]:
+        if part.startswith(b"--"):
+            break
+        head, _, value = part[2:].partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head).group(1).decode()
+        out[name] = (head.decode("utf-8", "replace"), value[:-2])
+    return out
+
+
+def multipart(fields, boundary="sbtestBOUNDARY7d1f"):
+    """A multipart/form-data body: fields are (name, value bytes, filename, content type)."""
+    out = b""
+    for name, value, filename, ctype in fields:
+        out += b"--" + boundary.encode() + b"\r\n"
+        disp = 'form-data; name="%s"' % name
+        if filename:
+            disp += '; filename="%s"' % filename
+        out += ("Content-Disposition: %s\r\n" % disp).encode()
+        if ctype:
+            out += ("Content-Type: %s\r\n" % ctype).encode()
+        out += b"\r\n" + value + b"\r\n"
+    out += b"--" + boundary.encode() + b"--\r\n"
+    return out, "multipart/form-data; boundary=" + boundary
 
 
 def sign(secret, data):
@@ -538,6 +583,170 @@ class TestMedia(unittest.TestCase):
                 self.assertNotIn(s, t)
         self.assertIn('switchboard_media_fetches_total{channel="whatsapp",result="ok"}',
                       metrics.decode())
+
+
+class TestUploads(unittest.TestCase):
+    """multipart/form-data on POST /orgs/c/conversations/{id}/messages: the file reaches
+    each provider as its upload API expects, and is sent once."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = MediaEnv()
+        e = cls.env
+        cls.convs = {}
+        for ch in ("whatsapp", "messenger", "instagram", "telegram"):
+            ev = e.inbound(ch, "image", MediaFile("conv" + ch, 1000, "image/jpeg"))
+            cls.convs[ch] = ev["conversation_id"]
+        cls.n = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.stop()
+
+    def send_file(self, ch, mtype, data, name, ctype, caption=None):
+        e = self.env
+        TestUploads.n += 1
+        cmd_id = "up-%s-%d" % (ch, self.n)
+        cmd = {"id": cmd_id, "type": mtype}
+        if caption:
+            cmd["media"] = {"caption": caption}
+        body, ct = multipart([("command", json.dumps(cmd).encode(), None, "application/json"),
+                              ("file", data, name, ctype)])
+        res = e.gw.http("POST", "/orgs/c/conversations/%s/messages" % self.convs[ch],
+                        body=body, headers={"Content-Type": ct}, key=e.key)
+        self.assertEqual(res.status, 202, res)
+        self.assertEqual(res.json["id"], cmd_id)
+        key = "sb:cmd:{org_media}:" + cmd_id
+        wait_until(lambda: e.r.command("HGET", key, "done"), 15, "command %s done" % cmd_id)
+        self.assertEqual(e.r.command("HGET", key, "done"), b"sent",
+                         e.r.command("HGETALL", key))
+        return cmd_id
+
+    def sent_events(self, cmd_id):
+        return [ev for ev in self.env.stream("inbox:{org_media}")
+                if ev["kind"] == "outbound" and ev.get("command_id") == cmd_id]
+
+    def test_whatsapp_uploads_then_sends_by_id(self):
+        e = self.env
+        e.graph.clear()
+        data = random.Random(1).randbytes(300 * 1000)
+        cmd_id = self.send_file("whatsapp", "document", data, "report.pdf", "application/pdf",
+                                caption="the report")
+        ups = e.graph.requests(kind="upload")
+        self.assertEqual(len(ups), 1)
+        up = ups[0]
+        self.assertEqual(up["path"], "/%s/media" % WA_PHONE)
+        self.assertEqual(up["headers"]["authorization"], "Bearer " + WA_TOKEN)
+        parts = form_parts(up["headers"]["content-type"], up["body"])
+        self.assertEqual(parts["messaging_product"][1], b"whatsapp")
+        self.assertEqual(parts["type"][1], b"application/pdf")
+        self.assertEqual(parts["file"][1], data)
+        self.assertIn('filename="report.pdf"', parts["file"][0])
+        sends = e.graph.requests(path="/%s/messages" % WA_PHONE)
+        self.assertEqual(len(sends), 1)
+        msg = json.loads(sends[0]["body"])
+        self.assertEqual(msg["type"], "document")
+        self.assertNotIn("link", msg["document"])
+        self.assertTrue(msg["document"]["id"].startswith("upl"))
+        self.assertEqual(msg["document"]["caption"], "the report")
+        self.assertEqual(len(self.sent_events(cmd_id)), 1)
+
+    def test_telegram_multipart_send(self):
+        e = self.env
+        e.tg.clear()
+        data = random.Random(2).randbytes(200 * 1000)
+        cmd_id = self.send_file("telegram", "image", data, "photo.jpg", "image/jpeg",
+                                caption="look")
+        sends = [r for r in e.tg.requests() if r["method"] == "sendphoto"]
+        self.assertEqual(len(sends), 1)
+        r = sends[0]
+        self.assertEqual(r["token"], TG_TOKEN)
+        self.assertTrue(r["headers"]["content-type"].startswith("multipart/form-data"))
+        parts = form_parts(r["headers"]["content-type"], r["body"])
+        self.assertEqual(parts["chat_id"][1], b"412345678")
+        self.assertEqual(parts["caption"][1], b"look")
+        self.assertEqual(parts["photo"][1], data)
+        self.assertIn('filename="photo.jpg"', parts["photo"][0])
+        self.assertIn("image/jpeg", parts["photo"][0])
+        self.assertEqual(len(self.sent_events(cmd_id)), 1)
+
+    def test_messenger_and_instagram_multipart_send(self):
+        e = self.env
+        for ch, page in (("messenger", MS_PAGE), ("instagram", IG_ACCOUNT)):
+            with self.subTest(channel=ch):
+                e.graph.clear()
+                data = random.Random(ch).randbytes(150 * 1000)
+                cmd_id = self.send_file(ch, "audio", data, "note.ogg", "audio/ogg")
+                sends = [r for r in e.graph.requests(http_method="POST")
+                         if r["path"].endswith("/messages") and
+                         r["headers"].get("content-type", "").startswith("multipart/")]
+                self.assertEqual(len(sends), 1)
+                r = sends[0]
+                self.assertEqual(r["token"], MS_TOKEN if ch == "messenger" else IG_TOKEN)
+                parts = form_parts(r["headers"]["content-type"], r["body"])
+                self.assertEqual(json.loads(parts["recipient"][1])["id"][:11], "66192038475")
+                att = json.loads(parts["message"][1])["attachment"]
+                self.assertEqual(att["type"], "audio")
+                self.assertNotIn("url", att["payload"])
+                self.assertEqual(parts["filedata"][1], data)
+                self.assertIn('filename="note.ogg"', parts["filedata"][0])
+                self.assertEqual(len(self.sent_events(cmd_id)), 1)
+
+    def test_retries_send_the_message_once(self):
+        e = self.env
+        # the send after a good upload fails once: the upload is not repeated
+        e.graph.clear()
+        e.graph.override("POST /%s/messages" % WA_PHONE, status=500,
+                         body={"error": {"message": "temporary", "code": 2}}, times=1)
+        data = random.Random(3).randbytes(50 * 1000)
+        cmd_id = self.send_file("whatsapp", "image", data, "a.png", "image/png")
+        self.assertEqual(len(e.graph.requests(kind="upload")), 1)
+        self.assertEqual(len(e.graph.requests(path="/%s/messages" % WA_PHONE)), 2)
+        self.assertEqual(len(self.sent_events(cmd_id)), 1)
+        # the upload fails once: uploaded again, sent once
+        e.graph.clear()
+        e.graph.fail_uploads = 1
+        cmd_id = self.send_file("whatsapp", "image", data, "b.png", "image/png")
+        ups = e.graph.requests(kind="upload")
+        self.assertEqual([u["failed"] for u in ups], [True, False])
+        self.assertEqual(len(e.graph.requests(path="/%s/messages" % WA_PHONE)), 1)
+        self.assertEqual(len(self.sent_events(cmd_id)), 1)
+        # the same command id again: acknowledged, nothing sent
+        e.graph.clear()
+        body, ct = multipart([("command", json.dumps({"id": cmd_id, "type": "image"}).encode(),
+                               None, None), ("file", data, "b.png", "image/png")])
+        res = e.gw.http("POST", "/orgs/c/conversations/%s/messages" % self.convs["whatsapp"],
+                        body=body, headers={"Content-Type": ct}, key=e.key)
+        self.assertEqual(res.status, 202)
+        wait_until(lambda: e.r.command("XPENDING", "sb:out", "switchboard")[0] == 0, 10,
+                   "the duplicate acknowledged")
+        self.assertEqual(e.graph.requests(http_method="POST"), [])
+        self.assertEqual(len(self.sent_events(cmd_id)), 1)
+
+    def test_bad_multipart_requests(self):
+        e = self.env
+        path = "/orgs/c/conversations/%s/messages" % self.convs["telegram"]
+        cmd = json.dumps({"id": "bad-1", "type": "image"}).encode()
+        cases = [
+            multipart([("command", cmd, None, None)]),  # no file
+            multipart([("file", b"xx", "a.jpg", "image/jpeg")]),  # no command
+            multipart([("command", b"{not json", None, None), ("file", b"x", "a", None)]),
+            multipart([("command", json.dumps({"id": "bad-2", "type": "text", "text": "x"})
+                        .encode(), None, None), ("file", b"x", "a", None)]),
+            multipart([("command", json.dumps({"id": "bad-3", "type": "image", "media": {
+                "url": "https://x.example/a.jpg"}}).encode(), None, None),
+                ("file", b"x", "a", None)]),
+            (b"--nope\r\n", "multipart/form-data; boundary=other"),
+        ]
+        for body, ct in cases:
+            res = e.gw.http("POST", path, body=body, headers={"Content-Type": ct}, key=e.key)
+            self.assertEqual(res.status, 400, (body[:200], res))
+            self.assertEqual(res.json["error"]["code"], "bad_request")
+        # over media.upload_max_bytes (16 MiB by default): 413
+        body, ct = multipart([("command", cmd, None, None),
+                              ("file", b"\0" * (16 * 1024 * 1024 + 70000), "big.jpg", None)])
+        res = e.gw.http("POST", path, body=body, headers={"Content-Type": ct}, key=e.key)
+        self.assertEqual(res.status, 413)
 
 
 class TestStreaming(unittest.TestCase):
