@@ -499,6 +499,8 @@ static CURLcode setup_easy(sb_http_client_t *c, request_t *rq, const sb_http_req
     SET(CURLOPT_TIMEOUT_MS, (long)timeout);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
     SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)rq->max_bytes);
+    if (rq->stream != NULL)
+        SET(CURLOPT_BUFFERSIZE, 128L * 1024); /* fewer, larger hand-overs to on_data */
     if (req->idle_timeout_ms != 0) {
         /* a paused transfer is exempt from curl's speed check */
         SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
