@@ -101,7 +101,8 @@ static int b64u_decode(const char *s, size_t len, sb_buf_t *out)
             sb_buf_append(out, &c, 1);
         }
     }
-    return 0;
+    /* the unused low bits must be zero: one text per byte string (no malleable tokens) */
+    return (acc & ((1u << bits) - 1)) == 0 ? 0 : -1;
 }
 
 /* ---- references and tokens ---- */
