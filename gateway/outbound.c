@@ -829,7 +829,8 @@ static void on_response(const sb_http_response_t *res, void *data)
  *
  * The adapters build a send by URL; for an uploaded file the command's media.url is set to
  * UPLOAD_URL and the request they build is turned into the provider's upload form here:
- * Telegram: the same method as multipart, the member holding UPLOAD_URL becomes the file;
+ * Telegram: the same method as multipart, the member holding UPLOAD_URL becomes the file
+ * (an audio/ogg file goes by sendVoice, as a voice note);
  * Messenger / Instagram: the Send API as multipart, the attachment's payload loses its url
  * and the file goes as "filedata"; WhatsApp: POST /{phone_number_id}/media first (its id is
  * kept for retries of this command), then the JSON send with {"id"} in place of "link". */
@@ -884,6 +885,15 @@ static int upload_request(ob_cmd_t *c, const sb_provider_request_t *preq, sb_htt
     size_t n = 0;
     int rc = 1;
     if (sb_iov_eq(c->channel, "telegram")) {
+        /* an Ogg/Opus file is a voice note: sendVoice shows it as one */
+        int voice = sb_iov_eq(c->cmd.type, "audio") && c->cmd.media.mime_type.len >= 9 &&
+                    strncasecmp(c->cmd.media.mime_type.base, "audio/ogg", 9) == 0;
+        size_t ulen = strlen(preq->url.base);
+        if (voice && ulen > 10 && strcmp(preq->url.base + ulen - 10, "/sendAudio") == 0)
+            req->url =
+                sb_pool_printf(&c->pool, "%.*s/sendVoice", (int)(ulen - 10), preq->url.base).base;
+        else
+            voice = 0;
         const char *k;
         json_t *v;
         json_object_foreach(body, k, v)
@@ -891,8 +901,9 @@ static int upload_request(ob_cmd_t *c, const sb_provider_request_t *preq, sb_htt
             if (n == 15)
                 break;
             if (json_is_string(v) && strcmp(json_string_value(v), UPLOAD_URL) == 0) {
+                const char *field = voice && strcmp(k, "audio") == 0 ? "voice" : k;
                 form[n] = file;
-                form[n++].name = sb_pool_strdup(&c->pool, k, strlen(k)).base;
+                form[n++].name = sb_pool_strdup(&c->pool, field, strlen(field)).base;
             } else {
                 h2o_iovec_t val = form_value(c, v);
                 form[n++] =

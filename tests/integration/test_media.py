@@ -567,6 +567,16 @@ class TestMedia(unittest.TestCase):
         self.assertEqual(e.get("/orgs/c/media/" + media_path(ev)[7:], key=e.key)[0], 404)
         self.assertEqual(e.get("/orgs/c/media/" + ref, key=e.key)[0], 200)
 
+    def test_statuses_are_documented(self):
+        """Every status the media routes answer in these tests is in docs/openapi.json."""
+        with open(os.path.join(harness.SOURCE_DIR, "docs", "openapi.json")) as f:
+            doc = json.load(f)
+        public = set(doc["paths"]["/media/{token}"]["get"]["responses"])
+        keyed = set(doc["paths"]["/orgs/c/media/{media_ref}"]["get"]["responses"])
+        self.assertLessEqual({"200", "403", "410", "413", "502", "503"}, public)
+        self.assertLessEqual({"200", "401", "404", "410", "413", "429", "502", "503"}, keyed)
+        self.assertEqual(doc["paths"]["/media/{token}"]["get"].get("security"), [])
+
     def test_zz_no_token_leaves_the_gateway(self):
         e = self.env
         # the event fields, every stream, every logged line and every response seen
@@ -669,6 +679,32 @@ class TestUploads(unittest.TestCase):
         self.assertIn('filename="photo.jpg"', parts["photo"][0])
         self.assertIn("image/jpeg", parts["photo"][0])
         self.assertEqual(len(self.sent_events(cmd_id)), 1)
+
+    def test_telegram_voice_note_goes_by_sendvoice(self):
+        e = self.env
+        e.tg.clear()
+        data = random.Random(4).randbytes(40 * 1000)
+        cmd_id = self.send_file("telegram", "audio", data, "voice.ogg", "audio/ogg")
+        sends = [r for r in e.tg.requests() if r["method"] == "sendvoice"]
+        self.assertEqual(len(sends), 1, [r["method"] for r in e.tg.requests()])
+        parts = form_parts(sends[0]["headers"]["content-type"], sends[0]["body"])
+        self.assertEqual(parts["voice"][1], data)
+        self.assertNotIn("audio", parts)
+        self.assertEqual(len(self.sent_events(cmd_id)), 1)
+
+    def test_zz_no_token_in_answers_events_or_logs(self):
+        e = self.env
+        texts = [json.dumps(ev) for ev in e.stream("inbox:{org_media}")]
+        texts += e.gw.logs()
+        texts += [r.body.decode("utf-8", "replace") + json.dumps(r.headers)
+                  for r in e.gw.responses]
+        cmds = e.r.keys("sb:cmd:*")
+        self.assertTrue(cmds)
+        texts += [json.dumps([v.decode("utf-8", "replace") for v in e.r.command("HGETALL", k)])
+                  for k in cmds]
+        for t in texts:
+            for secret in SECRETS:
+                self.assertNotIn(secret, t)
 
     def test_messenger_and_instagram_multipart_send(self):
         e = self.env
