@@ -59,6 +59,8 @@ typedef struct st_sb_event_t {
         h2o_iovec_t thread_id;
         struct {
             h2o_iovec_t id, mime_type, file_name, url;
+            /** The gateway's media reference (GET /orgs/c/media/{ref}); set by the gateway. */
+            h2o_iovec_t ref;
         } media;
         struct {
             int present;
@@ -144,6 +146,9 @@ typedef struct st_sb_command_t {
     h2o_iovec_t text, reply_to;
     struct {
         h2o_iovec_t url, caption, file_name;
+        /** A file uploaded through the API (multipart), kept by the gateway under this id in
+         *  place of a URL; mime_type is its type. Only the gateway writes these. */
+        h2o_iovec_t upload, mime_type;
     } media;
     struct {
         h2o_iovec_t id, title;

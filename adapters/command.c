@@ -9,7 +9,8 @@
  * caller's pool (NUL-terminated; jansson refuses \u0000, so none holds a NUL) and the jansson
  * document is freed before returning. Optional members given as JSON null count as absent
  * (callers serialize None/nil that way); an empty "reply_to" is absent too. Members of
- * "media" other than url, caption and file_name are ignored: only top-level members are
+ * "media" other than url, caption, file_name and the gateway's own upload and mime_type (a
+ * file sent through the API, kept under that id) are ignored: only top-level members are
  * refused, as the contract's field list is about the command. Buttons are accepted with
  * every type but only a text sends them (on its last part).
  *
@@ -84,6 +85,12 @@ static const char *parse_media(h2o_mem_pool_t *pool, json_t *media, sb_command_t
         return "\"media.caption\" must be a string";
     if (get_str(pool, json_object_get(media, "file_name"), &cmd->media.file_name) != 0)
         return "\"media.file_name\" must be a string";
+    if (get_str(pool, json_object_get(media, "upload"), &cmd->media.upload) != 0 ||
+        (cmd->media.upload.base != NULL &&
+         !sb_id_valid(cmd->media.upload.base, cmd->media.upload.len)))
+        return "\"media.upload\" must be an upload id";
+    if (get_str(pool, json_object_get(media, "mime_type"), &cmd->media.mime_type) != 0)
+        return "\"media.mime_type\" must be a string";
     return NULL;
 }
 
@@ -157,9 +164,11 @@ static const char *parse_command(h2o_mem_pool_t *pool, json_t *root, sb_command_
             return "a text command needs a non-empty \"text\"";
     } else if (sb_iov_eq(cmd->type, "image") || sb_iov_eq(cmd->type, "audio") ||
                sb_iov_eq(cmd->type, "video") || sb_iov_eq(cmd->type, "document")) {
-        if (cmd->media.url.base == NULL)
+        if (cmd->media.url.base == NULL && cmd->media.upload.base == NULL)
             return "a media command needs \"media.url\"";
-        if (!url_valid(cmd->media.url))
+        if (cmd->media.url.base != NULL && cmd->media.upload.base != NULL)
+            return "a media command has either \"media.url\" or a file, not both";
+        if (cmd->media.url.base != NULL && !url_valid(cmd->media.url))
             return "\"media.url\" must be an http or https URL";
     }
     return NULL;

@@ -92,6 +92,15 @@ const sb_conf_option_t sb_conf_options[] = {
     OPT_INT("inbox.max_pending_bytes", "SWITCHBOARD_INBOX_MAX_PENDING_BYTES",
             inbox_max_pending_bytes, "1048576", 4096, 1073741824,
             "an inbox feed subscriber with more output than this not yet written is cut off"),
+    OPT_INT("media.url_ttl_s", "SWITCHBOARD_MEDIA_URL_TTL_S", media_url_ttl_s, "3600", 1, 31536000,
+            "how long a signed media URL (message.media.url) stays valid"),
+    OPT_INT("media.max_concurrent", "SWITCHBOARD_MEDIA_MAX_CONCURRENT", media_max_concurrent, "64",
+            1, 100000, "media fetches in progress at once per worker (more get 503)"),
+    OPT_INT("media.timeout_s", "SWITCHBOARD_MEDIA_TIMEOUT_S", media_timeout_s, "3600", 1, 86400,
+            "longest a media download from the provider may take"),
+    OPT_INT("media.upload_max_bytes", "SWITCHBOARD_MEDIA_UPLOAD_MAX_BYTES", media_upload_max_bytes,
+            "16777216", 1024, 104857600,
+            "largest file a multipart message may send (kept in Redis until it is sent)"),
     {NULL, NULL, SB_CONF_STR, 0, NULL, 0, 0, NULL},
 };
 

@@ -52,6 +52,14 @@ static counter_t outbound[NCHANNELS][SB_OUTBOUND__COUNT];
 static const char *const outbound_labels[] = {"sent",          "retried",   "failed",
                                               "token_invalid", "duplicate", "cancelled"};
 static _Atomic int64_t gauges[SB_GAUGE__COUNT];
+static const char *const media_labels[] = {
+    "ok",          "gone",     "too_large",     "provider_error", "timeout",
+    "busy",        "expired",  "bad_signature", "aborted",        "client_gone",
+    "unavailable", "internal", "cancelled"};
+#define NMEDIA (sizeof(media_labels) / sizeof(media_labels[0]))
+static counter_t media_fetches[NCHANNELS][NMEDIA];
+static counter_t media_bytes[NCHANNELS];
+static histogram_t media_latency;
 
 void sb_metrics_gauge_set(sb_gauge_t gauge, int64_t value)
 {
@@ -240,6 +248,20 @@ void sb_metrics_enqueue_latency(uint64_t us)
     observe(&enqueue_latency, us);
 }
 
+void sb_metrics_media(int channel, const char *result, uint64_t bytes, uint64_t latency_us)
+{
+    int c = channel_index(channel);
+    size_t r = 0;
+    while (r < NMEDIA && strcmp(media_labels[r], result) != 0)
+        ++r;
+    if (r == NMEDIA)
+        r = NMEDIA - 1; /* unknown labels count as cancelled: the label set stays bounded */
+    inc(&media_fetches[c][r], 1);
+    inc(&media_bytes[c], bytes);
+    if (latency_us != 0)
+        observe(&media_latency, latency_us);
+}
+
 static uint64_t load(counter_t *c)
 {
     return atomic_load_explicit(c, memory_order_relaxed);
@@ -358,6 +380,25 @@ void sb_metrics_render(sb_buf_t *out)
                         "enqueue in Redis.\n# TYPE switchboard_enqueue_duration_seconds "
                         "histogram\n");
     render_histogram(out, "switchboard_enqueue_duration_seconds", "", &enqueue_latency);
+
+    sb_buf_appendf(out, "# HELP switchboard_media_fetches_total Media fetches (signed URL or "
+                        "keyed route) by channel and result.\n# TYPE "
+                        "switchboard_media_fetches_total counter\n");
+    for (int c = 0; c < NCHANNELS; ++c)
+        for (size_t r = 0; r < NMEDIA; ++r) {
+            uint64_t v = load(&media_fetches[c][r]);
+            if (v != 0 || (c < SB_METRICS_CHANNELS && r == 0))
+                sb_buf_appendf(out,
+                               "switchboard_media_fetches_total{channel=\"%s\",result=\"%s\"} "
+                               "%llu\n",
+                               channel_name(c), media_labels[r], (unsigned long long)v);
+        }
+    render_per_channel(out, "switchboard_media_bytes_total",
+                       "Bytes of media passed from the providers to clients.", media_bytes);
+    sb_buf_appendf(out, "# HELP switchboard_media_fetch_duration_seconds Time of one media "
+                        "fetch, lookup to last byte.\n# TYPE "
+                        "switchboard_media_fetch_duration_seconds histogram\n");
+    render_histogram(out, "switchboard_media_fetch_duration_seconds", "", &media_latency);
 
     sb_buf_appendf(out, "# HELP switchboard_outbound_total Outbound results by channel: parts "
                         "sent, retries, commands failed, token errors (connection set "

@@ -37,6 +37,8 @@
     XX(INBOX, "/orgs/c/inbox/events")                                                              \
     XX(INBOX_TICKETS, "/orgs/c/inbox/tickets")                                                     \
     XX(CONSOLE, "/console/")                                                                       \
+    XX(MEDIA, "/orgs/c/media/{media_ref}")                                                         \
+    XX(MEDIA_PUBLIC, "/media/{token}")                                                             \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {
@@ -124,6 +126,13 @@ void sb_metrics_feed_delivered(uint64_t n);
 void sb_metrics_feed_cutoff(void);
 /** Counts one `event: reset` (the position asked for was trimmed away). */
 void sb_metrics_feed_reset(void);
+
+/**
+ * Counts one media fetch of channel index 'channel' (-1 unknown) with 'result' ("ok",
+ * "gone", "too_large", "provider_error", "timeout", "busy", "expired", "bad_signature",
+ * "client_gone", "aborted", ...), the bytes it passed on and its duration (0: not observed).
+ */
+void sb_metrics_media(int channel, const char *result, uint64_t bytes, uint64_t latency_us);
 
 /** Renders every metric in Prometheus text format into 'out' (heap, appended). */
 void sb_metrics_render(sb_buf_t *out);

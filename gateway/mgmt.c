@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "feed.h"
 #include "inbox.h"
+#include "media.h"
 #include "mgmt.h"
 #include "mgmt_scripts.h"
 #include "outbound.h"
@@ -61,7 +62,8 @@ typedef enum en_op_t {
     OP_CONV_LIST,
     OP_CONV_GET,
     OP_CONV_HISTORY,
-    OP_CONV_READ
+    OP_CONV_READ,
+    OP_MEDIA_GET
 } op_t;
 
 typedef struct st_mjob_t {
@@ -90,6 +92,8 @@ typedef struct st_mjob_t {
     int creds_changed;
     char token[40]; /* a dead letter's redrive token */
     char *raw;      /* a dead letter's command */
+    h2o_iovec_t ctype;   /* the request's Content-Type (pool copy) */
+    sb_form_part_t file; /* a multipart message's "file" part (points into body) */
 } mjob_t;
 
 typedef struct st_args_t {
@@ -806,8 +810,73 @@ static void on_command_enqueued(redisReply *r, void *data)
     respond_json(j, 202, o);
 }
 
+static void conversation_message(mjob_t *j);
+
+static void on_upload_stored(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    j->file.data = h2o_iovec_init(NULL, 0); /* stored: the command now names it */
+    conversation_message(j);
+}
+
+/* Keeps a multipart message's file in Redis (sb:upload:{org}:<id>, for a day) and names it
+ * in the command's media; the enqueue follows once it is stored. */
+static void store_upload(mjob_t *j)
+{
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    json_t *type = json_object_get(j->json, "type");
+    const char *t = json_string_value(type);
+    if (t == NULL || (strcmp(t, "image") != 0 && strcmp(t, "audio") != 0 &&
+                      strcmp(t, "video") != 0 && strcmp(t, "document") != 0)) {
+        fail(j, SB_ERR_BAD_REQUEST, "a file goes with type image, audio, video or document");
+        return;
+    }
+    json_t *media = json_object_get(j->json, "media");
+    if (media != NULL && !json_is_object(media)) {
+        fail(j, SB_ERR_BAD_REQUEST, "\"media\" must be an object");
+        return;
+    }
+    if (json_object_get(media, "url") != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, "a command with a file has no \"media.url\"");
+        return;
+    }
+    if (j->file.data.len == 0) {
+        fail(j, SB_ERR_BAD_REQUEST, "the \"file\" part is empty");
+        return;
+    }
+    if (media == NULL) {
+        media = json_object();
+        json_object_set_new(j->json, "media", media);
+    }
+    char id[SB_ID_MAX + 1];
+    sb_worker_new_id(j->super.worker, "up_", id);
+    json_object_set_new(media, "upload", json_string(id));
+    const char *ctype = "application/octet-stream";
+    if (j->file.content_type.len != 0)
+        ctype = pool_str(j, j->file.content_type.base, j->file.content_type.len);
+    json_object_set_new(media, "mime_type", json_string(ctype));
+    if (json_object_get(media, "file_name") == NULL && j->file.file_name.len != 0)
+        json_object_set_new(media, "file_name",
+                            json_stringn(j->file.file_name.base, j->file.file_name.len));
+    args_t a = {.n = 0};
+    arg(&a, "SET");
+    arg(&a,
+        sb_pool_printf(&j->super.pool, "%supload:{%s}:%s", conf->redis_prefix, j->org, id).base);
+    a.v[a.n] = j->file.data.base;
+    a.l[a.n++] = j->file.data.len;
+    arg(&a, "EX");
+    arg(&a, "86400");
+    run_command(j, &a, on_upload_stored);
+}
+
 static void conversation_message(mjob_t *j)
 {
+    if (j->file.data.base != NULL) {
+        store_upload(j);
+        return;
+    }
     json_t *cv = json_object_get(j->json, "conversation_id");
     if (cv != NULL && (!json_is_string(cv) || strcmp(json_string_value(cv), j->id1) != 0)) {
         fail(j, SB_ERR_BAD_REQUEST, "conversation_id must be the conversation of the path");
@@ -1538,7 +1607,29 @@ static void dispatch(mjob_t *j)
         fail(j, j->route_err, NULL);
         return;
     }
-    if (op_has_body(j->op)) {
+    if (j->op == OP_CONV_MESSAGE && j->ctype.len >= 19 &&
+        strncasecmp(j->ctype.base, "multipart/form-data", 19) == 0) {
+        /* a file to send: a "command" part (the JSON command) and a "file" part */
+        sb_form_part_t parts[8];
+        int n = sb_multipart_parse(j->ctype, j->body, parts, 8);
+        h2o_iovec_t command = h2o_iovec_init(NULL, 0);
+        for (int i = 0; i < n; ++i) {
+            if (h2o_memis(parts[i].name.base, parts[i].name.len, H2O_STRLIT("command")))
+                command = parts[i].data;
+            else if (h2o_memis(parts[i].name.base, parts[i].name.len, H2O_STRLIT("file")))
+                j->file = parts[i];
+        }
+        if (n < 0 || j->file.data.base == NULL || command.base == NULL) {
+            fail(j, SB_ERR_BAD_REQUEST,
+                 "a multipart message needs a \"command\" part (JSON) and a \"file\" part");
+            return;
+        }
+        j->json = json_loadb(command.base, command.len, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(j->json)) {
+            fail(j, SB_ERR_BAD_REQUEST, "the \"command\" part must be a JSON object");
+            return;
+        }
+    } else if (op_has_body(j->op)) {
         json_error_t err;
         j->json = j->body.len != 0
                       ? json_loadb(j->body.base, j->body.len, JSON_REJECT_DUPLICATES, &err)
@@ -1644,6 +1735,15 @@ static void dispatch(mjob_t *j)
     case OP_CONV_READ:
         inbox_call(j, sb_inbox_read);
         break;
+    case OP_MEDIA_GET: {
+        /* the media module streams the answer: it takes the request over */
+        uint64_t started = j->super.started_us;
+        h2o_req_t *req = sb_job_detach(&j->super);
+        if (req != NULL)
+            sb_media_serve_ref(j->super.worker, req, started, j->org, j->id1);
+        sb_job_free(&j->super);
+        break;
+    }
     default:
         fail(j, SB_ERR_NOT_FOUND, NULL);
     }
@@ -1704,6 +1804,13 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
         }                                                                                          \
     } while (0)
 
+    if (n == 2 && strcmp(segs[0], "media") == 0) {
+        /* media references are longer than ids: the media module checks them */
+        j->route_err = SB_OK;
+        j->id1 = segs[1];
+        METHODS(OP_MEDIA_GET, OP_NONE, OP_NONE, OP_NONE);
+        return SB_ROUTE_MEDIA;
+    }
     j->route_err = SB_ERR_NOT_FOUND;
     for (size_t i = 1; i < n; ++i)
         if (!sb_id_valid(segs[i], strlen(segs[i])))
@@ -1811,7 +1918,14 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
 void sb_mgmt_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
 {
     h2o_iovec_t path = req->path_normalized;
-    if (req->entity.base != NULL && req->entity.len > MAX_MGMT_BODY) {
+    ssize_t ct = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    int multipart =
+        ct != -1 && req->headers.entries[ct].value.len >= 19 &&
+        strncasecmp(req->headers.entries[ct].value.base, "multipart/form-data", 19) == 0;
+    /* a multipart message carries a file: up to media.upload_max_bytes */
+    size_t max_body =
+        multipart ? (size_t)w->server->conf->media_upload_max_bytes + 65536 : MAX_MGMT_BODY;
+    if (req->entity.base != NULL && req->entity.len > max_body) {
         sb_respond_error(req, SB_ROUTE_OTHER, started_us, SB_ERR_BODY_TOO_LARGE, NULL);
         return;
     }
@@ -1825,6 +1939,9 @@ void sb_mgmt_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
             pool_str(j, req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
     if (req->entity.base != NULL)
         j->body = sb_pool_strdup(&j->super.pool, req->entity.base, req->entity.len);
+    if (ct != -1)
+        j->ctype = sb_pool_strdup(&j->super.pool, req->headers.entries[ct].value.base,
+                                  req->headers.entries[ct].value.len);
 
     /* Split the path after "/orgs/": the first segment must be "c". */
     char *rest = pool_str(j, path.base + 6, path.len - 6);

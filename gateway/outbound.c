@@ -38,6 +38,7 @@
 #include <unistd.h>
 #include <openssl/rand.h>
 #include <stdio.h>
+#include <strings.h>
 #include <jansson.h>
 #include "adapters/adapter.h"
 #include "base/log.h"
@@ -292,6 +293,10 @@ struct st_ob_cmd_t {
     /* What the command waits on; at shutdown QUEUED and TIMER ones are dropped at once,
      * the others by their callback. */
     enum { WAIT_REDIS, WAIT_QUEUED, WAIT_TIMER, WAIT_HTTP } wait;
+    /* A file sent through the API (media.upload): its bytes from sb:upload:{org}:<id>, and
+     * the id WhatsApp gave it once uploaded (reused by a retried send). */
+    h2o_iovec_t upload;
+    h2o_iovec_t upload_media_id;
 };
 
 static void read_next(sb_outbound_t *ob);
@@ -869,6 +874,215 @@ static void on_response(const sb_http_response_t *res, void *data)
     }
 }
 
+/* ---- Files sent through the API (media.upload) ----
+ *
+ * The adapters build a send by URL; for an uploaded file the command's media.url is set to
+ * UPLOAD_URL and the request they build is turned into the provider's upload form here:
+ * Telegram: the same method as multipart, the member holding UPLOAD_URL becomes the file
+ * (an audio/ogg file goes by sendVoice, as a voice note);
+ * Messenger / Instagram: the Send API as multipart, the attachment's payload loses its url
+ * and the file goes as "filedata"; WhatsApp: POST /{phone_number_id}/media first (its id is
+ * kept for retries of this command), then the JSON send with {"id"} in place of "link". */
+
+#define UPLOAD_URL "https://upload.switchboard.invalid/file"
+
+static void on_uploaded(const sb_http_response_t *res, void *data);
+static void enqueue_cmd(ob_cmd_t *c);
+
+/* A JSON member as a form field's value: strings as they are, the rest as JSON. */
+static h2o_iovec_t form_value(ob_cmd_t *c, json_t *v)
+{
+    if (json_is_string(v))
+        return sb_pool_strdup(&c->pool, json_string_value(v), json_string_length(v));
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    h2o_iovec_t out = sb_pool_strdup(&c->pool, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
+    free(s);
+    return out;
+}
+
+static const char *upload_name(ob_cmd_t *c)
+{
+    if (c->cmd.media.file_name.len != 0)
+        return c->cmd.media.file_name.base;
+    return sb_iov_eq(c->cmd.type, "image")   ? "image"
+           : sb_iov_eq(c->cmd.type, "audio") ? "audio"
+           : sb_iov_eq(c->cmd.type, "video") ? "video"
+                                             : "file";
+}
+
+static const char *upload_type(ob_cmd_t *c)
+{
+    return c->cmd.media.mime_type.len != 0 ? c->cmd.media.mime_type.base
+                                           : "application/octet-stream";
+}
+
+/* Fills 'req' with the upload form of 'preq' (whose body is the send by UPLOAD_URL).
+ * Returns 1 when 'req' is ready, 0 when an upload was started instead (WhatsApp), -1 when
+ * the request cannot be turned into a form. */
+static int upload_request(ob_cmd_t *c, const sb_provider_request_t *preq, sb_http_request_t *req,
+                          sb_http_form_part_t *form, size_t *nform)
+{
+    json_t *body = json_loadb(preq->body.base, preq->body.len, 0, NULL);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        return -1;
+    }
+    sb_http_form_part_t file = {.data = c->upload.base,
+                                .len = c->upload.len,
+                                .file_name = upload_name(c),
+                                .content_type = upload_type(c)};
+    size_t n = 0;
+    int rc = 1;
+    if (sb_iov_eq(c->channel, "telegram")) {
+        /* an Ogg/Opus file is a voice note: sendVoice shows it as one */
+        int voice = sb_iov_eq(c->cmd.type, "audio") && c->cmd.media.mime_type.len >= 9 &&
+                    strncasecmp(c->cmd.media.mime_type.base, "audio/ogg", 9) == 0;
+        size_t ulen = strlen(preq->url.base);
+        if (voice && ulen > 10 && strcmp(preq->url.base + ulen - 10, "/sendAudio") == 0)
+            req->url =
+                sb_pool_printf(&c->pool, "%.*s/sendVoice", (int)(ulen - 10), preq->url.base).base;
+        else
+            voice = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach(body, k, v)
+        {
+            if (n == 15)
+                break;
+            if (json_is_string(v) && strcmp(json_string_value(v), UPLOAD_URL) == 0) {
+                const char *field = voice && strcmp(k, "audio") == 0 ? "voice" : k;
+                form[n] = file;
+                form[n++].name = sb_pool_strdup(&c->pool, field, strlen(field)).base;
+            } else {
+                h2o_iovec_t val = form_value(c, v);
+                form[n++] =
+                    (sb_http_form_part_t){.name = sb_pool_strdup(&c->pool, k, strlen(k)).base,
+                                          .data = val.base,
+                                          .len = val.len};
+            }
+        }
+    } else if (sb_iov_eq(c->channel, "whatsapp")) {
+        json_t *media = json_object_get(body, json_string_value(json_object_get(body, "type")));
+        if (!json_is_object(media)) {
+            rc = -1;
+        } else if (c->upload_media_id.base == NULL) {
+            /* POST /{phone_number_id}/media: the send's URL with /media for /messages */
+            h2o_iovec_t u = preq->url;
+            size_t ulen = strlen(u.base);
+            if (ulen < 9 || strcmp(u.base + ulen - 9, "/messages") != 0) {
+                rc = -1;
+            } else {
+                req->url = sb_pool_printf(&c->pool, "%.*s/media", (int)(ulen - 9), u.base).base;
+                form[n++] = (sb_http_form_part_t){
+                    .name = "messaging_product", .data = "whatsapp", .len = 8};
+                const char *t = upload_type(c);
+                form[n++] = (sb_http_form_part_t){.name = "type", .data = t, .len = strlen(t)};
+                form[n] = file;
+                form[n++].name = "file";
+                rc = 0;
+            }
+        } else {
+            json_object_del(media, "link");
+            json_object_set_new(media, "id",
+                                json_stringn(c->upload_media_id.base, c->upload_media_id.len));
+            char *s = json_dumps(body, JSON_COMPACT);
+            h2o_iovec_t b = sb_pool_strdup(&c->pool, s, strlen(s));
+            free(s);
+            req->body = b.base;
+            req->body_len = b.len;
+            json_decref(body);
+            return 1;
+        }
+    } else {
+        /* Messenger, Instagram: recipient, message (payload without url), filedata */
+        json_t *payload = json_object_get(
+            json_object_get(json_object_get(body, "message"), "attachment"), "payload");
+        if (!json_is_object(payload)) {
+            rc = -1;
+        } else {
+            json_object_del(payload, "url");
+            const char *k;
+            json_t *v;
+            json_object_foreach(body, k, v)
+            {
+                if (n == 15)
+                    break;
+                h2o_iovec_t val = form_value(c, v);
+                form[n++] =
+                    (sb_http_form_part_t){.name = sb_pool_strdup(&c->pool, k, strlen(k)).base,
+                                          .data = val.base,
+                                          .len = val.len};
+            }
+            form[n] = file;
+            form[n++].name = "filedata";
+        }
+    }
+    json_decref(body);
+    req->body = NULL;
+    req->body_len = 0;
+    *nform = n;
+    return rc;
+}
+
+static void on_uploaded(const sb_http_response_t *res, void *data)
+{
+    ob_cmd_t *c = data;
+    if (res->result == SB_HTTP_OK && res->status >= 200 && res->status < 300) {
+        json_t *root = json_loadb(res->body, res->body_len, 0, NULL);
+        json_t *id = json_object_get(root, "id");
+        if (json_is_string(id) && json_string_length(id) != 0) {
+            c->upload_media_id =
+                sb_pool_strdup(&c->pool, json_string_value(id), json_string_length(id));
+            json_decref(root);
+            busy(c, -1);
+            send_part(c); /* the send by media id */
+            return;
+        }
+        json_decref(root);
+        busy(c, -1);
+        fail_cmd(c, SB_SEND_PERMANENT, "rejected", 0, "the media upload answered no id");
+        return;
+    }
+    /* The upload failed: retried, or failed for good, as a send would be. */
+    on_response(res, data);
+}
+
+static void on_upload_loaded(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    busy(c, -1);
+    if (c->ob->stopping || r == NULL || r->type == REDIS_REPLY_ERROR) {
+        cmd_done(c); /* Redis went away: the command stays pending */
+        return;
+    }
+    if (r->type != REDIS_REPLY_STRING) {
+        fail_cmd(c, SB_SEND_PERMANENT, "upload_expired", 0,
+                 "the uploaded file is no longer kept (sb:upload expired)");
+        return;
+    }
+    c->upload = h2o_iovec_init(h2o_mem_alloc_pool(&c->pool, r->len), r->len);
+    memcpy(c->upload.base, r->str, r->len);
+    c->cmd.media.url = iov(UPLOAD_URL);
+    enqueue_cmd(c);
+}
+
+/* Loads the uploaded file of a command before it is queued. */
+static void load_upload(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    h2o_iovec_t key =
+        sb_pool_printf(&c->pool, "%supload:{%.*s}:%.*s", ob->prefix, (int)c->org.len, c->org.base,
+                       (int)c->cmd.media.upload.len, c->cmd.media.upload.base);
+    const char *argv[2] = {"GET", key.base};
+    size_t argvlen[2] = {3, key.len};
+    c->wait = WAIT_REDIS;
+    busy(c, 1);
+    if (sb_redis_command(ob->w->redis, on_upload_loaded, c, 2, argv, argvlen) != 0) {
+        busy(c, -1);
+        cmd_done(c);
+    }
+}
+
 /* Takes a token from the connection's bucket; returns 0, or the ms to wait for one. */
 static uint64_t take_token(ob_cmd_t *c)
 {
@@ -916,19 +1130,39 @@ static void send_part(ob_cmd_t *c)
                  reason != NULL ? reason : "the channel cannot send it");
         return;
     }
-    const char *headers[5];
-    for (size_t i = 0; i < preq.nheaders && i < 4; ++i)
-        headers[i] = preq.headers[i].base;
-    headers[preq.nheaders < 4 ? preq.nheaders : 4] = NULL;
+    const char *headers[6];
+    int upload = c->upload.base != NULL && c->plan.entries[c->next_part].kind == SB_PART_MEDIA;
+    size_t nh = 0;
+    for (size_t i = 0; i < preq.nheaders && i < 4; ++i) {
+        /* a form sets its own Content-Type (multipart, with the boundary) */
+        if (upload && strncasecmp(preq.headers[i].base, "content-type:", 13) == 0)
+            continue;
+        headers[nh++] = preq.headers[i].base;
+    }
+    headers[nh] = NULL;
     sb_http_request_t req = {.method = preq.method,
                              .url = preq.url.base,
                              .headers = headers,
                              .body = preq.body.base,
                              .body_len = preq.body.len,
                              .provider = sb_iov_eq(c->channel, "telegram") ? "telegram" : "graph"};
+    sb_http_form_part_t form[16];
+    sb_http_cb cb = on_response;
+    if (upload) {
+        int rc = upload_request(c, &preq, &req, form, &req.nform);
+        if (rc < 0) {
+            fail_cmd(c, SB_SEND_PERMANENT, "unsupported", 0, "the channel cannot send this file");
+            return;
+        }
+        req.form = form;
+        if (rc == 0)
+            cb = on_uploaded;
+        if (req.nform == 0) /* WhatsApp's send by id: JSON again */
+            headers[nh++] = "Content-Type: application/json", headers[nh] = NULL;
+    }
     c->wait = WAIT_HTTP;
     busy(c, 1);
-    if (sb_http_client_send(ob->w->http, &req, on_response, c) != 0) {
+    if (sb_http_client_send(ob->w->http, &req, cb, c) != 0) {
         busy(c, -1);
         cmd_done(c);
     }
@@ -1069,6 +1303,10 @@ static void on_loaded(redisReply *r, void *data)
     if (cst->type == REDIS_REPLY_STRING && strcmp(cst->str, "AI_REPLIES_DISABLED") == 0 &&
         !c->by_person) {
         fail_cmd(c, SB_SEND_PERMANENT, "handed_off", 0, "handed_off");
+        return;
+    }
+    if (c->cmd.media.upload.base != NULL && c->next_part < c->plan.size) {
+        load_upload(c);
         return;
     }
     enqueue_cmd(c);

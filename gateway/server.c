@@ -34,6 +34,7 @@
 #include "base/log.h"
 #include "feed.h"
 #include "console.h"
+#include "media.h"
 #include "mgmt.h"
 #include "store.h"
 #include "outbound.h"
@@ -146,6 +147,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (path.len >= 8 && memcmp(path.base, "/console", 8) == 0 &&
         (path.len == 8 || path.base[8] == '/')) {
         sb_console_handle(w, req, started);
+        return 0;
+    }
+    if (path.len > 7 && memcmp(path.base, "/media/", 7) == 0 &&
+        memchr(path.base + 7, '/', path.len - 7) == NULL) {
+        sb_media_handle_public(w, req, h2o_iovec_init(path.base + 7, path.len - 7), started);
         return 0;
     }
     if (path.len >= 6 && memcmp(path.base, "/orgs/", 6) == 0) {
@@ -588,6 +594,8 @@ int sb_server_init(sb_server_t *server, sb_conf_t *conf)
     server->h2o.max_request_entity_size = (size_t)conf->max_body_bytes * 2;
     if (server->h2o.max_request_entity_size < 2 * 1024 * 1024)
         server->h2o.max_request_entity_size = 2 * 1024 * 1024; /* management bodies: 1 MiB */
+    if (server->h2o.max_request_entity_size < (size_t)conf->media_upload_max_bytes + 65536)
+        server->h2o.max_request_entity_size = (size_t)conf->media_upload_max_bytes + 65536;
     server->h2o.http1.upgrade_to_http2 = 0;
     server->h2o.server_name = h2o_iovec_init(H2O_STRLIT("switchboard"));
     h2o_hostconf_t *host =

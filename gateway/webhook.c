@@ -22,6 +22,7 @@
  */
 #include <stdio.h>
 #include <jansson.h>
+#include "media.h"
 #include "adapters/adapter.h"
 #include "base/log.h"
 #include "store.h"
@@ -288,6 +289,7 @@ static void enqueue(wjob_t *j, const char *org)
         sb_buf_t contact = {0}, content = {0};
         /* The script writes external_id: the contact's first id, which may be another. */
         sb_event_append_contact(ev, 0, &contact);
+        sb_media_stamp(j->super.worker, org, j->conn_id, j->adapter->name, ev, pool);
         sb_event_append_content(ev, &content);
         char evid[SB_ID_MAX + 1], cid[SB_ID_MAX + 1];
         sb_worker_new_id(j->super.worker, "ev_", evid);
