@@ -1492,3 +1492,20 @@ def metric_sum(samples, name, **labels):
 
 def main():
     unittest.main(verbosity=2)
+
+
+def media_url_target(url):
+    """
+    What a gateway media URL ({PUBLIC_URL}/media/{token}) serves: the provider reference
+    ("r": media id, file id or CDN URL) of the token's signed JSON payload, or None when
+    'url' is not a gateway media URL. The payload is signed, not secret (it holds no token).
+    """
+    prefix = PUBLIC_URL + "/media/"
+    if not isinstance(url, str) or not url.startswith(prefix):
+        return None
+    payload = url[len(prefix):].split(".", 1)[0]
+    try:
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        return json.loads(raw).get("r")
+    except (ValueError, AttributeError):
+        return None
