@@ -44,7 +44,8 @@
  * external_id stays the first id seen, and the event says that one. A WhatsApp contact has
  * one conversation per binding whichever id a message came by (its address is the phone
  * once known, the BSUID is kept beside it); a Telegram forum topic is a conversation of its
- * own, whose record keeps the thread id. */
+ * own, whose record keeps the thread id. The record's last_inbound_at is the provider's time
+ * (ms) of the latest inbound event other than a status (the WhatsApp service window). */
 static sb_redis_script_t script_enqueue = {
     "enqueue",
     "local P, conn, org, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
@@ -135,6 +136,9 @@ static sb_redis_script_t script_enqueue = {
     "          if cc[2] ~= cuid then redis.call('HSET', cvkey, 'user_id', cuid) end\n"
     "          if addr ~= cuid and cc[1] ~= addr then redis.call('HSET', cvkey, 'chat_id', addr) end\n"
     "        end\n"
+    "        local ts = kind ~= 'status' and string.match(tail, ',\"timestamp\":(%d+)$')\n"
+    "        if ts and tonumber(ts) > tonumber(redis.call('HGET', cvkey, 'last_inbound_at') or "
+    "'0') then redis.call('HSET', cvkey, 'last_inbound_at', ts) end\n"
     "        ev = ev .. ',\"binding_id\":\"' .. bid .. '\",\"assistant_id\":\"' .. aid ..\n"
     "          '\",\"conversation_id\":\"' .. cv .. '\"'\n"
     "      end\n"
