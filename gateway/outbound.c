@@ -418,7 +418,9 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     sb_buf_appendf(&b, ",\"part\":%zu", part);
     int is_media = p != NULL && p->kind == SB_PART_MEDIA;
     sb_buf_append(&b, SB_STRLIT(",\"message\":{\"type\":"));
-    const char *type = is_media ? "" : "text";
+    const char *type = is_media                                   ? ""
+                       : p != NULL && p->kind == SB_PART_TEMPLATE ? "template"
+                                                                  : "text";
     if (is_media)
         sb_buf_append_json_str(&b, c->cmd.type.base, c->cmd.type.len);
     else

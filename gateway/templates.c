@@ -3,7 +3,9 @@
  * templates.h). One sync is a chain of calls on the worker's loop: GET the cache, then
  * (when stale, missing or asked for) the WABA id lookup if needed, the pages of
  * message_templates, and SET the cache. A failed sync answers the older copy when there is
- * one. The access token is only ever in an Authorization header, cleansed after use.
+ * one. Callers that ask while a sync of the same connection is under way on the same loop
+ * wait for its answer (a burst of template sends after the list went stale syncs once).
+ * The access token is only ever in an Authorization header, cleansed after use.
  */
 #include <ctype.h>
 #include <strings.h>
@@ -19,7 +21,16 @@
 #define CACHE_TTL_S "604800"
 #define FIELDS      "name,language,status,category,components"
 
+/* A caller that asked while a sync of the same connection was under way on this loop. */
+typedef struct st_tpl_waiter_t {
+    sb_templates_cb cb;
+    void *data;
+    struct st_tpl_waiter_t *next;
+} tpl_waiter_t;
+
 typedef struct st_tpl_sync_t {
+    struct st_tpl_sync_t *next_running; /* this loop's syncs under way */
+    tpl_waiter_t *waiters;
     sb_worker_t *w;
     char *org, *conn_id, *token, *waba_id, *phone;
     int refresh, pages;
@@ -28,6 +39,10 @@ typedef struct st_tpl_sync_t {
     sb_templates_cb cb;
     void *data;
 } tpl_sync_t;
+
+/* The syncs under way on this thread's loop: a second caller for the same connection
+ * waits for the first one's answer instead of paging through Meta again. */
+static __thread tpl_sync_t *running;
 
 static void sync_free(tpl_sync_t *s)
 {
@@ -66,7 +81,18 @@ static void finish(tpl_sync_t *s, json_t *list, int64_t synced_at, sb_err_t err,
         r.err = err;
         r.message = message;
     }
+    for (tpl_sync_t **p = &running; *p != NULL; p = &(*p)->next_running) {
+        if (*p == s) {
+            *p = s->next_running;
+            break;
+        }
+    }
     s->cb(&r, s->data);
+    for (tpl_waiter_t *wt = s->waiters, *next; wt != NULL; wt = next) {
+        next = wt->next;
+        wt->cb(&r, wt->data);
+        free(wt);
+    }
     sync_free(s);
 }
 
@@ -241,6 +267,19 @@ static void on_waba(const sb_http_response_t *res, void *data)
 
 static void start_sync(tpl_sync_t *s)
 {
+    for (tpl_sync_t *r = running; r != NULL; r = r->next_running) {
+        if (r->w == s->w && strcmp(r->org, s->org) == 0 && strcmp(r->conn_id, s->conn_id) == 0) {
+            tpl_waiter_t *wt = sb_mem_calloc(1, sizeof(*wt));
+            wt->cb = s->cb;
+            wt->data = s->data;
+            wt->next = r->waiters;
+            r->waiters = wt;
+            sync_free(s);
+            return;
+        }
+    }
+    s->next_running = running;
+    running = s;
     if (s->waba_id == NULL) {
         json_t *cached = json_object_get(s->cached, "waba_id");
         if (json_is_string(cached) && json_string_length(cached) != 0)
@@ -433,6 +472,7 @@ const char *sb_template_check(const json_t *templates, const sb_command_t *cmd,
             : json_array();
     const char *reason = NULL;
     int header_given = 0, body_given = 0;
+    uint64_t buttons_given = 0;
     for (size_t i = 0; reason == NULL && i < json_array_size(given); ++i) {
         json_t *c = json_array_get(given, i);
         const char *type = json_string_value(json_object_get(c, "type"));
@@ -461,6 +501,8 @@ const char *sb_template_check(const json_t *templates, const sb_command_t *cmd,
                        : json_is_string(index) ? strtol(json_string_value(index), NULL, 10)
                                                : -1;
             want = button_params(tpl, idx);
+            if (idx >= 0 && idx < 64)
+                buttons_given |= UINT64_C(1) << idx;
             if (want == -2) {
                 *detail = sb_pool_printf(pool, "the template has no button %ld", idx).base;
                 reason = "template_parameters";
@@ -485,6 +527,16 @@ const char *sb_template_check(const json_t *templates, const sb_command_t *cmd,
             *detail =
                 sb_pool_printf(pool, "the %s takes %ld parameter(s), none given", parts[i], want)
                     .base;
+            return "template_parameters";
+        }
+    }
+    /* So does a URL button with a placeholder, and a copy-code button. */
+    json_t *buttons = json_object_get(component_of(tpl, "BUTTONS"), "buttons");
+    for (size_t i = 0; i < json_array_size(buttons) && i < 64; ++i) {
+        long want = button_params(tpl, (long)i);
+        if (want > 0 && !(buttons_given & (UINT64_C(1) << i))) {
+            *detail =
+                sb_pool_printf(pool, "button %zu takes %ld parameter(s), none given", i, want).base;
             return "template_parameters";
         }
     }

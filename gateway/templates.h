@@ -55,8 +55,9 @@ void sb_templates_get(sb_worker_t *w, const char *org, const char *conn_id,
  * name), "template_language" (not in that language), "template_not_approved" (its status
  * is not APPROVED) or "template_parameters" (a component's parameters do not match its
  * placeholders: {{n}} / {{name}} in a text header or the body, one media parameter for a
- * media header, one for a URL button with a placeholder or a copy-code button; or a
- * component the template does not have), with a sentence in '*detail' (pool).
+ * media header, one for a URL button with a placeholder or a copy-code button; a header,
+ * body or such button left out that takes parameters; or a component the template does
+ * not have), with a sentence in '*detail' (pool).
  */
 const char *sb_template_check(const json_t *templates, const sb_command_t *cmd,
                               h2o_mem_pool_t *pool, const char **detail);

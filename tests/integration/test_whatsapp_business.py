@@ -181,6 +181,8 @@ class TestWhatsAppBusiness(harness.GatewayTestCase):
         ev = self.failed_event(state["id"])
         self.assertIsNotNone(ev, "no failed outbound event in the inbox")
         self.assertEqual(ev["status"]["error"]["title"], reason, ev)
+        if cmd["type"] == "template":
+            self.assertEqual(ev["message"]["type"], "template", ev)
         self.assertEqual(len(self.sends(conn)), before, "the provider was called")
         return state
 
@@ -257,6 +259,44 @@ class TestWhatsAppBusiness(harness.GatewayTestCase):
         conn = self.whatsapp()  # names a WABA the fake does not know
         r = self.api("GET", "/orgs/c/connections/%s/templates" % conn["id"])
         self.assertStatus(r, 400, "provider_rejected")
+
+    def test_no_business_account_and_a_failed_sync(self):
+        conn = self.whatsapp(discover=True)
+        self.graph.waba_of.pop(conn["pn"])  # the number names no business account
+        path = "/orgs/c/connections/%s/templates" % conn["id"]
+        self.assertStatus(self.api("GET", path), 409, "conflict")
+        # Found again: listed; then Meta fails and the cached list is answered.
+        self.graph.waba_of[conn["pn"]] = conn["waba"]
+        self.graph.templates[conn["waba"]] = [template("order_update")]
+        self.assertEqual(len(self.assertStatus(self.api("GET", path), 200).json), 1)
+        self.graph.override("GET /%s/message_templates" % conn["waba"], status=500,
+                            body={"error": {"message": "down", "code": 1}})
+        r = self.assertStatus(self.api("GET", path + "?refresh=true"), 200)
+        self.assertEqual([t["name"] for t in r.json], ["order_update"])
+        self.assertTrue(any(e.get("msg", "").startswith("template sync failed")
+                            for e in self.gw.json_logs()), "the failed sync is not logged")
+        # Nothing cached and Meta down: 502.
+        self.r.command("DEL", "sb:tpl:{%s}:%s" % (self.org, conn["id"]))
+        self.assertStatus(self.api("GET", path), 502, "provider_unavailable")
+
+    def test_concurrent_template_sends_sync_once(self):
+        conn = self.whatsapp()
+        self.graph.templates[conn["waba"]] = [template("a"), template("b"), template("c")]
+        self.graph.override("GET /%s/message_templates" % conn["waba"], delay=0.3)
+        convs = [self.inbound(conn, phone="1555013%04d" % i) for i in range(4)]
+        ids = []
+        for i, conv in enumerate(convs):
+            ids.append("wa-burst-%d-%d" % (i, self.next_id()))
+            self.r.command("XADD", "sb:out", "*", "cmd", json.dumps({
+                "id": ids[-1], "conversation_id": conv, "type": "template",
+                "template": {"name": "b", "language": "en_US",
+                             "components": self.body_params("x")}}))
+        for cmd_id in ids:
+            key = "sb:cmd:{%s}:%s" % (self.org, cmd_id)
+            wait_until(lambda: self.r.command("HGET", key, "done") == b"sent", 15,
+                       "%s sent" % cmd_id)
+        pages = self.graph.requests(path="/%s/message_templates" % conn["waba"])
+        self.assertEqual(len(pages), 2, "one sync (two pages) for the burst")
 
     # --- template sends
 

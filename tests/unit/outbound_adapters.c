@@ -1058,7 +1058,8 @@ static void test_template_check(void)
         const char *json, *reason;
     } cases[] = {
         {"{'name':'order','language':'en_US','components':[{'type':'header','parameters':[{}]},"
-         "{'type':'body','parameters':[{},{}]}]}",
+         "{'type':'body','parameters':[{},{}]},{'type':'button','index':1,'parameters':[{}]},"
+         "{'type':'button','index':2,'parameters':[{}]}]}",
          NULL},
         {"{'name':'order','language':'en_US','components':[{'type':'header','parameters':[{}]},"
          "{'type':'body','parameters':[{},{}]},{'type':'button','index':'1','parameters':[{}]},"
@@ -1069,6 +1070,9 @@ static void test_template_check(void)
          "{'type':'body','parameters':[{}]}]}",
          "template_parameters"},
         {"{'name':'order','language':'en_US','components':[{'type':'body','parameters':[{},{}]}]}",
+         "template_parameters"},
+        {"{'name':'order','language':'en_US','components':[{'type':'header','parameters':[{}]},"
+         "{'type':'body','parameters':[{},{}]},{'type':'button','index':'1','parameters':[{}]}]}",
          "template_parameters"},
         {"{'name':'order','language':'en_US','components':[{'type':'header','parameters':[{}]},"
          "{'type':'body','parameters':[{},{}]},{'type':'button','index':'1','parameters':[]}]}",
