@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -384,6 +383,19 @@ class TestWhatsAppBusiness(harness.GatewayTestCase):
         body = self.assertSent(old, conn, type="template", template={
             "name": "order_update", "language": "en_US", "components": self.body_params("1")})
         self.assertEqual(body["type"], "template")
+        # A person's template through the API, outside the window too.
+        before = len(self.sends(conn))
+        r = self.api("POST", "/orgs/c/conversations/%s/messages" % old, {
+            "id": "wa-api-%d" % self.next_id(), "type": "template", "template": {
+                "name": "order_update", "language": "en_US",
+                "components": self.body_params("2")}})
+        self.assertStatus(r, 202)
+        wait_until(lambda: len(self.sends(conn)) == before + 1, 10, "the API's template sent")
+        self.assertEqual(json.loads(self.sends(conn)[-1]["body"])["template"]["components"],
+                         self.body_params("2"))
+        r = self.api("POST", "/orgs/c/conversations/%s/messages" % old, {
+            "id": "wa-api-%d" % self.next_id(), "type": "template", "template": {"name": "x"}})
+        self.assertStatus(r, 400, "bad_request")
 
         recent = self.inbound(conn, hours_ago=23, phone="15550100023")
         body = self.assertSent(recent, conn, type="text", text="Still open")
