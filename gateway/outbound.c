@@ -245,8 +245,9 @@ struct st_ob_cmd_t {
     int parsed;
     /* from the load script */
     h2o_iovec_t org, conn_id, binding_id, assistant_id, channel, contact_id;
-    /* The provider's time (ms) of the contact's last inbound message (the WhatsApp window). */
-    h2o_iovec_t last_inbound_at;
+    /* The provider's time (ms) of the contact's last inbound message (the WhatsApp window),
+     * or the end of the window as the inbox keeps it (window_expires_at). */
+    h2o_iovec_t last_inbound_at, window_expires_at;
     sb_credentials_t cred;
     const sb_adapter_t *adapter;
     sb_target_t target;
@@ -906,7 +907,8 @@ static void record_done(ob_cmd_t *c)
  * - a free-form WhatsApp command (text, media, typing: Meta refuses typing indicators
  *   outside the window too) whose conversation's last inbound message (the provider's
  *   time, last_inbound_at of sb:conv) is older than outbound.whatsapp_window_ms fails with
- *   outside_window; read receipts and templates pass; a conversation with no recorded
+ *   outside_window (from window_expires_at - 24 h when a record has only the inbox's
+ *   window end); read receipts and templates pass; a conversation with no recorded
  *   inbound time is left to Meta;
  * - a template is checked against the synced list of the business account (templates.c):
  *   template_not_found, template_language, template_not_approved, template_parameters.
@@ -956,11 +958,20 @@ static void check_before_send(ob_cmd_t *c)
         return;
     }
     if (!tpl) {
-        int64_t last = 0;
+        /* From the contact's last inbound time; a record with only the inbox's window end
+         * (24 h after it) gives that time back. */
+        int64_t last = -1, end = 0;
         const sb_conf_t *conf = c->ob->w->server->conf;
-        if (!sb_iov_eq(c->cmd.type, "read") && c->last_inbound_at.base != NULL &&
-            sb_parse_int64(c->last_inbound_at.base, c->last_inbound_at.len, 0, INT64_MAX, &last) ==
-                0 &&
+        if (c->last_inbound_at.base == NULL ||
+            sb_parse_int64(c->last_inbound_at.base, c->last_inbound_at.len, 0, INT64_MAX, &last) !=
+                0) {
+            last = -1;
+            if (c->window_expires_at.base != NULL &&
+                sb_parse_int64(c->window_expires_at.base, c->window_expires_at.len, 0, INT64_MAX,
+                               &end) == 0)
+                last = end - 86400000;
+        }
+        if (!sb_iov_eq(c->cmd.type, "read") && last >= 0 &&
             sb_now_ms() - last > conf->whatsapp_window_ms) {
             /* The dead letter's reason is the code itself (contract section 5). */
             fail_cmd(c, SB_SEND_PERMANENT, "outside_window", 0, "outside_window");
@@ -1047,6 +1058,7 @@ static void on_loaded(redisReply *r, void *data)
     c->channel = sb_record_get(&conv, "channel");
     c->contact_id = sb_record_get(&conv, "contact_id");
     c->last_inbound_at = sb_record_get(&conv, "last_inbound_at");
+    c->window_expires_at = sb_record_get(&conv, "window_expires_at");
     if (r->element[3]->type == REDIS_REPLY_STRING)
         c->assistant_id = sb_pool_strdup(&c->pool, r->element[3]->str, r->element[3]->len);
     if (c->org.base == NULL || c->conn_id.base == NULL) {

@@ -98,6 +98,17 @@ static void finish(tpl_sync_t *s, json_t *list, int64_t synced_at, sb_err_t err,
 
 static void graph_get(tpl_sync_t *s, const char *url, sb_http_cb cb)
 {
+    for (const char *p = s->token; *p != '\0'; ++p) {
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f) {
+            finish(s, NULL, 0, SB_ERR_PROVIDER_REJECTED,
+                   "the connection's access token is not a valid header value");
+            return;
+        }
+    }
+    if (s->token[0] == '\0') {
+        finish(s, NULL, 0, SB_ERR_PROVIDER_REJECTED, "the connection has no access token");
+        return;
+    }
     char auth[4200];
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", s->token);
     const char *headers[] = {auth, NULL};

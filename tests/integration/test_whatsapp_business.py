@@ -401,6 +401,17 @@ class TestWhatsAppBusiness(harness.GatewayTestCase):
         body = self.assertSent(recent, conn, type="text", text="Still open")
         self.assertEqual((body["to"], body["text"]["body"]), ("15550100023", "Still open"))
 
+        # A record that keeps only the end of the window (window_expires_at, the inbox's
+        # view of it, 24 h after the last inbound message) is held to it as well.
+        other = self.inbound(conn, hours_ago=2, phone="15550100099")
+        self.r.command("HDEL", "sb:conv:%s" % other, "last_inbound_at")
+        self.r.command("HSET", "sb:conv:%s" % other, "window_expires_at",
+                       str(int((time.time() - HOUR_S) * 1000)))
+        self.assertFailed(other, conn, "outside_window", type="text", text="Closed")
+        self.r.command("HSET", "sb:conv:%s" % other, "window_expires_at",
+                       str(int((time.time() + HOUR_S) * 1000)))
+        self.assertSent(other, conn, type="text", text="Open")
+
         # A new message reopens the window; an older one arriving late does not close it.
         self.assertEqual(self.inbound(conn, hours_ago=1, phone="15550100025"), old)
         self.inbound(conn, hours_ago=30, phone="15550100025")
