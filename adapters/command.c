@@ -12,7 +12,9 @@
  * "media" other than url, caption, file_name and the gateway's own upload and mime_type (a
  * file sent through the API, kept under that id) are ignored: only top-level members are
  * refused, as the contract's field list is about the command. Buttons are accepted with
- * every type but only a text sends them (on its last part).
+ * every type but only a text sends them (on its last part). A "template" goes only with
+ * type template; its components are checked for shape here (objects with a "type", their
+ * "parameters" arrays) and against the synced template by the gateway before a send.
  *
  * sb_text_split walks whole UTF-8 sequences (jansson guarantees valid UTF-8; a malformed
  * sequence still counts as one character and is never cut), and cuts each chunk at the start
@@ -24,10 +26,14 @@
 
 #define COMMAND_ID_MAX 256
 
-static const char *const command_types[] = {"text",     "image",  "audio", "video",
-                                            "document", "typing", "read"};
-static const char *const command_members[] = {"id",    "conversation_id", "type",   "text",
-                                              "media", "reply_to",        "buttons"};
+static const char *const command_types[] = {"text",     "image",    "audio",  "video",
+                                            "document", "template", "typing", "read"};
+static const char *const command_members[] = {"id",    "conversation_id", "type",    "text",
+                                              "media", "reply_to",        "buttons", "template"};
+#define TYPES_TEXT "text, image, audio, video, document, template, typing, read"
+/* A template's name and language code are short words at Meta (512 and 15 bytes). */
+#define TEMPLATE_NAME_MAX     512
+#define TEMPLATE_LANGUAGE_MAX 32
 
 /* Copies the JSON string 'v' into '*out' (pool). Absent and null leave '*out' absent.
  * Returns 0, or -1 when 'v' is of another type. */
@@ -118,6 +124,51 @@ static const char *parse_buttons(h2o_mem_pool_t *pool, json_t *buttons, sb_comma
     return NULL;
 }
 
+/* Reads "template" into 'cmd': {"name", "language", "components"?}; the components array is
+ * kept as compact JSON text for the adapter, which sends it as it came. Returns NULL or the
+ * reason. */
+static const char *parse_template(h2o_mem_pool_t *pool, json_t *tpl, sb_command_t *cmd)
+{
+    const char *key;
+    json_t *value, *components;
+
+    if (tpl == NULL || json_is_null(tpl))
+        return NULL;
+    if (!json_is_object(tpl))
+        return "\"template\" must be an object";
+    json_object_foreach(tpl, key, value)
+    {
+        if (strcmp(key, "name") != 0 && strcmp(key, "language") != 0 &&
+            strcmp(key, "components") != 0)
+            return "\"template\" takes only name, language and components";
+    }
+    if (get_str(pool, json_object_get(tpl, "name"), &cmd->template.name) != 0 ||
+        cmd->template.name.len == 0 || cmd->template.name.len > TEMPLATE_NAME_MAX)
+        return "\"template.name\" must be a non-empty string";
+    if (get_str(pool, json_object_get(tpl, "language"), &cmd->template.language) != 0 ||
+        cmd->template.language.len == 0 || cmd->template.language.len > TEMPLATE_LANGUAGE_MAX)
+        return "\"template.language\" must be a language code such as en_US";
+    components = json_object_get(tpl, "components");
+    if (components == NULL || json_is_null(components))
+        return NULL;
+    if (!json_is_array(components))
+        return "\"template.components\" must be an array";
+    for (size_t i = 0; i < json_array_size(components); ++i) {
+        json_t *c = json_array_get(components, i);
+        if (!json_is_object(c) || !json_is_string(json_object_get(c, "type")))
+            return "every template component must be an object with a string \"type\"";
+        json_t *params = json_object_get(c, "parameters");
+        if (params != NULL && !json_is_array(params))
+            return "\"parameters\" of a template component must be an array";
+    }
+    char *text = json_dumps(components, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL)
+        return "\"template.components\" cannot be encoded";
+    cmd->template.components = sb_pool_strdup(pool, text, strlen(text));
+    free(text);
+    return NULL;
+}
+
 /* Validates the parsed document 'root' into 'cmd'. Returns NULL or the reason. */
 static const char *parse_command(h2o_mem_pool_t *pool, json_t *root, sb_command_t *cmd)
 {
@@ -144,10 +195,10 @@ static const char *parse_command(h2o_mem_pool_t *pool, json_t *root, sb_command_
         (cmd->conversation_id.base != NULL && cmd->conversation_id.len == 0))
         return "\"conversation_id\" must be a non-empty string";
     if (get_str(pool, json_object_get(root, "type"), &cmd->type) != 0 || cmd->type.base == NULL)
-        return "\"type\" must be one of text, image, audio, video, document, typing, read";
+        return "\"type\" must be one of " TYPES_TEXT;
     if (!is_member_of(cmd->type.base, command_types,
                       sizeof(command_types) / sizeof(command_types[0])))
-        return "\"type\" must be one of text, image, audio, video, document, typing, read";
+        return "\"type\" must be one of " TYPES_TEXT;
     if (get_str(pool, json_object_get(root, "text"), &cmd->text) != 0)
         return "\"text\" must be a string";
     if (get_str(pool, json_object_get(root, "reply_to"), &cmd->reply_to) != 0)
@@ -157,6 +208,8 @@ static const char *parse_command(h2o_mem_pool_t *pool, json_t *root, sb_command_
     if ((reason = parse_media(pool, json_object_get(root, "media"), cmd)) != NULL)
         return reason;
     if ((reason = parse_buttons(pool, json_object_get(root, "buttons"), cmd)) != NULL)
+        return reason;
+    if ((reason = parse_template(pool, json_object_get(root, "template"), cmd)) != NULL)
         return reason;
 
     if (sb_iov_eq(cmd->type, "text")) {
@@ -170,7 +223,12 @@ static const char *parse_command(h2o_mem_pool_t *pool, json_t *root, sb_command_
             return "a media command has either \"media.url\" or a file, not both";
         if (cmd->media.url.base != NULL && !url_valid(cmd->media.url))
             return "\"media.url\" must be an http or https URL";
+    } else if (sb_iov_eq(cmd->type, "template")) {
+        if (cmd->template.name.base == NULL)
+            return "a template command needs \"template\" with name and language";
     }
+    if (!sb_iov_eq(cmd->type, "template") && cmd->template.name.base != NULL)
+        return "\"template\" goes only with type template";
     return NULL;
 }
 

@@ -81,6 +81,10 @@ const sb_conf_option_t sb_conf_options[] = {
             retry_deadline_ms, "900000", 1000, 604800000,
             "a command still failing with retryable errors this long after it was taken goes "
             "to sb:dead"),
+    OPT_INT("outbound.whatsapp_window_ms", "SWITCHBOARD_OUTBOUND_WHATSAPP_WINDOW_MS",
+            whatsapp_window_ms, "86400000", 60000, INT64_C(315360000000),
+            "WhatsApp customer service window: a free-form message to a contact whose last "
+            "inbound message is older than this fails with outside_window"),
     OPT_INT("outbound.max_in_flight", "SWITCHBOARD_OUTBOUND_MAX_IN_FLIGHT", outbound_max_in_flight,
             "10000", 1, 1000000,
             "commands this process holds at once (read from sb:out, not yet acknowledged)"),

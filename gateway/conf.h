@@ -43,6 +43,7 @@ typedef struct st_sb_conf_t {
     int64_t shutdown_timeout_ms;
     int64_t rate_telegram, rate_whatsapp, rate_messenger, rate_instagram;
     int64_t retry_deadline_ms;
+    int64_t whatsapp_window_ms;
     int64_t outbound_max_in_flight;
     char *trusted_proxies;
     /* trusted_proxies parsed */

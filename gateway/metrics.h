@@ -19,6 +19,7 @@
     XX(CONNECTIONS, "/orgs/c/connections")                                                         \
     XX(CONNECTION, "/orgs/c/connections/{id}")                                                     \
     XX(CONNECTION_TEST, "/orgs/c/connections/{id}/test")                                           \
+    XX(CONNECTION_TEMPLATES, "/orgs/c/connections/{id}/templates")                                 \
     XX(ASSISTANTS, "/orgs/c/assistants")                                                           \
     XX(ASSISTANT, "/orgs/c/assistants/{id}")                                                       \
     XX(BINDINGS, "/orgs/c/assistants/{id}/channels")                                               \

@@ -26,6 +26,7 @@
 #include "outbound.h"
 #include "provider.h"
 #include "store.h"
+#include "templates.h"
 
 #define SB_MODULE     "gateway/mgmt"
 #define MAX_MGMT_BODY (1024 * 1024)
@@ -39,6 +40,7 @@ typedef enum en_op_t {
     OP_CONN_PATCH,
     OP_CONN_DELETE,
     OP_CONN_TEST,
+    OP_CONN_TEMPLATES,
     OP_ASST_LIST,
     OP_ASST_CREATE,
     OP_ASST_GET,
@@ -1152,10 +1154,23 @@ static const char *check_credentials(mjob_t *j, const char *provider, json_t *cr
 {
     static const char *const meta_keys[] = {"app_secret", "verify_token", "access_token", NULL};
     static const char *const tg_keys[] = {"bot_token", NULL};
+    /* A WhatsApp connection may also name its business account (waba_id, optional). */
+    static const char *const wa_allowed[] = {"app_secret", "verify_token", "access_token",
+                                             "waba_id", NULL};
     const char *const *keys = strcmp(provider, "telegram") == 0 ? tg_keys : meta_keys;
+    int wa = strcmp(provider, "whatsapp") == 0;
     if (!json_is_object(creds))
         return "credentials must be an object";
-    const char *msg = check_members(j, creds, keys);
+    const char *msg = check_members(j, creds, wa ? wa_allowed : keys);
+    json_t *waba = json_object_get(creds, "waba_id");
+    if (msg == NULL && waba != NULL) {
+        const char *w = json_string_value(waba);
+        size_t n = w != NULL ? strlen(w) : 0;
+        if (n == 0 || n > 32 || n != json_string_length(waba) || strspn(w, "0123456789") != n)
+            return "credentials.waba_id must be the digits of a WhatsApp business account id";
+        if (partial && json_object_size(creds) == 1)
+            return NULL;
+    }
     if (msg != NULL)
         return sb_pool_printf(&j->super.pool, "credentials: %s", msg).base;
     if (partial && json_object_size(creds) == 0)
@@ -1553,6 +1568,55 @@ static void connection_get_loaded(mjob_t *j)
     respond_json(j, 200, render_connection(j, &j->rec, j->creds));
 }
 
+/* GET /orgs/c/connections/{id}/templates: the WhatsApp templates of the connection's
+ * business account (templates.c: cached, synced when older than 15 minutes or with
+ * ?refresh=true), a page of them in Meta's order. Other channels have none: 400. */
+static void on_templates(const sb_templates_result_t *res, void *data)
+{
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (res->templates == NULL) {
+        fail(j, res->err, res->message);
+        return;
+    }
+    size_t total = json_array_size(res->templates);
+    json_t *array = json_array();
+    for (int64_t i = (j->page - 1) * j->take; i < j->page * j->take && (size_t)i < total; ++i)
+        json_array_append(array, json_array_get(res->templates, (size_t)i));
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%zu", total);
+    sb_job_add_header(&j->super, "pagination-count", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)j->page);
+    sb_job_add_header(&j->super, "pagination-page", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)j->take);
+    sb_job_add_header(&j->super, "pagination-take", buf);
+    respond_json(j, 200, array);
+}
+
+static void connection_templates_loaded(mjob_t *j)
+{
+    char refresh[16] = "";
+    if (strcmp(j->provider, "whatsapp") != 0) {
+        fail(j, SB_ERR_BAD_REQUEST, "message templates are a WhatsApp feature");
+        return;
+    }
+    if (parse_query_param(j->query, "refresh", refresh, sizeof(refresh)) &&
+        strcmp(refresh, "true") != 0 && strcmp(refresh, "false") != 0) {
+        fail(j, SB_ERR_BAD_REQUEST, "refresh must be true or false");
+        return;
+    }
+    if (parse_pagination(j) != 0)
+        return;
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_templates_get(j->super.worker, j->org, j->id1, &cred,
+                     h2o_iovec_init(j->first_ext, strlen(j->first_ext)),
+                     strcmp(refresh, "true") == 0, on_templates, j);
+}
+
 static void (*conn_next_of(mjob_t *j))(mjob_t *)
 {
     switch (j->op) {
@@ -1562,6 +1626,8 @@ static void (*conn_next_of(mjob_t *j))(mjob_t *)
         return connection_delete_loaded;
     case OP_CONN_TEST:
         return connection_test_loaded;
+    case OP_CONN_TEMPLATES:
+        return connection_templates_loaded;
     default:
         return connection_get_loaded;
     }
@@ -1656,6 +1722,7 @@ static void dispatch(mjob_t *j)
     case OP_CONN_GET:
     case OP_CONN_DELETE:
     case OP_CONN_TEST:
+    case OP_CONN_TEMPLATES:
         load_connection(j);
         break;
     case OP_CONN_PATCH:
@@ -1834,6 +1901,10 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
         if (n == 3 && strcmp(segs[2], "test") == 0) {
             METHODS(OP_NONE, OP_CONN_TEST, OP_NONE, OP_NONE);
             return SB_ROUTE_CONNECTION_TEST;
+        }
+        if (n == 3 && strcmp(segs[2], "templates") == 0) {
+            METHODS(OP_CONN_TEMPLATES, OP_NONE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONNECTION_TEMPLATES;
         }
     } else if (n >= 1 && strcmp(segs[0], "assistants") == 0) {
         if (n == 1) {

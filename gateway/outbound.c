@@ -46,6 +46,7 @@
 #include "inbox.h"
 #include "outbound.h"
 #include "store.h"
+#include "templates.h"
 
 #define SB_MODULE  "gateway/outbound"
 #define GROUP      "switchboard"
@@ -264,6 +265,9 @@ struct st_ob_cmd_t {
     int parsed;
     /* from the load script */
     h2o_iovec_t org, conn_id, binding_id, assistant_id, channel, contact_id;
+    /* The provider's time (ms) of the contact's last inbound message (the WhatsApp window),
+     * or the end of the window as the inbox keeps it (window_expires_at). */
+    h2o_iovec_t last_inbound_at, window_expires_at;
     sb_credentials_t cred;
     const sb_adapter_t *adapter;
     sb_target_t target;
@@ -449,7 +453,9 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     sb_buf_appendf(&b, ",\"part\":%zu", part);
     int is_media = p != NULL && p->kind == SB_PART_MEDIA;
     sb_buf_append(&b, SB_STRLIT(",\"message\":{\"type\":"));
-    const char *type = is_media ? "" : "text";
+    const char *type = is_media                                   ? ""
+                       : p != NULL && p->kind == SB_PART_TEMPLATE ? "template"
+                                                                  : "text";
     if (is_media)
         sb_buf_append_json_str(&b, c->cmd.type.base, c->cmd.type.len);
     else
@@ -1176,6 +1182,93 @@ static void record_done(ob_cmd_t *c)
     eval_sent(c, c->plan.size, iov(""), 1, iov(""), record_done);
 }
 
+/* ---- WhatsApp checks before a send (contract section 5) ----
+ *
+ * One step between the head of the conversation and the first attempt, so a command the
+ * provider would refuse fails at once, never reaching it:
+ * - a template on another channel fails (reason unsupported);
+ * - a free-form WhatsApp command (text, media, typing: Meta refuses typing indicators
+ *   outside the window too) whose conversation's last inbound message (the provider's
+ *   time, last_inbound_at of sb:conv) is older than outbound.whatsapp_window_ms fails with
+ *   outside_window (from window_expires_at - 24 h when a record has only the inbox's
+ *   window end); read receipts and templates pass; a conversation with no recorded
+ *   inbound time is left to Meta;
+ * - a template is checked against the synced list of the business account (templates.c):
+ *   template_not_found, template_language, template_not_approved, template_parameters.
+ *   When no list can be had (Meta or Redis unreachable, no WABA id), it is sent and Meta
+ *   decides. */
+
+static void on_templates_checked(const sb_templates_result_t *res, void *data)
+{
+    ob_cmd_t *c = data;
+    busy(c, -1);
+    if (c->ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    if (res->templates == NULL) {
+        sb_logkv(SB_LOG_WARN, SB_MODULE,
+                 (const char *[]){"command_id", c->cmd.id.base, "conn", c->conn_id.base, NULL},
+                 "template not checked (no template list: %s); sending it",
+                 res->message != NULL ? res->message : "unknown");
+        begin_send(c);
+        return;
+    }
+    const char *detail = NULL;
+    const char *reason = sb_template_check(res->templates, &c->cmd, &c->pool, &detail);
+    if (reason != NULL) {
+        /* The dead letter's reason is the code (docs/events.md); the log line says more. */
+        sb_logkv(SB_LOG_INFO, SB_MODULE,
+                 (const char *[]){"command_id", c->cmd.id.base, "conn", c->conn_id.base, NULL},
+                 "template refused: %s", detail != NULL ? detail : reason);
+        fail_cmd(c, SB_SEND_PERMANENT, reason, 0, reason);
+        return;
+    }
+    begin_send(c);
+}
+
+static void check_before_send(ob_cmd_t *c)
+{
+    int whatsapp = sb_iov_eq(c->channel, "whatsapp");
+    int tpl = sb_iov_eq(c->cmd.type, "template");
+    if (tpl && !whatsapp) {
+        fail_cmd(c, SB_SEND_PERMANENT, "unsupported", 0,
+                 "message templates are a WhatsApp feature");
+        return;
+    }
+    if (!whatsapp) {
+        begin_send(c);
+        return;
+    }
+    if (!tpl) {
+        /* From the contact's last inbound time; a record with only the inbox's window end
+         * (24 h after it) gives that time back. */
+        int64_t last = -1, end = 0;
+        const sb_conf_t *conf = c->ob->w->server->conf;
+        if (c->last_inbound_at.base == NULL ||
+            sb_parse_int64(c->last_inbound_at.base, c->last_inbound_at.len, 0, INT64_MAX, &last) !=
+                0) {
+            last = -1;
+            if (c->window_expires_at.base != NULL &&
+                sb_parse_int64(c->window_expires_at.base, c->window_expires_at.len, 0, INT64_MAX,
+                               &end) == 0)
+                last = end - 86400000;
+        }
+        if (!sb_iov_eq(c->cmd.type, "read") && last >= 0 &&
+            sb_now_ms() - last > conf->whatsapp_window_ms) {
+            /* The dead letter's reason is the code itself (contract section 5). */
+            fail_cmd(c, SB_SEND_PERMANENT, "outside_window", 0, "outside_window");
+            return;
+        }
+        begin_send(c);
+        return;
+    }
+    c->wait = WAIT_HTTP;
+    busy(c, 1);
+    sb_templates_get(c->ob->w, c->org.base, c->conn_id.base, &c->cred, c->target.sender_id, 0,
+                     on_templates_checked, c);
+}
+
 /* The command is at the head of its conversation: send its next part. */
 static void start_cmd(ob_cmd_t *c)
 {
@@ -1185,7 +1278,7 @@ static void start_cmd(ob_cmd_t *c)
         record_done(c);
         return;
     }
-    begin_send(c);
+    check_before_send(c);
 }
 
 /* ---- Loading ---- */
@@ -1247,6 +1340,8 @@ static void on_loaded(redisReply *r, void *data)
     c->binding_id = sb_record_get(&conv, "binding_id");
     c->channel = sb_record_get(&conv, "channel");
     c->contact_id = sb_record_get(&conv, "contact_id");
+    c->last_inbound_at = sb_record_get(&conv, "last_inbound_at");
+    c->window_expires_at = sb_record_get(&conv, "window_expires_at");
     if (r->element[3]->type == REDIS_REPLY_STRING)
         c->assistant_id = sb_pool_strdup(&c->pool, r->element[3]->str, r->element[3]->len);
     if (c->org.base == NULL || c->conn_id.base == NULL) {

@@ -49,7 +49,8 @@
  * external_id stays the first id seen, and the event says that one. A WhatsApp contact has
  * one conversation per binding whichever id a message came by (its address is the phone
  * once known, the BSUID is kept beside it); a Telegram forum topic is a conversation of its
- * own, whose record keeps the thread id.
+ * own, whose record keeps the thread id. The record's last_inbound_at is the provider's time
+ * (ms) of the latest inbound event other than a status (the WhatsApp service window).
  *
  * In the same call each event of a conversation updates the inbox (inbox.h): history,
  * list, unread count, delivery of the message a status names, the text an edit replaces. */
@@ -146,6 +147,8 @@ static sb_redis_script_t script_enqueue = {
     "          if cc[2] ~= cuid then redis.call('HSET', cvkey, 'user_id', cuid) end\n"
     "          if addr ~= cuid and cc[1] ~= addr then redis.call('HSET', cvkey, 'chat_id', addr) end\n"
     "        end\n"
+    "        if kind ~= 'status' and tonumber(ts) > tonumber(redis.call('HGET', cvkey, "
+    "'last_inbound_at') or '0') then redis.call('HSET', cvkey, 'last_inbound_at', ts) end\n"
     "        ev = ev .. ',\"binding_id\":\"' .. bid .. '\",\"assistant_id\":\"' .. aid ..\n"
     "          '\",\"conversation_id\":\"' .. cv .. '\"'\n"
     "      end\n"

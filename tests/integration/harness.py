@@ -1087,6 +1087,10 @@ class Gateway:
             "SWITCHBOARD_DATA_DIR": self.data_dir,
             "SWITCHBOARD_WORKERS": "2",
             "SWITCHBOARD_LOG_LEVEL": "debug",
+            # The shared fixtures carry provider times of months ago: a WhatsApp reply to
+            # them is outside the 24-hour service window. Tests of the window itself set
+            # this to None (the default window) in their extra_env.
+            "SWITCHBOARD_OUTBOUND_WHATSAPP_WINDOW_MS": "315360000000",
         })
         if self.use_env_listen:
             env["SWITCHBOARD_LISTEN"] = "127.0.0.1:%d" % self.port
