@@ -99,7 +99,16 @@ export function commandId() {
  * (revoke it when done).
  */
 export async function fetchBlobUrl(path) {
-  const res = await fetch(path, { headers: { Authorization: `Bearer ${getKey()}` }, cache: "no-store", credentials: "omit" });
-  if (!res.ok) throw new ApiError(res.status, "", describe(res.status, "", ""), res.headers);
+  let res;
+  try {
+    res = await fetch(path, { headers: { Authorization: `Bearer ${getKey()}` }, cache: "no-store", credentials: "omit" });
+  } catch (e) {
+    throw new ApiError(0, "network", "The gateway could not be reached.", new Headers());
+  }
+  if (!res.ok) {
+    let err = {};
+    try { err = (await res.json()).error || {}; } catch { /* not JSON */ }
+    throw new ApiError(res.status, err.code || "", describe(res.status, err.code, err.message), res.headers);
+  }
   return URL.createObjectURL(await res.blob());
 }
