@@ -2,7 +2,7 @@
 // media (fetched with the key from GET /orgs/c/media/{ref}), delivery ticks, the reply box
 // with attachments (multipart: a "command" part and a "file" part) and, on WhatsApp outside
 // the 24-hour window, the approved templates with their parameters; hand-off and block.
-import { api, commandId, fetchBlobUrl } from "./api.js";
+import { api, commandId, fetchFile } from "./api.js";
 import { h, clear, field, messageLine, setMessage, formatTime, shortTime, confirmDialog, modal } from "./dom.js";
 import { providerInfo } from "./providers.js";
 import { contactName } from "./contacts.js";
@@ -29,7 +29,7 @@ const sentLabels = new Map();
 
 export function render(main) {
   const state = { open: null, conversations: [], source: null, lastEventId: null, stopped: false,
-    blobUrls: [], timer: null, retryTimer: null };
+    blobUrls: [], media: new Map(), timer: null, retryTimer: null };
   const listMsg = messageLine();
   const liveEl = h("span.live", { role: "status" }, "");
   const filterUnread = h("input", { type: "checkbox", id: "inbox-unread" });
@@ -78,7 +78,7 @@ export function render(main) {
       h("img.provider-icon", { src: info.icon, alt: info.name, width: 28, height: 28 }),
       h("span.conv-text", {},
         h("span.conv-top", {}, h("span.conv-name", {}, contactName(c.contact)), h("time.muted.small", { datetime: c.last_activity_at, title: formatTime(c.last_activity_at) }, shortTime(c.last_activity_at))),
-        h("span.conv-preview", {}, `${lm.direction === "out" ? "You: " : ""}${lm.preview || ""}`)),
+        h("span.conv-preview", {}, `${lm.direction === "out" ? (lm.author && lm.author.type === "assistant" ? "Assistant: " : "You: ") : ""}${lm.preview || ""}`)),
       c.unread_count ? h("span.badge.unread", { "aria-label": `${c.unread_count} unread` }, String(c.unread_count)) : null);
       listEl.append(h("li", {}, btn));
     }
@@ -135,7 +135,9 @@ export function render(main) {
   let hasOlder = false;
   let threadEls = {};
   let stick = true;
-  const follow = () => { if (stick && threadEls.messages) threadEls.messages.scrollTop = threadEls.messages.scrollHeight; };
+  let autoTop = -1; // where the console itself last scrolled to (its own scroll events are not the reader's)
+  const scrollEnd = (box) => { box.scrollTop = box.scrollHeight; autoTop = box.scrollTop; };
+  const follow = () => { if (stick && threadEls.messages) scrollEnd(threadEls.messages); };
 
   async function openConversation(c) {
     state.open = c;
@@ -174,6 +176,7 @@ export function render(main) {
       const before = box.scrollHeight;
       drawMessages(false);
       box.scrollTop = box.scrollHeight - before;
+      autoTop = box.scrollTop;
     } catch (e) {
       setMessage(threadEls.msg, "error", `Could not load older messages: ${e.message}`);
     }
@@ -206,6 +209,7 @@ export function render(main) {
     clear(thread);
     for (const u of state.blobUrls) URL.revokeObjectURL(u);
     state.blobUrls = [];
+    state.media = new Map();
     const info = providerInfo(c.channel);
     const contact = c.contact || {};
     const handoffId = `handoff-${c.id}`;
@@ -243,6 +247,7 @@ export function render(main) {
     const messages = h("ol.messages", { "aria-label": "Messages", tabindex: "0" });
     // Follow new messages (and images that load late) while the reader is at the bottom.
     messages.addEventListener("scroll", () => {
+      if (Math.abs(messages.scrollTop - autoTop) <= 1) return;
       stick = messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40;
     });
     stick = true;
@@ -267,7 +272,7 @@ export function render(main) {
     if (hasOlder) box.append(h("li.older", {}, h("button.ghost", { type: "button", onclick: loadOlder }, "Load older messages")));
     if (!threadItems.length) box.append(h("li.muted.center", {}, "No messages yet."));
     for (const m of threadItems) box.append(bubble(m));
-    if (scrollToEnd) { stick = true; box.scrollTop = box.scrollHeight; }
+    if (scrollToEnd) { stick = true; scrollEnd(box); }
   }
 
   function bubble(m) {
@@ -304,33 +309,42 @@ export function render(main) {
     const type = msg.type;
     const name = media.file_name || ({ image: "image", sticker: "sticker", audio: "audio", video: "video" }[type] || "file");
     const holder = h("div.media");
-    if (!media.ref && !media.url) {
-      // An outbound file sent as an upload: the event names no URL.
-      holder.append(h("span.file", {}, `📎 ${media.file_name || type}`));
+    // An outbound file sent as an upload names no URL the browser can load (the gateway's
+    // placeholder is on the reserved .invalid domain).
+    const url = media.url && !/^https?:\/\/[^/?#]*\.invalid([/?#:]|$)/i.test(media.url) ? media.url : "";
+    if (!media.ref && !url) {
+      holder.append(h("span.file", { title: "Sent as a file" }, `File: ${media.file_name || type}`));
       return holder;
     }
-    let loading = null;
-    // With the key (GET /orgs/c/media/{ref}, at any time); the signed URL when there is no ref.
-    const load = () => loading || (loading = (async () => {
-      if (!media.ref) return media.url;
-      const u = await fetchBlobUrl(`/orgs/c/media/${encodeURIComponent(media.ref)}`);
-      state.blobUrls.push(u);
-      return u;
-    })());
+    // With the key (GET /orgs/c/media/{ref}, at any time); the URL as it is when there is no
+    // ref. Fetched once per thread: a redraw reuses the object URL.
+    const load = () => {
+      if (!media.ref) return Promise.resolve({ url, name: "" });
+      let p = state.media.get(media.ref);
+      if (!p) {
+        p = fetchFile(`/orgs/c/media/${encodeURIComponent(media.ref)}`).then((f) => { state.blobUrls.push(f.url); return f; });
+        p.catch(() => state.media.delete(media.ref));
+        state.media.set(media.ref, p);
+      }
+      return p;
+    };
     const failed = (e) => { clear(holder); holder.append(h("p.conn-error.small", {}, `Could not load the ${type === "image" ? "image" : "file"}: ${e.message}`)); };
     if (type === "image" || type === "sticker") {
       const img = h("img.media-img", { alt: msg.caption || name, onload: follow });
       const open = h("button.media-open", { type: "button", "aria-label": `Open image ${name}` }, img);
-      open.addEventListener("click", () => load().then((u) => openViewer(u, msg.caption, name), failed));
-      load().then((u) => { img.src = u; }, failed);
+      open.addEventListener("click", () => load().then((f) => openViewer(f.url, msg.caption, media.file_name || f.name || name), failed));
+      load().then((f) => { img.src = f.url; }, failed);
       holder.append(open);
     } else if (type === "audio" || type === "video") {
       const player = h(type, { controls: true, preload: "metadata", "aria-label": `${type === "audio" ? "Audio" : "Video"} ${name}` });
-      load().then((u) => { player.src = u; }, failed);
+      load().then((f) => { player.src = f.url; }, failed);
       holder.append(player);
     } else {
       const a = h("a.file", { href: "#", download: name }, `⬇ ${name}`);
-      load().then((u) => { a.href = u; }, failed);
+      load().then((f) => {
+        a.href = f.url;
+        if (!media.file_name && f.name) { a.download = f.name; a.textContent = `⬇ ${f.name}`; }
+      }, failed);
       holder.append(a);
     }
     return holder;
@@ -377,7 +391,8 @@ export function render(main) {
       }
     }
     toggle.addEventListener("click", () => { mode = mode === "template" ? "free" : "template"; update(); });
-    box.append(h("div.reply-head", {}, note, toggle), free.el, tpl ? tpl.el : null);
+    box.append(h("div.reply-head", {}, note, toggle), free.el);
+    if (tpl) box.append(tpl.el);
     update();
     return { el: box, update, stop: () => clearTimeout(timer) };
   }
@@ -407,8 +422,8 @@ export function render(main) {
         const id = commandId();
         if (f) {
           // A "command" part with the JSON command and a "file" part (docs/api.md "Sending a file").
-          const cmd = { id, type: mediaType(f.type) };
-          if (t) cmd.media = { caption: t };
+          const cmd = { id, type: mediaType(f.type), media: { file_name: f.name } };
+          if (t) cmd.media.caption = t;
           const fd = new FormData();
           fd.append("command", new Blob([JSON.stringify(cmd)], { type: "application/json" }), "command.json");
           fd.append("file", f, f.name);
@@ -466,7 +481,7 @@ export function render(main) {
       for (const p of templateParams(t)) {
         const f = field(p.label, "input", { type: p.kind === "media" ? "url" : "text", name: p.label, autocomplete: "off",
           placeholder: p.kind === "media" ? "https://…" : "" });
-        f.input.addEventListener("input", drawPreview);
+        f.input.addEventListener("input", () => { setMessage(msg, "error", ""); drawPreview(); });
         inputs.push({ ...p, input: f.input });
         params.append(f.wrap);
       }

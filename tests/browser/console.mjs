@@ -346,24 +346,26 @@ async function inboxSteps(page, { deliver, conv, contactId, urls }) {
   await until(async () => !(await item.locator(".badge.unread").count()), "the badge clears once read");
   // An image arrives while the thread is open; the fake serves its file (getFile).
   await control("telegram_file", { file_id: "browser-photo-1", file_path: "photos/file_7.png" });
-  await deliver(undefined, { photo: [{ file_id: "browser-photo-1", file_unique_id: "bp1", width: 8, height: 6, file_size: 100 }], caption: "Look at this" });
+  await deliver(undefined, { photo: [{ file_id: "browser-photo-1", file_unique_id: "bp1", width: 320, height: 200, file_size: 2000 }], caption: "Look at this" });
   const photo = page.locator(".bubble", { hasText: "Look at this" });
   const img = photo.locator("img.media-img");
   await img.waitFor();
-  await until(async () => img.evaluate((el) => el.complete && el.naturalWidth === 8 && el.naturalHeight === 6), "the image loads (8×6 from the fake)");
+  await until(async () => img.evaluate((el) => el.complete && el.naturalWidth === 320 && el.naturalHeight === 200), "the image loads (320×200 from the fake)");
   check((await img.getAttribute("src")).startsWith("blob:"), "the image is fetched with the key (GET /orgs/c/media/{ref}), not a URL with a secret");
   check(urls.some((u) => /\/orgs\/c\/media\/[^/?]+$/.test(u)), "the keyed media route was used");
   // Open it: a dialog with the full image and a download link.
   await photo.getByRole("button", { name: /^Open image/ }).click();
   const viewer = page.getByRole("dialog", { name: "Image" });
   await viewer.waitFor();
-  await until(async () => viewer.locator("img").evaluate((el) => el.complete && el.naturalWidth === 8), "the opened image is shown");
-  check((await viewer.getByRole("link", { name: /Download/ }).getAttribute("href")).startsWith("blob:"), "a download link");
+  await until(async () => viewer.locator("img").evaluate((el) => el.complete && el.naturalWidth === 320), "the opened image is shown");
+  const download = viewer.getByRole("link", { name: /Download/ });
+  check((await download.getAttribute("href")).startsWith("blob:"), "a download link");
+  check((await download.getAttribute("download")) === "file_7.png", `under the gateway's file name (${await download.getAttribute("download")})`);
   await checkLabels(page, "the image viewer");
+  await shot(page, "inbox-image");
   await page.keyboard.press("Escape");
   await viewer.waitFor({ state: "detached" });
   pass("inbox_image");
-  await shot(page, "inbox");
 
   await page.getByLabel("Reply", { exact: true }).fill("Thanks, we are on it");
   await page.getByRole("button", { name: "Send" }).click();
@@ -380,8 +382,13 @@ async function inboxSteps(page, { deliver, conv, contactId, urls }) {
   check(doc.params.document === pdf, `the file's bytes reached Telegram (${JSON.stringify(doc.params.document)})`);
   check(doc.params.caption === "Your invoice", `the caption went with it (${doc.params.caption})`);
   check(doc.filenames.includes("invoice.pdf"), `under its name (${doc.filenames})`);
-  await page.locator(".bubble.out", { hasText: "Your invoice" }).waitFor();
+  const sentDoc = page.locator(".bubble.out", { hasText: "Your invoice" });
+  await sentDoc.waitFor();
+  check((await sentDoc.textContent()).includes("invoice.pdf"), "the sent file is named in the thread");
+  check(await sentDoc.locator("a[href*='.invalid']").count() === 0, "no link to the gateway's upload placeholder");
   check((await page.getByLabel("Reply", { exact: true }).inputValue()) === "", "the reply box is emptied");
+  await page.locator("ol.messages").evaluate((el) => { el.scrollTop = el.scrollHeight; });
+  await shot(page, "inbox");
   pass("inbox_reply_file");
 
   await page.getByRole("switch", { name: "AI replies" }).uncheck();
@@ -393,6 +400,11 @@ async function inboxSteps(page, { deliver, conv, contactId, urls }) {
   const refused = page.locator(".bubble.out", { hasText: "Assistant speaking" });
   await refused.waitFor();
   await until(async () => (await refused.textContent()).includes("handed off"), "the refusal in words");
+  await until(async () => refused.evaluate((el) => {
+    const r = el.getBoundingClientRect();
+    const box = el.closest("ol.messages").getBoundingClientRect();
+    return r.top >= box.top - 1 && r.bottom <= box.bottom + 1;
+  }), "the thread follows the new message into view");
   await shot(page, "inbox-handoff");
   await page.getByRole("switch", { name: "AI replies" }).check();
   await until(async () => (await control("api", { method: "GET", path: `/orgs/c/contacts/${contactId}` })).json.status === "SUBSCRIBED", "AI replies on again");

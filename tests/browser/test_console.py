@@ -40,15 +40,21 @@ CHROMIUM = os.environ.get("SB_CHROMIUM", "/usr/bin/chromium")
 NODE = shutil.which("node")
 
 
-def png(width, height, rgb):
-    """A small PNG of one colour (a real image the browser decodes)."""
+def png(width, height):
+    """A PNG of a sky over a green hill (a real image the browser decodes)."""
     def chunk(kind, data):
         return (len(data).to_bytes(4, "big") + kind + data
                 + zlib.crc32(kind + data).to_bytes(4, "big"))
-    row = b"\x00" + bytes(rgb) * width
+    rows = []
+    for y in range(height):
+        row = bytearray(b"\x00")
+        for x in range(width):
+            hill = height * 0.62 + 18 * ((x - width / 2) / (width / 2)) ** 2
+            row += bytes((46, 139, 87) if y > hill else (110 + y // 3, 170 + y // 4, 235))
+        rows.append(bytes(row))
     return (b"\x89PNG\r\n\x1a\n"
             + chunk(b"IHDR", width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x02\x00\x00\x00")
-            + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b""))
+            + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
 
 
 class ConsoleTelegram(harness.FakeTelegram):
@@ -162,7 +168,7 @@ class Control:
 
     def telegram_file(self, a):
         """A file the fake serves for getFile (an inbound photo's file_id)."""
-        self.case.telegram.files[a["file_id"]] = (a["file_path"], png(8, 6, (0x2e, 0x6b, 0xe6)), "image/png")
+        self.case.telegram.files[a["file_id"]] = (a["file_path"], png(320, 200), "image/png")
         return {}
 
     def whatsapp_connection(self, a):
