@@ -387,7 +387,8 @@ async function inboxSteps(page, { deliver, conv, contactId, urls }) {
   check((await sentDoc.textContent()).includes("invoice.pdf"), "the sent file is named in the thread");
   check(await sentDoc.locator("a[href*='.invalid']").count() === 0, "no link to the gateway's upload placeholder");
   check((await page.getByLabel("Reply", { exact: true }).inputValue()) === "", "the reply box is emptied");
-  await page.locator("ol.messages").evaluate((el) => { el.scrollTop = el.scrollHeight; });
+  const convItem = page.locator(`button.conv[data-id="${conv}"] .conv-preview`);
+  await until(async () => /\[document\]|Your invoice/.test(await convItem.textContent()), "the list shows the file as the last message");
   await shot(page, "inbox");
   pass("inbox_reply_file");
 
