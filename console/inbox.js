@@ -29,7 +29,7 @@ const sentLabels = new Map();
 
 export function render(main) {
   const state = { open: null, conversations: [], source: null, lastEventId: null, stopped: false,
-    blobUrls: [], media: new Map(), timer: null, retryTimer: null };
+    blobUrls: [], media: new Map(), mediaEls: new Map(), timer: null, retryTimer: null };
   const listMsg = messageLine();
   const liveEl = h("span.live", { role: "status" }, "");
   const filterUnread = h("input", { type: "checkbox", id: "inbox-unread" });
@@ -210,6 +210,7 @@ export function render(main) {
     for (const u of state.blobUrls) URL.revokeObjectURL(u);
     state.blobUrls = [];
     state.media = new Map();
+    state.mediaEls = new Map();
     const info = providerInfo(c.channel);
     const contact = c.contact || {};
     const handoffId = `handoff-${c.id}`;
@@ -281,7 +282,13 @@ export function render(main) {
     const body = h("div.bubble-body");
     if (m.kind === "reaction" && m.reaction) body.append(h("span.muted", {}, `reacted ${m.reaction.emoji || "(removed)"}`));
     else if (m.kind === "referral") body.append(h("span.muted", {}, "Opened the conversation from an ad or link"));
-    if (msg.media) body.append(mediaEl(msg));
+    if (msg.media) {
+      // Kept across redraws: a loaded image keeps its size, so the thread does not jump.
+      const key = m.id || msg.media.ref || msg.media.url;
+      let el = state.mediaEls.get(key);
+      if (!el) { el = mediaEl(msg); state.mediaEls.set(key, el); }
+      body.append(el);
+    }
     if (msg.location) body.append(h("div", {}, `📍 ${msg.location.name || ""} ${msg.location.latitude}, ${msg.location.longitude}`));
     const text = msg.text || msg.caption || (m.kind === "postback" ? msg.payload : "")
       || (m.command_id && sentLabels.get(m.command_id))
@@ -366,12 +373,15 @@ export function render(main) {
     const free = freeForm(c);
     const tpl = isWa ? templateForm(c) : null;
     let mode = "free";
+    let wasOpen = null;
     let timer = null;
     const windowOpen = () => !isWa || (c.window_expires_at && Date.parse(c.window_expires_at) > Date.now());
     function update() {
       clearTimeout(timer);
       const open = windowOpen();
       if (!open) mode = "template";
+      else if (wasOpen === false) mode = "free"; // the customer wrote again
+      wasOpen = open;
       if (isWa) {
         note.hidden = false;
         note.textContent = open

@@ -464,6 +464,13 @@ async function templateSteps(page, { asst }) {
   check(sent.body.to === "15550142233", `to the contact's phone (${sent.body.to})`);
   await page.locator(".bubble.out", { hasText: "order_update" }).waitFor();
   check((await control("graph_sends", wa)).count === 1, "sent once");
+  // The customer writes again: the window is open, the free-form reply box is back.
+  await control("whatsapp_inbound", { ...wa, connection_id: conn.id, assistant_id: asst.id,
+    message_id: "wamid.BROWSER2", phone: "15550142233", name: "Dana", text: "Thanks!", hours_ago: 0 });
+  await page.locator(".bubble", { hasText: "Thanks!" }).waitFor();
+  await until(async () => page.getByLabel("Reply", { exact: true }).isVisible(), "free-form replies again");
+  check((await texts(reply.locator(".window-note"))).includes("Free-form replies are possible until"), "the open window is explained");
+  check(await reply.getByRole("button", { name: "Send a template" }).isVisible(), "templates stay at hand");
   pass("inbox_template");
 }
 
