@@ -94,12 +94,31 @@ export function commandId() {
   return `console-${Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("")}`;
 }
 
+/** The file name of a Content-Disposition header (RFC 6266 filename* first), or "". */
+function dispositionName(v) {
+  if (!v) return "";
+  const star = v.match(/filename\*\s*=\s*UTF-8''([^;]+)/i);
+  if (star) { try { return decodeURIComponent(star[1].trim()); } catch { /* fall through */ } }
+  const plain = v.match(/filename\s*=\s*"([^"]*)"/i) || v.match(/filename\s*=\s*([^;]+)/i);
+  return plain ? plain[1].trim() : "";
+}
+
 /**
- * Fetches a protected file (media) with the key and answers an object URL for it
- * (revoke it when done).
+ * Fetches a protected file (media) with the key: {url, name} with an object URL for it
+ * (revoke it when done) and the file name the gateway gave (Content-Disposition), or "".
  */
-export async function fetchBlobUrl(path) {
-  const res = await fetch(path, { headers: { Authorization: `Bearer ${getKey()}` }, cache: "no-store", credentials: "omit" });
-  if (!res.ok) throw new ApiError(res.status, "", describe(res.status, "", ""), res.headers);
-  return URL.createObjectURL(await res.blob());
+export async function fetchFile(path) {
+  let res;
+  try {
+    res = await fetch(path, { headers: { Authorization: `Bearer ${getKey()}` }, cache: "no-store", credentials: "omit" });
+  } catch (e) {
+    throw new ApiError(0, "network", "The gateway could not be reached.", new Headers());
+  }
+  if (!res.ok) {
+    let err = {};
+    try { err = (await res.json()).error || {}; } catch { /* not JSON */ }
+    throw new ApiError(res.status, err.code || "", describe(res.status, err.code, err.message), res.headers);
+  }
+  const name = dispositionName(res.headers.get("content-disposition"));
+  return { url: URL.createObjectURL(await res.blob()), name };
 }

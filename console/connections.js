@@ -112,6 +112,7 @@ function credentialFields(info, { editing = false, masked = {} } = {}) {
     if (editing && masked[f.key]) attrs.placeholder = `${masked[f.key]} (unchanged)`;
     const fl = field(f.label, "input", attrs, f.hint);
     fl.key = f.key;
+    fl.optional = f.optional;
     return fl;
   });
 }
@@ -120,7 +121,7 @@ function readCredentials(fields, { onlyFilled = false } = {}) {
   const out = {};
   for (const f of fields) {
     const v = f.input.value.trim();
-    if (v || !onlyFilled) out[f.key] = v;
+    if (v || (!onlyFilled && !f.optional)) out[f.key] = v;
   }
   return out;
 }

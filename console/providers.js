@@ -14,7 +14,9 @@ export const PROVIDERS = {
   whatsapp: {
     name: "WhatsApp", icon: "icons/whatsapp.svg", meta: true,
     blurb: "Answer customers on your WhatsApp Business number through the Cloud API.",
-    fields: META_FIELDS, externalLabel: "Phone number ID",
+    fields: [...META_FIELDS, { key: "waba_id", label: "WhatsApp Business Account ID (optional)", secret: false, optional: true,
+      hint: "For the message templates: WhatsApp Manager → Account tools. Left empty, it is found from the bound phone number." }],
+    externalLabel: "Phone number ID",
     externalHint: "WhatsApp Manager → Phone numbers → Phone number ID.",
     webhookFields: "messages",
   },

@@ -277,18 +277,8 @@ async function main() {
     await until(async () => (await page.locator("li.dead").count()) === 0, "the dead letter leaves the list");
     pass("dead_letter_retry");
 
-    // ---- Inbox (needs the conversation routes and the live feed).
-    const probe = await control("api", { method: "GET", path: "/orgs/c/conversations" });
-    const ticketProbe = await control("api", { method: "POST", path: "/orgs/c/inbox/tickets" });
-    if (probe.status === 404 || ticketProbe.status === 404) {
-      summary.skipped.inbox = `the gateway answers 404 for ${probe.status === 404 ? "GET /orgs/c/conversations" : "POST /orgs/c/inbox/tickets"}`;
-      console.log(`skip - inbox: ${summary.skipped.inbox}`);
-      await page.getByRole("link", { name: /Inbox/ }).click();
-      await until(async () => (await texts(page.locator(".conv-pane .msg"))).includes("not available on this gateway"), "the not-available message");
-      await shot(page, "inbox-unavailable");
-    } else {
-      await inboxSteps(page, { deliver, conv, contactId, urls });
-    }
+    // ---- Inbox: live conversations, the thread, media, replies, hand-off.
+    await inboxSteps(page, { deliver, conv, contactId, urls });
 
     // ---- The 10-per-hour limit on creating assistants, in words.
     for (let i = 2; i <= 10; i += 1) {
@@ -318,6 +308,9 @@ async function main() {
     check((await control("api", { method: "GET", path: `/orgs/c/assistants/${asst.id}/channels` })).json.length === 0, "its binding is gone");
     await control("telegram_sent", { method: "deletewebhook" });
     pass("disconnect");
+
+    // ---- WhatsApp outside the 24-hour window: the reply box offers the templates.
+    await templateSteps(page, { asst });
 
     // ---- The key never appears in a URL.
     summary.requests = urls.length;
@@ -351,14 +344,28 @@ async function inboxSteps(page, { deliver, conv, contactId, urls }) {
   await item.click();
   await page.locator(".bubble", { hasText: "A second message, live" }).waitFor();
   await until(async () => !(await item.locator(".badge.unread").count()), "the badge clears once read");
-  // An image arrives while the thread is open.
-  await deliver(undefined, { photo: [{ file_id: "browser-photo-1", file_unique_id: "bp1", width: 4, height: 4, file_size: 100 }], caption: "Look at this" });
-  const img = page.locator(".bubble img.media-img").last();
+  // An image arrives while the thread is open; the fake serves its file (getFile).
+  await control("telegram_file", { file_id: "browser-photo-1", file_path: "photos/file_7.png" });
+  await deliver(undefined, { photo: [{ file_id: "browser-photo-1", file_unique_id: "bp1", width: 320, height: 200, file_size: 2000 }], caption: "Look at this" });
+  const photo = page.locator(".bubble", { hasText: "Look at this" });
+  const img = photo.locator("img.media-img");
   await img.waitFor();
-  await until(async () => img.evaluate((el) => el.complete && el.naturalWidth > 0), "the image loads");
-  await page.locator(".bubble a.media-link").last().click({ modifiers: [] }).catch(() => {});
+  await until(async () => img.evaluate((el) => el.complete && el.naturalWidth === 320 && el.naturalHeight === 200), "the image loads (320×200 from the fake)");
+  check((await img.getAttribute("src")).startsWith("blob:"), "the image is fetched with the key (GET /orgs/c/media/{ref}), not a URL with a secret");
+  check(urls.some((u) => /\/orgs\/c\/media\/[^/?]+$/.test(u)), "the keyed media route was used");
+  // Open it: a dialog with the full image and a download link.
+  await photo.getByRole("button", { name: /^Open image/ }).click();
+  const viewer = page.getByRole("dialog", { name: "Image" });
+  await viewer.waitFor();
+  await until(async () => viewer.locator("img").evaluate((el) => el.complete && el.naturalWidth === 320), "the opened image is shown");
+  const download = viewer.getByRole("link", { name: /Download/ });
+  check((await download.getAttribute("href")).startsWith("blob:"), "a download link");
+  check((await download.getAttribute("download")) === "file_7.png", `under the gateway's file name (${await download.getAttribute("download")})`);
+  await checkLabels(page, "the image viewer");
+  await shot(page, "inbox-image");
+  await page.keyboard.press("Escape");
+  await viewer.waitFor({ state: "detached" });
   pass("inbox_image");
-  await shot(page, "inbox");
 
   await page.getByLabel("Reply", { exact: true }).fill("Thanks, we are on it");
   await page.getByRole("button", { name: "Send" }).click();
@@ -366,9 +373,23 @@ async function inboxSteps(page, { deliver, conv, contactId, urls }) {
   await page.locator(".bubble.out", { hasText: "Thanks, we are on it" }).waitFor();
   pass("inbox_reply_text");
 
-  await page.setInputFiles(".reply input[type=file]", { name: "invoice.pdf", mimeType: "application/pdf", buffer: Buffer.from("%PDF-1.4\n% test\n") });
+  const pdf = "%PDF-1.4\n% test\n";
+  await page.setInputFiles(".reply input[type=file]", { name: "invoice.pdf", mimeType: "application/pdf", buffer: Buffer.from(pdf) });
+  await until(async () => (await page.locator(".reply .file-name").textContent()) === "invoice.pdf", "the chosen file is named");
+  await page.getByLabel("Reply", { exact: true }).fill("Your invoice");
   await page.getByRole("button", { name: "Send" }).click();
-  await control("telegram_sent", { method: "senddocument" });
+  const doc = await control("telegram_sent", { method: "senddocument" });
+  check(doc.params.document === pdf, `the file's bytes reached Telegram (${JSON.stringify(doc.params.document)})`);
+  check(doc.params.caption === "Your invoice", `the caption went with it (${doc.params.caption})`);
+  check(doc.filenames.includes("invoice.pdf"), `under its name (${doc.filenames})`);
+  const sentDoc = page.locator(".bubble.out", { hasText: "Your invoice" });
+  await sentDoc.waitFor();
+  check((await sentDoc.textContent()).includes("invoice.pdf"), "the sent file is named in the thread");
+  check(await sentDoc.locator("a[href*='.invalid']").count() === 0, "no link to the gateway's upload placeholder");
+  check((await page.getByLabel("Reply", { exact: true }).inputValue()) === "", "the reply box is emptied");
+  const convItem = page.locator(`button.conv[data-id="${conv}"] .conv-preview`);
+  await until(async () => /\[document\]|Your invoice/.test(await convItem.textContent()), "the list shows the file as the last message");
+  await shot(page, "inbox");
   pass("inbox_reply_file");
 
   await page.getByRole("switch", { name: "AI replies" }).uncheck();
@@ -376,8 +397,81 @@ async function inboxSteps(page, { deliver, conv, contactId, urls }) {
   await control("assistant_command", { cmd: { id: "console-handoff-1", conversation_id: conv, type: "text", text: "Assistant speaking" } });
   const st = await control("command_state", { id: "console-handoff-1", state: "failed" });
   check(st.reason === "handed_off", `the assistant's command is refused as handed_off (${st.reason})`);
+  // The thread shows the refused message and why, live.
+  const refused = page.locator(".bubble.out", { hasText: "Assistant speaking" });
+  await refused.waitFor();
+  await until(async () => (await refused.textContent()).includes("handed off"), "the refusal in words");
+  await until(async () => refused.evaluate((el) => {
+    const r = el.getBoundingClientRect();
+    const box = el.closest("ol.messages").getBoundingClientRect();
+    return r.top >= box.top - 1 && r.bottom <= box.bottom + 1;
+  }), "the thread follows the new message into view");
+  await shot(page, "inbox-handoff");
   await page.getByRole("switch", { name: "AI replies" }).check();
+  await until(async () => (await control("api", { method: "GET", path: `/orgs/c/contacts/${contactId}` })).json.status === "SUBSCRIBED", "AI replies on again");
   pass("inbox_handoff");
+}
+
+async function templateSteps(page, { asst }) {
+  const wa = { token: "EAAGbrowserWhatsAppToken01", account_id: "2233445566", name: "Acme WhatsApp",
+    phone_number_id: "109900112233", display: "+1 555-010-7788", waba_id: "209900112233",
+    app_secret: "wa-app-secret-0123456789abcdef" };
+  const templates = [
+    { id: "tpl1", name: "order_update", language: "en_US", status: "APPROVED", category: "UTILITY",
+      components: [{ type: "HEADER", format: "TEXT", text: "Hi {{1}}" },
+        { type: "BODY", text: "Order {{1}} has shipped to {{2}}." }] },
+    { id: "tpl2", name: "spring_sale", language: "en_US", status: "PENDING", category: "MARKETING",
+      components: [{ type: "BODY", text: "Spring sale!" }] },
+    { id: "tpl3", name: "thanks", language: "de_DE", status: "APPROVED", category: "UTILITY",
+      components: [{ type: "BODY", text: "Danke!" }] },
+  ];
+  const conn = await control("whatsapp_connection", { ...wa, assistant_id: asst.id, templates });
+  await page.getByRole("link", { name: /Inbox/ }).click();
+  await until(async () => (await page.locator(".live").textContent()) === "Live", "the live feed connected");
+  const { conversation_id: wconv } = await control("whatsapp_inbound", { ...wa, connection_id: conn.id, assistant_id: asst.id,
+    message_id: "wamid.BROWSER1", phone: "15550142233", name: "Dana", text: "Is my order on its way?", hours_ago: 25 });
+  const item = page.locator(`button.conv[data-id="${wconv}"]`);
+  await item.waitFor();
+  const cv = (await control("api", { method: "GET", path: `/orgs/c/conversations/${wconv}` })).json;
+  check(Date.parse(cv.window_expires_at) < Date.now(), `the window closed an hour ago (${cv.window_expires_at})`);
+  await item.click();
+  await page.locator(".bubble", { hasText: "Is my order on its way?" }).waitFor();
+  const reply = page.locator(".reply");
+  await until(async () => (await texts(reply.locator(".window-note"))).includes("24-hour"), "the closed window is explained");
+  check(!(await page.getByLabel("Reply", { exact: true }).isVisible()), "no free-form reply outside the window");
+  const select = reply.getByLabel("Template", { exact: true });
+  await until(async () => (await select.locator("option").count()) === 3, "the approved templates are offered");
+  const options = await texts(select.locator("option"));
+  check(options.includes("order_update") && options.includes("thanks") && !options.includes("spring_sale"), `only approved ones (${options})`);
+  await select.selectOption({ label: "order_update (en_US)" });
+  await reply.getByLabel("Header {{1}}").fill("Dana");
+  await reply.getByLabel("Body {{1}}").fill("4711");
+  // A missing parameter is caught before anything is sent.
+  await reply.getByRole("button", { name: "Send template" }).click();
+  await until(async () => (await texts(reply.locator(".msg"))).includes("Fill in Body {{2}}"), "the missing parameter named");
+  check((await control("graph_sends", wa)).count === 0, "nothing was sent");
+  await reply.getByLabel("Body {{2}}").fill("Berlin");
+  await until(async () => (await reply.locator(".template-preview").textContent()).includes("Order 4711 has shipped to Berlin."), "the preview with the parameters");
+  await checkLabels(page, "the template picker");
+  await shot(page, "inbox-template");
+  await reply.getByRole("button", { name: "Send template" }).click();
+  const sent = await control("graph_sent", wa);
+  const want = { name: "order_update", language: { code: "en_US" }, components: [
+    { type: "header", parameters: [{ type: "text", text: "Dana" }] },
+    { type: "body", parameters: [{ type: "text", text: "4711" }, { type: "text", text: "Berlin" }] }] };
+  check(sent.body.type === "template" && JSON.stringify(sent.body.template) === JSON.stringify(want),
+    `the template reached Meta as it expects (${JSON.stringify(sent.body)})`);
+  check(sent.body.to === "15550142233", `to the contact's phone (${sent.body.to})`);
+  await page.locator(".bubble.out", { hasText: "order_update" }).waitFor();
+  check((await control("graph_sends", wa)).count === 1, "sent once");
+  // The customer writes again: the window is open, the free-form reply box is back.
+  await control("whatsapp_inbound", { ...wa, connection_id: conn.id, assistant_id: asst.id,
+    message_id: "wamid.BROWSER2", phone: "15550142233", name: "Dana", text: "Thanks!", hours_ago: 0 });
+  await page.locator(".bubble", { hasText: "Thanks!" }).waitFor();
+  await until(async () => page.getByLabel("Reply", { exact: true }).isVisible(), "free-form replies again");
+  check((await texts(reply.locator(".window-note"))).includes("Free-form replies are possible until"), "the open window is explained");
+  check(await reply.getByRole("button", { name: "Send a template" }).isVisible(), "templates stay at hand");
+  pass("inbox_template");
 }
 
 main().then(() => {
