@@ -465,8 +465,17 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     if (p != NULL && (p->kind == SB_PART_TEXT || p->kind == SB_PART_CAPTION))
         json_member(&b, "text", p->text);
     if (is_media) {
-        sb_buf_append(&b, SB_STRLIT(",\"media\":{\"url\":"));
-        sb_buf_append_json_str(&b, c->cmd.media.url.base, c->cmd.media.url.len);
+        if (c->cmd.media.upload.base != NULL) {
+            /* an uploaded file has no URL of its own: its type and name say what it was */
+            h2o_iovec_t mime = c->cmd.media.mime_type.base != NULL
+                                   ? c->cmd.media.mime_type
+                                   : h2o_iovec_init(H2O_STRLIT("application/octet-stream"));
+            sb_buf_append(&b, SB_STRLIT(",\"media\":{\"mime_type\":"));
+            sb_buf_append_json_str(&b, mime.base, mime.len);
+        } else {
+            sb_buf_append(&b, SB_STRLIT(",\"media\":{\"url\":"));
+            sb_buf_append_json_str(&b, c->cmd.media.url.base, c->cmd.media.url.len);
+        }
         if (c->cmd.media.file_name.base != NULL)
             json_member(&b, "file_name", c->cmd.media.file_name);
         sb_buf_append(&b, "}", 1);

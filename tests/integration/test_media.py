@@ -659,7 +659,11 @@ class TestUploads(unittest.TestCase):
         self.assertNotIn("link", msg["document"])
         self.assertTrue(msg["document"]["id"].startswith("upl"))
         self.assertEqual(msg["document"]["caption"], "the report")
-        self.assertEqual(len(self.sent_events(cmd_id)), 1)
+        sent = self.sent_events(cmd_id)
+        self.assertEqual(len(sent), 1)
+        # the event says what was sent, not the gateway's internal placeholder
+        self.assertEqual(sent[0]["message"]["media"],
+                         {"mime_type": "application/pdf", "file_name": "report.pdf"})
 
     def test_telegram_multipart_send(self):
         e = self.env
