@@ -59,6 +59,8 @@ typedef struct st_sb_event_t {
         h2o_iovec_t thread_id;
         struct {
             h2o_iovec_t id, mime_type, file_name, url;
+            /** The gateway's media reference (GET /orgs/c/media/{ref}); set by the gateway. */
+            h2o_iovec_t ref;
         } media;
         struct {
             int present;
@@ -129,6 +131,7 @@ void sb_event_append_content(const sb_event_t *ev, sb_buf_t *out);
 
 typedef struct st_sb_credentials_t {
     h2o_iovec_t app_secret, verify_token, access_token; /* Meta channels */
+    h2o_iovec_t waba_id;                                /* WhatsApp, optional */
     h2o_iovec_t bot_token, webhook_secret;              /* Telegram */
 } sb_credentials_t;
 
@@ -139,23 +142,33 @@ typedef struct st_sb_credentials_t {
 /** An outbound command as the runtime or the inbox wrote it, validated. Strings borrowed. */
 typedef struct st_sb_command_t {
     h2o_iovec_t id, conversation_id;
-    /** "text", "image", "audio", "video", "document", "typing", "read". */
+    /** "text", "image", "audio", "video", "document", "template", "typing", "read". */
     h2o_iovec_t type;
     h2o_iovec_t text, reply_to;
     struct {
         h2o_iovec_t url, caption, file_name;
+        /** A file uploaded through the API (multipart), kept by the gateway under this id in
+         *  place of a URL; mime_type is its type. Only the gateway writes these. */
+        h2o_iovec_t upload, mime_type;
     } media;
     struct {
         h2o_iovec_t id, title;
     } buttons[SB_MAX_BUTTONS];
     size_t nbuttons;
+    /** A WhatsApp message template: its name, language code and the Cloud API's
+     *  "components" array as compact JSON text (absent when the command gives none). */
+    struct {
+        h2o_iovec_t name, language, components;
+    } template;
 } sb_command_t;
 
 /**
  * Parses and validates a command JSON object. Returns SB_OK, or SB_ERR_BAD_REQUEST with a
  * reason (static or pool string) in '*reason'. Rules: "id" string of 1..256 bytes; "type"
- * one of the seven; "text" required (non-empty string) for text; "media.url" required
- * (http or https URL) for image/audio/video/document; "buttons" at most SB_MAX_BUTTONS
+ * one of the eight; "text" required (non-empty string) for text; "media.url" required
+ * (http or https URL) for image/audio/video/document; "template" required for template (an
+ * object: "name" and "language" non-empty strings, "components" an array of objects) and
+ * refused with any other type; "buttons" at most SB_MAX_BUTTONS
  * objects with non-empty string "id" and "title"; "reply_to" string; "conversation_id"
  * string (may be absent here: the API takes it from the path); unknown top-level members
  * are refused.
@@ -184,7 +197,8 @@ typedef enum en_sb_part_kind_t {
                         always, WhatsApp audio, WhatsApp/Telegram over 1024 characters), as
                         text messages right after it */
     SB_PART_TYPING,
-    SB_PART_READ
+    SB_PART_READ,
+    SB_PART_TEMPLATE /* a WhatsApp message template (cmd->template) */
 } sb_part_kind_t;
 
 /** One provider request of a command. */

@@ -9,9 +9,12 @@
  * caller's pool (NUL-terminated; jansson refuses \u0000, so none holds a NUL) and the jansson
  * document is freed before returning. Optional members given as JSON null count as absent
  * (callers serialize None/nil that way); an empty "reply_to" is absent too. Members of
- * "media" other than url, caption and file_name are ignored: only top-level members are
+ * "media" other than url, caption, file_name and the gateway's own upload and mime_type (a
+ * file sent through the API, kept under that id) are ignored: only top-level members are
  * refused, as the contract's field list is about the command. Buttons are accepted with
- * every type but only a text sends them (on its last part).
+ * every type but only a text sends them (on its last part). A "template" goes only with
+ * type template; its components are checked for shape here (objects with a "type", their
+ * "parameters" arrays) and against the synced template by the gateway before a send.
  *
  * sb_text_split walks whole UTF-8 sequences (jansson guarantees valid UTF-8; a malformed
  * sequence still counts as one character and is never cut), and cuts each chunk at the start
@@ -23,10 +26,14 @@
 
 #define COMMAND_ID_MAX 256
 
-static const char *const command_types[] = {"text",     "image",  "audio", "video",
-                                            "document", "typing", "read"};
-static const char *const command_members[] = {"id",    "conversation_id", "type",   "text",
-                                              "media", "reply_to",        "buttons"};
+static const char *const command_types[] = {"text",     "image",    "audio",  "video",
+                                            "document", "template", "typing", "read"};
+static const char *const command_members[] = {"id",    "conversation_id", "type",    "text",
+                                              "media", "reply_to",        "buttons", "template"};
+#define TYPES_TEXT "text, image, audio, video, document, template, typing, read"
+/* A template's name and language code are short words at Meta (512 and 15 bytes). */
+#define TEMPLATE_NAME_MAX     512
+#define TEMPLATE_LANGUAGE_MAX 32
 
 /* Copies the JSON string 'v' into '*out' (pool). Absent and null leave '*out' absent.
  * Returns 0, or -1 when 'v' is of another type. */
@@ -84,6 +91,12 @@ static const char *parse_media(h2o_mem_pool_t *pool, json_t *media, sb_command_t
         return "\"media.caption\" must be a string";
     if (get_str(pool, json_object_get(media, "file_name"), &cmd->media.file_name) != 0)
         return "\"media.file_name\" must be a string";
+    if (get_str(pool, json_object_get(media, "upload"), &cmd->media.upload) != 0 ||
+        (cmd->media.upload.base != NULL &&
+         !sb_id_valid(cmd->media.upload.base, cmd->media.upload.len)))
+        return "\"media.upload\" must be an upload id";
+    if (get_str(pool, json_object_get(media, "mime_type"), &cmd->media.mime_type) != 0)
+        return "\"media.mime_type\" must be a string";
     return NULL;
 }
 
@@ -108,6 +121,51 @@ static const char *parse_buttons(h2o_mem_pool_t *pool, json_t *buttons, sb_comma
             return "every button needs a non-empty string \"title\"";
     }
     cmd->nbuttons = json_array_size(buttons);
+    return NULL;
+}
+
+/* Reads "template" into 'cmd': {"name", "language", "components"?}; the components array is
+ * kept as compact JSON text for the adapter, which sends it as it came. Returns NULL or the
+ * reason. */
+static const char *parse_template(h2o_mem_pool_t *pool, json_t *tpl, sb_command_t *cmd)
+{
+    const char *key;
+    json_t *value, *components;
+
+    if (tpl == NULL || json_is_null(tpl))
+        return NULL;
+    if (!json_is_object(tpl))
+        return "\"template\" must be an object";
+    json_object_foreach(tpl, key, value)
+    {
+        if (strcmp(key, "name") != 0 && strcmp(key, "language") != 0 &&
+            strcmp(key, "components") != 0)
+            return "\"template\" takes only name, language and components";
+    }
+    if (get_str(pool, json_object_get(tpl, "name"), &cmd->template.name) != 0 ||
+        cmd->template.name.len == 0 || cmd->template.name.len > TEMPLATE_NAME_MAX)
+        return "\"template.name\" must be a non-empty string";
+    if (get_str(pool, json_object_get(tpl, "language"), &cmd->template.language) != 0 ||
+        cmd->template.language.len == 0 || cmd->template.language.len > TEMPLATE_LANGUAGE_MAX)
+        return "\"template.language\" must be a language code such as en_US";
+    components = json_object_get(tpl, "components");
+    if (components == NULL || json_is_null(components))
+        return NULL;
+    if (!json_is_array(components))
+        return "\"template.components\" must be an array";
+    for (size_t i = 0; i < json_array_size(components); ++i) {
+        json_t *c = json_array_get(components, i);
+        if (!json_is_object(c) || !json_is_string(json_object_get(c, "type")))
+            return "every template component must be an object with a string \"type\"";
+        json_t *params = json_object_get(c, "parameters");
+        if (params != NULL && !json_is_array(params))
+            return "\"parameters\" of a template component must be an array";
+    }
+    char *text = json_dumps(components, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL)
+        return "\"template.components\" cannot be encoded";
+    cmd->template.components = sb_pool_strdup(pool, text, strlen(text));
+    free(text);
     return NULL;
 }
 
@@ -137,10 +195,10 @@ static const char *parse_command(h2o_mem_pool_t *pool, json_t *root, sb_command_
         (cmd->conversation_id.base != NULL && cmd->conversation_id.len == 0))
         return "\"conversation_id\" must be a non-empty string";
     if (get_str(pool, json_object_get(root, "type"), &cmd->type) != 0 || cmd->type.base == NULL)
-        return "\"type\" must be one of text, image, audio, video, document, typing, read";
+        return "\"type\" must be one of " TYPES_TEXT;
     if (!is_member_of(cmd->type.base, command_types,
                       sizeof(command_types) / sizeof(command_types[0])))
-        return "\"type\" must be one of text, image, audio, video, document, typing, read";
+        return "\"type\" must be one of " TYPES_TEXT;
     if (get_str(pool, json_object_get(root, "text"), &cmd->text) != 0)
         return "\"text\" must be a string";
     if (get_str(pool, json_object_get(root, "reply_to"), &cmd->reply_to) != 0)
@@ -151,17 +209,26 @@ static const char *parse_command(h2o_mem_pool_t *pool, json_t *root, sb_command_
         return reason;
     if ((reason = parse_buttons(pool, json_object_get(root, "buttons"), cmd)) != NULL)
         return reason;
+    if ((reason = parse_template(pool, json_object_get(root, "template"), cmd)) != NULL)
+        return reason;
 
     if (sb_iov_eq(cmd->type, "text")) {
         if (cmd->text.len == 0)
             return "a text command needs a non-empty \"text\"";
     } else if (sb_iov_eq(cmd->type, "image") || sb_iov_eq(cmd->type, "audio") ||
                sb_iov_eq(cmd->type, "video") || sb_iov_eq(cmd->type, "document")) {
-        if (cmd->media.url.base == NULL)
+        if (cmd->media.url.base == NULL && cmd->media.upload.base == NULL)
             return "a media command needs \"media.url\"";
-        if (!url_valid(cmd->media.url))
+        if (cmd->media.url.base != NULL && cmd->media.upload.base != NULL)
+            return "a media command has either \"media.url\" or a file, not both";
+        if (cmd->media.url.base != NULL && !url_valid(cmd->media.url))
             return "\"media.url\" must be an http or https URL";
+    } else if (sb_iov_eq(cmd->type, "template")) {
+        if (cmd->template.name.base == NULL)
+            return "a template command needs \"template\" with name and language";
     }
+    if (!sb_iov_eq(cmd->type, "template") && cmd->template.name.base != NULL)
+        return "\"template\" goes only with type template";
     return NULL;
 }
 

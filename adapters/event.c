@@ -111,6 +111,7 @@ static void append_message(const sb_event_t *ev, sb_buf_t *out)
         append_str_member(out, &mfirst, "mime_type", ev->message.media.mime_type);
         append_str_member(out, &mfirst, "file_name", ev->message.media.file_name);
         append_str_member(out, &mfirst, "url", ev->message.media.url);
+        append_str_member(out, &mfirst, "ref", ev->message.media.ref);
         sb_buf_append(out, "}", 1);
     }
     if (ev->message.location.present) {

@@ -725,6 +725,9 @@ void sb_meta_plan(const sb_command_t *cmd, const sb_meta_plan_rules_t *rules, h2
         push_part(pool, out, SB_PART_TYPING, h2o_iovec_init(NULL, 0));
     } else if (sb_iov_eq(cmd->type, "read") && rules->read) {
         push_part(pool, out, SB_PART_READ, h2o_iovec_init(NULL, 0));
+    } else if (sb_iov_eq(cmd->type, "template")) {
+        /* Only WhatsApp sends it; another channel's build_send refuses the part. */
+        push_part(pool, out, SB_PART_TEMPLATE, h2o_iovec_init(NULL, 0));
     }
 }
 

@@ -25,6 +25,9 @@
  * most 1024 characters: plan splits it so); reply_to is a "context". Media go by "link" with
  * the caption inline (not for audio, nor over 1024 characters: then it follows as text).
  * typing and read both mark the user's message (reply_to) read, typing with the indicator.
+ * A template goes as "type":"template" with the command's name, language code and
+ * components. A contact whose phone is withheld (the conversation's address is its BSUID)
+ * is addressed by "recipient" instead of "to".
  */
 #include "meta.h"
 
@@ -361,11 +364,43 @@ static const char *check_buttons(const sb_command_t *cmd)
     return NULL;
 }
 
-/* {"messaging_product":"whatsapp","recipient_type":"individual","to":<chat>,"type":<type>} */
+/* {"messaging_product":"whatsapp","recipient_type":"individual","to":<chat>,"type":<type>};
+ * a contact known only by its business-scoped user id (the phone withheld: the
+ * conversation's address is that BSUID) gets "recipient":<BSUID> instead of "to". */
 static json_t *message_base(const sb_target_t *target, const char *type)
 {
+    int by_user_id =
+        target->user_id.len != 0 &&
+        (target->chat_id.len == 0 ||
+         (target->chat_id.len == target->user_id.len &&
+          memcmp(target->chat_id.base, target->user_id.base, target->chat_id.len) == 0));
     return json_pack("{s:s,s:s,s:s%,s:s}", "messaging_product", "whatsapp", "recipient_type",
-                     "individual", "to", SB_META_S(target->chat_id), "type", type);
+                     "individual", by_user_id ? "recipient" : "to",
+                     SB_META_S(by_user_id ? target->user_id : target->chat_id), "type", type);
+}
+
+/* {"type":"template","template":{"name","language":{"code"},"components"?}}; the components
+ * are the command's own (Cloud API shape, checked by sb_command_parse). */
+static json_t *template_message(const sb_target_t *target, const sb_command_t *cmd)
+{
+    json_t *tpl, *body;
+
+    if (cmd->template.name.base == NULL || cmd->template.language.base == NULL)
+        return NULL;
+    tpl = json_pack("{s:s%,s:{s:s%}}", "name", SB_META_S(cmd->template.name), "language", "code",
+                    SB_META_S(cmd->template.language));
+    if (cmd->template.components.base != NULL) {
+        json_error_t error;
+        json_t *components =
+            json_loadb(cmd->template.components.base, cmd->template.components.len, 0, &error);
+        if (json_array_size(components) != 0)
+            sb_meta_json_set(&tpl, "components", components);
+        else
+            json_decref(components);
+    }
+    body = message_base(target, "template");
+    sb_meta_json_set(&body, "template", tpl);
+    return body;
 }
 
 /* A text message, or with the command's buttons an interactive "button" message. */
@@ -442,6 +477,12 @@ static sb_err_t build_send(const sb_credentials_t *cred, const sb_target_t *targ
             return SB_ERR_BAD_REQUEST;
         }
         body = media_message(target, cmd, part);
+        break;
+    case SB_PART_TEMPLATE:
+        if ((body = template_message(target, cmd)) == NULL) {
+            *reason = "not a template command";
+            return SB_ERR_BAD_REQUEST;
+        }
         break;
     case SB_PART_TYPING:
     case SB_PART_READ:

@@ -81,12 +81,30 @@ const sb_conf_option_t sb_conf_options[] = {
             retry_deadline_ms, "900000", 1000, 604800000,
             "a command still failing with retryable errors this long after it was taken goes "
             "to sb:dead"),
+    OPT_INT("outbound.whatsapp_window_ms", "SWITCHBOARD_OUTBOUND_WHATSAPP_WINDOW_MS",
+            whatsapp_window_ms, "86400000", 60000, INT64_C(315360000000),
+            "WhatsApp customer service window: a free-form message to a contact whose last "
+            "inbound message is older than this fails with outside_window"),
     OPT_INT("outbound.max_in_flight", "SWITCHBOARD_OUTBOUND_MAX_IN_FLIGHT", outbound_max_in_flight,
             "10000", 1, 1000000,
             "commands this process holds at once (read from sb:out, not yet acknowledged)"),
     OPT_STR("trusted_proxies", "SWITCHBOARD_TRUSTED_PROXIES", trusted_proxies, "",
             "comma-separated addresses or CIDR ranges of reverse proxies whose "
             "X-Forwarded-For / Forwarded header names the client (default: none)"),
+    OPT_INT("inbox.heartbeat_ms", "SWITCHBOARD_INBOX_HEARTBEAT_MS", inbox_heartbeat_ms, "15000", 10,
+            600000, "longest silence on an inbox feed stream: a comment line is sent sooner"),
+    OPT_INT("inbox.max_pending_bytes", "SWITCHBOARD_INBOX_MAX_PENDING_BYTES",
+            inbox_max_pending_bytes, "1048576", 4096, 1073741824,
+            "an inbox feed subscriber with more output than this not yet written is cut off"),
+    OPT_INT("media.url_ttl_s", "SWITCHBOARD_MEDIA_URL_TTL_S", media_url_ttl_s, "3600", 1, 31536000,
+            "how long a signed media URL (message.media.url) stays valid"),
+    OPT_INT("media.max_concurrent", "SWITCHBOARD_MEDIA_MAX_CONCURRENT", media_max_concurrent, "64",
+            1, 100000, "media fetches in progress at once per worker (more get 503)"),
+    OPT_INT("media.timeout_s", "SWITCHBOARD_MEDIA_TIMEOUT_S", media_timeout_s, "3600", 1, 86400,
+            "longest a media download from the provider may take"),
+    OPT_INT("media.upload_max_bytes", "SWITCHBOARD_MEDIA_UPLOAD_MAX_BYTES", media_upload_max_bytes,
+            "16777216", 1024, 104857600,
+            "largest file a multipart message may send (kept in Redis until it is sent)"),
     {NULL, NULL, SB_CONF_STR, 0, NULL, 0, 0, NULL},
 };
 

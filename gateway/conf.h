@@ -38,15 +38,19 @@ typedef struct st_sb_conf_t {
     int64_t assistant_creations_per_hour;
     int64_t provider_timeout_ms;
     int64_t redis_timeout_ms;
+    int64_t media_url_ttl_s, media_max_concurrent, media_timeout_s, media_upload_max_bytes;
     int64_t redis_wait_replicas;
     int64_t shutdown_timeout_ms;
     int64_t rate_telegram, rate_whatsapp, rate_messenger, rate_instagram;
     int64_t retry_deadline_ms;
+    int64_t whatsapp_window_ms;
     int64_t outbound_max_in_flight;
     char *trusted_proxies;
     /* trusted_proxies parsed */
     sb_cidr_t trusted[SB_CONF_MAX_TRUSTED];
     size_t ntrusted;
+    int64_t inbox_heartbeat_ms;
+    int64_t inbox_max_pending_bytes;
 } sb_conf_t;
 
 typedef enum en_sb_conf_type_t { SB_CONF_STR, SB_CONF_INT } sb_conf_type_t;

@@ -52,6 +52,7 @@ struct st_request_t {
     sb_http_client_t *c;
     CURL *easy; /* NULL for a request that failed before curl took it */
     struct curl_slist *headers;
+    curl_mime *mime;
     sb_http_cb cb;
     void *data;
     char *provider;
@@ -60,6 +61,11 @@ struct st_request_t {
     int64_t retry_after_ms;
     uint64_t started_us;
     sb_http_result_t deferred_result;
+    /* streaming (sb_http_client_start with req->stream) */
+    const struct st_sb_http_stream_t *stream;
+    void *stream_data;
+    uint64_t max_bytes, received;
+    int paused, cancelled, in_write;
 };
 
 typedef struct st_sock_t {
@@ -177,7 +183,9 @@ static sb_http_result_t result_of(const request_t *rq, CURLcode code)
     case CURLE_FILESIZE_EXCEEDED:
         return SB_HTTP_TOO_LARGE;
     case CURLE_WRITE_ERROR:
-        return rq->too_large ? SB_HTTP_TOO_LARGE : SB_HTTP_NETWORK_ERROR;
+        return rq->too_large   ? SB_HTTP_TOO_LARGE
+               : rq->cancelled ? SB_HTTP_CANCELLED
+                               : SB_HTTP_NETWORK_ERROR;
     default:
         return SB_HTTP_NETWORK_ERROR;
     }
@@ -214,6 +222,7 @@ static void request_complete(sb_http_client_t *c, request_t *rq, sb_http_result_
 
     if (rq->easy != NULL)
         curl_easy_cleanup(rq->easy);
+    curl_mime_free(rq->mime);
     curl_slist_free_all(rq->headers);
     sb_buf_dispose(&rq->body);
     free(rq->provider);
@@ -322,11 +331,47 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- transfer callbacks ---- */
 
+/* The write callback of a streaming transfer: hands the bytes on, pauses or aborts. */
+static size_t on_stream_write(request_t *rq, char *ptr, size_t len)
+{
+    if (rq->cancelled)
+        return 0;
+    if (rq->received + len > rq->max_bytes) {
+        rq->too_large = 1;
+        return 0;
+    }
+    sb_http_stream_head_t head;
+    long status = 0;
+    curl_off_t clen = -1;
+    char *ctype = NULL;
+    curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(rq->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen);
+    curl_easy_getinfo(rq->easy, CURLINFO_CONTENT_TYPE, &ctype);
+    head.status = (int)status;
+    head.content_length = clen;
+    head.content_type = ctype;
+    rq->in_write = 1;
+    sb_http_stream_action_t act = rq->stream->on_data(&head, ptr, len, rq->stream_data);
+    rq->in_write = 0;
+    if (rq->cancelled || act == SB_HTTP_STREAM_ABORT) {
+        rq->cancelled = 1;
+        return 0;
+    }
+    if (act == SB_HTTP_STREAM_PAUSE) {
+        rq->paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    rq->received += len;
+    return len;
+}
+
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     request_t *rq = userdata;
     size_t len = size * nmemb;
-    if (rq->body.len + len > rq->c->max_response_bytes) {
+    if (rq->stream != NULL)
+        return on_stream_write(rq, ptr, len);
+    if (rq->body.len + len > rq->max_bytes) {
         rq->too_large = 1;
         return 0; /* != len: curl aborts with CURLE_WRITE_ERROR */
     }
@@ -453,13 +498,38 @@ static CURLcode setup_easy(sb_http_client_t *c, request_t *rq, const sb_http_req
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_TIMEOUT_MS, (long)timeout);
     SET(CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
-    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_response_bytes);
+    SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)rq->max_bytes);
+    if (rq->stream != NULL)
+        SET(CURLOPT_BUFFERSIZE, 128L * 1024); /* fewer, larger hand-overs to on_data */
+    if (req->idle_timeout_ms != 0) {
+        /* a paused transfer is exempt from curl's speed check */
+        SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
+        SET(CURLOPT_LOW_SPEED_TIME, (long)((req->idle_timeout_ms + 999) / 1000));
+    }
     SET(CURLOPT_WRITEFUNCTION, on_write);
     SET(CURLOPT_WRITEDATA, (void *)rq);
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, (void *)rq);
 
-    if (strcmp(method, "GET") == 0 && req->body == NULL) {
+    if (req->nform != 0) {
+        rq->mime = curl_mime_init(e);
+        if (rq->mime == NULL)
+            return CURLE_OUT_OF_MEMORY;
+        for (size_t i = 0; i < req->nform && rc == CURLE_OK; ++i) {
+            const sb_http_form_part_t *p = req->form + i;
+            curl_mimepart *part = curl_mime_addpart(rq->mime);
+            if (part == NULL)
+                return CURLE_OUT_OF_MEMORY;
+            rc = curl_mime_name(part, p->name);
+            if (rc == CURLE_OK)
+                rc = curl_mime_data(part, p->data != NULL ? p->data : "", p->len); /* copied */
+            if (rc == CURLE_OK && p->file_name != NULL)
+                rc = curl_mime_filename(part, p->file_name);
+            if (rc == CURLE_OK && p->content_type != NULL)
+                rc = curl_mime_type(part, p->content_type);
+        }
+        SET(CURLOPT_MIMEPOST, rq->mime);
+    } else if (strcmp(method, "GET") == 0 && req->body == NULL) {
         SET(CURLOPT_HTTPGET, 1L);
     } else {
         if (strcmp(method, "POST") != 0)
@@ -487,16 +557,19 @@ static CURLcode setup_easy(sb_http_client_t *c, request_t *rq, const sb_http_req
     return rc;
 }
 
-int sb_http_client_send(sb_http_client_t *c, const sb_http_request_t *req, sb_http_cb cb,
-                        void *data)
+sb_http_transfer_t *sb_http_client_start(sb_http_client_t *c, const sb_http_request_t *req,
+                                         sb_http_cb cb, void *data)
 {
     if (c == NULL || c->closing || cb == NULL || req == NULL || req->url == NULL)
-        return -1;
+        return NULL;
 
     request_t *rq = sb_mem_calloc(1, sizeof(*rq));
     rq->c = c;
     rq->cb = cb;
     rq->data = data;
+    rq->stream = req->stream;
+    rq->stream_data = data;
+    rq->max_bytes = req->max_bytes != 0 ? req->max_bytes : c->max_response_bytes;
     rq->provider = sb_strdup(req->provider != NULL ? req->provider : "other");
     rq->retry_after_ms = -1;
     rq->started_us = sb_mono_us();
@@ -505,19 +578,47 @@ int sb_http_client_send(sb_http_client_t *c, const sb_http_request_t *req, sb_ht
     rq->easy = curl_easy_init();
     if (rq->easy == NULL) {
         defer_failure(c, rq, SB_HTTP_NETWORK_ERROR);
-        return 0;
+        return rq;
     }
     if (setup_easy(c, rq, req) != CURLE_OK) {
         defer_failure(c, rq, SB_HTTP_NETWORK_ERROR);
-        return 0;
+        return rq;
     }
     /* this only asks curl's timer for a 0 ms timeout: nothing is sent from here */
     if (curl_multi_add_handle(c->multi, rq->easy) != CURLM_OK) {
         defer_failure(c, rq, SB_HTTP_NETWORK_ERROR);
-        return 0;
+        return rq;
     }
     req_link(&c->requests, rq);
-    return 0;
+    return rq;
+}
+
+int sb_http_client_send(sb_http_client_t *c, const sb_http_request_t *req, sb_http_cb cb,
+                        void *data)
+{
+    return sb_http_client_start(c, req, cb, data) != NULL ? 0 : -1;
+}
+
+void sb_http_transfer_resume(sb_http_transfer_t *rq)
+{
+    if (rq == NULL || !rq->paused || rq->easy == NULL || rq->in_write)
+        return;
+    rq->paused = 0;
+    /* may deliver the held bytes to on_data right away */
+    curl_easy_pause(rq->easy, CURLPAUSE_CONT);
+}
+
+void sb_http_transfer_cancel(sb_http_transfer_t *rq)
+{
+    if (rq == NULL || rq->cancelled)
+        return;
+    rq->cancelled = 1;
+    if (rq->in_write || rq->easy == NULL)
+        return; /* on_write aborts it, or it is already queued for its callback */
+    sb_http_client_t *c = rq->c;
+    req_unlink(&c->requests, rq);
+    curl_multi_remove_handle(c->multi, rq->easy);
+    defer_failure(c, rq, SB_HTTP_CANCELLED);
 }
 
 size_t sb_http_client_pending(const sb_http_client_t *c)

@@ -23,7 +23,46 @@ typedef struct st_sb_http_request_t {
     uint32_t timeout_ms;
     /** Metric label of the provider ("telegram", "graph"). */
     const char *provider;
+    /**
+     * Streaming (optional, with sb_http_client_start): the body is handed to 'on_data' as it
+     * arrives instead of being collected, and the response callback gets an empty body.
+     */
+    const struct st_sb_http_stream_t *stream;
+    /** Response cap in bytes; 0 = the client's max_response_bytes. */
+    uint64_t max_bytes;
+    /** A stream is aborted (SB_HTTP_TIMEOUT) after this long without a byte (0: never). */
+    uint32_t idle_timeout_ms;
+    /** A multipart/form-data body (copied) instead of 'body' when nform != 0. */
+    const struct st_sb_http_form_part_t *form;
+    size_t nform;
 } sb_http_request_t;
+
+/** One part of a multipart/form-data body; a file part has a file name. */
+typedef struct st_sb_http_form_part_t {
+    const char *name;
+    const char *data;
+    size_t len;
+    const char *file_name;    /* NULL: a plain field */
+    const char *content_type; /* NULL: curl's default */
+} sb_http_form_part_t;
+
+/** What on_data knows of the response when its first bytes arrive. */
+typedef struct st_sb_http_stream_head_t {
+    int status;
+    int64_t content_length;   /* -1 when not announced */
+    const char *content_type; /* NULL when absent */
+} sb_http_stream_head_t;
+
+typedef enum en_sb_http_stream_action_t {
+    SB_HTTP_STREAM_CONTINUE = 0, /* the bytes were taken */
+    SB_HTTP_STREAM_PAUSE,        /* not taken: delivered again after sb_http_transfer_resume */
+    SB_HTTP_STREAM_ABORT         /* stop: the transfer completes with SB_HTTP_CANCELLED */
+} sb_http_stream_action_t;
+
+struct st_sb_http_stream_t {
+    sb_http_stream_action_t (*on_data)(const sb_http_stream_head_t *head, const char *p, size_t len,
+                                       void *data);
+};
 
 typedef enum en_sb_http_result_t {
     SB_HTTP_OK = 0,        /* a response was received (any status) */
@@ -64,6 +103,20 @@ sb_http_client_t *sb_http_client_new(uv_loop_t *loop, const sb_http_client_optio
  */
 int sb_http_client_send(sb_http_client_t *c, const sb_http_request_t *req, sb_http_cb cb,
                         void *data);
+
+/** A transfer started with sb_http_client_start (valid until its callback has run). */
+typedef struct st_request_t sb_http_transfer_t;
+
+/**
+ * sb_http_client_send for a transfer that can be paused and cancelled (streaming requests).
+ * Returns NULL when the client is closing ('cb' is never called then).
+ */
+sb_http_transfer_t *sb_http_client_start(sb_http_client_t *c, const sb_http_request_t *req,
+                                         sb_http_cb cb, void *data);
+/** Resumes a transfer whose on_data answered SB_HTTP_STREAM_PAUSE (may call on_data now). */
+void sb_http_transfer_resume(sb_http_transfer_t *t);
+/** Stops a transfer: its callback still runs once, later, with SB_HTTP_CANCELLED. */
+void sb_http_transfer_cancel(sb_http_transfer_t *t);
 
 /** Requests in flight (for graceful shutdown). */
 size_t sb_http_client_pending(const sb_http_client_t *c);

@@ -46,6 +46,8 @@ static const char *reason_phrase(int status)
         return "Method Not Allowed";
     case 409:
         return "Conflict";
+    case 410:
+        return "Gone";
     case 413:
         return "Payload Too Large";
     case 429:
@@ -126,6 +128,11 @@ static h2o_req_t *job_detach(sb_job_t *job)
     if (h2o_timeout_is_linked(&job->_timeout))
         h2o_timeout_unlink(&job->_timeout);
     return req;
+}
+
+h2o_req_t *sb_job_detach(sb_job_t *job)
+{
+    return job_detach(job);
 }
 
 static void on_job_timeout(h2o_timeout_entry_t *entry)

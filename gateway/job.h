@@ -30,6 +30,8 @@ struct st_sb_job_t {
  * The job answers 504 by itself if nothing answered within the request timeout.
  */
 sb_job_t *sb_job_new(sb_worker_t *worker, h2o_req_t *req, size_t size, sb_route_t route);
+/** Takes the request out of the job (NULL if already gone): the caller answers it. */
+h2o_req_t *sb_job_detach(sb_job_t *job);
 /** Frees the job (its pool too); the request, if still there, must have been answered. */
 void sb_job_free(sb_job_t *job);
 

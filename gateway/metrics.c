@@ -64,6 +64,15 @@ void sb_metrics_replica_timeout(void)
     atomic_fetch_add_explicit(&replica_timeouts, 1, memory_order_relaxed);
 }
 
+static const char *const media_labels[] = {
+    "ok",          "gone",     "too_large",     "provider_error", "timeout",
+    "busy",        "expired",  "bad_signature", "aborted",        "client_gone",
+    "unavailable", "internal", "cancelled"};
+#define NMEDIA (sizeof(media_labels) / sizeof(media_labels[0]))
+static counter_t media_fetches[NCHANNELS][NMEDIA];
+static counter_t media_bytes[NCHANNELS];
+static histogram_t media_latency;
+
 void sb_metrics_gauge_set(sb_gauge_t gauge, int64_t value)
 {
     if ((int)gauge >= 0 && gauge < SB_GAUGE__COUNT)
@@ -128,6 +137,34 @@ void sb_metrics_webhook_seen(const char *id)
                  SB_METRICS_MAX_SEEN_CONNECTIONS)
             return; /* full: new connections get no gauge */
     }
+}
+
+static _Atomic int64_t feed_subscribers, feed_pending_bytes;
+static counter_t feed_delivered, feed_cutoffs, feed_resets;
+
+void sb_metrics_feed_subscribers(int delta)
+{
+    atomic_fetch_add_explicit(&feed_subscribers, delta, memory_order_relaxed);
+}
+
+void sb_metrics_feed_pending_bytes(int64_t delta)
+{
+    atomic_fetch_add_explicit(&feed_pending_bytes, delta, memory_order_relaxed);
+}
+
+void sb_metrics_feed_delivered(uint64_t n)
+{
+    atomic_fetch_add_explicit(&feed_delivered, n, memory_order_relaxed);
+}
+
+void sb_metrics_feed_cutoff(void)
+{
+    atomic_fetch_add_explicit(&feed_cutoffs, 1, memory_order_relaxed);
+}
+
+void sb_metrics_feed_reset(void)
+{
+    atomic_fetch_add_explicit(&feed_resets, 1, memory_order_relaxed);
 }
 
 void sb_metrics_outbound(int channel, sb_outbound_result_t result)
@@ -221,6 +258,20 @@ void sb_metrics_signature_failure(int channel)
 void sb_metrics_enqueue_latency(uint64_t us)
 {
     observe(&enqueue_latency, us);
+}
+
+void sb_metrics_media(int channel, const char *result, uint64_t bytes, uint64_t latency_us)
+{
+    int c = channel_index(channel);
+    size_t r = 0;
+    while (r < NMEDIA && strcmp(media_labels[r], result) != 0)
+        ++r;
+    if (r == NMEDIA)
+        r = NMEDIA - 1; /* unknown labels count as cancelled: the label set stays bounded */
+    inc(&media_fetches[c][r], 1);
+    inc(&media_bytes[c], bytes);
+    if (latency_us != 0)
+        observe(&media_latency, latency_us);
 }
 
 static uint64_t load(counter_t *c)
@@ -342,6 +393,25 @@ void sb_metrics_render(sb_buf_t *out)
                         "histogram\n");
     render_histogram(out, "switchboard_enqueue_duration_seconds", "", &enqueue_latency);
 
+    sb_buf_appendf(out, "# HELP switchboard_media_fetches_total Media fetches (signed URL or "
+                        "keyed route) by channel and result.\n# TYPE "
+                        "switchboard_media_fetches_total counter\n");
+    for (int c = 0; c < NCHANNELS; ++c)
+        for (size_t r = 0; r < NMEDIA; ++r) {
+            uint64_t v = load(&media_fetches[c][r]);
+            if (v != 0 || (c < SB_METRICS_CHANNELS && r == 0))
+                sb_buf_appendf(out,
+                               "switchboard_media_fetches_total{channel=\"%s\",result=\"%s\"} "
+                               "%llu\n",
+                               channel_name(c), media_labels[r], (unsigned long long)v);
+        }
+    render_per_channel(out, "switchboard_media_bytes_total",
+                       "Bytes of media passed from the providers to clients.", media_bytes);
+    sb_buf_appendf(out, "# HELP switchboard_media_fetch_duration_seconds Time of one media "
+                        "fetch, lookup to last byte.\n# TYPE "
+                        "switchboard_media_fetch_duration_seconds histogram\n");
+    render_histogram(out, "switchboard_media_fetch_duration_seconds", "", &media_latency);
+
     sb_buf_appendf(out, "# HELP switchboard_outbound_total Outbound results by channel: parts "
                         "sent, retries, commands failed, token errors (connection set "
                         "inactive), duplicates.\n# TYPE switchboard_outbound_total counter\n");
@@ -394,4 +464,25 @@ void sb_metrics_render(sb_buf_t *out)
         sb_buf_appendf(out, "switchboard_webhook_last_seen_age_seconds{connection=\"%s\"} %.3f\n",
                        seen[i].id, (double)(age < 0 ? 0 : age) / 1000.0);
     }
+    sb_buf_appendf(
+        out,
+        "# HELP switchboard_inbox_subscribers Open inbox feed (SSE) subscribers.\n"
+        "# TYPE switchboard_inbox_subscribers gauge\n"
+        "switchboard_inbox_subscribers %lld\n"
+        "# HELP switchboard_inbox_pending_bytes Bytes queued for inbox subscribers, not yet "
+        "written.\n# TYPE switchboard_inbox_pending_bytes gauge\n"
+        "switchboard_inbox_pending_bytes %lld\n"
+        "# HELP switchboard_inbox_events_delivered_total Events queued for inbox subscribers.\n"
+        "# TYPE switchboard_inbox_events_delivered_total counter\n"
+        "switchboard_inbox_events_delivered_total %llu\n"
+        "# HELP switchboard_inbox_subscribers_cut_off_total Subscribers cut off for not "
+        "keeping up.\n# TYPE switchboard_inbox_subscribers_cut_off_total counter\n"
+        "switchboard_inbox_subscribers_cut_off_total %llu\n"
+        "# HELP switchboard_inbox_resets_total Streams started with event: reset (position "
+        "trimmed away).\n# TYPE switchboard_inbox_resets_total counter\n"
+        "switchboard_inbox_resets_total %llu\n",
+        (long long)atomic_load_explicit(&feed_subscribers, memory_order_relaxed),
+        (long long)atomic_load_explicit(&feed_pending_bytes, memory_order_relaxed),
+        (unsigned long long)load(&feed_delivered), (unsigned long long)load(&feed_cutoffs),
+        (unsigned long long)load(&feed_resets));
 }

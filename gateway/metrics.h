@@ -19,19 +19,27 @@
     XX(CONNECTIONS, "/orgs/c/connections")                                                         \
     XX(CONNECTION, "/orgs/c/connections/{id}")                                                     \
     XX(CONNECTION_TEST, "/orgs/c/connections/{id}/test")                                           \
+    XX(CONNECTION_TEMPLATES, "/orgs/c/connections/{id}/templates")                                 \
     XX(ASSISTANTS, "/orgs/c/assistants")                                                           \
     XX(ASSISTANT, "/orgs/c/assistants/{id}")                                                       \
     XX(BINDINGS, "/orgs/c/assistants/{id}/channels")                                               \
     XX(BINDING, "/orgs/c/assistants/{id}/channels/{binding_id}")                                   \
     XX(CONTACTS, "/orgs/c/contacts")                                                               \
     XX(CONTACT, "/orgs/c/contacts/{id}")                                                           \
+    XX(CONVERSATIONS, "/orgs/c/conversations")                                                     \
+    XX(CONVERSATION, "/orgs/c/conversations/{id}")                                                 \
     XX(CONVERSATION_MESSAGES, "/orgs/c/conversations/{id}/messages")                               \
     XX(CONNECTIONS_TEST, "/orgs/c/connections/test")                                               \
     XX(COMMAND, "/orgs/c/commands/{id}")                                                           \
     XX(DEAD_LETTERS, "/orgs/c/dead-letters")                                                       \
     XX(DEAD_LETTER, "/orgs/c/dead-letters/{id}")                                                   \
     XX(DEAD_LETTER_RETRY, "/orgs/c/dead-letters/{id}/retry")                                       \
+    XX(CONVERSATION_READ, "/orgs/c/conversations/{id}/read")                                       \
     XX(INBOX, "/orgs/c/inbox/events")                                                              \
+    XX(INBOX_TICKETS, "/orgs/c/inbox/tickets")                                                     \
+    XX(CONSOLE, "/console/")                                                                       \
+    XX(MEDIA, "/orgs/c/media/{media_ref}")                                                         \
+    XX(MEDIA_PUBLIC, "/media/{token}")                                                             \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {
@@ -112,6 +120,24 @@ void sb_metrics_gauge_set(sb_gauge_t gauge, int64_t value);
 #define SB_METRICS_MAX_SEEN_CONNECTIONS 256
 /** Notes a webhook for connection 'id' now (for switchboard_webhook_last_seen_age_seconds). */
 void sb_metrics_webhook_seen(const char *id);
+/* The inbox feed (feed.c). */
+/** Adds 'delta' (+1 / -1) to the number of open inbox subscribers. */
+void sb_metrics_feed_subscribers(int delta);
+/** Adds 'delta' to the bytes queued for inbox subscribers and not yet written. */
+void sb_metrics_feed_pending_bytes(int64_t delta);
+/** Counts 'n' events queued for inbox subscribers. */
+void sb_metrics_feed_delivered(uint64_t n);
+/** Counts one subscriber cut off for not keeping up. */
+void sb_metrics_feed_cutoff(void);
+/** Counts one `event: reset` (the position asked for was trimmed away). */
+void sb_metrics_feed_reset(void);
+
+/**
+ * Counts one media fetch of channel index 'channel' (-1 unknown) with 'result' ("ok",
+ * "gone", "too_large", "provider_error", "timeout", "busy", "expired", "bad_signature",
+ * "client_gone", "aborted", ...), the bytes it passed on and its duration (0: not observed).
+ */
+void sb_metrics_media(int channel, const char *result, uint64_t bytes, uint64_t latency_us);
 
 /** Renders every metric in Prometheus text format into 'out' (heap, appended). */
 void sb_metrics_render(sb_buf_t *out);

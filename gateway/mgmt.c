@@ -18,11 +18,15 @@
 #include <jansson.h>
 #include "client_addr.h"
 #include "base/log.h"
+#include "feed.h"
+#include "inbox.h"
+#include "media.h"
 #include "mgmt.h"
 #include "mgmt_scripts.h"
 #include "outbound.h"
 #include "provider.h"
 #include "store.h"
+#include "templates.h"
 
 #define SB_MODULE     "gateway/mgmt"
 #define MAX_MGMT_BODY (1024 * 1024)
@@ -36,6 +40,7 @@ typedef enum en_op_t {
     OP_CONN_PATCH,
     OP_CONN_DELETE,
     OP_CONN_TEST,
+    OP_CONN_TEMPLATES,
     OP_ASST_LIST,
     OP_ASST_CREATE,
     OP_ASST_GET,
@@ -53,7 +58,14 @@ typedef enum en_op_t {
     OP_CMD_CANCEL,
     OP_DEAD_LIST,
     OP_DEAD_RETRY,
-    OP_DEAD_DELETE
+    OP_DEAD_DELETE,
+    OP_INBOX_EVENTS,
+    OP_INBOX_TICKET,
+    OP_CONV_LIST,
+    OP_CONV_GET,
+    OP_CONV_HISTORY,
+    OP_CONV_READ,
+    OP_MEDIA_GET
 } op_t;
 
 typedef struct st_mjob_t {
@@ -82,6 +94,8 @@ typedef struct st_mjob_t {
     int creds_changed;
     char token[40]; /* a dead letter's redrive token */
     char *raw;      /* a dead letter's command */
+    h2o_iovec_t ctype;   /* the request's Content-Type (pool copy) */
+    sb_form_part_t file; /* a multipart message's "file" part (points into body) */
 } mjob_t;
 
 typedef struct st_args_t {
@@ -798,8 +812,73 @@ static void on_command_enqueued(redisReply *r, void *data)
     respond_json(j, 202, o);
 }
 
+static void conversation_message(mjob_t *j);
+
+static void on_upload_stored(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    j->file.data = h2o_iovec_init(NULL, 0); /* stored: the command now names it */
+    conversation_message(j);
+}
+
+/* Keeps a multipart message's file in Redis (sb:upload:{org}:<id>, for a day) and names it
+ * in the command's media; the enqueue follows once it is stored. */
+static void store_upload(mjob_t *j)
+{
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    json_t *type = json_object_get(j->json, "type");
+    const char *t = json_string_value(type);
+    if (t == NULL || (strcmp(t, "image") != 0 && strcmp(t, "audio") != 0 &&
+                      strcmp(t, "video") != 0 && strcmp(t, "document") != 0)) {
+        fail(j, SB_ERR_BAD_REQUEST, "a file goes with type image, audio, video or document");
+        return;
+    }
+    json_t *media = json_object_get(j->json, "media");
+    if (media != NULL && !json_is_object(media)) {
+        fail(j, SB_ERR_BAD_REQUEST, "\"media\" must be an object");
+        return;
+    }
+    if (json_object_get(media, "url") != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, "a command with a file has no \"media.url\"");
+        return;
+    }
+    if (j->file.data.len == 0) {
+        fail(j, SB_ERR_BAD_REQUEST, "the \"file\" part is empty");
+        return;
+    }
+    if (media == NULL) {
+        media = json_object();
+        json_object_set_new(j->json, "media", media);
+    }
+    char id[SB_ID_MAX + 1];
+    sb_worker_new_id(j->super.worker, "up_", id);
+    json_object_set_new(media, "upload", json_string(id));
+    const char *ctype = "application/octet-stream";
+    if (j->file.content_type.len != 0)
+        ctype = pool_str(j, j->file.content_type.base, j->file.content_type.len);
+    json_object_set_new(media, "mime_type", json_string(ctype));
+    if (json_object_get(media, "file_name") == NULL && j->file.file_name.len != 0)
+        json_object_set_new(media, "file_name",
+                            json_stringn(j->file.file_name.base, j->file.file_name.len));
+    args_t a = {.n = 0};
+    arg(&a, "SET");
+    arg(&a,
+        sb_pool_printf(&j->super.pool, "%supload:{%s}:%s", conf->redis_prefix, j->org, id).base);
+    a.v[a.n] = j->file.data.base;
+    a.l[a.n++] = j->file.data.len;
+    arg(&a, "EX");
+    arg(&a, "86400");
+    run_command(j, &a, on_upload_stored);
+}
+
 static void conversation_message(mjob_t *j)
 {
+    if (j->file.data.base != NULL) {
+        store_upload(j);
+        return;
+    }
     json_t *cv = json_object_get(j->json, "conversation_id");
     if (cv != NULL && (!json_is_string(cv) || strcmp(json_string_value(cv), j->id1) != 0)) {
         fail(j, SB_ERR_BAD_REQUEST, "conversation_id must be the conversation of the path");
@@ -821,6 +900,10 @@ static void conversation_message(mjob_t *j)
     arg(&a, j->id1);
     arg(&a, pool_str(j, text, strlen(text)));
     arg_int(&a, j, j->super.worker->server->conf->stream_maxlen);
+    /* A person wrote it: the inbox shows the key, and a hand-off does not stop it. */
+    char key_id[24];
+    sb_inbox_key_id(j->key_hash, key_id);
+    arg(&a, sb_pool_printf(&j->super.pool, "{\"type\":\"person\",\"key\":\"%s\"}", key_id).base);
     free(text);
     run_script(j, &sb_script_conv_enqueue, &a, on_command_enqueued);
 }
@@ -1019,6 +1102,22 @@ static void dead_discard(mjob_t *j)
     run_script(j, &sb_script_dead_discard, &a, on_dead_discarded);
 }
 
+/* The inbox routes (inbox.c). */
+static void inbox_call(mjob_t *j, void (*fn)(const sb_inbox_call_t *))
+{
+    char key_id[24];
+    sb_inbox_key_id(j->key_hash, key_id);
+    sb_inbox_call_t call = {.job = &j->super,
+                            .prefix = prefix(j),
+                            .org = j->org,
+                            .conv_id = j->id1,
+                            .query = j->query,
+                            .body = j->json,
+                            .key_id = key_id,
+                            .param = parse_query_param};
+    fn(&call);
+}
+
 /* ---- Connections ---- */
 
 /* Keeps the set of inactive connections (the connections_inactive gauge) in step with a
@@ -1055,10 +1154,23 @@ static const char *check_credentials(mjob_t *j, const char *provider, json_t *cr
 {
     static const char *const meta_keys[] = {"app_secret", "verify_token", "access_token", NULL};
     static const char *const tg_keys[] = {"bot_token", NULL};
+    /* A WhatsApp connection may also name its business account (waba_id, optional). */
+    static const char *const wa_allowed[] = {"app_secret", "verify_token", "access_token",
+                                             "waba_id", NULL};
     const char *const *keys = strcmp(provider, "telegram") == 0 ? tg_keys : meta_keys;
+    int wa = strcmp(provider, "whatsapp") == 0;
     if (!json_is_object(creds))
         return "credentials must be an object";
-    const char *msg = check_members(j, creds, keys);
+    const char *msg = check_members(j, creds, wa ? wa_allowed : keys);
+    json_t *waba = json_object_get(creds, "waba_id");
+    if (msg == NULL && waba != NULL) {
+        const char *w = json_string_value(waba);
+        size_t n = w != NULL ? strlen(w) : 0;
+        if (n == 0 || n > 32 || n != json_string_length(waba) || strspn(w, "0123456789") != n)
+            return "credentials.waba_id must be the digits of a WhatsApp business account id";
+        if (partial && json_object_size(creds) == 1)
+            return NULL;
+    }
     if (msg != NULL)
         return sb_pool_printf(&j->super.pool, "credentials: %s", msg).base;
     if (partial && json_object_size(creds) == 0)
@@ -1456,6 +1568,55 @@ static void connection_get_loaded(mjob_t *j)
     respond_json(j, 200, render_connection(j, &j->rec, j->creds));
 }
 
+/* GET /orgs/c/connections/{id}/templates: the WhatsApp templates of the connection's
+ * business account (templates.c: cached, synced when older than 15 minutes or with
+ * ?refresh=true), a page of them in Meta's order. Other channels have none: 400. */
+static void on_templates(const sb_templates_result_t *res, void *data)
+{
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (res->templates == NULL) {
+        fail(j, res->err, res->message);
+        return;
+    }
+    size_t total = json_array_size(res->templates);
+    json_t *array = json_array();
+    for (int64_t i = (j->page - 1) * j->take; i < j->page * j->take && (size_t)i < total; ++i)
+        json_array_append(array, json_array_get(res->templates, (size_t)i));
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%zu", total);
+    sb_job_add_header(&j->super, "pagination-count", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)j->page);
+    sb_job_add_header(&j->super, "pagination-page", buf);
+    snprintf(buf, sizeof(buf), "%lld", (long long)j->take);
+    sb_job_add_header(&j->super, "pagination-take", buf);
+    respond_json(j, 200, array);
+}
+
+static void connection_templates_loaded(mjob_t *j)
+{
+    char refresh[16] = "";
+    if (strcmp(j->provider, "whatsapp") != 0) {
+        fail(j, SB_ERR_BAD_REQUEST, "message templates are a WhatsApp feature");
+        return;
+    }
+    if (parse_query_param(j->query, "refresh", refresh, sizeof(refresh)) &&
+        strcmp(refresh, "true") != 0 && strcmp(refresh, "false") != 0) {
+        fail(j, SB_ERR_BAD_REQUEST, "refresh must be true or false");
+        return;
+    }
+    if (parse_pagination(j) != 0)
+        return;
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_templates_get(j->super.worker, j->org, j->id1, &cred,
+                     h2o_iovec_init(j->first_ext, strlen(j->first_ext)),
+                     strcmp(refresh, "true") == 0, on_templates, j);
+}
+
 static void (*conn_next_of(mjob_t *j))(mjob_t *)
 {
     switch (j->op) {
@@ -1465,6 +1626,8 @@ static void (*conn_next_of(mjob_t *j))(mjob_t *)
         return connection_delete_loaded;
     case OP_CONN_TEST:
         return connection_test_loaded;
+    case OP_CONN_TEMPLATES:
+        return connection_templates_loaded;
     default:
         return connection_get_loaded;
     }
@@ -1496,6 +1659,12 @@ static int op_has_body(op_t op)
            op == OP_CONV_MESSAGE || op == OP_CONN_TEST_NEW;
 }
 
+/* A body that may be empty: JSON object when present. */
+static int op_has_optional_body(op_t op)
+{
+    return op == OP_CONV_READ;
+}
+
 static void dispatch(mjob_t *j)
 {
     if (j->route_err != SB_OK) {
@@ -1504,11 +1673,40 @@ static void dispatch(mjob_t *j)
         fail(j, j->route_err, NULL);
         return;
     }
-    if (op_has_body(j->op)) {
+    if (j->op == OP_CONV_MESSAGE && j->ctype.len >= 19 &&
+        strncasecmp(j->ctype.base, "multipart/form-data", 19) == 0) {
+        /* a file to send: a "command" part (the JSON command) and a "file" part */
+        sb_form_part_t parts[8];
+        int n = sb_multipart_parse(j->ctype, j->body, parts, 8);
+        h2o_iovec_t command = h2o_iovec_init(NULL, 0);
+        for (int i = 0; i < n; ++i) {
+            if (h2o_memis(parts[i].name.base, parts[i].name.len, H2O_STRLIT("command")))
+                command = parts[i].data;
+            else if (h2o_memis(parts[i].name.base, parts[i].name.len, H2O_STRLIT("file")))
+                j->file = parts[i];
+        }
+        if (n < 0 || j->file.data.base == NULL || command.base == NULL) {
+            fail(j, SB_ERR_BAD_REQUEST,
+                 "a multipart message needs a \"command\" part (JSON) and a \"file\" part");
+            return;
+        }
+        j->json = json_loadb(command.base, command.len, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(j->json)) {
+            fail(j, SB_ERR_BAD_REQUEST, "the \"command\" part must be a JSON object");
+            return;
+        }
+    } else if (op_has_body(j->op)) {
         json_error_t err;
         j->json = j->body.len != 0
                       ? json_loadb(j->body.base, j->body.len, JSON_REJECT_DUPLICATES, &err)
                       : NULL;
+        if (!json_is_object(j->json)) {
+            fail(j, SB_ERR_BAD_REQUEST, "the body must be a JSON object");
+            return;
+        }
+    } else if (op_has_optional_body(j->op) && j->body.len != 0) {
+        json_error_t err;
+        j->json = json_loadb(j->body.base, j->body.len, JSON_REJECT_DUPLICATES, &err);
         if (!json_is_object(j->json)) {
             fail(j, SB_ERR_BAD_REQUEST, "the body must be a JSON object");
             return;
@@ -1524,6 +1722,7 @@ static void dispatch(mjob_t *j)
     case OP_CONN_GET:
     case OP_CONN_DELETE:
     case OP_CONN_TEST:
+    case OP_CONN_TEMPLATES:
         load_connection(j);
         break;
     case OP_CONN_PATCH:
@@ -1585,6 +1784,33 @@ static void dispatch(mjob_t *j)
     case OP_DEAD_DELETE:
         dead_discard(j);
         break;
+    case OP_INBOX_EVENTS:
+        sb_feed_events(&j->super, j->org, j->query);
+        break;
+    case OP_INBOX_TICKET:
+        sb_feed_ticket(&j->super, j->org);
+        break;
+    case OP_CONV_LIST:
+        inbox_call(j, sb_inbox_list);
+        break;
+    case OP_CONV_GET:
+        inbox_call(j, sb_inbox_get);
+        break;
+    case OP_CONV_HISTORY:
+        inbox_call(j, sb_inbox_history);
+        break;
+    case OP_CONV_READ:
+        inbox_call(j, sb_inbox_read);
+        break;
+    case OP_MEDIA_GET: {
+        /* the media module streams the answer: it takes the request over */
+        uint64_t started = j->super.started_us;
+        h2o_req_t *req = sb_job_detach(&j->super);
+        if (req != NULL)
+            sb_media_serve_ref(j->super.worker, req, started, j->org, j->id1);
+        sb_job_free(&j->super);
+        break;
+    }
     default:
         fail(j, SB_ERR_NOT_FOUND, NULL);
     }
@@ -1610,6 +1836,10 @@ static void on_auth(redisReply *r, void *data)
         return;
     }
     if (strcmp(what, "ok") != 0 || r->elements != 2) {
+        /* The feed also takes a one-use ticket in place of the key (EventSource). */
+        if (j->op == OP_INBOX_EVENTS && j->route_err == SB_OK && j->key_hash[0] == '\0' &&
+            sb_feed_redeem(&j->super, j->query) == 0)
+            return;
         fail(j, SB_ERR_UNAUTHORIZED, NULL);
         return;
     }
@@ -1641,6 +1871,13 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
         }                                                                                          \
     } while (0)
 
+    if (n == 2 && strcmp(segs[0], "media") == 0) {
+        /* media references are longer than ids: the media module checks them */
+        j->route_err = SB_OK;
+        j->id1 = segs[1];
+        METHODS(OP_MEDIA_GET, OP_NONE, OP_NONE, OP_NONE);
+        return SB_ROUTE_MEDIA;
+    }
     j->route_err = SB_ERR_NOT_FOUND;
     for (size_t i = 1; i < n; ++i)
         if (!sb_id_valid(segs[i], strlen(segs[i])))
@@ -1665,6 +1902,10 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
             METHODS(OP_NONE, OP_CONN_TEST, OP_NONE, OP_NONE);
             return SB_ROUTE_CONNECTION_TEST;
         }
+        if (n == 3 && strcmp(segs[2], "templates") == 0) {
+            METHODS(OP_CONN_TEMPLATES, OP_NONE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONNECTION_TEMPLATES;
+        }
     } else if (n >= 1 && strcmp(segs[0], "assistants") == 0) {
         if (n == 1) {
             METHODS(OP_ASST_LIST, OP_ASST_CREATE, OP_NONE, OP_NONE);
@@ -1686,11 +1927,24 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
                 return SB_ROUTE_BINDING;
             }
         }
-    } else if (n == 3 && strcmp(segs[0], "conversations") == 0 &&
-               strcmp(segs[2], "messages") == 0) {
+    } else if (n >= 1 && strcmp(segs[0], "conversations") == 0) {
+        if (n == 1) {
+            METHODS(OP_CONV_LIST, OP_NONE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONVERSATIONS;
+        }
         j->id1 = segs[1];
-        METHODS(OP_NONE, OP_CONV_MESSAGE, OP_NONE, OP_NONE);
-        return SB_ROUTE_CONVERSATION_MESSAGES;
+        if (n == 2) {
+            METHODS(OP_CONV_GET, OP_NONE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONVERSATION;
+        }
+        if (n == 3 && strcmp(segs[2], "messages") == 0) {
+            METHODS(OP_CONV_HISTORY, OP_CONV_MESSAGE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONVERSATION_MESSAGES;
+        }
+        if (n == 3 && strcmp(segs[2], "read") == 0) {
+            METHODS(OP_NONE, OP_CONV_READ, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONVERSATION_READ;
+        }
     } else if (n == 2 && strcmp(segs[0], "commands") == 0) {
         j->id1 = segs[1];
         METHODS(OP_CMD_GET, OP_NONE, OP_NONE, OP_CMD_CANCEL);
@@ -1709,6 +1963,12 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
             METHODS(OP_NONE, OP_DEAD_RETRY, OP_NONE, OP_NONE);
             return SB_ROUTE_DEAD_LETTER_RETRY;
         }
+    } else if (n == 2 && strcmp(segs[0], "inbox") == 0 && strcmp(segs[1], "events") == 0) {
+        METHODS(OP_INBOX_EVENTS, OP_NONE, OP_NONE, OP_NONE);
+        return SB_ROUTE_INBOX;
+    } else if (n == 2 && strcmp(segs[0], "inbox") == 0 && strcmp(segs[1], "tickets") == 0) {
+        METHODS(OP_NONE, OP_INBOX_TICKET, OP_NONE, OP_NONE);
+        return SB_ROUTE_INBOX_TICKETS;
     } else if (n >= 1 && strcmp(segs[0], "contacts") == 0) {
         if (n == 1) {
             METHODS(OP_CONTACT_LIST, OP_NONE, OP_NONE, OP_NONE);
@@ -1729,7 +1989,14 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
 void sb_mgmt_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
 {
     h2o_iovec_t path = req->path_normalized;
-    if (req->entity.base != NULL && req->entity.len > MAX_MGMT_BODY) {
+    ssize_t ct = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    int multipart =
+        ct != -1 && req->headers.entries[ct].value.len >= 19 &&
+        strncasecmp(req->headers.entries[ct].value.base, "multipart/form-data", 19) == 0;
+    /* a multipart message carries a file: up to media.upload_max_bytes */
+    size_t max_body =
+        multipart ? (size_t)w->server->conf->media_upload_max_bytes + 65536 : MAX_MGMT_BODY;
+    if (req->entity.base != NULL && req->entity.len > max_body) {
         sb_respond_error(req, SB_ROUTE_OTHER, started_us, SB_ERR_BODY_TOO_LARGE, NULL);
         return;
     }
@@ -1743,6 +2010,9 @@ void sb_mgmt_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
             pool_str(j, req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
     if (req->entity.base != NULL)
         j->body = sb_pool_strdup(&j->super.pool, req->entity.base, req->entity.len);
+    if (ct != -1)
+        j->ctype = sb_pool_strdup(&j->super.pool, req->headers.entries[ct].value.base,
+                                  req->headers.entries[ct].value.len);
 
     /* Split the path after "/orgs/": the first segment must be "c". */
     char *rest = pool_str(j, path.base + 6, path.len - 6);

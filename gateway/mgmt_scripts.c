@@ -4,6 +4,7 @@
  * the creation limit and the creation) and costs one round trip. Key names are built from
  * the prefix passed as ARGV[1]; docs/architecture.md lists them.
  */
+#include "inbox.h"
 #include "mgmt_scripts.h"
 
 /* ARGV: prefix, ip, now_ms, limit, window_ms, unique member, key hash.
@@ -186,6 +187,7 @@ sb_redis_script_t sb_script_binding_delete = {
 /* ARGV: prefix, org, id, status, now -> the contact's hash, or nil */
 sb_redis_script_t sb_script_contact_patch = {
     "contact_patch",
+    SB_INBOX_LUA
     "local P, org, id, status, now = unpack(ARGV, 1, 5)\n"
     "local key = P .. 'contact:' .. id\n"
     "local c = redis.call('HMGET', key, 'org', 'status', 'created_at')\n"
@@ -195,17 +197,20 @@ sb_redis_script_t sb_script_contact_patch = {
     "  local score = redis.call('ZSCORE', P .. 'org:' .. org .. ':contacts', id) or c[3]\n"
     "  redis.call('ZADD', P .. 'org:' .. org .. ':contacts:' .. status, score, id)\n"
     "  redis.call('HSET', key, 'status', status, 'updated_at', now)\n"
+    "  SBX.contact_status(P, org, id, c[2], status)\n"
     "end\n"
     "return redis.call('HGETALL', key)\n",
     {0}};
 
-/* ARGV: prefix, org, conversation id, command JSON, maxlen -> entry id, or 0 when the
- * conversation does not exist or belongs to another org */
+/* ARGV: prefix, org, conversation id, command JSON, maxlen, author JSON -> entry id, or 0
+ * when the conversation does not exist or belongs to another org. The entry's "author" field
+ * says a person wrote it (outbound.c). */
 sb_redis_script_t sb_script_conv_enqueue = {
     "conv_enqueue",
-    "local P, org, cv, cmd, maxlen = unpack(ARGV, 1, 5)\n"
+    "local P, org, cv, cmd, maxlen, author = unpack(ARGV, 1, 6)\n"
     "if redis.call('HGET', P .. 'conv:' .. cv, 'org') ~= org then return 0 end\n"
-    "return redis.call('XADD', P .. 'out', 'MAXLEN', '~', maxlen, '*', 'cmd', cmd)\n",
+    "return redis.call('XADD', P .. 'out', 'MAXLEN', '~', maxlen, '*', 'cmd', cmd, 'author', "
+    "author)\n",
     {0}};
 
 /* ---- Outbound commands and dead letters. Each script touches only keys of the org's hash
@@ -324,5 +329,15 @@ static sb_redis_script_t *const scripts[] = {&sb_script_auth,
 
 sb_redis_script_t *const *sb_mgmt_scripts(void)
 {
-    return scripts;
+    /* The inbox routes' scripts are loaded with these. */
+    static sb_redis_script_t *all[64];
+    if (all[0] == NULL) {
+        size_t n = 0;
+        for (sb_redis_script_t *const *s = scripts; *s != NULL; ++s)
+            all[n++] = *s;
+        for (sb_redis_script_t *const *s = sb_inbox_scripts(); *s != NULL; ++s)
+            all[n++] = *s;
+        all[n] = NULL;
+    }
+    return all;
 }

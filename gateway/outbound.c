@@ -57,12 +57,15 @@
 #include <unistd.h>
 #include <openssl/rand.h>
 #include <stdio.h>
+#include <strings.h>
 #include <jansson.h>
 #include "adapters/adapter.h"
 #include "base/log.h"
 #include "base/map.h"
+#include "inbox.h"
 #include "outbound.h"
 #include "store.h"
+#include "templates.h"
 
 #define SB_MODULE  "gateway/outbound"
 #define GROUP      "switchboard"
@@ -96,6 +99,19 @@
     "  return string.rep('0', 20 - #a) .. a .. '-' .. string.rep('0', 20 - #b) .. b\n"            \
     "end\n"
 
+/* Whether the conversation's history item (SBX.item, inbox.h) can be written by this
+ * script: always on a single Redis. Its history, index and lists carry the org's tag, but the
+ * conversation and contact hashes do not yet; on a Cluster node that does not serve them,
+ * the send is recorded without the item rather than not at all. */
+#define LUA_ITEM_OK                                                                                \
+    "local function item_ok(P, cv)\n"                                                              \
+    "  if cv == '' then return false end\n"                                                        \
+    "  local ok, cid = pcall(redis.call, 'HGET', P .. 'conv:' .. cv, 'contact_id')\n"              \
+    "  if not ok then return false end\n"                                                          \
+    "  if cid then return (pcall(redis.call, 'EXISTS', P .. 'contact:' .. cid)) end\n"             \
+    "  return true\n"                                                                              \
+    "end\n"
+
 /* The command state sb:cmd:{org}:{id} (a hash): id, conversation_id, type, entry (the sb:out
  * entry that owns the id), state (queued | sending | retrying | sent | failed | cancelled),
  * done (sent | failed | cancelled: nothing more is sent), attempts, parts and part:n (provider
@@ -106,7 +122,8 @@
 
 /* KEYS: cq, cqd, lease, cmd
  * ARGV: entry, command JSON, redrive token, conversation id, command id, type, now, ttl,
- *       node, lease ms
+ *       node, lease ms, author (JSON of a person, or '': kept in the command state, so a
+ *       dead letter sent again is still the person's)
  * -> {2} the id belongs to another entry (a duplicate) | {3} this entry's command is done
  *    | {1, 1} queued and the lease is ours | {1, 0} queued, another gateway holds the lease
  * The first entry that queues a command id owns it: a second entry with the same id is
@@ -116,7 +133,7 @@
 static sb_redis_script_t script_queue = {
     "out_queue",
     LUA_PAD
-    "local entry, raw, tok, cv, id, typ, now, ttl, node, lms = unpack(ARGV, 1, 10)\n"
+    "local entry, raw, tok, cv, id, typ, now, ttl, node, lms, author = unpack(ARGV, 1, 11)\n"
     "local key = KEYS[4]\n"
     "local owner = redis.call('HGET', key, 'entry')\n"
     "if owner and owner ~= entry then\n"
@@ -128,6 +145,7 @@ static sb_redis_script_t script_queue = {
     "  redis.call('HSET', key, 'id', id, 'entry', entry, 'conversation_id', cv, 'type', typ,\n"
     "             'updated_at', now)\n"
     "  redis.call('HSETNX', key, 'created_at', now)\n"
+    "  if author ~= '' then redis.call('HSET', key, 'author', author) end\n"
     "  redis.call('EXPIRE', key, ttl)\n"
     "elseif redis.call('HGET', key, 'done') then\n"
     "  return {3}\n"
@@ -279,12 +297,17 @@ static sb_redis_script_t script_retrying = {
     {0}};
 
 /* KEYS: cmd, cq, cqd, inbox:{org}
- * ARGV: part, provider message id, last, event, entry, maxlen, ttl, now
- * The last part (or a cancel found here) takes the entry out of its queue. */
+ * ARGV: part, provider message id, last, event, entry, maxlen, ttl, now, prefix, org,
+ *       conversation, message type, preview, author (JSON), the event's time
+ * The last part (or a cancel found here) takes the entry out of its queue. The inbox event
+ * also enters the conversation's history and list (inbox.h: keys of the org's tag). */
 static sb_redis_script_t script_sent = {
     "out_sent",
     LUA_PAD
+    SB_INBOX_LUA
+    LUA_ITEM_OK
     "local n, msgid, last, ev, entry, maxlen, ttl, now = unpack(ARGV, 1, 8)\n"
+    "local P, org, cv, mtype, preview, author, at = unpack(ARGV, 9, 15)\n"
     "local key = KEYS[1]\n"
     "local m = pad(entry)\n"
     "if redis.call('HGET', key, 'done') == 'cancelled' then\n"
@@ -294,7 +317,11 @@ static sb_redis_script_t script_sent = {
     "end\n"
     "redis.call('HSET', key, 'part:' .. n, msgid, 'parts', n, 'updated_at', now)\n"
     "if ev ~= '' then\n"
-    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "  local eid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "  if item_ok(P, cv) then\n"
+    "    SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, msgid, "
+    "maxlen)\n"
+    "  end\n"
     "end\n"
     "if last == '1' then\n"
     "  redis.call('HSET', key, 'done', 'sent', 'state', 'sent', 'sent_at', now)\n"
@@ -308,16 +335,25 @@ static sb_redis_script_t script_sent = {
 
 /* KEYS: cmd, cq, cqd, inbox:{org}, deadletters:{org}
  * ARGV: command id, entry, raw command, reason, code, event, maxlen, ttl, reason code, now,
- *       HTTP status, sb:dead entry id
+ *       HTTP status, sb:dead entry id, prefix, org, conversation, message type, preview,
+ *       author (JSON), the event's time (the inbox event also enters the conversation's
+ *       history and list, inbox.h)
  * Run after the XADD to sb:dead (another slot), so a crash in between leaves the command in
  * its queue and at worst one more sb:dead entry, never a failure without a dead letter. */
 static sb_redis_script_t script_failed = {
     "out_failed",
     LUA_PAD
+    SB_INBOX_LUA
+    LUA_ITEM_OK
     "local id, entry, raw, reason, code, ev, maxlen, ttl, rcode, now, st, did =\n"
     "  unpack(ARGV, 1, 12)\n"
+    "local P, org, cv, mtype, preview, author, at = unpack(ARGV, 13, 19)\n"
     "if ev ~= '' then\n"
-    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "  local eid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "  if item_ok(P, cv) then\n"
+    "    SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, '', "
+    "maxlen)\n"
+    "  end\n"
     "end\n"
     "local key = KEYS[1]\n"
     "redis.call('HSET', key, 'done', 'failed', 'state', 'failed', 'reason', rcode,\n"
@@ -410,6 +446,9 @@ struct st_ob_cmd_t {
     int parsed;
     /* from the load script (org: the conversation's, known before) */
     h2o_iovec_t org, conn_id, binding_id, assistant_id, channel, contact_id;
+    /* The provider's time (ms) of the contact's last inbound message (the WhatsApp window),
+     * or the end of the window as the inbox keeps it (window_expires_at). */
+    h2o_iovec_t last_inbound_at, window_expires_at;
     sb_credentials_t cred;
     const sb_adapter_t *adapter;
     sb_target_t target;
@@ -425,8 +464,16 @@ struct st_ob_cmd_t {
     /* The load: the conversation and connection hashes and the replies still to come. */
     sb_record_t conv_rec, conn_rec;
     int have_conn, loads_pending, load_failed;
+    /* The contact's status (contact:<id> status: who may write), or NULL. */
+    h2o_iovec_t contact_status;
     /* The sb:dead entry of a failure, once added. */
     h2o_iovec_t dead_id;
+    /* Who wrote it: the author JSON of the inbox events; by_person when a person did (the
+     * API), else the assistant (sb:out). */
+    h2o_iovec_t author;
+    int by_person;
+    /* The time of the last inbox event made (its timestamp and received_at). */
+    int64_t event_ms;
     /* Waiting for its next attempt (counted in ob->retrying), at this time (mono us). */
     int retry_wait;
     uint64_t retry_at_us;
@@ -438,9 +485,14 @@ struct st_ob_cmd_t {
     /* What the command waits on; at shutdown QUEUED and TIMER ones are dropped at once,
      * the others by their callback. */
     enum { WAIT_REDIS, WAIT_QUEUED, WAIT_TIMER, WAIT_HTTP } wait;
+    /* A file sent through the API (media.upload): its bytes from sb:upload:{org}:<id>, and
+     * the id WhatsApp gave it once uploaded (reused by a retried send). */
+    h2o_iovec_t upload;
+    h2o_iovec_t upload_media_id;
 };
 
 static void read_next(sb_outbound_t *ob);
+static void set_author(ob_cmd_t *c, h2o_iovec_t json);
 static void start_cmd(ob_cmd_t *c);
 static void send_part(ob_cmd_t *c);
 static void fetch_head(ob_conv_t *conv);
@@ -601,6 +653,7 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     sb_buf_t b = {0};
     char evid[32];
     int64_t now = sb_now_ms();
+    c->event_ms = now;
     sb_new_id(evid, "ev_");
     sb_buf_appendf(&b, "{\"v\":1,\"id\":\"%s\",\"kind\":\"outbound\",\"direction\":\"out\"", evid);
     json_member(&b, "channel", c->channel);
@@ -623,10 +676,14 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     sb_buf_append_json_str(&b, c->target.chat_id.base, c->target.chat_id.len);
     sb_buf_append(&b, "}", 1);
     json_member(&b, "command_id", c->cmd.id);
+    sb_buf_append(&b, SB_STRLIT(",\"author\":"));
+    sb_buf_append(&b, c->author.base, c->author.len);
     sb_buf_appendf(&b, ",\"part\":%zu", part);
     int is_media = p != NULL && p->kind == SB_PART_MEDIA;
     sb_buf_append(&b, SB_STRLIT(",\"message\":{\"type\":"));
-    const char *type = is_media ? "" : "text";
+    const char *type = is_media                                   ? ""
+                       : p != NULL && p->kind == SB_PART_TEMPLATE ? "template"
+                                                                  : "text";
     if (is_media)
         sb_buf_append_json_str(&b, c->cmd.type.base, c->cmd.type.len);
     else
@@ -636,8 +693,17 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     if (p != NULL && (p->kind == SB_PART_TEXT || p->kind == SB_PART_CAPTION))
         json_member(&b, "text", p->text);
     if (is_media) {
-        sb_buf_append(&b, SB_STRLIT(",\"media\":{\"url\":"));
-        sb_buf_append_json_str(&b, c->cmd.media.url.base, c->cmd.media.url.len);
+        if (c->cmd.media.upload.base != NULL) {
+            /* an uploaded file has no URL of its own: its type and name say what it was */
+            h2o_iovec_t mime = c->cmd.media.mime_type.base != NULL
+                                   ? c->cmd.media.mime_type
+                                   : h2o_iovec_init(H2O_STRLIT("application/octet-stream"));
+            sb_buf_append(&b, SB_STRLIT(",\"media\":{\"mime_type\":"));
+            sb_buf_append_json_str(&b, mime.base, mime.len);
+        } else {
+            sb_buf_append(&b, SB_STRLIT(",\"media\":{\"url\":"));
+            sb_buf_append_json_str(&b, c->cmd.media.url.base, c->cmd.media.url.len);
+        }
         if (c->cmd.media.file_name.base != NULL)
             json_member(&b, "file_name", c->cmd.media.file_name);
         sb_buf_append(&b, "}", 1);
@@ -663,6 +729,22 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
     return out;
 }
 
+/* The conversation, message type, preview and author of the part's history item
+ * (inbox.h), for the record scripts. */
+static void inbox_args(ob_cmd_t *c, const sb_send_part_t *p, const char **argv, size_t *argvlen,
+                       int *argc)
+{
+    int is_media = p != NULL && p->kind == SB_PART_MEDIA;
+    h2o_iovec_t type = is_media ? c->cmd.type : iov("text");
+    h2o_iovec_t text = h2o_iovec_init(NULL, 0);
+    if (p != NULL && (p->kind == SB_PART_TEXT || p->kind == SB_PART_CAPTION))
+        text = p->text;
+    args_push(argv, argvlen, argc, c->parsed ? c->cmd.conversation_id : iov(""));
+    args_push(argv, argvlen, argc, type);
+    args_push(argv, argvlen, argc, sb_inbox_preview(&c->pool, text, type));
+    args_push(argv, argvlen, argc, c->author);
+    args_push(argv, argvlen, argc, ipool(c, c->event_ms));
+}
 
 /* ---- Failure ---- */
 
@@ -734,13 +816,13 @@ static void record_failure(ob_cmd_t *c)
         return;
     }
     h2o_iovec_t event = h2o_iovec_init("", 0);
+    const sb_send_part_t *p = NULL;
     if (c->adapter != NULL) {
-        const sb_send_part_t *p =
-            c->next_part < c->plan.size ? c->plan.entries + c->next_part : NULL;
+        p = c->next_part < c->plan.size ? c->plan.entries + c->next_part : NULL;
         event = outbound_event(c, c->next_part + 1, p, 1);
     }
-    const char *argv[17];
-    size_t argvlen[17];
+    const char *argv[24];
+    size_t argvlen[24];
     int argc = 0;
     args_push(argv, argvlen, &argc, cmd_key(c));
     args_push(argv, argvlen, &argc, conv_key(c, "cq"));
@@ -760,6 +842,9 @@ static void record_failure(ob_cmd_t *c)
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
     args_push(argv, argvlen, &argc, ipool(c, c->http_status));
     args_push(argv, argvlen, &argc, c->dead_id);
+    args_push(argv, argvlen, &argc, iov(ob->prefix));
+    args_push(argv, argvlen, &argc, c->org);
+    inbox_args(c, p, argv, argvlen, &argc);
     c->wait = WAIT_REDIS;
     busy(c, 1);
     if (sb_redis_eval(ob->w->redis, &script_failed, on_failed_recorded, c, 5, argc, argv,
@@ -867,8 +952,8 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[12];
-    size_t argvlen[12];
+    const char *argv[19];
+    size_t argvlen[19];
     int argc = 0;
     args_push(argv, argvlen, &argc, cmd_key(c));
     args_push(argv, argvlen, &argc, conv_key(c, "cq"));
@@ -882,6 +967,10 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
     args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
     args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
+    args_push(argv, argvlen, &argc, iov(ob->prefix));
+    args_push(argv, argvlen, &argc, c->org);
+    inbox_args(c, part >= 1 && part <= c->plan.size ? c->plan.entries + part - 1 : NULL, argv,
+               argvlen, &argc);
     c->wait = WAIT_REDIS;
     busy(c, 1);
     if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 4, argc, argv, argvlen) !=
@@ -1183,6 +1272,221 @@ static void on_response(const sb_http_response_t *res, void *data)
     }
 }
 
+/* ---- Files sent through the API (media.upload) ----
+ *
+ * The adapters build a send by URL; for an uploaded file the command's media.url is set to
+ * UPLOAD_URL and the request they build is turned into the provider's upload form here:
+ * Telegram: the same method as multipart, the member holding UPLOAD_URL becomes the file
+ * (an audio/ogg file goes by sendVoice, as a voice note);
+ * Messenger / Instagram: the Send API as multipart, the attachment's payload loses its url
+ * and the file goes as "filedata"; WhatsApp: POST /{phone_number_id}/media first (its id is
+ * kept for retries of this command), then the JSON send with {"id"} in place of "link". */
+
+#define UPLOAD_URL "https://upload.switchboard.invalid/file"
+
+static void on_uploaded(const sb_http_response_t *res, void *data);
+static void load_upload(ob_cmd_t *c);
+static void post_part(ob_cmd_t *c);
+
+/* A JSON member as a form field's value: strings as they are, the rest as JSON. */
+static h2o_iovec_t form_value(ob_cmd_t *c, json_t *v)
+{
+    if (json_is_string(v))
+        return sb_pool_strdup(&c->pool, json_string_value(v), json_string_length(v));
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    h2o_iovec_t out = sb_pool_strdup(&c->pool, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
+    free(s);
+    return out;
+}
+
+static const char *upload_name(ob_cmd_t *c)
+{
+    if (c->cmd.media.file_name.len != 0)
+        return c->cmd.media.file_name.base;
+    return sb_iov_eq(c->cmd.type, "image")   ? "image"
+           : sb_iov_eq(c->cmd.type, "audio") ? "audio"
+           : sb_iov_eq(c->cmd.type, "video") ? "video"
+                                             : "file";
+}
+
+static const char *upload_type(ob_cmd_t *c)
+{
+    return c->cmd.media.mime_type.len != 0 ? c->cmd.media.mime_type.base
+                                           : "application/octet-stream";
+}
+
+/* Fills 'req' with the upload form of 'preq' (whose body is the send by UPLOAD_URL).
+ * Returns 1 when 'req' is ready, 0 when an upload was started instead (WhatsApp), -1 when
+ * the request cannot be turned into a form. */
+static int upload_request(ob_cmd_t *c, const sb_provider_request_t *preq, sb_http_request_t *req,
+                          sb_http_form_part_t *form, size_t *nform)
+{
+    json_t *body = json_loadb(preq->body.base, preq->body.len, 0, NULL);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        return -1;
+    }
+    sb_http_form_part_t file = {.data = c->upload.base,
+                                .len = c->upload.len,
+                                .file_name = upload_name(c),
+                                .content_type = upload_type(c)};
+    size_t n = 0;
+    int rc = 1;
+    if (sb_iov_eq(c->channel, "telegram")) {
+        /* an Ogg/Opus file is a voice note: sendVoice shows it as one */
+        int voice = sb_iov_eq(c->cmd.type, "audio") && c->cmd.media.mime_type.len >= 9 &&
+                    strncasecmp(c->cmd.media.mime_type.base, "audio/ogg", 9) == 0;
+        size_t ulen = strlen(preq->url.base);
+        if (voice && ulen > 10 && strcmp(preq->url.base + ulen - 10, "/sendAudio") == 0)
+            req->url =
+                sb_pool_printf(&c->pool, "%.*s/sendVoice", (int)(ulen - 10), preq->url.base).base;
+        else
+            voice = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach(body, k, v)
+        {
+            if (n == 15)
+                break;
+            if (json_is_string(v) && strcmp(json_string_value(v), UPLOAD_URL) == 0) {
+                const char *field = voice && strcmp(k, "audio") == 0 ? "voice" : k;
+                form[n] = file;
+                form[n++].name = sb_pool_strdup(&c->pool, field, strlen(field)).base;
+            } else {
+                h2o_iovec_t val = form_value(c, v);
+                form[n++] =
+                    (sb_http_form_part_t){.name = sb_pool_strdup(&c->pool, k, strlen(k)).base,
+                                          .data = val.base,
+                                          .len = val.len};
+            }
+        }
+    } else if (sb_iov_eq(c->channel, "whatsapp")) {
+        json_t *media = json_object_get(body, json_string_value(json_object_get(body, "type")));
+        if (!json_is_object(media)) {
+            rc = -1;
+        } else if (c->upload_media_id.base == NULL) {
+            /* POST /{phone_number_id}/media: the send's URL with /media for /messages */
+            h2o_iovec_t u = preq->url;
+            size_t ulen = strlen(u.base);
+            if (ulen < 9 || strcmp(u.base + ulen - 9, "/messages") != 0) {
+                rc = -1;
+            } else {
+                req->url = sb_pool_printf(&c->pool, "%.*s/media", (int)(ulen - 9), u.base).base;
+                form[n++] = (sb_http_form_part_t){
+                    .name = "messaging_product", .data = "whatsapp", .len = 8};
+                const char *t = upload_type(c);
+                form[n++] = (sb_http_form_part_t){.name = "type", .data = t, .len = strlen(t)};
+                form[n] = file;
+                form[n++].name = "file";
+                rc = 0;
+            }
+        } else {
+            json_object_del(media, "link");
+            json_object_set_new(media, "id",
+                                json_stringn(c->upload_media_id.base, c->upload_media_id.len));
+            char *s = json_dumps(body, JSON_COMPACT);
+            h2o_iovec_t b = sb_pool_strdup(&c->pool, s, strlen(s));
+            free(s);
+            req->body = b.base;
+            req->body_len = b.len;
+            json_decref(body);
+            return 1;
+        }
+    } else {
+        /* Messenger, Instagram: recipient, message (payload without url), filedata */
+        json_t *payload = json_object_get(
+            json_object_get(json_object_get(body, "message"), "attachment"), "payload");
+        if (!json_is_object(payload)) {
+            rc = -1;
+        } else {
+            json_object_del(payload, "url");
+            const char *k;
+            json_t *v;
+            json_object_foreach(body, k, v)
+            {
+                if (n == 15)
+                    break;
+                h2o_iovec_t val = form_value(c, v);
+                form[n++] =
+                    (sb_http_form_part_t){.name = sb_pool_strdup(&c->pool, k, strlen(k)).base,
+                                          .data = val.base,
+                                          .len = val.len};
+            }
+            form[n] = file;
+            form[n++].name = "filedata";
+        }
+    }
+    json_decref(body);
+    req->body = NULL;
+    req->body_len = 0;
+    *nform = n;
+    return rc;
+}
+
+static void on_uploaded(const sb_http_response_t *res, void *data)
+{
+    ob_cmd_t *c = data;
+    if (res->result == SB_HTTP_OK && res->status >= 200 && res->status < 300) {
+        json_t *root = json_loadb(res->body, res->body_len, 0, NULL);
+        json_t *id = json_object_get(root, "id");
+        if (json_is_string(id) && json_string_length(id) != 0) {
+            c->upload_media_id =
+                sb_pool_strdup(&c->pool, json_string_value(id), json_string_length(id));
+            json_decref(root);
+            busy(c, -1);
+            post_part(c); /* the send by media id (paced with the upload) */
+            return;
+        }
+        json_decref(root);
+        busy(c, -1);
+        fail_cmd(c, SB_SEND_PERMANENT, "rejected", 0, "the media upload answered no id");
+        return;
+    }
+    /* The upload failed: retried, or failed for good, as a send would be. */
+    on_response(res, data);
+}
+
+static void on_upload_loaded(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    busy(c, -1);
+    if (c->ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        after(c, 1000, load_upload); /* Redis went away: it stays at its queue's head */
+        return;
+    }
+    if (r->type != REDIS_REPLY_STRING) {
+        fail_cmd(c, SB_SEND_PERMANENT, "upload_expired", 0,
+                 "the uploaded file is no longer kept (sb:upload expired)");
+        return;
+    }
+    c->upload = h2o_iovec_init(h2o_mem_alloc_pool(&c->pool, r->len), r->len);
+    memcpy(c->upload.base, r->str, r->len);
+    c->cmd.media.url = iov(UPLOAD_URL);
+    start_cmd(c);
+}
+
+/* Loads the uploaded file of the command at the head of its conversation, before its first
+ * send. */
+static void load_upload(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    h2o_iovec_t key =
+        sb_pool_printf(&c->pool, "%supload:{%.*s}:%.*s", ob->prefix, (int)c->org.len, c->org.base,
+                       (int)c->cmd.media.upload.len, c->cmd.media.upload.base);
+    const char *argv[2] = {"GET", key.base};
+    size_t argvlen[2] = {3, key.len};
+    c->wait = WAIT_REDIS;
+    busy(c, 1);
+    if (sb_redis_command(ob->w->redis, on_upload_loaded, c, 2, argv, argvlen) != 0) {
+        busy(c, -1);
+        after(c, 1000, load_upload);
+    }
+}
+
 static void post_part(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
@@ -1195,19 +1499,39 @@ static void post_part(ob_cmd_t *c)
                  reason != NULL ? reason : "the channel cannot send it");
         return;
     }
-    const char *headers[5];
-    for (size_t i = 0; i < preq.nheaders && i < 4; ++i)
-        headers[i] = preq.headers[i].base;
-    headers[preq.nheaders < 4 ? preq.nheaders : 4] = NULL;
+    const char *headers[6];
+    int upload = c->upload.base != NULL && c->plan.entries[c->next_part].kind == SB_PART_MEDIA;
+    size_t nh = 0;
+    for (size_t i = 0; i < preq.nheaders && i < 4; ++i) {
+        /* a form sets its own Content-Type (multipart, with the boundary) */
+        if (upload && strncasecmp(preq.headers[i].base, "content-type:", 13) == 0)
+            continue;
+        headers[nh++] = preq.headers[i].base;
+    }
+    headers[nh] = NULL;
     sb_http_request_t req = {.method = preq.method,
                              .url = preq.url.base,
                              .headers = headers,
                              .body = preq.body.base,
                              .body_len = preq.body.len,
                              .provider = sb_iov_eq(c->channel, "telegram") ? "telegram" : "graph"};
+    sb_http_form_part_t form[16];
+    sb_http_cb cb = on_response;
+    if (upload) {
+        int rc = upload_request(c, &preq, &req, form, &req.nform);
+        if (rc < 0) {
+            fail_cmd(c, SB_SEND_PERMANENT, "unsupported", 0, "the channel cannot send this file");
+            return;
+        }
+        req.form = form;
+        if (rc == 0)
+            cb = on_uploaded;
+        if (req.nform == 0) /* WhatsApp's send by id: JSON again */
+            headers[nh++] = "Content-Type: application/json", headers[nh] = NULL;
+    }
     c->wait = WAIT_HTTP;
     busy(c, 1);
-    if (sb_http_client_send(ob->w->http, &req, on_response, c) != 0) {
+    if (sb_http_client_send(ob->w->http, &req, cb, c) != 0) {
         busy(c, -1);
         cmd_done(c);
     }
@@ -1249,6 +1573,93 @@ static void record_done(ob_cmd_t *c)
     eval_sent(c, c->plan.size, iov(""), 1, iov(""), record_done);
 }
 
+/* ---- WhatsApp checks before a send (contract section 5) ----
+ *
+ * One step between the head of the conversation and the first attempt, so a command the
+ * provider would refuse fails at once, never reaching it:
+ * - a template on another channel fails (reason unsupported);
+ * - a free-form WhatsApp command (text, media, typing: Meta refuses typing indicators
+ *   outside the window too) whose conversation's last inbound message (the provider's
+ *   time, last_inbound_at of sb:conv) is older than outbound.whatsapp_window_ms fails with
+ *   outside_window (from window_expires_at - 24 h when a record has only the inbox's
+ *   window end); read receipts and templates pass; a conversation with no recorded
+ *   inbound time is left to Meta;
+ * - a template is checked against the synced list of the business account (templates.c):
+ *   template_not_found, template_language, template_not_approved, template_parameters.
+ *   When no list can be had (Meta or Redis unreachable, no WABA id), it is sent and Meta
+ *   decides. */
+
+static void on_templates_checked(const sb_templates_result_t *res, void *data)
+{
+    ob_cmd_t *c = data;
+    busy(c, -1);
+    if (c->ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    if (res->templates == NULL) {
+        sb_logkv(SB_LOG_WARN, SB_MODULE,
+                 (const char *[]){"command_id", c->cmd.id.base, "conn", c->conn_id.base, NULL},
+                 "template not checked (no template list: %s); sending it",
+                 res->message != NULL ? res->message : "unknown");
+        begin_send(c);
+        return;
+    }
+    const char *detail = NULL;
+    const char *reason = sb_template_check(res->templates, &c->cmd, &c->pool, &detail);
+    if (reason != NULL) {
+        /* The dead letter's reason is the code (docs/events.md); the log line says more. */
+        sb_logkv(SB_LOG_INFO, SB_MODULE,
+                 (const char *[]){"command_id", c->cmd.id.base, "conn", c->conn_id.base, NULL},
+                 "template refused: %s", detail != NULL ? detail : reason);
+        fail_cmd(c, SB_SEND_PERMANENT, reason, 0, reason);
+        return;
+    }
+    begin_send(c);
+}
+
+static void check_before_send(ob_cmd_t *c)
+{
+    int whatsapp = sb_iov_eq(c->channel, "whatsapp");
+    int tpl = sb_iov_eq(c->cmd.type, "template");
+    if (tpl && !whatsapp) {
+        fail_cmd(c, SB_SEND_PERMANENT, "unsupported", 0,
+                 "message templates are a WhatsApp feature");
+        return;
+    }
+    if (!whatsapp) {
+        begin_send(c);
+        return;
+    }
+    if (!tpl) {
+        /* From the contact's last inbound time; a record with only the inbox's window end
+         * (24 h after it) gives that time back. */
+        int64_t last = -1, end = 0;
+        const sb_conf_t *conf = c->ob->w->server->conf;
+        if (c->last_inbound_at.base == NULL ||
+            sb_parse_int64(c->last_inbound_at.base, c->last_inbound_at.len, 0, INT64_MAX, &last) !=
+                0) {
+            last = -1;
+            if (c->window_expires_at.base != NULL &&
+                sb_parse_int64(c->window_expires_at.base, c->window_expires_at.len, 0, INT64_MAX,
+                               &end) == 0)
+                last = end - 86400000;
+        }
+        if (!sb_iov_eq(c->cmd.type, "read") && last >= 0 &&
+            sb_now_ms() - last > conf->whatsapp_window_ms) {
+            /* The dead letter's reason is the code itself (contract section 5). */
+            fail_cmd(c, SB_SEND_PERMANENT, "outside_window", 0, "outside_window");
+            return;
+        }
+        begin_send(c);
+        return;
+    }
+    c->wait = WAIT_HTTP;
+    busy(c, 1);
+    sb_templates_get(c->ob->w, c->org.base, c->conn_id.base, &c->cred, c->target.sender_id, 0,
+                     on_templates_checked, c);
+}
+
 /* The command is at the head of its conversation: send its next part. */
 static void start_cmd(ob_cmd_t *c)
 {
@@ -1257,7 +1668,7 @@ static void start_cmd(ob_cmd_t *c)
         record_done(c);
         return;
     }
-    begin_send(c);
+    check_before_send(c);
 }
 
 /* ---- Loading (the head of a conversation) ---- */
@@ -1271,6 +1682,8 @@ static void on_loaded(ob_cmd_t *c)
     sb_record_t conv = c->conv_rec, conn = c->conn_rec;
     c->channel = sb_record_get(&conv, "channel");
     c->contact_id = sb_record_get(&conv, "contact_id");
+    c->last_inbound_at = sb_record_get(&conv, "last_inbound_at");
+    c->window_expires_at = sb_record_get(&conv, "window_expires_at");
     if (!c->have_conn) {
         fail_cmd(c, SB_SEND_PERMANENT, "connection_deleted", 0,
                  "the conversation's connection was deleted");
@@ -1298,6 +1711,21 @@ static void on_loaded(ob_cmd_t *c)
         iov(sb_iov_eq(c->channel, "telegram") ? conf->telegram_api_base : conf->graph_api_base);
     /* An empty plan means there is nothing to send (e.g. a read receipt on Telegram). */
     c->adapter->plan(&c->cmd, &c->pool, &c->plan);
+    /* Who may write: nobody to a blocked contact, only a person after a hand-off (the
+     * failure's inbox event carries the text that was not sent). */
+    if (sb_iov_eq(c->contact_status, "BLOCKED")) {
+        fail_cmd(c, SB_SEND_PERMANENT, "contact_blocked", 0, "contact_blocked");
+        return;
+    }
+    if (sb_iov_eq(c->contact_status, "AI_REPLIES_DISABLED") && !c->by_person) {
+        fail_cmd(c, SB_SEND_PERMANENT, "handed_off", 0, "handed_off");
+        return;
+    }
+    if (c->cmd.media.upload.base != NULL && c->upload.base == NULL &&
+        c->next_part < c->plan.size) {
+        load_upload(c);
+        return;
+    }
     start_cmd(c);
 }
 
@@ -1338,6 +1766,14 @@ static void on_assistant_read(redisReply *r, void *data)
     load_done(c, r);
 }
 
+static void on_contact_read(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    if (r != NULL && r->type == REDIS_REPLY_STRING)
+        c->contact_status = sb_pool_strdup(&c->pool, r->str, r->len);
+    load_done(c, r);
+}
+
 static void on_conv_read(redisReply *r, void *data)
 {
     ob_cmd_t *c = data;
@@ -1373,7 +1809,8 @@ static void on_conv_read(redisReply *r, void *data)
     size_t bargvlen[3] = {4, bkey.len, 12};
     c->have_conn = 0;
     c->load_failed = 0;
-    c->loads_pending = 1; /* held until both are sent */
+    c->contact_status = h2o_iovec_init(NULL, 0);
+    c->loads_pending = 1; /* held until all are sent */
     busy(c, 1);
     if (sb_redis_command(ob->w->redis, on_conn_read, c, 2, cargv, cargvlen) == 0) {
         c->loads_pending++;
@@ -1387,6 +1824,21 @@ static void on_conv_read(redisReply *r, void *data)
     } else {
         busy(c, -1);
         c->load_failed = 1;
+    }
+    /* The contact's status (who may write to it), a read of its own key. */
+    h2o_iovec_t cid = sb_record_get(&c->conv_rec, "contact_id");
+    if (cid.base != NULL && cid.len != 0) {
+        h2o_iovec_t tkey =
+            sb_pool_printf(&c->pool, "%scontact:%.*s", ob->prefix, (int)cid.len, cid.base);
+        const char *targv[3] = {"HGET", tkey.base, "status"};
+        size_t targvlen[3] = {4, tkey.len, 6};
+        busy(c, 1);
+        if (sb_redis_command(ob->w->redis, on_contact_read, c, 3, targv, targvlen) == 0) {
+            c->loads_pending++;
+        } else {
+            busy(c, -1);
+            c->load_failed = 1;
+        }
     }
     load_step(c);
 }
@@ -1416,6 +1868,7 @@ static ob_cmd_t *new_cmd(sb_outbound_t *ob, const char *entry, size_t len)
     uv_timer_init(&ob->w->loop, &c->timer);
     c->timer.data = c;
     c->raw = h2o_iovec_init("", 0);
+    c->author = iov("{\"type\":\"assistant\"}");
     c->wait = WAIT_REDIS;
     return c;
 }
@@ -1455,6 +1908,9 @@ static void take_head(ob_conv_t *conv, const redisReply *r)
         drop_head(c);
         return;
     }
+    /* The author the entry carried when it was queued (a dead letter sent again keeps the
+     * author of its first entry). */
+    set_author(c, sb_record_get(&state, "author"));
     int64_t parts = 0;
     h2o_iovec_t p = sb_record_get(&state, "parts");
     if (p.base != NULL)
@@ -1714,8 +2170,8 @@ static void enqueue_cmd(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[14];
-    size_t argvlen[14];
+    const char *argv[15];
+    size_t argvlen[15];
     int argc = 0;
     args_push(argv, argvlen, &argc, conv_key(c, "cq"));
     args_push(argv, argvlen, &argc, conv_key(c, "cqd"));
@@ -1731,6 +2187,7 @@ static void enqueue_cmd(ob_cmd_t *c)
     args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
     args_push(argv, argvlen, &argc, iov(ob->node));
     args_push(argv, argvlen, &argc, ipool(c, lease_ms(ob)));
+    args_push(argv, argvlen, &argc, c->by_person ? c->author : iov(""));
     c->wait = WAIT_REDIS;
     busy(c, 1);
     if (sb_redis_eval(ob->w->redis, &script_queue, on_queued, c, 4, argc, argv, argvlen) != 0) {
@@ -1803,6 +2260,23 @@ static void ack_duplicate(ob_cmd_t *c)
     cmd_done(c);
 }
 
+/* Takes 'json' as the command's author when it names a person (type "person" and the API
+ * key's id, as the management API writes it); anything else leaves the assistant. */
+static void set_author(ob_cmd_t *c, h2o_iovec_t json)
+{
+    if (json.base == NULL || json.len == 0)
+        return;
+    json_t *a = json_loadb(json.base, json.len, 0, NULL);
+    const char *type = json_string_value(json_object_get(a, "type"));
+    const char *key = json_string_value(json_object_get(a, "key"));
+    if (type != NULL && strcmp(type, "person") == 0 && key != NULL &&
+        sb_id_valid(key, strlen(key))) {
+        c->author = sb_pool_printf(&c->pool, "{\"type\":\"person\",\"key\":\"%s\"}", key);
+        c->by_person = 1;
+    }
+    json_decref(a);
+}
+
 /* A stream entry (id, [field, value, ...]) read or claimed: move it unless moving already. */
 static void take_entry(sb_outbound_t *ob, const redisReply *e)
 {
@@ -1823,6 +2297,8 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
                 c->raw = sb_pool_strdup(&c->pool, v->str, v->len);
             else if (strcmp(name->str, "redrive") == 0)
                 c->redrive = sb_pool_strdup(&c->pool, v->str, v->len);
+            else if (strcmp(name->str, "author") == 0)
+                set_author(c, h2o_iovec_init(v->str, v->len));
         }
     const char *reason = NULL;
     if (sb_command_parse(c->raw, &c->pool, &c->cmd, &reason) != SB_OK) {

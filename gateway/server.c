@@ -32,6 +32,9 @@
 #include "adapters/adapter.h"
 #include "base/json_arena.h"
 #include "base/log.h"
+#include "feed.h"
+#include "console.h"
+#include "media.h"
 #include "mgmt.h"
 #include "store.h"
 #include "outbound.h"
@@ -139,6 +142,16 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             return 0;
         }
         sb_respond_error(req, SB_ROUTE_WEBHOOK, started, SB_ERR_NOT_FOUND, NULL);
+        return 0;
+    }
+    if (path.len >= 8 && memcmp(path.base, "/console", 8) == 0 &&
+        (path.len == 8 || path.base[8] == '/')) {
+        sb_console_handle(w, req, started);
+        return 0;
+    }
+    if (path.len > 7 && memcmp(path.base, "/media/", 7) == 0 &&
+        memchr(path.base + 7, '/', path.len - 7) == NULL) {
+        sb_media_handle_public(w, req, h2o_iovec_init(path.base + 7, path.len - 7), started);
         return 0;
     }
     if (path.len >= 6 && memcmp(path.base, "/orgs/", 6) == 0) {
@@ -306,11 +319,14 @@ static void finish_worker(sb_worker_t *w)
 static void on_drain_timer(uv_timer_t *t)
 {
     sb_worker_t *w = t->data;
-    if ((w->jobs == 0 && w->outbound_busy == 0) || sb_mono_us() >= w->stop_deadline_us) {
-        if (w->jobs != 0 || w->outbound_busy != 0)
+    size_t feeds = sb_feed_open(w->feed);
+    if ((w->jobs == 0 && w->outbound_busy == 0 && feeds == 0) ||
+        sb_mono_us() >= w->stop_deadline_us) {
+        if (w->jobs != 0 || w->outbound_busy != 0 || feeds != 0)
             sb_log(SB_LOG_WARN, SB_MODULE,
-                   "worker %d: %zu requests and %d outbound sends still in flight at shutdown",
-                   w->index, w->jobs, w->outbound_busy);
+                   "worker %d: %zu requests, %d outbound sends and %zu inbox streams still "
+                   "open at shutdown",
+                   w->index, w->jobs, w->outbound_busy, feeds);
         uv_timer_stop(t);
         finish_worker(w);
     }
@@ -329,6 +345,8 @@ static void on_stop(uv_async_t *a)
         sb_outbound_stop(w->outbound);
         w->outbound = NULL;
     }
+    /* Open inbox streams end now; their clients reconnect elsewhere and resume by id. */
+    sb_feed_stop(w->feed);
     w->stop_deadline_us = sb_mono_us() + (uint64_t)w->server->conf->shutdown_timeout_ms * 1000;
     uv_timer_start(&w->drain_timer, on_drain_timer, 0, 20);
 }
@@ -375,6 +393,7 @@ static int worker_init(sb_server_t *server, sb_worker_t *w, int index, sb_redis_
     sb_http_client_options_t hopts = {.default_timeout_ms =
                                           (uint32_t)server->conf->provider_timeout_ms};
     w->http = sb_http_client_new(&w->loop, &hopts);
+    w->feed = sb_feed_start(w, url);
     if (index == 0)
         w->outbound = sb_outbound_start(w, url);
     return open_listener(server, w);
@@ -575,6 +594,8 @@ int sb_server_init(sb_server_t *server, sb_conf_t *conf)
     server->h2o.max_request_entity_size = (size_t)conf->max_body_bytes * 2;
     if (server->h2o.max_request_entity_size < 2 * 1024 * 1024)
         server->h2o.max_request_entity_size = 2 * 1024 * 1024; /* management bodies: 1 MiB */
+    if (server->h2o.max_request_entity_size < (size_t)conf->media_upload_max_bytes + 65536)
+        server->h2o.max_request_entity_size = (size_t)conf->media_upload_max_bytes + 65536;
     server->h2o.http1.upgrade_to_http2 = 0;
     server->h2o.server_name = h2o_iovec_init(H2O_STRLIT("switchboard"));
     h2o_hostconf_t *host =

@@ -288,6 +288,7 @@ void sb_credentials_fill(json_t *creds, h2o_mem_pool_t *pool, sb_credentials_t *
     cred->app_secret = cred_field(creds, "app_secret", pool);
     cred->verify_token = cred_field(creds, "verify_token", pool);
     cred->access_token = cred_field(creds, "access_token", pool);
+    cred->waba_id = cred_field(creds, "waba_id", pool);
     cred->bot_token = cred_field(creds, "bot_token", pool);
     cred->webhook_secret = cred_field(creds, "webhook_secret", pool);
 }

@@ -22,21 +22,26 @@
  */
 #include <stdio.h>
 #include <jansson.h>
+#include "media.h"
 #include "adapters/adapter.h"
 #include "base/log.h"
 #include "store.h"
 #include "base/json_arena.h"
 #include "base/map.h"
+#include "inbox.h"
 #include "webhook.h"
 
 #define SB_MODULE      "gateway/webhook"
-#define ARGS_PER_EVENT 14
+#define ARGS_PER_EVENT 21
 #define FIXED_ARGS     8
 
 /* ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, then per event:
  *   identity, recipient, contact ext id, name, phone, username, chat id, kind, event id,
  *   contact members but external_id (JSON), content members (JSON), new contact id,
- *   contact user id (WhatsApp BSUID), thread id (Telegram forum topic)
+ *   contact user id (WhatsApp BSUID), thread id (Telegram forum topic), the provider
+ *   message id the event is about (its own, or the one a status or reaction names), status
+ *   state, message type, preview (inbox.h), timestamp (ms), the field an edit changes
+ *   (text or caption, else '') and its new value
  * -> one status per event: 0 routed, 1 duplicate, 2 unrouted, 3 blocked, 4 inbox only
  *
  * A contact is indexed by every id it arrived by (sb:contactidx:<org>:<channel>:<id>): a
@@ -44,18 +49,24 @@
  * external_id stays the first id seen, and the event says that one. A WhatsApp contact has
  * one conversation per binding whichever id a message came by (its address is the phone
  * once known, the BSUID is kept beside it); a Telegram forum topic is a conversation of its
- * own, whose record keeps the thread id. */
+ * own, whose record keeps the thread id. The record's last_inbound_at is the provider's time
+ * (ms) of the latest inbound event other than a status (the WhatsApp service window).
+ *
+ * In the same call each event of a conversation updates the inbox (inbox.h): history,
+ * list, unread count, delivery of the message a status names, the text an edit replaces. */
 static sb_redis_script_t script_enqueue = {
     "enqueue",
+    SB_INBOX_LUA
     "local P, conn, org, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
     "local maxlen, ttl, now, n = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])\n"
     "local out = {}\n"
     "local inbox = P .. 'inbox:{' .. org .. '}'\n"
     "for i = 0, n - 1 do\n"
-    "  local b = 9 + i * 14\n"
+    "  local b = 9 + i * 21\n"
     "  local identity, recipient, cext, name, phone, username, chat, kind, evid, crest, tail, "
     "newcid, uid, thread =\n"
     "    unpack(ARGV, b, b + 13)\n"
+    "  local mext, state, mtype, preview, ts, efield, etext = unpack(ARGV, b + 14, b + 20)\n"
     "  local dd = P .. 'dd:' .. conn .. ':' .. identity\n"
     "  if redis.call('EXISTS', dd) == 1 then\n"
     "    out[#out + 1] = 1\n"
@@ -115,18 +126,19 @@ static sb_redis_script_t script_enqueue = {
     "      local ev = '{\"v\":1,\"id\":\"' .. evid .. '\",\"kind\":\"' .. kind ..\n"
     "        '\",\"direction\":\"in\",\"channel\":\"' .. channel .. '\",\"org_id\":\"' .. org ..\n"
     "        '\",\"connection_id\":\"' .. conn .. '\"'\n"
+    "      local cv = nil\n"
     "      if bid then\n"
     "        local addr = chat ~= '' and chat or cext\n"
     "        local key = addr\n"
     "        if cuid ~= '' and cid then key = ext end\n"
     "        if thread ~= '' then key = key .. '#' .. thread end\n"
-    "        local cv = 'cv_' .. string.sub(redis.sha1hex(bid .. '|' .. key), 1, 24)\n"
+    "        cv = 'cv_' .. string.sub(redis.sha1hex(bid .. '|' .. key), 1, 24)\n"
     "        local cvkey = P .. 'conv:' .. cv\n"
     "        if redis.call('EXISTS', cvkey) == 0 then\n"
     "          redis.call('HSET', cvkey, 'id', cv, 'org', org, 'connection_id', conn, "
     "'binding_id', bid,\n"
     "                     'channel', channel, 'chat_id', addr, 'sender_id', recipient, "
-    "'created_at', now)\n"
+    "'created_at', now, 'assistant_id', aid)\n"
     "          if cid then redis.call('HSET', cvkey, 'contact_id', cid) end\n"
     "          if thread ~= '' then redis.call('HSET', cvkey, 'thread_id', thread) end\n"
     "          if cuid ~= '' then redis.call('HSET', cvkey, 'user_id', cuid) end\n"
@@ -135,6 +147,8 @@ static sb_redis_script_t script_enqueue = {
     "          if cc[2] ~= cuid then redis.call('HSET', cvkey, 'user_id', cuid) end\n"
     "          if addr ~= cuid and cc[1] ~= addr then redis.call('HSET', cvkey, 'chat_id', addr) end\n"
     "        end\n"
+    "        if kind ~= 'status' and tonumber(ts) > tonumber(redis.call('HGET', cvkey, "
+    "'last_inbound_at') or '0') then redis.call('HSET', cvkey, 'last_inbound_at', ts) end\n"
     "        ev = ev .. ',\"binding_id\":\"' .. bid .. '\",\"assistant_id\":\"' .. aid ..\n"
     "          '\",\"conversation_id\":\"' .. cv .. '\"'\n"
     "      end\n"
@@ -157,7 +171,16 @@ static sb_redis_script_t script_enqueue = {
     "        redis.call('XADD', P .. 'unrouted', 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
     "        st = 2\n"
     "      end\n"
-    "      redis.call('XADD', inbox, 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "      local eid = redis.call('XADD', inbox, 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "      if cv then\n"
+    "        if kind == 'status' then\n"
+    "          SBX.status(P, org, cv, mext, state)\n"
+    "        else\n"
+    "          SBX.item(P, org, cv, ev, eid, 'in', kind, mtype, preview, ts, now, '', mext, "
+    "maxlen)\n"
+    "          if kind == 'edit' then SBX.edit(P, org, cv, mext, efield, etext, ts, preview) end\n"
+    "        end\n"
+    "      end\n"
     "      out[#out + 1] = st\n"
     "    end\n"
     "    redis.call('SET', dd, '1', 'EX', ttl)\n"
@@ -278,6 +301,7 @@ static void enqueue(wjob_t *j, const char *org)
         sb_buf_t contact = {0}, content = {0};
         /* The script writes external_id: the contact's first id, which may be another. */
         sb_event_append_contact(ev, 0, &contact);
+        sb_media_stamp(j->super.worker, org, j->conn_id, j->adapter->name, ev, pool);
         sb_event_append_content(ev, &content);
         char evid[SB_ID_MAX + 1], cid[SB_ID_MAX + 1];
         sb_worker_new_id(j->super.worker, "ev_", evid);
@@ -296,6 +320,31 @@ static void enqueue(wjob_t *j, const char *org)
         ARG_IOV(sb_pool_strdup(pool, cid, strlen(cid)));
         ARG_IOV(ev->contact.user_id);
         ARG_IOV(ev->message.thread_id);
+        h2o_iovec_t mext = ev->message.external_id;
+        if (ev->kind == SB_KIND_STATUS)
+            mext = ev->status.message_external_id;
+        else if (ev->kind == SB_KIND_REACTION)
+            mext = ev->reaction.message_external_id;
+        ARG_IOV(mext);
+        ARG_IOV(ev->status.state);
+        ARG_IOV(ev->message.type);
+        h2o_iovec_t ptype = ev->message.type;
+        if (ptype.base == NULL)
+            ptype = h2o_iovec_init(sb_event_kind_name(ev->kind),
+                                   strlen(sb_event_kind_name(ev->kind)));
+        ARG_IOV(sb_inbox_preview(pool, ev->message.text, ptype));
+        ARG_IOV(sb_pool_printf(pool, "%lld", (long long)ev->timestamp));
+        const char *efield = "";
+        h2o_iovec_t etext = h2o_iovec_init("", 0);
+        if (ev->kind == SB_KIND_EDIT && ev->message.text.base != NULL) {
+            efield = "text";
+            etext = ev->message.text;
+        } else if (ev->kind == SB_KIND_EDIT && ev->message.caption.base != NULL) {
+            efield = "caption";
+            etext = ev->message.caption;
+        }
+        ARG_STR(efield);
+        ARG_IOV(etext);
         sb_buf_dispose(&contact);
         sb_buf_dispose(&content);
     }

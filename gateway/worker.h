@@ -51,6 +51,8 @@ typedef struct st_sb_worker_t {
     int outbound_busy;
     /** The sb:out consumer (worker 0 only). */
     struct st_sb_outbound_t *outbound;
+    /** The live inbox feed of this worker (feed.c). */
+    struct st_sb_feed_t *feed;
 } sb_worker_t;
 
 struct st_sb_server_t {

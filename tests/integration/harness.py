@@ -1087,6 +1087,10 @@ class Gateway:
             "SWITCHBOARD_DATA_DIR": self.data_dir,
             "SWITCHBOARD_WORKERS": "2",
             "SWITCHBOARD_LOG_LEVEL": "debug",
+            # The shared fixtures carry provider times of months ago: a WhatsApp reply to
+            # them is outside the 24-hour service window. Tests of the window itself set
+            # this to None (the default window) in their extra_env.
+            "SWITCHBOARD_OUTBOUND_WHATSAPP_WINDOW_MS": "315360000000",
         })
         if self.use_env_listen:
             env["SWITCHBOARD_LISTEN"] = "127.0.0.1:%d" % self.port
@@ -1355,7 +1359,12 @@ class GatewayTestCase(unittest.TestCase):
 
     @classmethod
     def make_gateway(cls, extra_env=None, prefix=None, start=True, **kw):
-        """Another gateway on the class's Redis and fakes (stopped and cleaned at class end)."""
+        """Another gateway on the class's Redis and fakes (stopped and cleaned at class end).
+        On the class gateway's prefix it shares that gateway's data directory, hence its
+        master key (the store refuses any other key)."""
+        main = getattr(cls, "gw", None)
+        if "data_dir" not in kw and main is not None and (prefix or cls.PREFIX) == main.prefix:
+            kw["data_dir"] = main.data_dir
         gw = Gateway(cls.redis, cls.telegram, cls.graph, prefix=prefix or cls.PREFIX,
                      extra_env=extra_env, **kw)
         cls.addClassCleanup(gw.cleanup)
@@ -1487,3 +1496,20 @@ def metric_sum(samples, name, **labels):
 
 def main():
     unittest.main(verbosity=2)
+
+
+def media_url_target(url):
+    """
+    What a gateway media URL ({PUBLIC_URL}/media/{token}) serves: the provider reference
+    ("r": media id, file id or CDN URL) of the token's signed JSON payload, or None when
+    'url' is not a gateway media URL. The payload is signed, not secret (it holds no token).
+    """
+    prefix = PUBLIC_URL + "/media/"
+    if not isinstance(url, str) or not url.startswith(prefix):
+        return None
+    payload = url[len(prefix):].split(".", 1)[0]
+    try:
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        return json.loads(raw).get("r")
+    except (ValueError, AttributeError):
+        return None

@@ -18,11 +18,9 @@ from test_inbound import ascii_bytes, sign  # noqa: E402
 from test_openapi import load_doc, resolve, validate  # noqa: E402
 from test_outbound import OutEnv  # noqa: E402
 
-# The send paths of the conversations OutEnv creates (their fixtures' binding ids).
-MESSENGER_SEND = "POST /%s/messages" % harness.load_fixture("messenger", "text")[
-    "binding_external_id"]
-WHATSAPP_SEND = "POST /%s/messages" % harness.load_fixture("whatsapp", "text")[
-    "binding_external_id"]
+# the send routes of the Page and the phone number OutEnv binds (from the fixtures it loads)
+MESSENGER_SEND = "POST /%s/messages" % harness.load_fixture("messenger", "text")["binding_external_id"]
+WHATSAPP_SEND = "POST /%s/messages" % harness.load_fixture("whatsapp", "text")["binding_external_id"]
 
 
 def texts(fake, text):
@@ -355,8 +353,7 @@ class TestConnectionErrors(CommandBase):
         cid = e.conns["instagram"]
         path = "/orgs/c/connections/" + cid
         self.assertNotIn("error", e.api("GET", path).json)
-        e.graph.override("POST /%s/messages" % harness.load_fixture("instagram", "text")[
-            "binding_external_id"], status=400, times=1,
+        e.graph.override("POST /%s/messages" % harness.load_fixture("instagram", "text")["binding_external_id"], status=400, times=1,
                          body=harness.GRAPH_BAD_TOKEN)
         e.xadd({"id": "ce-190", "conversation_id": e.convs["instagram"], "type": "text",
                 "text": "token gone"})

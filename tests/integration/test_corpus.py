@@ -131,6 +131,11 @@ class TestCorpus(unittest.TestCase):
             for path, want in exp.items():
                 got = dot(ev, path)
                 where = "%s #%d %s" % (name, i, path)
+                if path == "message.media.url":
+                    # the event names the gateway's signed URL; the provider's URL is what
+                    # that URL serves (docs/events.md)
+                    self.assertEqual(H.media_url_target(got), want, "%s: %r" % (where, got))
+                    continue
                 if isinstance(want, float) or path.startswith("message.location."):
                     self.assertIsInstance(got, (int, float), where)
                     self.assertEqual(float(got), float(want), where)

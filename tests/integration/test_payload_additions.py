@@ -3,8 +3,7 @@ The event additions of contract section 3 that only the running server shows: on
 WhatsApp contact (and one conversation) per person whether a body names the phone, the
 business-scoped user id (BSUID) or both; a Telegram forum topic as a conversation of its
 own, with replies sent into the topic; a timestamp on every event written, the receive
-time when the provider gives none; referral events routed to the assistant. With
-SB_CORPUS_DIR set, every recorded body of that corpus through the real server.
+time when the provider gives none; referral events routed to the assistant. (The recorded corpus runs in test_corpus.py.)
 """
 
 import hashlib
@@ -298,114 +297,6 @@ def dot(obj, path):
             return KeyError(path)
         obj = obj[part]
     return obj
-
-
-class Corpus(AdditionsCase):
-    """
-    Every body of the corpus of recorded webhooks in SB_CORPUS_DIR (skipped when unset),
-    each on a connection of its own, through the real server: answered as its file allows
-    (never a 5xx), every event written well-formed and as its file expects, and a resend
-    stored once.
-    """
-
-    @classmethod
-    def setUpClass(cls):
-        cls.corpus = os.environ.get("SB_CORPUS_DIR", "")
-        if not cls.corpus or not os.path.isdir(cls.corpus):
-            raise unittest.SkipTest("no corpus: SB_CORPUS_DIR is not set or not found")
-        super().setUpClass()
-
-    def files(self):
-        out = []
-        for ch in ("whatsapp", "messenger", "instagram", "telegram"):
-            d = os.path.join(self.corpus, ch)
-            for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
-                if name.endswith(".json"):
-                    with open(os.path.join(d, name), encoding="utf-8") as f:
-                        out.append(("%s/%s" % (ch, name[:-5]), json.load(f)))
-        return out
-
-    def check_event(self, name, fx, ev):
-        self.assertIn(ev["kind"], KINDS, name)
-        self.assertIsInstance(ev["id"], str, name)
-        self.assertIsInstance(ev["contact"].get("id"), str, name)
-        self.assertIsInstance(ev["contact"].get("external_id"), str, name)
-        self.assertTrue(ev["contact"]["external_id"], name)
-        self.assertIsInstance(ev.get("timestamp"), int, "%s: %r" % (name, ev))
-        self.assertGreaterEqual(ev["timestamp"], 0, name)
-        if ev["kind"] in ("message", "edit"):
-            self.assertIn(ev["message"]["type"], TYPES, name)
-            self.assertIsInstance(ev["message"]["external_id"], str, name)
-        if ev["kind"] == "status":
-            self.assertIn(ev["status"]["state"], STATES, name)
-        if ev["kind"] == "referral":
-            self.assertIsInstance(ev["referral"], dict, name)
-        for k, v in ev.items():
-            self.assertIsNotNone(v, "%s: %s is null" % (name, k))
-
-    def test_every_corpus_body(self):
-        done = 0
-        for i, (name, fx) in enumerate(self.files()):
-            with self.subTest(name):
-                # An org per file: contacts are per org, and files of different projects
-                # reuse user ids (a BSUID seen first would stay the contact's external id).
-                self.org = self.new_org()
-                self.key = self.gw.keys_create(self.org)
-                asst = self.create_assistant("corpus")
-                ch = fx["channel"]
-                binding = fx["binding_external_id"]
-                if ch == "telegram":
-                    token = "%s:TEST-corpus-%d" % (binding, i)
-                    conn = self.create_telegram(token)
-                    headers = {"X-Telegram-Bot-Api-Secret-Token":
-                               self.telegram.last_secret(token)}
-                else:
-                    secret = "corpus-secret-%d" % i
-                    conn = self.create_meta(ch, secret, "verify-%d" % i, "corpus-token-%d" % i,
-                                            account_id="corpus-%d" % i)
-                    headers = None
-                self.bind(asst["id"], conn["id"], binding)
-                data = json.dumps(fx["body"], separators=(",", ":")).encode()
-                if headers is None:
-                    headers = {"X-Hub-Signature-256": sign(secret, data)}
-                headers["Content-Type"] = "application/json"
-                before = len(self.assistant_events(asst))
-                before_unrouted = len(self.stream("unrouted"))
-                r = self.gw.http("POST", self.webhook_path(conn), body=data, headers=headers)
-                self.assertLess(r.status, 500, "%s: %r" % (name, r))
-                self.assertIn(r.status, fx.get("accept_status", [200]), "%s: %r" % (name, r))
-                if r.status != 200:
-                    continue
-                evs = self.assistant_events(asst)[before:]
-                n = len(evs)
-                if fx.get("allow_unrouted"):
-                    n += len(self.stream("unrouted")) - before_unrouted
-                expect = fx.get("expect") or []
-                lo = fx.get("expect_min_events", len(expect))
-                hi = fx.get("expect_max_events", None if "expect_min_events" in fx
-                            else len(expect))
-                self.assertGreaterEqual(n, lo, name)
-                if hi is not None:
-                    self.assertLessEqual(n, hi, name)
-                if "expect_kinds" in fx:
-                    self.assertEqual([e["kind"] for e in evs], fx["expect_kinds"], name)
-                for ev in evs:
-                    self.check_event(name, fx, ev)
-                for j, exp in enumerate(expect):
-                    for path, want in exp.items():
-                        got = dot(evs[j], path)
-                        if path.startswith("message.location."):
-                            self.assertEqual(float(got), float(want), "%s %s" % (name, path))
-                        else:
-                            self.assertEqual(got, want, "%s #%d %s" % (name, j, path))
-                # A resend is the same events: stored once (unless the file says otherwise).
-                r = self.gw.http("POST", self.webhook_path(conn), body=data, headers=headers)
-                self.assertEqual(r.status, 200, name)
-                if fx.get("dedup", True):
-                    self.assertEqual(len(self.assistant_events(asst)), before + len(evs), name)
-                done += 1
-        self.assertGreater(done, 0)
-
 
 
 if __name__ == "__main__":

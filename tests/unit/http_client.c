@@ -6,7 +6,8 @@
  * connections are reused, 50 concurrent requests finish exactly once, timeout / refused /
  * reset map to their results, Retry-After (seconds and HTTP-date), the body cap (announced
  * and chunked), redirects are not followed, and close cancels what is in flight and lets the
- * loop end with every handle closed. Waits poll a condition with a deadline.
+ * loop end with every handle closed; streaming transfers (pause, resume, abort, cancel, the
+ * cap) and multipart forms. Waits poll a condition with a deadline.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -741,6 +742,163 @@ static void on_alarm(int sig)
     _exit(1);
 }
 
+/* ---- streaming and forms ---- */
+
+typedef struct st_stream_cap_t {
+    capture_t cap;
+    sb_http_transfer_t *t;
+    size_t bytes, calls, pauses;
+    int bad_byte, status, cancel_after;
+    int64_t content_length;
+    int paused;
+} stream_cap_t;
+
+/* Takes every other hand-over only after a pause (resumed from the loop by the test). */
+static sb_http_stream_action_t on_stream_data(const sb_http_stream_head_t *head, const char *p,
+                                              size_t len, void *data)
+{
+    stream_cap_t *s = data;
+    s->status = head->status;
+    s->content_length = head->content_length;
+    if (s->cancel_after != 0 && s->bytes >= (size_t)s->cancel_after)
+        return SB_HTTP_STREAM_ABORT;
+    if (++s->calls % 2 == 0) {
+        s->paused = 1;
+        s->pauses++;
+        return SB_HTTP_STREAM_PAUSE;
+    }
+    for (size_t i = 0; i < len; ++i)
+        if (p[i] != 'x')
+            s->bad_byte = 1;
+    s->bytes += len;
+    return SB_HTTP_STREAM_CONTINUE;
+}
+
+static void on_stream_done(const sb_http_response_t *res, void *data)
+{
+    stream_cap_t *s = data;
+    s->t = NULL;
+    on_response(res, &s->cap);
+}
+
+static int stream_finished_or_paused(void *arg)
+{
+    stream_cap_t *s = arg;
+    return s->cap.calls != 0 || s->paused;
+}
+
+static void test_stream(void)
+{
+    sb_http_client_t *c = new_client(1024); /* the cap of collected bodies does not apply */
+    static const struct st_sb_http_stream_t stream = {on_stream_data};
+    char url[128];
+    stream_cap_t s;
+    memset(&s, 0, sizeof(s));
+    sb_http_request_t req = {.method = "GET",
+                             .url = url_for(url, sizeof(url), "/huge"),
+                             .provider = "graph",
+                             .stream = &stream,
+                             .max_bytes = HUGE_BYTES,
+                             .idle_timeout_ms = 3000};
+    s.t = sb_http_client_start(c, &req, on_stream_done, &s);
+    ASSERT(s.t != NULL);
+    while (s.cap.calls == 0) {
+        ASSERT(run_until(stream_finished_or_paused, &s, 10000));
+        if (s.paused && s.t != NULL) {
+            s.paused = 0; /* the held bytes may come now or on a later turn of the loop */
+            sb_http_transfer_resume(s.t);
+        }
+    }
+    ASSERT_EQ(s.cap.calls, 1);
+    ASSERT_EQ(s.cap.result, SB_HTTP_OK);
+    ASSERT_EQ(s.cap.status, 200);
+    ASSERT_EQ(s.cap.body_len, 0);
+    ASSERT_EQ(s.bytes, HUGE_BYTES);
+    ASSERT_EQ(s.content_length, HUGE_BYTES);
+    ASSERT(!s.bad_byte);
+    ASSERT(s.pauses > 10);
+
+    /* over max_bytes: too large */
+    memset(&s, 0, sizeof(s));
+    req.max_bytes = HUGE_BYTES / 2;
+    req.url = url_for(url, sizeof(url), "/hugechunked");
+    s.t = sb_http_client_start(c, &req, on_stream_done, &s);
+    while (s.cap.calls == 0) {
+        ASSERT(run_until(stream_finished_or_paused, &s, 10000));
+        if (s.paused && s.t != NULL) {
+            s.paused = 0; /* the held bytes may come now or on a later turn of the loop */
+            sb_http_transfer_resume(s.t);
+        }
+    }
+    ASSERT_EQ(s.cap.result, SB_HTTP_TOO_LARGE);
+    ASSERT(s.bytes <= HUGE_BYTES / 2);
+
+    /* aborted by on_data, and cancelled while paused: one callback each, CANCELLED */
+    req.max_bytes = HUGE_BYTES;
+    req.url = url_for(url, sizeof(url), "/huge");
+    memset(&s, 0, sizeof(s));
+    s.cancel_after = 65536;
+    s.t = sb_http_client_start(c, &req, on_stream_done, &s);
+    while (s.cap.calls == 0) {
+        ASSERT(run_until(stream_finished_or_paused, &s, 10000));
+        if (s.paused && s.t != NULL) {
+            s.paused = 0; /* the held bytes may come now or on a later turn of the loop */
+            sb_http_transfer_resume(s.t);
+        }
+    }
+    ASSERT_EQ(s.cap.calls, 1);
+    ASSERT_EQ(s.cap.result, SB_HTTP_CANCELLED);
+    memset(&s, 0, sizeof(s));
+    s.t = sb_http_client_start(c, &req, on_stream_done, &s);
+    ASSERT(run_until(stream_finished_or_paused, &s, 10000));
+    ASSERT(s.paused);
+    sb_http_transfer_cancel(s.t);
+    sb_http_transfer_cancel(s.t); /* twice is once */
+    ASSERT_EQ(s.cap.calls, 0);    /* the callback runs later, never inside cancel */
+    ASSERT(wait_count(&s.cap.calls, 1, 5000));
+    ASSERT_EQ(s.cap.result, SB_HTTP_CANCELLED);
+    ASSERT(s.bytes < HUGE_BYTES);
+    ASSERT_EQ(close_and_drain(c), 0);
+}
+
+static void test_form(void)
+{
+    sb_http_client_t *c = new_client(0);
+    char url[128];
+    static const char file[] = "\x00\x01binary\r\n--not-a-boundary\xff";
+    sb_http_form_part_t form[2] = {{.name = "chat_id", .data = "42", .len = 2},
+                                   {.name = "document",
+                                    .data = file,
+                                    .len = sizeof(file) - 1,
+                                    .file_name = "a.pdf",
+                                    .content_type = "application/pdf"}};
+    sb_http_request_t req = {.method = "POST",
+                             .url = url_for(url, sizeof(url), "/echo"),
+                             .provider = "telegram",
+                             .form = form,
+                             .nform = 2};
+    capture_t cap;
+    memset(&cap, 0, sizeof(cap));
+    ASSERT_EQ(sb_http_client_send(c, &req, on_response, &cap), 0);
+    ASSERT(wait_count(&cap.calls, 1, 5000));
+    ASSERT_EQ(cap.status, 200);
+    echo_t echo;
+    echo_snapshot(&echo);
+    ASSERT_STR_EQ(echo.method, "POST");
+    int multipart = strncmp(echo.content_type, "multipart/form-data; boundary=", 30) == 0;
+    int has_field = echo.body_len != 0 &&
+                    memmem(echo.body, echo.body_len, "name=\"chat_id\"\r\n\r\n42\r\n", 17) != NULL;
+    int has_file = echo.body_len != 0 &&
+                   memmem(echo.body, echo.body_len, file, sizeof(file) - 1) != NULL &&
+                   memmem(echo.body, echo.body_len, "filename=\"a.pdf\"", 16) != NULL &&
+                   memmem(echo.body, echo.body_len, "Content-Type: application/pdf", 29) != NULL;
+    free(echo.body);
+    ASSERT(multipart);
+    ASSERT(has_field);
+    ASSERT(has_file);
+    ASSERT_EQ(close_and_drain(c), 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -758,6 +916,8 @@ int main(void)
     SB_RUN(test_concurrent);
     SB_RUN(test_errors);
     SB_RUN(test_close_inflight);
+    SB_RUN(test_stream);
+    SB_RUN(test_form);
 
     server_stop();
     int rc = uv_loop_close(&loop);

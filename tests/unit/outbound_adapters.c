@@ -13,6 +13,7 @@
 #include <string.h>
 #include <jansson.h>
 #include "adapters/adapter.h"
+#include "gateway/templates.h"
 #include "test.h"
 
 #define GRAPH      "https://graph.example/v21.0"
@@ -913,6 +914,198 @@ static void test_whatsapp_refusals(void)
     ASSERT(strstr(reason, "UTF-8") != NULL);
 }
 
+/* ---- Templates (WhatsApp) ---- */
+
+static void test_command_template(void)
+{
+    sb_command_t cmd;
+    ASSERT_NO_DIFF(command_of("{'id':'t1','type':'template','template':{'name':'order_update',"
+                              "'language':'en_US','components':[{'type':'body','parameters':"
+                              "[{'type':'text','text':'4711'}]}]}}",
+                              &cmd));
+    ASSERT_STR_EQ(cmd.type.base, "template");
+    ASSERT_STR_EQ(cmd.template.name.base, "order_update");
+    ASSERT_STR_EQ(cmd.template.language.base, "en_US");
+    ASSERT_STR_EQ(cmd.template.components.base,
+                  "[{\"type\":\"body\",\"parameters\":[{\"type\":\"text\",\"text\":\"4711\"}]}]");
+    ASSERT_NO_DIFF(command_of("{'id':'t2','type':'template','template':{'name':'hello',"
+                              "'language':'de','components':null}}",
+                              &cmd));
+    ASSERT(cmd.template.components.base == NULL);
+
+    static const struct {
+        const char *json, *needle;
+    } cases[] = {
+        {"{'id':'a','type':'template'}", "template"},
+        {"{'id':'a','type':'template','template':'hello'}", "object"},
+        {"{'id':'a','type':'template','template':{'language':'en_US'}}", "template.name"},
+        {"{'id':'a','type':'template','template':{'name':'','language':'en_US'}}", "template.name"},
+        {"{'id':'a','type':'template','template':{'name':'x'}}", "template.language"},
+        {"{'id':'a','type':'template','template':{'name':'x','language':5}}", "template.language"},
+        {"{'id':'a','type':'template','template':{'name':'x','language':'en','components':{}}}",
+         "array"},
+        {"{'id':'a','type':'template','template':{'name':'x','language':'en','components':[1]}}",
+         "\"type\""},
+        {"{'id':'a','type':'template','template':{'name':'x','language':'en','components':"
+         "[{'type':'body','parameters':{}}]}}",
+         "parameters"},
+        {"{'id':'a','type':'template','template':{'name':'x','language':'en','namespace':'n'}}",
+         "only name"},
+        {"{'id':'a','type':'text','text':'x','template':{'name':'x','language':'en'}}",
+         "only with type template"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+        const char *reason = NULL;
+        if (sb_command_parse(J(cases[i].json), &g_pool, &cmd, &reason) != SB_ERR_BAD_REQUEST)
+            SB__FAIL("%s: accepted", cases[i].json);
+        if (reason == NULL || strstr(reason, cases[i].needle) == NULL)
+            SB__FAIL("%s: reason \"%s\" lacks \"%s\"", cases[i].json, reason ? reason : "(null)",
+                     cases[i].needle);
+    }
+}
+
+static void test_whatsapp_template_request(void)
+{
+    const sb_adapter_t *a = &sb_adapter_whatsapp;
+    ASSERT_NO_DIFF(check_send(
+        a,
+        "{'id':'1','type':'template','template':{'name':'order_update','language':'en_US',"
+        "'components':[{'type':'body','parameters':[{'type':'text','text':'4711'}]},"
+        "{'type':'button','sub_type':'url','index':'0','parameters':[{'type':'text',"
+        "'text':'t/4711'}]}]}}",
+        1, 0, WA_URL, graph_headers,
+        "{" WA_BASE ",'type':'template','template':{'name':'order_update','language':{'code':"
+        "'en_US'},'components':[{'type':'body','parameters':[{'type':'text','text':'4711'}]},"
+        "{'type':'button','sub_type':'url','index':'0','parameters':[{'type':'text',"
+        "'text':'t/4711'}]}]}}",
+        NULL));
+    /* No components (a template without placeholders). */
+    ASSERT_NO_DIFF(check_send(a,
+                              "{'id':'1','type':'template','template':{'name':'hello_world',"
+                              "'language':'en_US','components':[]}}",
+                              1, 0, WA_URL, graph_headers,
+                              "{" WA_BASE ",'type':'template','template':{'name':'hello_world',"
+                              "'language':{'code':'en_US'}}}",
+                              NULL));
+    /* Other channels plan the part but cannot build it. */
+    const char *tpl = "{'id':'1','type':'template','template':{'name':'x','language':'en'}}";
+    ASSERT_NO_DIFF(check_refused(&sb_adapter_messenger, tpl, 0, ""));
+    ASSERT_NO_DIFF(check_refused(&sb_adapter_telegram, tpl, 0, ""));
+}
+
+/* Builds part 0 of 'cmd_json' to 'target' on WhatsApp and returns its body (pool). */
+static json_t *wa_body(const char *cmd_json, const sb_target_t *target)
+{
+    sb_credentials_t cred = credentials();
+    sb_provider_request_t req;
+    sb_command_t cmd;
+    const char *reason = NULL;
+    if (command_of(cmd_json, &cmd) != NULL)
+        return NULL;
+    sb_send_plan_t plan = plan_of(&sb_adapter_whatsapp, &cmd);
+    memset(&req, 0, sizeof(req));
+    if (plan.size == 0 || sb_adapter_whatsapp.build_send(&cred, target, &cmd, plan.entries, &g_pool,
+                                                         &req, &reason) != SB_OK)
+        return NULL;
+    return json_loadb(req.body.base, req.body.len, 0, NULL);
+}
+
+static void test_whatsapp_bsuid_recipient(void)
+{
+    sb_target_t t = target_of(&sb_adapter_whatsapp);
+    const char *text = "{'id':'1','type':'text','text':'Hi'}";
+    const char *tpl = "{'id':'1','type':'template','template':{'name':'x','language':'en'}}";
+    /* The phone is known: "to", whatever the BSUID. */
+    t.user_id = iov("US.13491208655302741918");
+    json_t *b = wa_body(text, &t);
+    ASSERT(b != NULL);
+    ASSERT_STR_EQ(json_string_value(json_object_get(b, "to")), WA_USER);
+    ASSERT(json_object_get(b, "recipient") == NULL);
+    json_decref(b);
+    /* The conversation's address is the BSUID (phone withheld): "recipient". */
+    t.chat_id = iov("US.13491208655302741918");
+    for (int i = 0; i < 2; ++i) {
+        b = wa_body(i == 0 ? text : tpl, &t);
+        ASSERT(b != NULL);
+        ASSERT_STR_EQ(json_string_value(json_object_get(b, "recipient")),
+                      "US.13491208655302741918");
+        ASSERT(json_object_get(b, "to") == NULL);
+        json_decref(b);
+    }
+}
+
+static void test_template_check(void)
+{
+    ASSERT_EQ(sb_template_placeholders("Hi {{1}}, order {{2}} ({{1}})"), 2);
+    ASSERT_EQ(sb_template_placeholders("Hi {{name}} {{ order }}"), 2);
+    ASSERT_EQ(sb_template_placeholders("none {{ at all"), 0);
+    ASSERT_EQ(sb_template_placeholders(NULL), 0);
+
+    json_t *list =
+        json_loads(J("[{'name':'order','language':'en_US','status':'APPROVED','components':["
+                     "{'type':'HEADER','format':'TEXT','text':'Hi {{1}}'},"
+                     "{'type':'BODY','text':'Order {{1}} on {{2}}'},"
+                     "{'type':'BUTTONS','buttons':[{'type':'QUICK_REPLY','text':'Stop'},"
+                     "{'type':'URL','text':'Go','url':'https://x.example/{{1}}'},"
+                     "{'type':'COPY_CODE','example':'X'}]}]},"
+                     "{'name':'order','language':'de','status':'PAUSED','components':[]},"
+                     "{'name':'pic','language':'en_US','status':'APPROVED','components':["
+                     "{'type':'HEADER','format':'IMAGE'},{'type':'BODY','text':'Look'}]}]")
+                       .base,
+                   0, NULL);
+    ASSERT(list != NULL);
+    static const struct {
+        const char *json, *reason;
+    } cases[] = {
+        {"{'name':'order','language':'en_US','components':[{'type':'header','parameters':[{}]},"
+         "{'type':'body','parameters':[{},{}]},{'type':'button','index':1,'parameters':[{}]},"
+         "{'type':'button','index':2,'parameters':[{}]}]}",
+         NULL},
+        {"{'name':'order','language':'en_US','components':[{'type':'header','parameters':[{}]},"
+         "{'type':'body','parameters':[{},{}]},{'type':'button','index':'1','parameters':[{}]},"
+         "{'type':'button','index':2,'parameters':[{}]},{'type':'button','index':'0',"
+         "'parameters':[]}]}",
+         NULL},
+        {"{'name':'order','language':'en_US','components':[{'type':'header','parameters':[{}]},"
+         "{'type':'body','parameters':[{}]}]}",
+         "template_parameters"},
+        {"{'name':'order','language':'en_US','components':[{'type':'body','parameters':[{},{}]}]}",
+         "template_parameters"},
+        {"{'name':'order','language':'en_US','components':[{'type':'header','parameters':[{}]},"
+         "{'type':'body','parameters':[{},{}]},{'type':'button','index':'1','parameters':[{}]}]}",
+         "template_parameters"},
+        {"{'name':'order','language':'en_US','components':[{'type':'header','parameters':[{}]},"
+         "{'type':'body','parameters':[{},{}]},{'type':'button','index':'1','parameters':[]}]}",
+         "template_parameters"},
+        {"{'name':'order','language':'en_US','components':[{'type':'header','parameters':[{}]},"
+         "{'type':'body','parameters':[{},{}]},{'type':'button','index':'7','parameters':[]}]}",
+         "template_parameters"},
+        {"{'name':'order','language':'en_US','components':[{'type':'footer'}]}",
+         "template_parameters"},
+        {"{'name':'order','language':'de'}", "template_not_approved"},
+        {"{'name':'order','language':'fr'}", "template_language"},
+        {"{'name':'nope','language':'en_US'}", "template_not_found"},
+        {"{'name':'pic','language':'en_US'}", "template_parameters"},
+        {"{'name':'pic','language':'en_US','components':[{'type':'header','parameters':[{}]}]}",
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+        sb_command_t cmd;
+        const char *detail = NULL;
+        h2o_iovec_t json =
+            sb_pool_printf(&g_pool, "{'id':'1','type':'template','template':%s}", cases[i].json);
+        ASSERT_NO_DIFF(command_of(json.base, &cmd));
+        const char *got = sb_template_check(list, &cmd, &g_pool, &detail);
+        if ((got == NULL) != (cases[i].reason == NULL) ||
+            (got != NULL && strcmp(got, cases[i].reason) != 0))
+            SB__FAIL("%s: %s (%s), expected %s", cases[i].json, got ? got : "accepted",
+                     detail ? detail : "", cases[i].reason ? cases[i].reason : "accepted");
+        if (got != NULL && detail == NULL)
+            SB__FAIL("%s: no detail", cases[i].json);
+    }
+    json_decref(list);
+}
+
 /* ---- Messenger and Instagram requests ---- */
 
 /* The same checks on both Graph messaging channels; 'mt' is the messaging_type member
@@ -1404,6 +1597,10 @@ int main(void)
     RUN(test_plan_long_caption);
     RUN(test_whatsapp_requests);
     RUN(test_whatsapp_refusals);
+    RUN(test_command_template);
+    RUN(test_whatsapp_template_request);
+    RUN(test_whatsapp_bsuid_recipient);
+    RUN(test_template_check);
     RUN(test_messenger_requests);
     RUN(test_instagram_requests);
     RUN(test_telegram_requests);

@@ -1,0 +1,1264 @@
+/*
+ * The live inbox feed over Server-Sent Events (contract section 7; docs/api.md).
+ *
+ * DESIGN
+ *
+ * One read loop per worker. Each worker has one sb_feed_t, and it follows every org stream
+ * (sb:inbox:{ORG}) that one of its subscribers reads: a "follow" holds the stream key, the
+ * last entry id the shared read has seen, and the subscribers that are live on it. One
+ * blocking XREAD ... BLOCK on a Redis connection of the feed's own (a blocking read must not
+ * stall the commands pipelined on the worker's main connection) covers every followed stream
+ * with its last id. Each entry is parsed once and rendered once into a reference-counted
+ * frame ("id: ...\nevent: ...\ndata: ...\n\n") that every matching subscriber queues without
+ * copying; the frames go to h2o as iovecs. When a stream is followed for the first time while
+ * the read is blocked, CLIENT UNBLOCK (on the main connection, with the id the read connection
+ * got from CLIENT ID) makes it return at once so that the next read covers the new stream.
+ *
+ * Positions. A subscriber starts with XINFO STREAM (main connection): without a last id its
+ * position is the stream's last generated id ("from now"); with one (Last-Event-ID header or
+ * last_event_id parameter) it is that id, unless the id is older than the first entry while
+ * entries were trimmed away, or newer than anything the stream ever held: then the stream
+ * starts with one `event: reset` whose id is the current end, and follows from there (the
+ * client re-lists the conversations, which reflect everything up to that point). A
+ * subscriber behind its follow catches up by itself with XRANGE (pos, follow's last] on the
+ * main connection, paced by its own writes, and joins the follow once it has reached it;
+ * a follow is always created at the stream's current end, so the shared read never replays
+ * history. Every subscriber also remembers the last id it has passed, and skips entries at or
+ * before it: the shared read and the catch-up never deliver an entry twice, nor skip one.
+ *
+ * Back-pressure. h2o accepts one write at a time per response; frames queued meanwhile are
+ * sent together on the next `proceed`. A subscriber whose queued plus in-flight bytes would
+ * pass inbox.max_pending_bytes is cut off (its connection closed, counted) and resumes by id.
+ * A write that never completes cannot be cancelled through h2o 2.2.5's API, so a subscriber
+ * is ended with h2o_send(ERROR) when no write is in flight and otherwise by shutdown(2) of
+ * its socket, which makes the pending write fail and h2o close the connection.
+ *
+ * Disconnects. h2o's HTTP/1 layer does not read a connection while its response is being
+ * produced, so a client that goes away would be noticed only at the next write; the feed
+ * reads the socket itself (h2o_socket_read_start) and ends the subscriber on EOF. A comment
+ * line (": keepalive") is written when a subscriber has been idle for half of
+ * inbox.heartbeat_ms, so the gap between writes never exceeds it.
+ *
+ * Tickets. POST /orgs/c/inbox/tickets stores sb:ticket:{TICKET} = org with a 60 s TTL;
+ * ?ticket= is redeemed with GETDEL, so a ticket works once and only until it expires.
+ */
+#include <stdio.h>
+#include <sys/socket.h>
+#include <jansson.h>
+#include "adapters/adapter.h"
+#include "base/log.h"
+#include "feed.h"
+#include "store.h"
+
+#define SB_MODULE        "gateway/feed"
+#define READ_COUNT       "500"
+#define BLOCK_MS         2000
+#define CATCHUP_COUNT    200
+#define RETRY_MS         3000
+#define TICKET_TTL_S     60
+#define MAX_CLIENT_INPUT (64 * 1024)
+#define MAX_FILTER_VALS  16
+
+typedef struct st_stream_id_t {
+    uint64_t ms, seq;
+} stream_id_t;
+
+typedef struct st_frame_t {
+    size_t refs;
+    size_t len;
+    char data[];
+} frame_t;
+
+typedef struct st_follow_t follow_t;
+typedef struct st_sub_t sub_t;
+
+typedef enum en_sub_state_t {
+    SUB_SETUP,   /* XINFO pending: nothing sent yet */
+    SUB_CATCHUP, /* streaming; reading the stream with XRANGE until it reaches the follow */
+    SUB_LIVE,    /* streaming; fed by the shared read */
+} sub_state_t;
+
+typedef struct st_filter_t {
+    char *vals[MAX_FILTER_VALS];
+    size_t n;
+} filter_t;
+
+struct st_sub_guard_t {
+    sub_t *sub;
+};
+
+struct st_sub_t {
+    sub_t *prev, *next;   /* feed->subs */
+    sub_t *fprev, *fnext; /* follow->live */
+    sb_feed_t *feed;
+    follow_t *follow;
+    h2o_generator_t gen;
+    h2o_req_t *req; /* NULL once the request is gone or ended */
+    struct st_sub_guard_t *guard;
+    h2o_socket_t *sock; /* watched for EOF (HTTP/1 only) */
+    sub_state_t state;
+    int refs; /* 1 while attached, +1 per Redis command in flight */
+    int streaming;
+    int ending;
+    int xrange_pending;
+    uint64_t started_us;
+    uint64_t last_write_ms;
+    stream_id_t pos;
+    stream_id_t catch_end;
+    int has_last;
+    stream_id_t last;
+    char last_text[48];
+    char org[SB_ID_MAX + 1];
+    filter_t conv, channel, kind;
+    frame_t **queue;
+    size_t qlen, qcap, qbytes;
+    frame_t **inflight;
+    h2o_iovec_t *iov;
+    size_t nflight, flightcap, flightbytes;
+};
+
+struct st_follow_t {
+    follow_t *prev, *next;
+    char *key;
+    stream_id_t last;
+    sub_t *live;
+    size_t nsubs; /* live and catching up */
+    int busy;     /* being delivered to: freed by the delivery when nsubs drops to 0 */
+};
+
+struct st_sb_feed_t {
+    sb_worker_t *w;
+    sb_redis_t *reader;
+    long long reader_client_id; /* -1 until CLIENT ID answered */
+    sb_map_t follows_by_key;
+    follow_t *follows;
+    size_t nfollows;
+    sub_t *subs;
+    size_t nattached;
+    int reading;
+    uint64_t read_gen;
+    int unblock_wanted;
+    int unblock_tries;
+    int stopping;
+    uint64_t heartbeat_ms, max_pending;
+    frame_t *keepalive;
+    uv_timer_t heartbeat_timer;
+    uv_timer_t kick_timer;
+};
+
+static void sub_end(sub_t *s, h2o_send_state_t how);
+static void sub_flush(sub_t *s);
+static void catchup_next(sub_t *s);
+static void read_next(sb_feed_t *f);
+
+/* ---- Stream ids and small helpers ---- */
+
+/* Parses "<ms>-<seq>"; returns 0, or -1 when it is not a stream id. */
+static int id_parse(const char *s, size_t len, stream_id_t *out)
+{
+    const char *dash = memchr(s, '-', len);
+    if (dash == NULL || dash == s || dash + 1 == s + len || len > 41)
+        return -1;
+    uint64_t v[2] = {0, 0};
+    const char *parts[2][2] = {{s, dash}, {dash + 1, s + len}};
+    for (int i = 0; i < 2; ++i) {
+        for (const char *p = parts[i][0]; p < parts[i][1]; ++p) {
+            if (*p < '0' || *p > '9' || v[i] > (UINT64_MAX - 9) / 10)
+                return -1;
+            v[i] = v[i] * 10 + (uint64_t)(*p - '0');
+        }
+    }
+    out->ms = v[0];
+    out->seq = v[1];
+    return 0;
+}
+
+static int id_cmp(stream_id_t a, stream_id_t b)
+{
+    if (a.ms != b.ms)
+        return a.ms < b.ms ? -1 : 1;
+    if (a.seq != b.seq)
+        return a.seq < b.seq ? -1 : 1;
+    return 0;
+}
+
+static void id_format(stream_id_t id, char out[48])
+{
+    snprintf(out, 48, "%llu-%llu", (unsigned long long)id.ms, (unsigned long long)id.seq);
+}
+
+static uint64_t now_ms(sb_feed_t *f)
+{
+    return uv_now(&f->w->loop);
+}
+
+/* Percent-decodes the last value of 'name' in 'query' into 'out'; returns 1 when present. */
+static int query_param(const char *query, const char *name, char *out, size_t cap)
+{
+    size_t nlen = strlen(name);
+    int found = 0;
+    for (const char *p = query; p != NULL && *p != '\0';) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len >= nlen && memcmp(p, name, nlen) == 0 && (len == nlen || p[nlen] == '=')) {
+            size_t o = 0;
+            for (size_t i = nlen + 1; i < len && o + 1 < cap; ++i) {
+                char c = p[i];
+                if (c == '+') {
+                    c = ' ';
+                } else if (c == '%' && i + 2 < len) {
+                    char hex[3] = {p[i + 1], p[i + 2], 0};
+                    char *end;
+                    long v = strtol(hex, &end, 16);
+                    if (end == hex + 2) {
+                        c = (char)v;
+                        i += 2;
+                    }
+                }
+                out[o++] = c;
+            }
+            out[o] = '\0';
+            found = 1;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return found;
+}
+
+/* Splits a comma-separated filter value; every value must pass 'valid'. Returns 0 or -1. */
+static int filter_parse(filter_t *flt, char *text, int (*valid)(const char *))
+{
+    for (char *p = text; p != NULL;) {
+        char *comma = strchr(p, ',');
+        if (comma != NULL)
+            *comma = '\0';
+        if (*p == '\0' || flt->n == MAX_FILTER_VALS || !valid(p))
+            return -1;
+        flt->vals[flt->n++] = sb_strdup(p);
+        p = comma ? comma + 1 : NULL;
+    }
+    return 0;
+}
+
+static void filter_dispose(filter_t *flt)
+{
+    for (size_t i = 0; i < flt->n; ++i)
+        free(flt->vals[i]);
+    flt->n = 0;
+}
+
+/* True when the filter is empty or names 'v'. */
+static int filter_match(const filter_t *flt, const char *v)
+{
+    if (flt->n == 0)
+        return 1;
+    if (v == NULL)
+        return 0;
+    for (size_t i = 0; i < flt->n; ++i)
+        if (strcmp(flt->vals[i], v) == 0)
+            return 1;
+    return 0;
+}
+
+static int valid_channel(const char *v)
+{
+    for (size_t i = 0; i < SB_METRICS_CHANNELS; ++i)
+        if (sb_adapters[i] != NULL && strcmp(sb_adapters[i]->name, v) == 0)
+            return 1;
+    return 0;
+}
+
+static int valid_kind(const char *v)
+{
+    for (int k = 0; k < SB_KIND__COUNT; ++k)
+        if (strcmp(sb_event_kind_name((sb_event_kind_t)k), v) == 0)
+            return 1;
+    return 0;
+}
+
+static int valid_conversation(const char *v)
+{
+    return sb_id_valid(v, strlen(v));
+}
+
+/* ---- Frames ---- */
+
+static frame_t *frame_new(size_t cap)
+{
+    frame_t *fr = sb_mem_alloc(sizeof(*fr) + cap);
+    fr->refs = 1;
+    fr->len = 0;
+    return fr;
+}
+
+static void frame_release(frame_t *fr)
+{
+    if (--fr->refs == 0)
+        free(fr);
+}
+
+static void frame_add(frame_t *fr, const char *s, size_t len)
+{
+    memcpy(fr->data + fr->len, s, len);
+    fr->len += len;
+}
+
+/* One SSE event; 'data' may hold newlines (each line becomes a data: line). */
+static frame_t *frame_event(const char *id, const char *event, const char *data, size_t len)
+{
+    size_t lines = 1;
+    for (size_t i = 0; i < len; ++i)
+        if (data[i] == '\n')
+            ++lines;
+    frame_t *fr = frame_new(strlen(id) + strlen(event) + len + lines * 7 + 32);
+    frame_add(fr, SB_STRLIT("id: "));
+    frame_add(fr, id, strlen(id));
+    frame_add(fr, SB_STRLIT("\nevent: "));
+    frame_add(fr, event, strlen(event));
+    frame_add(fr, SB_STRLIT("\ndata: "));
+    for (size_t i = 0; i < len; ++i) {
+        if (data[i] == '\r')
+            continue;
+        if (data[i] == '\n')
+            frame_add(fr, SB_STRLIT("\ndata: "));
+        else
+            fr->data[fr->len++] = data[i];
+    }
+    frame_add(fr, SB_STRLIT("\n\n"));
+    return fr;
+}
+
+static frame_t *frame_text(const char *s, size_t len)
+{
+    frame_t *fr = frame_new(len);
+    frame_add(fr, s, len);
+    return fr;
+}
+
+/* What the filters look at, read once per entry. */
+typedef struct st_entry_t {
+    stream_id_t id;
+    frame_t *frame; /* NULL: not an event (skipped) */
+    char kind[32], channel[32], conv[SB_ID_MAX + 1];
+} entry_t;
+
+static void copy_field(json_t *root, const char *name, char *out, size_t cap)
+{
+    const char *v = json_string_value(json_object_get(root, name));
+    out[0] = '\0';
+    if (v != NULL && strlen(v) < cap)
+        memcpy(out, v, strlen(v) + 1);
+}
+
+/* Reads one [id, [field, value, ...]] entry of an XRANGE/XREAD reply; returns 0 or -1. */
+static int entry_read(const redisReply *e, entry_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[0]->type != REDIS_REPLY_STRING ||
+        id_parse(e->element[0]->str, e->element[0]->len, &out->id) != 0)
+        return -1;
+    const redisReply *fields = e->element[1];
+    const redisReply *ev = NULL;
+    for (size_t i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2)
+        if (fields->element[i]->type == REDIS_REPLY_STRING && fields->element[i]->len == 5 &&
+            memcmp(fields->element[i]->str, "event", 5) == 0 &&
+            fields->element[i + 1]->type == REDIS_REPLY_STRING)
+            ev = fields->element[i + 1];
+    if (ev == NULL)
+        return 0;
+    json_error_t err;
+    json_t *root = json_loadb(ev->str, ev->len, 0, &err);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        sb_log(SB_LOG_WARN, SB_MODULE, "inbox entry %.*s is not an event: skipped",
+               (int)e->element[0]->len, e->element[0]->str);
+        return 0;
+    }
+    copy_field(root, "kind", out->kind, sizeof(out->kind));
+    copy_field(root, "channel", out->channel, sizeof(out->channel));
+    copy_field(root, "conversation_id", out->conv, sizeof(out->conv));
+    json_decref(root);
+    out->frame =
+        frame_event(e->element[0]->str, out->kind[0] ? out->kind : "message", ev->str, ev->len);
+    return 0;
+}
+
+static int sub_matches(const sub_t *s, const entry_t *en)
+{
+    return filter_match(&s->kind, en->kind[0] ? en->kind : NULL) &&
+           filter_match(&s->channel, en->channel[0] ? en->channel : NULL) &&
+           filter_match(&s->conv, en->conv[0] ? en->conv : NULL);
+}
+
+/* ---- Subscribers: output ---- */
+
+static void pending_bytes_add(int64_t delta)
+{
+    sb_metrics_feed_pending_bytes(delta);
+}
+
+static void drop_queue(sub_t *s)
+{
+    for (size_t i = 0; i < s->qlen; ++i)
+        frame_release(s->queue[i]);
+    pending_bytes_add(-(int64_t)s->qbytes);
+    s->qlen = s->qbytes = 0;
+}
+
+static void drop_inflight(sub_t *s)
+{
+    for (size_t i = 0; i < s->nflight; ++i)
+        frame_release(s->inflight[i]);
+    pending_bytes_add(-(int64_t)s->flightbytes);
+    s->nflight = s->flightbytes = 0;
+}
+
+/* Queues 'fr' (a new reference); cuts the subscriber off when over the bound. Returns 0 or
+ * -1 (the subscriber is ending). */
+static int sub_enqueue(sub_t *s, frame_t *fr)
+{
+    if (s->req == NULL || s->ending)
+        return -1;
+    size_t held = s->qbytes + s->flightbytes;
+    if (held != 0 && held + fr->len > s->feed->max_pending) {
+        sb_log(SB_LOG_WARN, SB_MODULE,
+               "inbox subscriber of org %s cut off: %zu bytes not yet written (limit %llu)", s->org,
+               held, (unsigned long long)s->feed->max_pending);
+        sb_metrics_feed_cutoff();
+        sub_end(s, H2O_SEND_STATE_ERROR);
+        return -1;
+    }
+    if (s->qlen == s->qcap) {
+        s->qcap = s->qcap ? s->qcap * 2 : 16;
+        s->queue = sb_mem_realloc(s->queue, sizeof(*s->queue) * s->qcap);
+    }
+    fr->refs++;
+    s->queue[s->qlen++] = fr;
+    s->qbytes += fr->len;
+    pending_bytes_add((int64_t)fr->len);
+    return 0;
+}
+
+/* False when queueing the entry would pass the bound (catching up waits instead). */
+static int sub_fits(const sub_t *s, const entry_t *en)
+{
+    size_t held = s->qbytes + s->flightbytes;
+    if (en->frame == NULL || held == 0 || id_cmp(en->id, s->pos) <= 0 || !sub_matches(s, en))
+        return 1;
+    return held + en->frame->len <= s->feed->max_pending;
+}
+
+/* Queues an entry for 's' if it is new to it and passes its filters. */
+static void sub_offer(sub_t *s, const entry_t *en)
+{
+    if (id_cmp(en->id, s->pos) <= 0)
+        return;
+    s->pos = en->id;
+    if (en->frame != NULL && sub_matches(s, en) && sub_enqueue(s, en->frame) == 0)
+        sb_metrics_feed_delivered(1);
+}
+
+static void sub_flush(sub_t *s)
+{
+    if (s->req == NULL || !s->streaming || s->nflight != 0 || s->qlen == 0)
+        return;
+    if (s->flightcap < s->qlen) {
+        s->flightcap = s->qcap;
+        s->inflight = sb_mem_realloc(s->inflight, sizeof(*s->inflight) * s->flightcap);
+        s->iov = sb_mem_realloc(s->iov, sizeof(*s->iov) * s->flightcap);
+    }
+    for (size_t i = 0; i < s->qlen; ++i) {
+        s->inflight[i] = s->queue[i];
+        s->iov[i] = h2o_iovec_init(s->queue[i]->data, s->queue[i]->len);
+    }
+    s->nflight = s->qlen;
+    s->flightbytes = s->qbytes;
+    s->qlen = s->qbytes = 0;
+    s->last_write_ms = now_ms(s->feed);
+    h2o_send(s->req, s->iov, s->nflight, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+/* ---- Subscribers: lifecycle ---- */
+
+static void sub_release(sub_t *s)
+{
+    if (--s->refs > 0)
+        return;
+    filter_dispose(&s->conv);
+    filter_dispose(&s->channel);
+    filter_dispose(&s->kind);
+    free(s->queue);
+    free(s->inflight);
+    free(s->iov);
+    free(s);
+}
+
+static void follow_free(sb_feed_t *f, follow_t *fo);
+
+static void follow_remove_sub(sub_t *s)
+{
+    follow_t *fo = s->follow;
+    if (fo == NULL)
+        return;
+    if (s->state == SUB_LIVE) {
+        if (s->fprev != NULL)
+            s->fprev->fnext = s->fnext;
+        else
+            fo->live = s->fnext;
+        if (s->fnext != NULL)
+            s->fnext->fprev = s->fprev;
+        s->fprev = s->fnext = NULL;
+    }
+    s->follow = NULL;
+    if (--fo->nsubs == 0 && !fo->busy)
+        follow_free(s->feed, fo);
+}
+
+static void follow_free(sb_feed_t *f, follow_t *fo)
+{
+    sb_map_remove(&f->follows_by_key, fo->key);
+    if (fo->prev != NULL)
+        fo->prev->next = fo->next;
+    else
+        f->follows = fo->next;
+    if (fo->next != NULL)
+        fo->next->prev = fo->prev;
+    f->nfollows--;
+    free(fo->key);
+    free(fo);
+}
+
+/* Cuts every tie to the request: after this, h2o may dispose it at any time. Drops the
+ * attachment reference (the caller holds its own if it still uses 's'). */
+static void sub_detach(sub_t *s)
+{
+    if (s->req == NULL)
+        return;
+    if (s->guard != NULL)
+        s->guard->sub = NULL;
+    s->guard = NULL;
+    s->req = NULL;
+    s->sock = NULL;
+    follow_remove_sub(s);
+    drop_queue(s);
+    drop_inflight(s);
+    if (s->streaming)
+        sb_metrics_feed_subscribers(-1);
+    s->streaming = 0;
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        s->feed->subs = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    s->feed->nattached--;
+    sub_release(s);
+}
+
+/* Ends the stream: FINAL (a clean end) or ERROR (connection closed). */
+static void sub_end(sub_t *s, h2o_send_state_t how)
+{
+    if (s->req == NULL)
+        return;
+    if (!s->streaming) {
+        /* still in setup: an ordinary error answer */
+        h2o_req_t *req = s->req;
+        uint64_t started = s->started_us;
+        s->refs++;
+        sub_detach(s);
+        sb_respond_error(req, SB_ROUTE_INBOX, started, SB_ERR_QUEUE_UNAVAILABLE,
+                         "redis is unavailable");
+        sub_release(s);
+        return;
+    }
+    if (s->nflight != 0) {
+        /* h2o is writing: make that write fail, h2o then closes the connection. */
+        s->ending = 1;
+        drop_queue(s);
+        h2o_socket_t *sock = s->req->conn->callbacks->get_socket != NULL
+                                 ? s->req->conn->callbacks->get_socket(s->req->conn)
+                                 : NULL;
+        int fd = sock != NULL ? h2o_socket_get_fd(sock) : -1;
+        if (fd >= 0)
+            shutdown(fd, SHUT_RDWR);
+        return;
+    }
+    h2o_req_t *req = s->req;
+    s->refs++;
+    sub_detach(s);
+    req->http1_is_persistent = 0;
+    h2o_send(req, NULL, 0, how);
+    sub_release(s);
+}
+
+static void on_gen_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+    (void)req;
+    sub_t *s = H2O_STRUCT_FROM_MEMBER(sub_t, gen, gen);
+    sub_detach(s);
+}
+
+static void on_guard_dispose(void *p)
+{
+    struct st_sub_guard_t *g = p;
+    if (g->sub != NULL) {
+        sub_t *s = g->sub;
+        s->guard = NULL;
+        sub_detach(s);
+    }
+}
+
+static void on_gen_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    (void)req;
+    sub_t *s = H2O_STRUCT_FROM_MEMBER(sub_t, gen, gen);
+    drop_inflight(s);
+    if (s->req == NULL)
+        return;
+    if (s->ending) {
+        s->ending = 0;
+        sub_end(s, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    if (s->state == SUB_CATCHUP)
+        catchup_next(s);
+    sub_flush(s);
+}
+
+/* The client's side of the connection: EOF (or anything but silence) ends the stream. */
+static void on_sock_read(h2o_socket_t *sock, const char *err)
+{
+    uv_loop_t *loop = h2o_socket_get_loop(sock);
+    sb_worker_t *w = H2O_STRUCT_FROM_MEMBER(sb_worker_t, loop, loop);
+    sub_t *s = w->feed != NULL ? w->feed->subs : NULL;
+    while (s != NULL && s->sock != sock)
+        s = s->next;
+    if (s == NULL) {
+        h2o_socket_read_stop(sock);
+        return;
+    }
+    if (err != NULL || sock->input->size > MAX_CLIENT_INPUT)
+        sub_end(s, H2O_SEND_STATE_ERROR);
+}
+
+/* ---- Follows and the shared read ---- */
+
+static void on_kick(uv_timer_t *t);
+
+static void kick_later(sb_feed_t *f, uint64_t ms)
+{
+    if (!f->stopping)
+        uv_timer_start(&f->kick_timer, on_kick, ms, 0);
+}
+
+static void on_unblocked(redisReply *r, void *data)
+{
+    sb_feed_t *f = data;
+    if (f->stopping)
+        return;
+    /* 0: the read was not blocked yet (or already returning); try again shortly. */
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0 && f->reading &&
+        f->unblock_wanted && ++f->unblock_tries < 50)
+        kick_later(f, 5);
+}
+
+static void send_unblock(sb_feed_t *f)
+{
+    if (f->reader_client_id < 0 || !f->reading || !f->unblock_wanted)
+        return;
+    char id[32];
+    snprintf(id, sizeof(id), "%lld", f->reader_client_id);
+    const char *argv[3] = {"CLIENT", "UNBLOCK", id};
+    size_t argvlen[3] = {6, 7, strlen(id)};
+    if (sb_redis_command(f->w->redis, on_unblocked, f, 3, argv, argvlen) != 0)
+        kick_later(f, 50);
+}
+
+static void on_kick(uv_timer_t *t)
+{
+    sb_feed_t *f = t->data;
+    if (f->reading)
+        send_unblock(f);
+    else
+        read_next(f);
+}
+
+static follow_t *follow_get(sb_feed_t *f, const char *key, stream_id_t last)
+{
+    follow_t *fo = sb_map_get(&f->follows_by_key, key);
+    if (fo != NULL)
+        return fo;
+    fo = sb_mem_calloc(1, sizeof(*fo));
+    fo->key = sb_strdup(key);
+    fo->last = last;
+    fo->next = f->follows;
+    if (f->follows != NULL)
+        f->follows->prev = fo;
+    f->follows = fo;
+    f->nfollows++;
+    sb_map_set(&f->follows_by_key, fo->key, fo);
+    /* the read in flight does not cover this stream: make it return */
+    if (f->reading) {
+        f->unblock_wanted = 1;
+        f->unblock_tries = 0;
+        send_unblock(f);
+    } else {
+        read_next(f);
+    }
+    return fo;
+}
+
+static void follow_join(sub_t *s)
+{
+    follow_t *fo = s->follow;
+    s->state = SUB_LIVE;
+    s->fprev = NULL;
+    s->fnext = fo->live;
+    if (fo->live != NULL)
+        fo->live->fprev = s;
+    fo->live = s;
+}
+
+static void deliver_follow(sb_feed_t *f, follow_t *fo, const redisReply *entries)
+{
+    fo->busy = 1;
+    for (size_t i = 0; i < entries->elements; ++i) {
+        entry_t en;
+        if (entry_read(entries->element[i], &en) != 0 || id_cmp(en.id, fo->last) <= 0) {
+            if (en.frame != NULL)
+                frame_release(en.frame);
+            continue;
+        }
+        for (sub_t *s = fo->live, *next; s != NULL; s = next) {
+            next = s->fnext;
+            sub_offer(s, &en);
+        }
+        fo->last = en.id;
+        if (en.frame != NULL)
+            frame_release(en.frame);
+    }
+    for (sub_t *s = fo->live, *next; s != NULL; s = next) {
+        next = s->fnext;
+        sub_flush(s);
+    }
+    fo->busy = 0;
+    if (fo->nsubs == 0)
+        follow_free(f, fo);
+}
+
+static void on_read(redisReply *r, void *data)
+{
+    sb_feed_t *f = data;
+    f->reading = 0;
+    f->unblock_wanted = 0;
+    if (f->stopping || r == NULL)
+        return; /* connection lost: the reconnect restarts the read at the same ids */
+    if (r->type == REDIS_REPLY_ERROR) {
+        sb_log(SB_LOG_ERROR, SB_MODULE, "inbox read failed: %.*s", (int)r->len, r->str);
+        kick_later(f, 1000);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; ++i) {
+            const redisReply *st = r->element[i];
+            if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
+                st->element[0]->type != REDIS_REPLY_STRING ||
+                st->element[1]->type != REDIS_REPLY_ARRAY)
+                continue;
+            char key[512];
+            if (st->element[0]->len >= sizeof(key))
+                continue;
+            memcpy(key, st->element[0]->str, st->element[0]->len);
+            key[st->element[0]->len] = '\0';
+            follow_t *fo = sb_map_get(&f->follows_by_key, key);
+            if (fo != NULL)
+                deliver_follow(f, fo, st->element[1]);
+        }
+    }
+    read_next(f);
+}
+
+static void read_next(sb_feed_t *f)
+{
+    if (f->reading || f->stopping || f->nfollows == 0 || !sb_redis_connected(f->reader))
+        return;
+    int argc = 6 + 2 * (int)f->nfollows;
+    const char **argv = sb_mem_alloc(sizeof(char *) * (size_t)argc);
+    size_t *argvlen = sb_mem_alloc(sizeof(size_t) * (size_t)argc);
+    char(*ids)[48] = sb_mem_alloc(48 * f->nfollows);
+    char block[16];
+    snprintf(block, sizeof(block), "%d", BLOCK_MS);
+    const char *head[6] = {"XREAD", "COUNT", READ_COUNT, "BLOCK", block, "STREAMS"};
+    for (int i = 0; i < 6; ++i)
+        argv[i] = head[i];
+    size_t n = 0;
+    for (follow_t *fo = f->follows; fo != NULL; fo = fo->next, ++n) {
+        argv[6 + n] = fo->key;
+        id_format(fo->last, ids[n]);
+        argv[6 + f->nfollows + n] = ids[n];
+    }
+    for (int i = 0; i < argc; ++i)
+        argvlen[i] = strlen(argv[i]);
+    if (sb_redis_command(f->reader, on_read, f, argc, argv, argvlen) == 0) {
+        f->reading = 1;
+        f->read_gen++;
+        f->unblock_wanted = 0;
+    }
+    free(argv);
+    free(argvlen);
+    free(ids);
+}
+
+static void on_client_id(redisReply *r, void *data)
+{
+    sb_feed_t *f = data;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+        f->reader_client_id = r->integer;
+}
+
+static void on_reader_state(sb_redis_t *r, int connected, void *data)
+{
+    sb_feed_t *f = data;
+    f->reader_client_id = -1;
+    if (!connected) {
+        f->reading = 0;
+        return;
+    }
+    const char *argv[2] = {"CLIENT", "ID"};
+    size_t argvlen[2] = {6, 2};
+    sb_redis_command(r, on_client_id, f, 2, argv, argvlen);
+    read_next(f);
+}
+
+/* ---- Catching up ---- */
+
+static void on_xrange(redisReply *r, void *data)
+{
+    sub_t *s = data;
+    s->xrange_pending = 0;
+    if (s->req == NULL || s->state != SUB_CATCHUP) {
+        sub_release(s);
+        return;
+    }
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        if (r != NULL)
+            sb_log(SB_LOG_ERROR, SB_MODULE, "inbox catch-up failed: %.*s", (int)r->len, r->str);
+        sub_end(s, H2O_SEND_STATE_ERROR); /* the client resumes by id */
+        sub_release(s);
+        return;
+    }
+    int full = 0;
+    for (size_t i = 0; i < r->elements && s->req != NULL && !full; ++i) {
+        entry_t en;
+        if (entry_read(r->element[i], &en) == 0) {
+            if (sub_fits(s, &en))
+                sub_offer(s, &en);
+            else
+                full = 1; /* the rest is read again once the client has taken this */
+        }
+        if (en.frame != NULL)
+            frame_release(en.frame);
+    }
+    if (s->req != NULL) {
+        if (!full && r->elements < CATCHUP_COUNT && id_cmp(s->pos, s->catch_end) < 0)
+            s->pos = s->catch_end; /* nothing else up to where the range ended */
+        if (!full && id_cmp(s->pos, s->follow->last) >= 0)
+            follow_join(s);
+        else if (!full)
+            catchup_next(s);
+        sub_flush(s); /* when full, on_gen_proceed continues the catch-up */
+    }
+    sub_release(s);
+}
+
+static void catchup_next(sub_t *s)
+{
+    if (s->xrange_pending || s->req == NULL || s->state != SUB_CATCHUP)
+        return;
+    if (s->qbytes + s->flightbytes > s->feed->max_pending / 2)
+        return; /* resumed by on_gen_proceed */
+    char start[50], end[48];
+    start[0] = '(';
+    id_format(s->pos, start + 1);
+    s->catch_end = s->follow->last;
+    id_format(s->catch_end, end);
+    char count[16];
+    snprintf(count, sizeof(count), "%d", CATCHUP_COUNT);
+    const char *argv[6] = {"XRANGE", s->follow->key, start, end, "COUNT", count};
+    size_t argvlen[6];
+    for (int i = 0; i < 6; ++i)
+        argvlen[i] = strlen(argv[i]);
+    if (sb_redis_command(s->feed->w->redis, on_xrange, s, 6, argv, argvlen) != 0) {
+        sub_end(s, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    s->refs++;
+    s->xrange_pending = 1;
+}
+
+/* ---- Setup: where to start ---- */
+
+static void start_stream(sub_t *s, const char *key, stream_id_t last_gen, int reset)
+{
+    h2o_req_t *req = s->req;
+    sb_feed_t *f = s->feed;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/event-stream; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-cache"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL,
+                          H2O_STRLIT("no"));
+    s->gen.proceed = on_gen_proceed;
+    s->gen.stop = on_gen_stop;
+    h2o_start_response(req, &s->gen);
+    s->streaming = 1;
+    sb_metrics_feed_subscribers(1);
+    sb_metrics_http_request(SB_ROUTE_INBOX, 200, sb_mono_us() - s->started_us);
+
+    /* Notice a client that goes away even while nothing is written (HTTP/1). */
+    if (req->version < 0x200 && req->conn->callbacks->get_socket != NULL) {
+        s->sock = req->conn->callbacks->get_socket(req->conn);
+        if (s->sock != NULL && s->sock->ssl == NULL)
+            h2o_socket_read_start(s->sock, on_sock_read);
+        else
+            s->sock = NULL;
+    }
+
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "retry: %d\n\n", RETRY_MS);
+    frame_t *fr = frame_text(buf, (size_t)n);
+    sub_enqueue(s, fr);
+    frame_release(fr);
+    if (reset) {
+        char pos[48];
+        id_format(s->pos, pos);
+        sb_buf_t b = {0};
+        sb_buf_append(&b, SB_STRLIT("{\"reason\":\"trimmed\",\"last_event_id\":"));
+        sb_buf_append_json_str(&b, s->last_text, strlen(s->last_text));
+        sb_buf_appendf(&b, ",\"resume_from\":\"%s\"}", pos);
+        fr = frame_event(pos, "reset", b.base, b.len);
+        sb_buf_dispose(&b);
+        sub_enqueue(s, fr);
+        frame_release(fr);
+        sb_metrics_feed_reset();
+    }
+
+    s->follow = follow_get(f, key, last_gen);
+    s->follow->nsubs++;
+    if (id_cmp(s->pos, s->follow->last) >= 0) {
+        follow_join(s);
+    } else {
+        s->state = SUB_CATCHUP;
+        catchup_next(s);
+    }
+    sub_flush(s);
+}
+
+static void on_xinfo(redisReply *r, void *data)
+{
+    sub_t *s = data;
+    if (s->req == NULL) {
+        sub_release(s);
+        return;
+    }
+    if (s->feed->stopping || r == NULL) {
+        sub_end(s, H2O_SEND_STATE_ERROR);
+        sub_release(s);
+        return;
+    }
+    stream_id_t last_gen = {0, 0}, first = {0, 0};
+    int has_first = 0, exists = 0;
+    long long length = 0, added = -1;
+    if (r->type == REDIS_REPLY_ARRAY) {
+        exists = 1;
+        for (size_t i = 0; i + 1 < r->elements; i += 2) {
+            const redisReply *k = r->element[i], *v = r->element[i + 1];
+            if (k->type != REDIS_REPLY_STRING && k->type != REDIS_REPLY_STATUS)
+                continue;
+            if (strcmp(k->str, "last-generated-id") == 0 && v->type == REDIS_REPLY_STRING)
+                id_parse(v->str, v->len, &last_gen);
+            else if (strcmp(k->str, "length") == 0 && v->type == REDIS_REPLY_INTEGER)
+                length = v->integer;
+            else if (strcmp(k->str, "entries-added") == 0 && v->type == REDIS_REPLY_INTEGER)
+                added = v->integer;
+            else if (strcmp(k->str, "first-entry") == 0 && v->type == REDIS_REPLY_ARRAY &&
+                     v->elements >= 1 && v->element[0]->type == REDIS_REPLY_STRING)
+                has_first = id_parse(v->element[0]->str, v->element[0]->len, &first) == 0;
+        }
+    } else if (r->type != REDIS_REPLY_ERROR || r->str == NULL ||
+               strstr(r->str, "no such key") == NULL) {
+        sb_log(SB_LOG_ERROR, SB_MODULE, "XINFO STREAM: unexpected reply");
+        sub_end(s, H2O_SEND_STATE_ERROR);
+        sub_release(s);
+        return;
+    }
+    (void)exists;
+
+    int reset = 0;
+    if (!s->has_last) {
+        s->pos = last_gen;
+    } else {
+        /* Entries were removed when the stream holds fewer than it was ever given. */
+        int removed = added < 0 || added > length;
+        if (id_cmp(s->last, last_gen) > 0)
+            reset = 1; /* a position this stream never reached */
+        else if (removed && has_first && id_cmp(s->last, first) < 0)
+            reset = 1; /* trimmed away */
+        else if (removed && !has_first && id_cmp(s->last, last_gen) < 0)
+            reset = 1; /* everything after it trimmed away */
+        s->pos = reset ? last_gen : s->last;
+    }
+    char key[512];
+    snprintf(key, sizeof(key), "%sinbox:{%s}", s->feed->w->server->conf->redis_prefix, s->org);
+    start_stream(s, key, last_gen, reset);
+    sub_release(s);
+}
+
+/* ---- Public entry points ---- */
+
+void sb_feed_events(sb_job_t *job, const char *org, const char *query)
+{
+    sb_worker_t *w = job->worker;
+    sb_feed_t *f = w->feed;
+    if (job->req == NULL) {
+        sb_job_free(job);
+        return;
+    }
+    if (f == NULL || f->stopping) {
+        sb_job_respond_error(job, SB_ERR_QUEUE_UNAVAILABLE, "the gateway is shutting down");
+        return;
+    }
+    if (strlen(org) > SB_ID_MAX) {
+        sb_job_respond_error(job, SB_ERR_INTERNAL, NULL);
+        return;
+    }
+    sub_t *s = sb_mem_calloc(1, sizeof(*s));
+    s->feed = f;
+    s->refs = 1;
+    s->state = SUB_SETUP;
+    memcpy(s->org, org, strlen(org) + 1);
+
+    char buf[1024];
+    const char *bad = NULL;
+    if (query_param(query, "conversation_id", buf, sizeof(buf)) &&
+        filter_parse(&s->conv, buf, valid_conversation) != 0)
+        bad = "conversation_id must be conversation ids, comma-separated";
+    else if (query_param(query, "channel", buf, sizeof(buf)) &&
+             filter_parse(&s->channel, buf, valid_channel) != 0)
+        bad = "channel must be whatsapp, messenger, instagram or telegram (comma-separated)";
+    else if (query_param(query, "kind", buf, sizeof(buf)) &&
+             filter_parse(&s->kind, buf, valid_kind) != 0)
+        bad = "kind must be event kinds (message, edit, postback, reaction, status, outbound, "
+              "referral), comma-separated";
+    if (bad == NULL) {
+        /* The header wins: EventSource sends it on every reconnect. */
+        ssize_t idx = h2o_find_header_by_str(&job->req->headers, H2O_STRLIT("last-event-id"), -1);
+        int have = 0;
+        if (idx != -1) {
+            h2o_iovec_t v = job->req->headers.entries[idx].value;
+            if (v.len < sizeof(buf)) {
+                memcpy(buf, v.base, v.len);
+                buf[v.len] = '\0';
+                have = 1;
+            } else {
+                bad = "Last-Event-ID is not a stream entry id";
+            }
+        } else {
+            have = query_param(query, "last_event_id", buf, sizeof(buf));
+        }
+        if (bad == NULL && have) {
+            if (id_parse(buf, strlen(buf), &s->last) != 0) {
+                bad = "Last-Event-ID / last_event_id must be a stream entry id (ms-seq)";
+            } else {
+                s->has_last = 1;
+                snprintf(s->last_text, sizeof(s->last_text), "%s", buf);
+            }
+        }
+    }
+    if (bad != NULL) {
+        sub_release(s);
+        sb_job_respond_error(job, SB_ERR_BAD_REQUEST, bad);
+        return;
+    }
+
+    char key[512];
+    snprintf(key, sizeof(key), "%sinbox:{%s}", w->server->conf->redis_prefix, org);
+    const char *argv[3] = {"XINFO", "STREAM", key};
+    size_t argvlen[3] = {5, 6, strlen(key)};
+    if (w->redis == NULL || sb_redis_command(w->redis, on_xinfo, s, 3, argv, argvlen) != 0) {
+        sub_release(s);
+        sb_job_respond_error(job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+        return;
+    }
+    s->refs++; /* the XINFO reply */
+
+    /* The stream outlives the job: take the request over. */
+    h2o_req_t *req = job->req;
+    s->started_us = job->started_us;
+    sb_job_free(job);
+    s->req = req;
+    s->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*s->guard), on_guard_dispose);
+    s->guard->sub = s;
+    s->next = f->subs;
+    if (f->subs != NULL)
+        f->subs->prev = s;
+    f->subs = s;
+    f->nattached++;
+}
+
+typedef struct st_ticket_ctx_t {
+    sb_job_t *job;
+    const char *query;
+    char ticket[48];
+    int64_t expires_at;
+} ticket_ctx_t;
+
+static void on_ticket_stored(redisReply *r, void *data)
+{
+    ticket_ctx_t *t = data;
+    if (r == NULL) {
+        sb_job_respond_error(t->job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+        return;
+    }
+    if (r->type != REDIS_REPLY_STATUS) {
+        sb_log(SB_LOG_ERROR, SB_MODULE, "ticket not stored");
+        sb_job_respond_error(t->job, SB_ERR_INTERNAL, NULL);
+        return;
+    }
+    char at[64];
+    sb_format_time(t->expires_at, at);
+    sb_buf_t b = {0};
+    sb_buf_appendf(&b, "{\"ticket\":\"%s\",\"expires_at\":\"%s\"}", t->ticket, at);
+    sb_job_respond(t->job, 201, "application/json", b.base, b.len);
+    sb_buf_dispose(&b);
+}
+
+void sb_feed_ticket(sb_job_t *job, const char *org)
+{
+    sb_worker_t *w = job->worker;
+    ticket_ctx_t *t = h2o_mem_alloc_pool(&job->pool, sizeof(*t));
+    memset(t, 0, sizeof(*t));
+    t->job = job;
+    memcpy(t->ticket, "tk_", 3);
+    sb_random_alnum(t->ticket + 3, 32); /* about 190 bits */
+    t->expires_at = sb_now_ms() + TICKET_TTL_S * 1000;
+    char key[256], ttl[16];
+    snprintf(key, sizeof(key), "%sticket:{%s}", w->server->conf->redis_prefix, t->ticket);
+    snprintf(ttl, sizeof(ttl), "%d", TICKET_TTL_S);
+    const char *argv[6] = {"SET", key, org, "EX", ttl, "NX"};
+    size_t argvlen[6];
+    for (int i = 0; i < 6; ++i)
+        argvlen[i] = strlen(argv[i]);
+    if (w->redis == NULL || sb_redis_command(w->redis, on_ticket_stored, t, 6, argv, argvlen) != 0)
+        sb_job_respond_error(job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+}
+
+static void on_ticket_redeemed(redisReply *r, void *data)
+{
+    ticket_ctx_t *t = data;
+    if (r == NULL) {
+        sb_job_respond_error(t->job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+        return;
+    }
+    if (r->type != REDIS_REPLY_STRING || !sb_id_valid(r->str, r->len)) {
+        if (r->type == REDIS_REPLY_ERROR)
+            sb_log(SB_LOG_ERROR, SB_MODULE, "GETDEL failed: %.*s", (int)r->len, r->str);
+        sb_job_respond_error(t->job, SB_ERR_UNAUTHORIZED, "invalid, used or expired ticket");
+        return;
+    }
+    char org[SB_ID_MAX + 1];
+    memcpy(org, r->str, r->len);
+    org[r->len] = '\0';
+    sb_feed_events(t->job, org, t->query);
+}
+
+int sb_feed_redeem(sb_job_t *job, const char *query)
+{
+    char ticket[128];
+    if (!query_param(query, "ticket", ticket, sizeof(ticket)))
+        return -1;
+    size_t n = strlen(ticket);
+    if (n < 4 || n > 40 || memcmp(ticket, "tk_", 3) != 0 || !sb_id_valid(ticket, n)) {
+        sb_job_respond_error(job, SB_ERR_UNAUTHORIZED, "invalid, used or expired ticket");
+        return 0;
+    }
+    sb_worker_t *w = job->worker;
+    ticket_ctx_t *t = h2o_mem_alloc_pool(&job->pool, sizeof(*t));
+    memset(t, 0, sizeof(*t));
+    t->job = job;
+    t->query = query;
+    char key[256];
+    snprintf(key, sizeof(key), "%sticket:{%s}", w->server->conf->redis_prefix, ticket);
+    const char *argv[2] = {"GETDEL", key};
+    size_t argvlen[2] = {6, strlen(key)};
+    if (w->redis == NULL ||
+        sb_redis_command(w->redis, on_ticket_redeemed, t, 2, argv, argvlen) != 0)
+        sb_job_respond_error(job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+    return 0;
+}
+
+/* ---- Heartbeats, start and stop ---- */
+
+static void on_heartbeat(uv_timer_t *t)
+{
+    sb_feed_t *f = t->data;
+    uint64_t now = now_ms(f), idle = f->heartbeat_ms / 2;
+    for (sub_t *s = f->subs, *next; s != NULL; s = next) {
+        next = s->next;
+        if (!s->streaming || now - s->last_write_ms < idle)
+            continue;
+        if (s->qlen == 0 && s->nflight == 0 && sub_enqueue(s, f->keepalive) == 0)
+            sub_flush(s);
+    }
+}
+
+sb_feed_t *sb_feed_start(sb_worker_t *w, const sb_redis_url_t *url)
+{
+    const sb_conf_t *conf = w->server->conf;
+    sb_feed_t *f = sb_mem_calloc(1, sizeof(*f));
+    f->w = w;
+    f->reader_client_id = -1;
+    f->heartbeat_ms = (uint64_t)conf->inbox_heartbeat_ms;
+    f->max_pending = (uint64_t)conf->inbox_max_pending_bytes;
+    sb_map_init(&f->follows_by_key);
+    f->keepalive = frame_text(SB_STRLIT(": keepalive\n\n"));
+    uv_timer_init(&w->loop, &f->heartbeat_timer);
+    f->heartbeat_timer.data = f;
+    uint64_t period = f->heartbeat_ms / 4 > 0 ? f->heartbeat_ms / 4 : 1;
+    uv_timer_start(&f->heartbeat_timer, on_heartbeat, period, period);
+    uv_timer_init(&w->loop, &f->kick_timer);
+    f->kick_timer.data = f;
+    /* The blocking read gets a connection of its own; its timeout covers the block. */
+    sb_redis_options_t ropts = {.url = url,
+                                .command_timeout_ms =
+                                    (uint32_t)conf->redis_timeout_ms + BLOCK_MS + 1000,
+                                .on_state = on_reader_state,
+                                .data = f};
+    f->reader = sb_redis_new(&w->loop, &ropts);
+    return f;
+}
+
+void sb_feed_stop(sb_feed_t *f)
+{
+    if (f == NULL || f->stopping)
+        return;
+    f->stopping = 1;
+    uv_close((uv_handle_t *)&f->heartbeat_timer, NULL);
+    uv_close((uv_handle_t *)&f->kick_timer, NULL);
+    sb_redis_close(f->reader);
+    f->reader = NULL;
+    for (sub_t *s = f->subs, *next; s != NULL; s = next) {
+        next = s->next;
+        if (s->streaming)
+            sub_end(s, H2O_SEND_STATE_FINAL);
+    }
+}
+
+size_t sb_feed_open(const sb_feed_t *f)
+{
+    return f != NULL ? f->nattached : 0;
+}
