@@ -88,6 +88,7 @@ typedef struct st_mjob_t {
     char new_id[SB_ID_MAX + 1];
     char secret[40];
     const char *provider;
+    const sb_provider_t *prov; /* the descriptor of 'provider' */
     sb_record_t rec;
     char first_ext[257];
     sb_probe_t probe;
@@ -104,7 +105,6 @@ typedef struct st_args_t {
     int n;
 } args_t;
 
-static const char *const providers[] = {"whatsapp", "messenger", "instagram", "telegram", NULL};
 static const char *const contact_statuses[] = {"SUBSCRIBED", "UNSUBSCRIBED", "BLOCKED",
                                                "AI_REPLIES_DISABLED", NULL};
 
@@ -133,6 +133,30 @@ static const char *find_word(const char *const *list, const char *s)
         if (strcmp(*list, s) == 0)
             return *list;
     return NULL;
+}
+
+/* Sets j->prov and j->provider from a provider name; 0 when there is no such provider. */
+static int set_provider(mjob_t *j, const char *name)
+{
+    j->prov = name != NULL ? sb_provider_find(name, strlen(name)) : NULL;
+    j->provider = j->prov != NULL ? j->prov->name : NULL;
+    return j->prov != NULL;
+}
+
+static void name_provider(const sb_provider_t *p, void *data)
+{
+    sb_buf_t *b = data;
+    sb_buf_appendf(b, "%s%s", b->len != 0 ? ", " : "", p->name);
+}
+
+/* "provider must be one of whatsapp, messenger, ..." (pool). */
+static const char *provider_error(mjob_t *j)
+{
+    sb_buf_t b = {0};
+    sb_provider_each(name_provider, &b);
+    const char *msg = sb_pool_printf(&j->super.pool, "provider must be one of %s", b.base).base;
+    sb_buf_dispose(&b);
+    return msg;
 }
 
 static void on_job_dispose(sb_job_t *job)
@@ -258,6 +282,9 @@ static json_t *render_connection(mjob_t *j, const sb_record_t *rec, json_t *cred
     h2o_iovec_t id = sb_record_get(rec, "id"), provider = sb_record_get(rec, "provider");
     set_str(o, "id", id);
     set_str(o, "provider", provider);
+    const sb_provider_t *p = sb_provider_find(provider.base, provider.len);
+    int channel = p == NULL || p->kind == SB_PROVIDER_CHANNEL;
+    json_object_set_new(o, "kind", json_string(channel ? "channel" : "action"));
     set_str(o, "name", sb_record_get(rec, "name"));
     set_str(o, "status", sb_record_get(rec, "status"));
     h2o_iovec_t hint = sb_record_get(rec, "account_hint");
@@ -274,11 +301,12 @@ static json_t *render_connection(mjob_t *j, const sb_record_t *rec, json_t *cred
     set_time(o, "last_checked_at", sb_record_get(rec, "last_checked_at"));
     set_time(o, "created_at", sb_record_get(rec, "created_at"));
     set_time(o, "updated_at", sb_record_get(rec, "updated_at"));
-    json_object_set_new(
-        o, "webhook_url",
-        json_string(sb_pool_printf(&j->super.pool, "%s/webhooks/%.*s/%.*s", conf->public_url,
-                                   (int)provider.len, provider.base, (int)id.len, id.base)
-                        .base));
+    if (channel)
+        json_object_set_new(
+            o, "webhook_url",
+            json_string(sb_pool_printf(&j->super.pool, "%s/webhooks/%.*s/%.*s", conf->public_url,
+                                       (int)provider.len, provider.base, (int)id.len, id.base)
+                            .base));
     json_t *masked = json_object();
     json_t *opened = NULL;
     if (creds == NULL) {
@@ -290,9 +318,27 @@ static json_t *render_connection(mjob_t *j, const sb_record_t *rec, json_t *cred
     json_t *v;
     json_object_foreach(creds, key, v)
     {
-        if (strcmp(key, "webhook_secret") == 0 || !json_is_string(v))
+        const sb_field_t *f = p != NULL ? sb_provider_field(p, key) : NULL;
+        if (f == NULL || (f->flags & SB_FIELD_GENERATED))
             continue;
         char mask[16];
+        if (json_is_object(v)) {
+            /* each value of an object (MCP headers) on its own */
+            json_t *inner = json_object();
+            const char *k2;
+            json_t *v2;
+            json_object_foreach(v, k2, v2)
+            {
+                if (!json_is_string(v2))
+                    continue;
+                sb_mask_secret(json_string_value(v2), mask);
+                json_object_set_new(inner, k2, json_string(mask));
+            }
+            json_object_set_new(masked, key, inner);
+            continue;
+        }
+        if (!json_is_string(v))
+            continue;
         sb_mask_secret(json_string_value(v), mask);
         json_object_set_new(masked, key, json_string(mask));
     }
@@ -1134,59 +1180,41 @@ static void track_inactive(mjob_t *j, const char *id, int inactive)
     sb_redis_command(redis, NULL, NULL, a.n, a.v, a.l);
 }
 
-static int telegram_token_valid(const char *t)
+/* Validates a credentials object against the fields of j->prov; 'partial' (an update)
+ * allows missing members. */
+static const char *check_credentials(mjob_t *j, json_t *creds, int partial)
 {
-    const char *colon = strchr(t, ':');
-    if (colon == NULL || colon == t || colon[1] == '\0' || strlen(t) > 256)
-        return 0;
-    for (const char *p = t; p < colon; ++p)
-        if (*p < '0' || *p > '9')
-            return 0;
-    for (const char *p = colon + 1; *p; ++p)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '_' || *p == '-'))
-            return 0;
-    return 1;
-}
-
-/* Validates a credentials object for 'provider'; 'partial' allows missing keys. */
-static const char *check_credentials(mjob_t *j, const char *provider, json_t *creds, int partial)
-{
-    static const char *const meta_keys[] = {"app_secret", "verify_token", "access_token", NULL};
-    static const char *const tg_keys[] = {"bot_token", NULL};
-    /* A WhatsApp connection may also name its business account (waba_id, optional). */
-    static const char *const wa_allowed[] = {"app_secret", "verify_token", "access_token",
-                                             "waba_id", NULL};
-    const char *const *keys = strcmp(provider, "telegram") == 0 ? tg_keys : meta_keys;
-    int wa = strcmp(provider, "whatsapp") == 0;
+    const sb_provider_t *p = j->prov;
     if (!json_is_object(creds))
         return "credentials must be an object";
-    const char *msg = check_members(j, creds, wa ? wa_allowed : keys);
-    json_t *waba = json_object_get(creds, "waba_id");
-    if (msg == NULL && waba != NULL) {
-        const char *w = json_string_value(waba);
-        size_t n = w != NULL ? strlen(w) : 0;
-        if (n == 0 || n > 32 || n != json_string_length(waba) || strspn(w, "0123456789") != n)
-            return "credentials.waba_id must be the digits of a WhatsApp business account id";
-        if (partial && json_object_size(creds) == 1)
-            return NULL;
-    }
-    if (msg != NULL)
-        return sb_pool_printf(&j->super.pool, "credentials: %s", msg).base;
     if (partial && json_object_size(creds) == 0)
         return "credentials must not be empty";
-    for (const char *const *k = keys; *k != NULL; ++k) {
-        json_t *v = json_object_get(creds, *k);
-        if (v == NULL && partial)
+    const char *key;
+    json_t *v;
+    json_object_foreach(creds, key, v)
+    {
+        const sb_field_t *f = sb_provider_field(p, key);
+        if (f == NULL || (f->flags & SB_FIELD_GENERATED))
+            return sb_pool_printf(&j->super.pool, "credentials: unknown member \"%s\"", key).base;
+    }
+    for (const sb_field_t *f = p->fields; f->name != NULL; ++f) {
+        if (f->flags & SB_FIELD_GENERATED)
             continue;
+        v = json_object_get(creds, f->name);
+        if (v == NULL && (partial || (f->flags & SB_FIELD_OPTIONAL)))
+            continue;
+        if (f->flags & SB_FIELD_OBJECT) {
+            if (!json_is_object(v))
+                return sb_pool_printf(&j->super.pool, "credentials.%s must be an object", f->name)
+                    .base;
+            continue;
+        }
         if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 4096 ||
             strlen(json_string_value(v)) != json_string_length(v))
-            return sb_pool_printf(&j->super.pool, "credentials.%s is required (a string)", *k).base;
+            return sb_pool_printf(&j->super.pool, "credentials.%s is required (a string)", f->name)
+                .base;
     }
-    json_t *token = json_object_get(creds, "bot_token");
-    if (token != NULL && !telegram_token_valid(json_string_value(token)))
-        return "credentials.bot_token must look like <bot id>:<secret>";
-    return NULL;
+    return p->check != NULL ? p->check(creds, partial, &j->super.pool) : NULL;
 }
 
 static void fill_cred(mjob_t *j, sb_credentials_t *cred)
@@ -1303,6 +1331,17 @@ static void on_webhook_set(const sb_probe_t *probe, void *data)
     store_connection(j);
 }
 
+/* The value of the provider's generated member (the webhook secret); "" when none. */
+static const char *generated_secret(mjob_t *j)
+{
+    for (const sb_field_t *f = j->prov->fields; f->name != NULL; ++f)
+        if (f->flags & SB_FIELD_GENERATED) {
+            const char *v = json_string_value(json_object_get(j->creds, f->name));
+            return v != NULL ? v : "";
+        }
+    return "";
+}
+
 static void on_conn_probed(const sb_probe_t *probe, void *data)
 {
     mjob_t *j = data;
@@ -1315,19 +1354,16 @@ static void on_conn_probed(const sb_probe_t *probe, void *data)
         return;
     }
     j->probe = *probe;
-    if (strcmp(j->provider, "telegram") != 0) {
+    if (j->prov->register_webhook == NULL) {
         store_connection(j);
         return;
     }
     const char *id = j->op == OP_CONN_CREATE ? j->new_id : j->id1;
     const sb_conf_t *conf = j->super.worker->server->conf;
     char *url =
-        sb_pool_printf(&j->super.pool, "%s/webhooks/telegram/%s", conf->public_url, id).base;
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_telegram_set_webhook(j->super.worker, &cred, url,
-                                     json_string_value(json_object_get(j->creds, "webhook_secret")),
-                                     on_webhook_set, j);
+        sb_pool_printf(&j->super.pool, "%s/webhooks/%s/%s", conf->public_url, j->provider, id).base;
+    sb_provider_call(j->super.worker, j->prov, j->prov->register_webhook, j->creds, NULL, url,
+                     generated_secret(j), on_webhook_set, j);
 }
 
 static void connection_create(mjob_t *j)
@@ -1335,27 +1371,25 @@ static void connection_create(mjob_t *j)
     static const char *const allowed[] = {"provider", "name", "credentials", NULL};
     const char *msg = check_members(j, j->json, allowed);
     json_t *provider = json_object_get(j->json, "provider");
-    if (msg == NULL && (!json_is_string(provider) ||
-                        (j->provider = find_word(providers, json_string_value(provider))) == NULL))
-        msg = "provider must be whatsapp, messenger, instagram or telegram";
+    if (msg == NULL && !set_provider(j, json_string_value(provider)))
+        msg = provider_error(j);
     if (msg == NULL)
         msg = check_name(j, j->json, "name", 0, 1024);
     if (msg == NULL)
-        msg = check_credentials(j, j->provider, json_object_get(j->json, "credentials"), 0);
+        msg = check_credentials(j, json_object_get(j->json, "credentials"), 0);
     if (msg != NULL) {
         fail(j, SB_ERR_BAD_REQUEST, msg);
         return;
     }
     sb_new_id(j->new_id, "cn_");
     j->creds = json_deep_copy(json_object_get(j->json, "credentials"));
-    if (strcmp(j->provider, "telegram") == 0) {
-        sb_random_alnum(j->secret, 32);
-        json_object_set_new(j->creds, "webhook_secret", json_string(j->secret));
-        OPENSSL_cleanse(j->secret, sizeof(j->secret));
-    }
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_probe(j->super.worker, j->provider, &cred, NULL, on_conn_probed, j);
+    for (const sb_field_t *f = j->prov->fields; f->name != NULL; ++f)
+        if (f->flags & SB_FIELD_GENERATED) {
+            sb_random_alnum(j->secret, 32);
+            json_object_set_new(j->creds, f->name, json_string(j->secret));
+            OPENSSL_cleanse(j->secret, sizeof(j->secret));
+        }
+    sb_provider_probe(j->super.worker, j->prov, j->creds, NULL, on_conn_probed, j);
 }
 
 /* Loads the connection j->id1 into j->rec and j->creds, then calls 'next'. */
@@ -1375,10 +1409,8 @@ static void on_conn_loaded(redisReply *r, void *data)
     if (r->element[1]->type == REDIS_REPLY_STRING)
         snprintf(j->first_ext, sizeof(j->first_ext), "%s", r->element[1]->str);
     h2o_iovec_t provider = sb_record_get(&j->rec, "provider");
-    j->provider = NULL;
-    for (size_t i = 0; providers[i] != NULL; ++i)
-        if (sb_iov_eq(provider, providers[i]))
-            j->provider = providers[i];
+    j->prov = sb_provider_find(provider.base, provider.len);
+    j->provider = j->prov != NULL ? j->prov->name : NULL;
     j->creds = sb_credentials_open(j->super.worker->server->master_key, j->id1,
                                    sb_record_get(&j->rec, "secrets"));
     if (j->provider == NULL || j->creds == NULL) {
@@ -1402,7 +1434,7 @@ static void connection_patch_loaded(mjob_t *j)
     json_t *creds = json_object_get(j->json, "credentials");
     const char *msg = NULL;
     if (creds != NULL)
-        msg = check_credentials(j, j->provider, creds, 1);
+        msg = check_credentials(j, creds, 1);
     if (msg != NULL) {
         fail(j, SB_ERR_BAD_REQUEST, msg);
         return;
@@ -1423,9 +1455,7 @@ static void connection_patch_loaded(mjob_t *j)
     }
     json_object_update(j->creds, creds);
     j->creds_changed = 1;
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_probe(j->super.worker, j->provider, &cred, j->first_ext, on_conn_probed, j);
+    sb_provider_probe(j->super.worker, j->prov, j->creds, j->first_ext, on_conn_probed, j);
 }
 
 static void connection_patch(mjob_t *j)
@@ -1461,13 +1491,12 @@ static void on_webhook_deleted(const sb_probe_t *probe, void *data)
 
 static void connection_delete_loaded(mjob_t *j)
 {
-    if (strcmp(j->provider, "telegram") != 0) {
+    if (j->prov->unregister_webhook == NULL) {
         start_delete(j, &sb_script_conn_delete);
         return;
     }
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_telegram_delete_webhook(j->super.worker, &cred, on_webhook_deleted, j);
+    sb_provider_call(j->super.worker, j->prov, j->prov->unregister_webhook, j->creds, NULL, NULL,
+                     NULL, on_webhook_deleted, j);
 }
 
 /* The code of a connection's error after a failed check (docs/api.md). */
@@ -1541,26 +1570,21 @@ static void connection_test_new(mjob_t *j)
     static const char *const allowed[] = {"provider", "credentials", NULL};
     const char *msg = check_members(j, j->json, allowed);
     json_t *provider = json_object_get(j->json, "provider");
-    if (msg == NULL && (!json_is_string(provider) ||
-                        (j->provider = find_word(providers, json_string_value(provider))) == NULL))
-        msg = "provider must be whatsapp, messenger, instagram or telegram";
+    if (msg == NULL && !set_provider(j, json_string_value(provider)))
+        msg = provider_error(j);
     if (msg == NULL)
-        msg = check_credentials(j, j->provider, json_object_get(j->json, "credentials"), 0);
+        msg = check_credentials(j, json_object_get(j->json, "credentials"), 0);
     if (msg != NULL) {
         fail(j, SB_ERR_BAD_REQUEST, msg);
         return;
     }
     j->creds = json_deep_copy(json_object_get(j->json, "credentials"));
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_probe(j->super.worker, j->provider, &cred, NULL, on_new_test_probed, j);
+    sb_provider_probe(j->super.worker, j->prov, j->creds, NULL, on_new_test_probed, j);
 }
 
 static void connection_test_loaded(mjob_t *j)
 {
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_probe(j->super.worker, j->provider, &cred, j->first_ext, on_test_probed, j);
+    sb_provider_probe(j->super.worker, j->prov, j->creds, j->first_ext, on_test_probed, j);
 }
 
 static void connection_get_loaded(mjob_t *j)
@@ -1638,9 +1662,8 @@ static void connection_list(mjob_t *j)
     char provider[64];
     const char *zset;
     if (parse_query_param(j->query, "provider", provider, sizeof(provider))) {
-        if (find_word(providers, provider) == NULL) {
-            fail(j, SB_ERR_BAD_REQUEST,
-                 "provider must be whatsapp, messenger, instagram or telegram");
+        if (sb_provider_find(provider, strlen(provider)) == NULL) {
+            fail(j, SB_ERR_BAD_REQUEST, provider_error(j));
             return;
         }
         zset = sb_pool_printf(&j->super.pool, "org:%s:connections:%s", j->org, provider).base;
