@@ -761,6 +761,8 @@ static void on_binding_created(redisReply *r, void *data)
         fail(j, SB_ERR_BAD_REQUEST, "external_id of a Telegram binding must be the bot id");
     else if (strcmp(what, "conflict") == 0)
         fail(j, SB_ERR_CONFLICT, "this connection and external_id are already bound");
+    else if (strcmp(what, "action") == 0)
+        fail(j, SB_ERR_BAD_REQUEST, "connection_id: an action connection has no channel to bind");
     else
         fail(j, SB_ERR_INTERNAL, NULL);
 }
@@ -1277,6 +1279,8 @@ static void store_connection(mjob_t *j)
         const char *fields[][2] = {{"id", j->new_id},         {"org", j->org},
                                    {"provider", j->provider}, {"name", n},
                                    {"status", "active"},      {"account_hint", j->probe.hint},
+                                   {"kind", j->prov->kind == SB_PROVIDER_ACTION ? "action"
+                                                                                : "channel"},
                                    {"created_at", now},       {"updated_at", now}};
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); ++i) {
             arg(&a, fields[i][0]);

@@ -253,6 +253,12 @@ class ActionConnectionsTest(H.GatewayTestCase):
         self.assertEqual(r.json["credentials"]["headers"], {"X-Mcp-Key": "****" + key[-4:]})
         methods = [json.loads(x["body"]).get("method") for x in self.fake.recorded("/mcp/new")]
         self.assertEqual(methods, ["server/discover", "tools/list"])
+        # an action connection has no channel to bind
+        asst = self.create_assistant("mcp user")
+        r = self.api("POST", "/orgs/c/assistants/%s/channels" % asst["id"],
+                     {"connection_id": r.json["id"], "external_id": "x"})
+        self.assertStatus(r, 400, "bad_request")
+        self.assertIn("action connection", r.json["error"]["message"])
         # the older server: server/discover is unknown, initialize then tools/list
         self.fake.clear()
         r = self.api("POST", "/orgs/c/connections/test", {"provider": "mcp", "credentials": {
