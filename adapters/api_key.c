@@ -64,6 +64,17 @@ static int probe(sb_provider_io_t *io)
     return 0;
 }
 
+static const char *proxy(sb_provider_io_t *io, const json_t *in)
+{
+    const char *header = sb_provider_cred(io, "header");
+    const char *reserved = header != NULL && strncmp(header, "query:", 6) != 0 ? header : NULL;
+    const char *msg = sb_action_http_request(io, in, sb_provider_cred(io, "base_url"), reserved,
+                                             sb_action_max_body(io));
+    if (msg == NULL)
+        sb_action_add_key(io, sb_provider_cred(io, "api_key"), header);
+    return msg;
+}
+
 const sb_provider_t sb_provider_api_key = {
     .name = "api_key",
     .label = "API key",
@@ -72,4 +83,5 @@ const sb_provider_t sb_provider_api_key = {
     .metric_label = "action",
     .check = check,
     .probe = probe,
+    .proxy = proxy,
 };

@@ -8,6 +8,7 @@
  * stream (the first `data:` line that holds the JSON-RPC answer).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "provider.h"
 
@@ -165,6 +166,41 @@ static int probe(sb_provider_io_t *io)
     return 1;
 }
 
+/* One JSON-RPC message (a request or a notification) posted to the server as it is. */
+static const char *proxy(sb_provider_io_t *io, const json_t *in)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)in, k, v)
+    {
+        if (strcmp(k, "body") != 0 && strcmp(k, "method") != 0 && strcmp(k, "path") != 0)
+            return "an MCP request takes only body (one JSON-RPC message)";
+    }
+    const char *method = json_string_value(json_object_get(in, "method"));
+    const char *path = json_string_value(json_object_get(in, "path"));
+    if ((method != NULL && strcmp(method, "POST") != 0) || (path != NULL && strcmp(path, "/") != 0))
+        return "an MCP request is a POST of one JSON-RPC message to the server's URL";
+    json_t *body = json_object_get(in, "body");
+    if (!json_is_object(body) || !json_is_string(json_object_get(body, "method")) ||
+        strcmp(json_string_value(json_object_get(body, "jsonrpc")) != NULL
+                   ? json_string_value(json_object_get(body, "jsonrpc"))
+                   : "",
+               "2.0") != 0)
+        return "body must be one JSON-RPC 2.0 message (an object with jsonrpc \"2.0\" and a "
+               "method)";
+    char *s = json_dumps(body, JSON_COMPACT);
+    if (s == NULL)
+        return "body must be one JSON-RPC 2.0 message";
+    size_t n = strlen(s);
+    if (n > sb_action_max_body(io)) {
+        free(s);
+        return "body is larger than the gateway sends (actions.max_body_bytes)";
+    }
+    rpc(io, s);
+    free(s);
+    return NULL;
+}
+
 const sb_provider_t sb_provider_mcp = {
     .name = "mcp",
     .label = "MCP server",
@@ -173,4 +209,5 @@ const sb_provider_t sb_provider_mcp = {
     .metric_label = "action",
     .check = check,
     .probe = probe,
+    .proxy = proxy,
 };

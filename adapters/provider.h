@@ -106,6 +106,13 @@ typedef struct st_sb_provider_t {
     sb_provider_hook unregister_webhook;
     /** Optional: renews the connection's tokens (OAuth 2.0); NULL when they do not expire. */
     sb_provider_hook refresh;
+    /**
+     * Actions (mandatory for them, NULL for channels): the request of
+     * POST /orgs/c/connections/{id}/request from 'in' ({method, path, query?, headers?,
+     * body?}; MCP: {body} one JSON-RPC message) into io->req with the credentials added,
+     * only to the connection's own URL. Returns NULL, or the reason 'in' is refused (400).
+     */
+    const char *(*proxy)(sb_provider_io_t *io, const json_t *in);
 } sb_provider_t;
 
 /** Every descriptor, NULL-terminated: the four channels first (in sb_adapters[] order). */
@@ -156,6 +163,19 @@ void sb_action_add_key(sb_provider_io_t *io, const char *key, const char *header
 /** The JSON-RPC answer of an MCP server's body: JSON, or the first event-stream `data:`
  *  line holding an answer (a reference the caller releases); NULL when there is none. */
 json_t *sb_mcp_answer(h2o_iovec_t body);
+
+/**
+ * The request of an HTTP action connection ('in' as for 'proxy') to 'base' (no trailing
+ * slash needed): the method one of GET, POST, PUT, PATCH, DELETE; the path under the base
+ * (starts with '/', no "//", "..", '\\', '?', '#', control or non-ASCII bytes); query and
+ * headers objects of strings (at most 4 headers; none of Authorization, Cookie, Host,
+ * Content-Length, Transfer-Encoding, Connection, Proxy-*, nor 'reserved'); the body a
+ * string, or JSON (sent as application/json). At most 'max_body' bytes of body.
+ */
+const char *sb_action_http_request(sb_provider_io_t *io, const json_t *in, const char *base,
+                                   const char *reserved, size_t max_body);
+/** The request body limit the gateway gives the proxy hooks (io->state as decimal text). */
+size_t sb_action_max_body(const sb_provider_io_t *io);
 
 /* The Graph channels' probe (adapters/meta_account.c): "whatsapp", "messenger", "instagram". */
 int sb_meta_probe(sb_provider_io_t *io, const char *channel);

@@ -38,6 +38,12 @@ const sb_conf_option_t sb_conf_options[] = {
             "https://api.telegram.org", "Telegram Bot API base URL"),
     OPT_INT("providers.timeout_ms", "SWITCHBOARD_PROVIDER_TIMEOUT_MS", provider_timeout_ms, "10000",
             100, 600000, "timeout of one provider call"),
+    OPT_INT("actions.timeout_ms", "SWITCHBOARD_ACTIONS_TIMEOUT_MS", actions_timeout_ms, "30000",
+            100, 600000, "timeout of one request through an action connection (POST "
+            "/orgs/c/connections/{id}/request)"),
+    OPT_INT("actions.max_body_bytes", "SWITCHBOARD_ACTIONS_MAX_BODY_BYTES", actions_max_body_bytes,
+            "1048576", 1024, 67108864,
+            "largest request body sent and response body answered through an action connection"),
     OPT_STR("master_key_file", "SWITCHBOARD_MASTER_KEY_FILE", master_key_file, "",
             "AES-256 key file for credentials (default: <data_dir>/master.key, created "
             "with mode 0600 on first run)"),

@@ -40,6 +40,7 @@
     XX(CONSOLE, "/console/")                                                                       \
     XX(MEDIA, "/orgs/c/media/{media_ref}")                                                         \
     XX(MEDIA_PUBLIC, "/media/{token}")                                                             \
+    XX(CONNECTION_REQUEST, "/orgs/c/connections/{id}/request")                                     \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {

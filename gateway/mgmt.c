@@ -16,6 +16,7 @@
  */
 #include <stdio.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include "client_addr.h"
 #include "base/log.h"
 #include "feed.h"
@@ -41,6 +42,7 @@ typedef enum en_op_t {
     OP_CONN_DELETE,
     OP_CONN_TEST,
     OP_CONN_TEMPLATES,
+    OP_CONN_REQUEST,
     OP_ASST_LIST,
     OP_ASST_CREATE,
     OP_ASST_GET,
@@ -1645,6 +1647,125 @@ static void connection_templates_loaded(mjob_t *j)
                      strcmp(refresh, "true") == 0, on_templates, j);
 }
 
+/* POST /orgs/c/connections/{id}/request: one request to an action connection's service,
+ * built by the provider's proxy hook (only to the connection's own URL, credentials added
+ * here), sent without following redirects, with the actions.* time and size limits. The
+ * answer is the service's status and body; a credential the service echoes is blanked. */
+static void blank(sb_buf_t *body, const char *secret)
+{
+    size_t sl = secret != NULL ? strlen(secret) : 0;
+    if (sl < 4 || body->base == NULL)
+        return;
+    char *p = body->base, *end = body->base + body->len;
+    while ((size_t)(end - p) >= sl && (p = memmem(p, (size_t)(end - p), secret, sl)) != NULL) {
+        memset(p, '*', sl);
+        p += sl;
+    }
+}
+
+static void on_action_answer(const sb_http_response_t *res, void *data)
+{
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (res->result == SB_HTTP_TIMEOUT) {
+        fail(j, SB_ERR_TIMEOUT, "the service did not answer within actions.timeout_ms");
+        return;
+    }
+    if (res->result == SB_HTTP_TOO_LARGE) {
+        fail(j, SB_ERR_PROVIDER_UNAVAILABLE,
+             "the service's answer is larger than actions.max_body_bytes");
+        return;
+    }
+    if (res->result != SB_HTTP_OK) {
+        fail(j, SB_ERR_PROVIDER_UNAVAILABLE, "the service could not be reached");
+        return;
+    }
+    sb_buf_t body = {0};
+    sb_buf_append(&body, res->body != NULL ? res->body : "", res->body_len);
+    /* blank every credential value the service may have echoed */
+    const char *key;
+    json_t *v;
+    json_object_foreach(j->creds, key, v)
+    {
+        const sb_field_t *f = sb_provider_field(j->prov, key);
+        if (f == NULL || !(f->flags & SB_FIELD_SECRET))
+            continue;
+        if (json_is_string(v)) {
+            blank(&body, json_string_value(v));
+            continue;
+        }
+        const char *k2;
+        json_t *v2;
+        json_object_foreach(v, k2, v2)
+        {
+            if (json_is_string(v2))
+                blank(&body, json_string_value(v2));
+        }
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "status", json_integer(res->status));
+    json_t *text = json_stringn(body.base != NULL ? body.base : "", body.len);
+    if (text != NULL) {
+        json_object_set_new(o, "body", text);
+    } else {
+        char *b64 = sb_mem_calloc(1, 4 * (body.len / 3 + 1) + 1);
+        int n = EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)body.base,
+                                (int)body.len);
+        json_object_set_new(o, "body_base64", json_stringn(b64, n > 0 ? (size_t)n : 0));
+        free(b64);
+    }
+    OPENSSL_cleanse(body.base, body.len);
+    sb_buf_dispose(&body);
+    respond_json(j, 200, o);
+}
+
+static void connection_request_loaded(mjob_t *j)
+{
+    if (j->prov->proxy == NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, "only action connections take requests");
+        return;
+    }
+    static const char *const allowed[] = {"method", "path", "query", "headers", "body", NULL};
+    const char *msg = check_members(j, j->json, allowed);
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_probe_t out;
+    memset(&out, 0, sizeof(out));
+    sb_provider_env_t env = {.graph_api_base = conf->graph_api_base,
+                             .telegram_api_base = conf->telegram_api_base};
+    sb_provider_io_t io = {
+        .creds = j->creds, .cred = &cred, .env = &env, .pool = &j->super.pool, .out = &out};
+    snprintf(io.state, sizeof(io.state), "%lld", (long long)conf->actions_max_body_bytes);
+    msg = j->prov->proxy(&io, j->json);
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    const char *headers[sizeof(io.req.headers) / sizeof(io.req.headers[0]) + 1];
+    size_t nh = 0;
+    for (size_t i = 0; i < io.req.nheaders; ++i)
+        headers[nh++] = io.req.headers[i].base;
+    headers[nh] = NULL;
+    sb_http_request_t req = {.method = io.req.method,
+                             .url = io.req.url.base,
+                             .headers = headers,
+                             .body = io.req.body.base,
+                             .body_len = io.req.body.len,
+                             .timeout_ms = (uint32_t)conf->actions_timeout_ms,
+                             .max_bytes = (uint64_t)conf->actions_max_body_bytes,
+                             .provider = j->prov->metric_label};
+    if (sb_http_client_send(j->super.worker->http, &req, on_action_answer, j) != 0)
+        fail(j, SB_ERR_PROVIDER_UNAVAILABLE, "the gateway is shutting down");
+}
+
 static void (*conn_next_of(mjob_t *j))(mjob_t *)
 {
     switch (j->op) {
@@ -1656,6 +1777,8 @@ static void (*conn_next_of(mjob_t *j))(mjob_t *)
         return connection_test_loaded;
     case OP_CONN_TEMPLATES:
         return connection_templates_loaded;
+    case OP_CONN_REQUEST:
+        return connection_request_loaded;
     default:
         return connection_get_loaded;
     }
@@ -1683,7 +1806,7 @@ static int op_has_body(op_t op)
 {
     return op == OP_CONN_CREATE || op == OP_CONN_PATCH || op == OP_ASST_CREATE ||
            op == OP_ASST_PATCH || op == OP_BIND_CREATE || op == OP_CONTACT_PATCH ||
-           op == OP_CONV_MESSAGE || op == OP_CONN_TEST_NEW;
+           op == OP_CONV_MESSAGE || op == OP_CONN_TEST_NEW || op == OP_CONN_REQUEST;
 }
 
 /* A body that may be empty: JSON object when present. */
@@ -1750,6 +1873,7 @@ static void dispatch(mjob_t *j)
     case OP_CONN_DELETE:
     case OP_CONN_TEST:
     case OP_CONN_TEMPLATES:
+    case OP_CONN_REQUEST:
         load_connection(j);
         break;
     case OP_CONN_PATCH:
@@ -1932,6 +2056,10 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
         if (n == 3 && strcmp(segs[2], "templates") == 0) {
             METHODS(OP_CONN_TEMPLATES, OP_NONE, OP_NONE, OP_NONE);
             return SB_ROUTE_CONNECTION_TEMPLATES;
+        }
+        if (n == 3 && strcmp(segs[2], "request") == 0) {
+            METHODS(OP_NONE, OP_CONN_REQUEST, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONNECTION_REQUEST;
         }
     } else if (n >= 1 && strcmp(segs[0], "assistants") == 0) {
         if (n == 1) {

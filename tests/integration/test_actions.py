@@ -96,8 +96,18 @@ class FakeServices:
                 ok = h.headers.get("Authorization") == "Bearer %s" % self.api_key
             else:
                 ok = h.headers.get(hdr) == self.api_key
-            return (200, {"ok": True}, "application/json") if ok else \
-                (401, {"error": "bad key"}, "application/json")
+            if not ok:
+                return 401, {"error": "bad key"}, "application/json"
+            if path.startswith("/api/v1/redirect"):
+                return 302, {"moved": True}, "application/json"
+            if path.startswith("/api/v1/big"):
+                return 200, b"x" * 9000, "text/plain"
+            if path.startswith("/api/v1/echo"):
+                return 200, {"headers": dict(h.headers.items()), "path": path,
+                             "body": body.decode("utf-8", "replace")}, "application/json"
+            if path.startswith("/api/v1/binary"):
+                return 200, bytes(range(256)), "application/octet-stream"
+            return 200, {"ok": True}, "application/json"
         if path.startswith("/echo/whoami"):
             if h.headers.get("X-Echo-Token") != self.echo_token:
                 return 403, {"error": "no"}, "application/json"
@@ -137,6 +147,8 @@ class FakeServices:
 
 class ActionConnectionsTest(H.GatewayTestCase):
     PREFIX = "ts_act:"
+    EXTRA_ENV = {"SWITCHBOARD_ACTIONS_MAX_BODY_BYTES": "4096",
+                 "SWITCHBOARD_ACTIONS_TIMEOUT_MS": "3000"}
 
     @classmethod
     def setUpClass(cls):
@@ -282,6 +294,102 @@ class ActionConnectionsTest(H.GatewayTestCase):
                   {"url": self.fake.base, "headers": {"Bad Name": "x"}},
                   {"url": self.fake.base, "headers": {"X": "a\r\nInjected: 1"}}):
             r = self.api("POST", "/orgs/c/connections", {"provider": "mcp", "credentials": c})
+            self.assertStatus(r, 400, "bad_request")
+
+    def test_request_through_an_api_key_connection(self):
+        key = self.secret("proxy api key")
+        self.fake.api_key = key
+        self.fake.api_header = "X-Api-Key"
+        r = self.api("POST", "/orgs/c/connections", {"provider": "api_key", "credentials": {
+            "base_url": self.fake.base + "/api/v1", "api_key": key, "header": "X-Api-Key"}})
+        self.assertStatus(r, 201)
+        path = "/orgs/c/connections/%s/request" % r.json["id"]
+        r = self.api("POST", path, {"method": "GET", "path": "/items",
+                                    "query": {"q": "a b&c", "n": "1"},
+                                    "headers": {"X-Trace": "t1"}})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json["status"], 200)
+        self.assertEqual(json.loads(r.json["body"]), {"ok": True})
+        seen = self.fake.recorded("/api/v1/items")
+        self.assertEqual(len(seen), 1)
+        self.assertEqual(seen[0]["path"], "/api/v1/items?q=a%20b%26c&n=1")
+        self.assertEqual(seen[0]["headers"].get("X-Api-Key"), key)
+        self.assertEqual(seen[0]["headers"].get("X-Trace"), "t1")
+        # a JSON body goes as application/json; the service echoes the key: blanked
+        r = self.api("POST", path, {"method": "POST", "path": "/echo", "body": {"a": [1, 2]}})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json["status"], 200)
+        echoed = json.loads(r.json["body"])
+        self.assertEqual(json.loads(echoed["body"]), {"a": [1, 2]})
+        self.assertEqual(echoed["headers"].get("Content-Type"), "application/json")
+        self.assertNotIn(key, r.body.decode())
+        self.assertEqual(echoed["headers"].get("X-Api-Key"), "*" * len(key))
+        # bytes that are not text come back in base64
+        r = self.api("POST", path, {"method": "GET", "path": "/binary"})
+        self.assertEqual(r.json["status"], 200)
+        import base64
+        self.assertEqual(base64.b64decode(r.json["body_base64"]), bytes(range(256)))
+        # a redirect is answered, not followed
+        self.fake.clear()
+        r = self.api("POST", path, {"method": "GET", "path": "/redirect"})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json["status"], 302)
+        self.assertEqual(len(self.fake.requests), 1)
+        # only under the base URL, and no credentials from the caller
+        self.fake.clear()
+        for bad in ({"method": "GET", "path": "http://127.0.0.1:1/x"},
+                    {"method": "GET", "path": "//127.0.0.1:1/x"},
+                    {"method": "GET", "path": "127.0.0.1/x"},
+                    {"method": "GET", "path": "/../x"},
+                    {"method": "GET", "path": "/a/%2e%2e/b"},
+                    {"method": "GET", "path": "/a/.."},
+                    {"method": "GET", "path": "/a\\b"},
+                    {"method": "GET", "path": "/a?b=1"},
+                    {"method": "GET", "path": "/a#b"},
+                    {"method": "TRACE", "path": "/a"},
+                    {"method": "GET", "path": "/a", "headers": {"Authorization": "Bearer x"}},
+                    {"method": "GET", "path": "/a", "headers": {"Host": "evil"}},
+                    {"method": "GET", "path": "/a", "headers": {"x-api-key": "other"}},
+                    {"method": "GET", "path": "/a", "headers": {"X": "a\r\nB: c"}},
+                    {"method": "GET", "path": "/a", "query": {"q": 1}},
+                    {"method": "GET", "path": "/a", "extra": 1},
+                    {"method": "POST", "path": "/a", "body": "x" * 5000}):
+            r = self.api("POST", path, bad)
+            self.assertStatus(r, 400, "bad_request")
+        self.assertEqual(self.fake.requests, [], "a refused request reached the service")
+        # an answer over actions.max_body_bytes
+        r = self.api("POST", path, {"method": "GET", "path": "/big"})
+        self.assertStatus(r, 502)
+        # a channel connection takes no requests; another org's connection is not found
+        r = self.api("POST", "/orgs/c/connections/cn_nope/request", {"method": "GET", "path": "/"})
+        self.assertStatus(r, 404)
+        other = self.gw.keys_create(self.new_org())
+        r = self.api("POST", path, {"method": "GET", "path": "/items"}, key=other)
+        self.assertStatus(r, 404)
+
+    def test_request_through_an_mcp_connection(self):
+        key = self.secret("proxy mcp header")
+        self.fake.mcp_key = key
+        r = self.api("POST", "/orgs/c/connections", {"provider": "mcp", "credentials": {
+            "url": self.fake.base + "/mcp/new", "headers": {"X-Mcp-Key": key}}})
+        self.assertStatus(r, 201)
+        path = "/orgs/c/connections/%s/request" % r.json["id"]
+        self.fake.clear()
+        msg = {"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {}}
+        r = self.api("POST", path, {"body": msg})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json["status"], 200)
+        answer = json.loads(r.json["body"])
+        self.assertEqual(answer["id"], 7)
+        self.assertEqual(len(answer["result"]["tools"]), 2)
+        seen = self.fake.recorded("/mcp/new")
+        self.assertEqual(len(seen), 1)
+        self.assertEqual(json.loads(seen[0]["body"]), msg)
+        self.assertEqual(seen[0]["headers"].get("X-Mcp-Key"), key)
+        for bad in ({"body": {"id": 1, "method": "x"}}, {"body": "text"},
+                    {"body": msg, "path": "/other"}, {"body": msg, "headers": {"A": "b"}},
+                    {"body": dict(msg, params={"pad": "x" * 5000})}):
+            r = self.api("POST", path, bad)
             self.assertStatus(r, 400, "bad_request")
 
     def test_unknown_provider_lists_the_registry(self):

@@ -57,6 +57,7 @@ static void test_every_descriptor_is_complete(void)
             ASSERT(sb_adapters[nchannels] == p->adapter);
             ASSERT(p->adapter != NULL && strcmp(p->adapter->name, p->name) == 0);
             ASSERT(p->default_rate > 0);
+            ASSERT(p->proxy == NULL);
             char path[64];
             snprintf(path, sizeof(path), "outbound.rate.%s", p->name);
             const char *def = conf_default(path);
@@ -67,6 +68,7 @@ static void test_every_descriptor_is_complete(void)
         } else {
             ASSERT(p->adapter == NULL);
             ASSERT(p->register_webhook == NULL);
+            ASSERT(p->proxy != NULL);
         }
     }
     ASSERT(sb_adapters[nchannels] == NULL);
