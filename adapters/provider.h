@@ -26,6 +26,8 @@ typedef enum en_sb_provider_kind_t {
 #define SB_FIELD_GENERATED                                                                         \
     0x4                     /* the gateway sets it (Telegram's webhook secret); refused in input */
 #define SB_FIELD_OBJECT 0x8 /* a JSON object of strings (MCP headers), not a string */
+#define SB_FIELD_TOKEN                                                                             \
+    0x10 /* set by the gateway after a sign-in (OAuth tokens); never input or shown */
 
 typedef struct st_sb_field_t {
     const char *name;
@@ -104,8 +106,16 @@ typedef struct st_sb_provider_t {
     sb_provider_hook register_webhook;
     /** Optional, with register_webhook: before delete (Telegram deleteWebhook). */
     sb_provider_hook unregister_webhook;
-    /** Optional: renews the connection's tokens (OAuth 2.0); NULL when they do not expire. */
+    /**
+     * Optional: the token request of an OAuth 2.0 connection (the connection then signs in:
+     * POST .../authorize, GET /oauth/callback); NULL when its credentials do not expire.
+     * With io->url set it is the code exchange (io->url the code, io->secret the PKCE
+     * verifier, io->external_id the redirect URI), else the refresh with the refresh token.
+     */
     sb_provider_hook refresh;
+    /** With refresh: the authorize URL (io->url the redirect URI, io->secret "state\nchallenge")
+     *  into io->req.url. */
+    sb_provider_hook authorize;
     /**
      * Actions (mandatory for them, NULL for channels): the request of
      * POST /orgs/c/connections/{id}/request from 'in' ({method, path, query?, headers?,
@@ -174,6 +184,8 @@ json_t *sb_mcp_answer(h2o_iovec_t body);
  */
 const char *sb_action_http_request(sb_provider_io_t *io, const json_t *in, const char *base,
                                    const char *reserved, size_t max_body);
+/** Appends 's' percent-encoded (all but A-Z a-z 0-9 - _ . ~). */
+void sb_action_append_encoded(sb_buf_t *b, const char *s, size_t len);
 /** The request body limit the gateway gives the proxy hooks (io->state as decimal text). */
 size_t sb_action_max_body(const sb_provider_io_t *io);
 
@@ -183,6 +195,6 @@ int sb_meta_probe(sb_provider_io_t *io, const char *channel);
 extern const sb_field_t sb_meta_fields[];
 
 extern const sb_provider_t sb_provider_whatsapp, sb_provider_messenger, sb_provider_instagram,
-    sb_provider_telegram, sb_provider_api_key, sb_provider_mcp;
+    sb_provider_telegram, sb_provider_api_key, sb_provider_mcp, sb_provider_oauth2;
 
 #endif

@@ -161,7 +161,7 @@ static int refused_header(const char *name, const char *reserved)
            (reserved != NULL && strcasecmp(name, reserved) == 0);
 }
 
-static void append_encoded(sb_buf_t *b, const char *s, size_t len)
+void sb_action_append_encoded(sb_buf_t *b, const char *s, size_t len)
 {
     for (size_t i = 0; i < len; ++i) {
         unsigned char c = (unsigned char)s[i];
@@ -231,9 +231,9 @@ const char *sb_action_http_request(sb_provider_io_t *io, const json_t *in, const
         }
         sb_buf_append(&url, first ? "?" : "&", 1);
         first = 0;
-        append_encoded(&url, k, strlen(k));
+        sb_action_append_encoded(&url, k, strlen(k));
         sb_buf_append(&url, "=", 1);
-        append_encoded(&url, json_string_value(v), json_string_length(v));
+        sb_action_append_encoded(&url, json_string_value(v), json_string_length(v));
     }
     sb_provider_io_request(io, m, url.base);
     sb_buf_dispose(&url);

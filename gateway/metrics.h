@@ -41,6 +41,8 @@
     XX(MEDIA, "/orgs/c/media/{media_ref}")                                                         \
     XX(MEDIA_PUBLIC, "/media/{token}")                                                             \
     XX(CONNECTION_REQUEST, "/orgs/c/connections/{id}/request")                                     \
+    XX(CONNECTION_AUTHORIZE, "/orgs/c/connections/{id}/authorize")                                 \
+    XX(OAUTH_CALLBACK, "/oauth/callback")                                                          \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {

@@ -24,6 +24,7 @@
 #include "media.h"
 #include "mgmt.h"
 #include "mgmt_scripts.h"
+#include "oauth.h"
 #include "outbound.h"
 #include "provider.h"
 #include "store.h"
@@ -43,6 +44,8 @@ typedef enum en_op_t {
     OP_CONN_TEST,
     OP_CONN_TEMPLATES,
     OP_CONN_REQUEST,
+    OP_CONN_AUTHORIZE,
+    OP_OAUTH_CALLBACK,
     OP_ASST_LIST,
     OP_ASST_CREATE,
     OP_ASST_GET,
@@ -99,6 +102,9 @@ typedef struct st_mjob_t {
     char *raw;      /* a dead letter's command */
     h2o_iovec_t ctype;   /* the request's Content-Type (pool copy) */
     sb_form_part_t file; /* a multipart message's "file" part (points into body) */
+    int refreshed;       /* an OAuth connection's token was renewed after a 401 */
+    char *verifier;      /* the OAuth callback's PKCE verifier */
+    char *code;          /* the OAuth callback's authorization code */
 } mjob_t;
 
 typedef struct st_args_t {
@@ -321,7 +327,7 @@ static json_t *render_connection(mjob_t *j, const sb_record_t *rec, json_t *cred
     json_object_foreach(creds, key, v)
     {
         const sb_field_t *f = p != NULL ? sb_provider_field(p, key) : NULL;
-        if (f == NULL || (f->flags & SB_FIELD_GENERATED))
+        if (f == NULL || (f->flags & (SB_FIELD_GENERATED | SB_FIELD_TOKEN)))
             continue;
         char mask[16];
         if (json_is_object(v)) {
@@ -1198,11 +1204,11 @@ static const char *check_credentials(mjob_t *j, json_t *creds, int partial)
     json_object_foreach(creds, key, v)
     {
         const sb_field_t *f = sb_provider_field(p, key);
-        if (f == NULL || (f->flags & SB_FIELD_GENERATED))
+        if (f == NULL || (f->flags & (SB_FIELD_GENERATED | SB_FIELD_TOKEN)))
             return sb_pool_printf(&j->super.pool, "credentials: unknown member \"%s\"", key).base;
     }
     for (const sb_field_t *f = p->fields; f->name != NULL; ++f) {
-        if (f->flags & SB_FIELD_GENERATED)
+        if (f->flags & (SB_FIELD_GENERATED | SB_FIELD_TOKEN))
             continue;
         v = json_object_get(creds, f->name);
         if (v == NULL && (partial || (f->flags & SB_FIELD_OPTIONAL)))
@@ -1238,7 +1244,9 @@ static void on_conn_stored(redisReply *r, void *data)
     if (check_reply(j, r) != 0)
         return;
     atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
-    if (j->op == OP_CONN_PATCH && j->creds_changed) {
+    if (j->op == OP_CONN_CREATE && j->prov->refresh != NULL)
+        track_inactive(j, j->new_id, 1);
+    if (j->op == OP_CONN_PATCH && j->creds_changed && j->prov->refresh == NULL) {
         /* New credentials: active again, the old error goes. */
         args_t d = {.n = 0};
         arg(&d, "HDEL");
@@ -1280,13 +1288,23 @@ static void store_connection(mjob_t *j)
                                                    : j->provider;
         const char *fields[][2] = {{"id", j->new_id},         {"org", j->org},
                                    {"provider", j->provider}, {"name", n},
-                                   {"status", "active"},      {"account_hint", j->probe.hint},
+                                   {"status", j->prov->refresh != NULL ? "inactive" : "active"},
+                                   {"account_hint", j->probe.hint},
                                    {"kind", j->prov->kind == SB_PROVIDER_ACTION ? "action"
                                                                                 : "channel"},
                                    {"created_at", now},       {"updated_at", now}};
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); ++i) {
             arg(&a, fields[i][0]);
             arg(&a, pool_str(j, fields[i][1], strlen(fields[i][1])));
+        }
+        if (j->prov->refresh != NULL) {
+            const char *err[][2] = {{"error_code", "reconnect_needed"},
+                                    {"error_message", "sign in needed"},
+                                    {"error_at", now}};
+            for (size_t i = 0; i < 3; ++i) {
+                arg(&a, err[i][0]);
+                arg(&a, pool_str(j, err[i][1], strlen(err[i][1])));
+            }
         }
         if (strcmp(j->provider, "telegram") == 0) {
             const char *token = json_string_value(json_object_get(j->creds, "bot_token"));
@@ -1301,7 +1319,7 @@ static void store_connection(mjob_t *j)
             arg(&a, "name");
             arg(&a, json_string_value(name));
         }
-        if (j->creds_changed) {
+        if (j->creds_changed && j->prov->refresh == NULL) {
             arg(&a, "status");
             arg(&a, "active");
             if (j->probe.hint[0] != '\0') {
@@ -1395,6 +1413,11 @@ static void connection_create(mjob_t *j)
             json_object_set_new(j->creds, f->name, json_string(j->secret));
             OPENSSL_cleanse(j->secret, sizeof(j->secret));
         }
+    if (j->prov->refresh != NULL) {
+        /* a sign-in connection: nothing to test before POST .../authorize */
+        store_connection(j);
+        return;
+    }
     sb_provider_probe(j->super.worker, j->prov, j->creds, NULL, on_conn_probed, j);
 }
 
@@ -1461,6 +1484,11 @@ static void connection_patch_loaded(mjob_t *j)
     }
     json_object_update(j->creds, creds);
     j->creds_changed = 1;
+    if (j->prov->refresh != NULL) {
+        /* the client or the provider's URLs: the tokens stay until a reconnect */
+        store_connection(j);
+        return;
+    }
     sb_provider_probe(j->super.worker, j->prov, j->creds, j->first_ext, on_conn_probed, j);
 }
 
@@ -1549,7 +1577,8 @@ static void on_test_probed(const sb_probe_t *probe, void *data)
     arg(&a, probe->err == SB_OK ? "1" : "0");
     arg(&a, probe->token_invalid ? "1" : "0");
     arg(&a, j->probe.hint);
-    arg(&a, probe_error_code(probe));
+    arg(&a, j->prov->refresh != NULL && probe->token_invalid ? "reconnect_needed"
+                                                            : probe_error_code(probe));
     arg(&a, j->probe.message);
     arg_int(&a, j, sb_now_ms());
     run_script(j, &sb_script_conn_checked, &a, on_test_stored);
@@ -1588,8 +1617,47 @@ static void connection_test_new(mjob_t *j)
     sb_provider_probe(j->super.worker, j->prov, j->creds, NULL, on_new_test_probed, j);
 }
 
+static void on_test_token(sb_err_t err, const char *message, json_t *creds, void *data);
+
+/* An OAuth connection's probe: a 401 renews the token once and tries again. */
+static void on_oauth_test_probed(const sb_probe_t *probe, void *data)
+{
+    mjob_t *j = data;
+    if (j->super.req != NULL && probe->err != SB_OK && probe->token_invalid && !j->refreshed &&
+        json_object_get(j->creds, "refresh_token") != NULL) {
+        j->refreshed = 1;
+        sb_oauth_fresh(j->super.worker, j->prov, j->id1, j->creds, 1, on_test_token, j);
+        return;
+    }
+    on_test_probed(probe, data);
+}
+
+static void on_test_token(sb_err_t err, const char *message, json_t *creds, void *data)
+{
+    (void)creds;
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (err != SB_OK) {
+        sb_probe_t probe;
+        memset(&probe, 0, sizeof(probe));
+        probe.err = err == SB_ERR_PROVIDER_REJECTED ? err : SB_ERR_PROVIDER_UNAVAILABLE;
+        probe.token_invalid = err == SB_ERR_PROVIDER_REJECTED;
+        snprintf(probe.message, sizeof(probe.message), "%s", message != NULL ? message : "");
+        on_test_probed(&probe, j);
+        return;
+    }
+    sb_provider_probe(j->super.worker, j->prov, j->creds, j->first_ext, on_oauth_test_probed, j);
+}
+
 static void connection_test_loaded(mjob_t *j)
 {
+    if (j->prov->refresh != NULL) {
+        sb_oauth_fresh(j->super.worker, j->prov, j->id1, j->creds, 0, on_test_token, j);
+        return;
+    }
     sb_provider_probe(j->super.worker, j->prov, j->creds, j->first_ext, on_test_probed, j);
 }
 
@@ -1663,11 +1731,20 @@ static void blank(sb_buf_t *body, const char *secret)
     }
 }
 
+static void on_request_token(sb_err_t err, const char *message, json_t *creds, void *data);
+
 static void on_action_answer(const sb_http_response_t *res, void *data)
 {
     mjob_t *j = data;
     if (j->super.req == NULL) {
         sb_job_free(&j->super);
+        return;
+    }
+    if (res->result == SB_HTTP_OK && res->status == 401 && j->prov->refresh != NULL &&
+        !j->refreshed) {
+        /* the token was refused: renewed once, the request sent again */
+        j->refreshed = 1;
+        sb_oauth_fresh(j->super.worker, j->prov, j->id1, j->creds, 1, on_request_token, j);
         return;
     }
     if (res->result == SB_HTTP_TIMEOUT) {
@@ -1722,6 +1799,23 @@ static void on_action_answer(const sb_http_response_t *res, void *data)
     respond_json(j, 200, o);
 }
 
+static void send_action_request(mjob_t *j);
+
+static void on_request_token(sb_err_t err, const char *message, json_t *creds, void *data)
+{
+    (void)creds;
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (err != SB_OK) {
+        fail(j, err, message);
+        return;
+    }
+    send_action_request(j);
+}
+
 static void connection_request_loaded(mjob_t *j)
 {
     if (j->prov->proxy == NULL) {
@@ -1734,6 +1828,20 @@ static void connection_request_loaded(mjob_t *j)
         fail(j, SB_ERR_BAD_REQUEST, msg);
         return;
     }
+    if (j->prov->refresh != NULL) {
+        if (json_object_get(j->creds, "access_token") == NULL) {
+            fail(j, SB_ERR_BAD_REQUEST, "the connection is not signed in (POST .../authorize)");
+            return;
+        }
+        sb_oauth_fresh(j->super.worker, j->prov, j->id1, j->creds, 0, on_request_token, j);
+        return;
+    }
+    send_action_request(j);
+}
+
+static void send_action_request(mjob_t *j)
+{
+    const char *msg;
     const sb_conf_t *conf = j->super.worker->server->conf;
     sb_credentials_t cred;
     fill_cred(j, &cred);
@@ -1766,6 +1874,167 @@ static void connection_request_loaded(mjob_t *j)
         fail(j, SB_ERR_PROVIDER_UNAVAILABLE, "the gateway is shutting down");
 }
 
+/* ---- OAuth sign-in: POST .../authorize and GET /oauth/callback ---- */
+
+#define OAUTH_STATE_TTL_MS "600000"
+
+static const char *state_key(mjob_t *j, const char *state)
+{
+    return sb_pool_printf(&j->super.pool, "%soauth_state:{%s}", prefix(j), state).base;
+}
+
+static void on_state_stored(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    json_t *o = json_object();
+    json_object_set_new(o, "authorize_url", json_string(j->filter));
+    respond_json(j, 200, o);
+}
+
+/* A PKCE verifier and its S256 challenge (base64url without padding). */
+static void pkce(char verifier[65], char challenge[64])
+{
+    sb_random_alnum(verifier, 64);
+    verifier[64] = '\0';
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_Digest(verifier, 64, md, &mdlen, EVP_sha256(), NULL);
+    char b64[48];
+    int n = EVP_EncodeBlock((unsigned char *)b64, md, (int)mdlen);
+    size_t k = 0;
+    for (int i = 0; i < n && b64[i] != '='; ++i)
+        challenge[k++] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i];
+    challenge[k] = '\0';
+}
+
+static void connection_authorize_loaded(mjob_t *j)
+{
+    if (j->prov->authorize == NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, "only OAuth connections sign in");
+        return;
+    }
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    char state[40], verifier[72], challenge[64];
+    sb_random_alnum(state, 32);
+    state[32] = '\0';
+    pkce(verifier, challenge);
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_probe_t out;
+    memset(&out, 0, sizeof(out));
+    sb_provider_io_t io = {.creds = j->creds,
+                           .cred = &cred,
+                           .pool = &j->super.pool,
+                           .out = &out,
+                           .url = sb_pool_printf(&j->super.pool, "%s/oauth/callback",
+                                                 conf->public_url)
+                                      .base,
+                           .secret = sb_pool_printf(&j->super.pool, "%s\n%s", state, challenge)
+                                         .base};
+    j->prov->authorize(&io);
+    j->filter = io.req.url.base;
+    /* one use, expiring, bound to the org and the connection */
+    args_t a = {.n = 0};
+    arg(&a, "SET");
+    arg(&a, state_key(j, state));
+    arg(&a, sb_pool_printf(&j->super.pool, "%s\n%s\n%s", j->org, j->id1, verifier).base);
+    arg(&a, "PX");
+    arg(&a, OAUTH_STATE_TTL_MS);
+    OPENSSL_cleanse(verifier, sizeof(verifier));
+    run_command(j, &a, on_state_stored);
+}
+
+static void on_exchanged(sb_err_t err, const char *message, json_t *creds, void *data)
+{
+    (void)creds;
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (err != SB_OK) {
+        fail(j, err, message);
+        return;
+    }
+    track_inactive(j, j->id1, 0);
+    sb_job_add_header(&j->super, "location", "/console/#/connections");
+    sb_job_respond(&j->super, 302, "text/plain", SB_STRLIT("signed in\n"));
+}
+
+static void oauth_callback_loaded(mjob_t *j)
+{
+    if (j->prov->refresh == NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, "not an OAuth connection");
+        return;
+    }
+    sb_oauth_exchange(j->super.worker, j->prov, j->id1, j->creds, j->code, j->verifier,
+                      on_exchanged, j);
+}
+
+static void on_state_taken(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    char *org = NULL, *id = NULL, *verifier = NULL;
+    if (r->type == REDIS_REPLY_STRING) {
+        org = pool_str(j, r->str, r->len);
+        id = strchr(org, '\n');
+        verifier = id != NULL ? strchr(id + 1, '\n') : NULL;
+    }
+    if (verifier == NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, "unknown, used or expired state: sign in again");
+        return;
+    }
+    *id++ = '\0';
+    *verifier++ = '\0';
+    j->org = org;
+    j->id1 = id;
+    j->verifier = verifier;
+    load_connection(j);
+}
+
+void sb_mgmt_oauth_callback(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
+{
+    mjob_t *j = (mjob_t *)sb_job_new(w, req, sizeof(mjob_t), SB_ROUTE_OAUTH_CALLBACK);
+    j->super.started_us = started_us;
+    j->super.on_dispose = on_job_dispose;
+    j->op = OP_OAUTH_CALLBACK;
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        sb_job_add_header(&j->super, "allow", "GET");
+        fail(j, SB_ERR_METHOD_NOT_ALLOWED, NULL);
+        return;
+    }
+    const char *query = "";
+    if (req->query_at != SIZE_MAX)
+        query = pool_str(j, req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
+    char state[64], code[2048], error[128];
+    if (parse_query_param(query, "error", error, sizeof(error))) {
+        fail(j, SB_ERR_BAD_REQUEST,
+             sb_pool_printf(&j->super.pool, "the sign-in was not completed (%.64s)", error).base);
+        return;
+    }
+    if (!parse_query_param(query, "state", state, sizeof(state)) || strlen(state) != 32 ||
+        strspn(state, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") != 32) {
+        fail(j, SB_ERR_BAD_REQUEST, "state is missing or malformed");
+        return;
+    }
+    if (!parse_query_param(query, "code", code, sizeof(code)) || code[0] == '\0') {
+        fail(j, SB_ERR_BAD_REQUEST, "code is missing");
+        return;
+    }
+    j->code = pool_str(j, code, strlen(code));
+    OPENSSL_cleanse(code, sizeof(code));
+    args_t a = {.n = 0};
+    arg(&a, "EVAL");
+    arg(&a, "local v = redis.call('GET', KEYS[1]) redis.call('DEL', KEYS[1]) return v");
+    arg(&a, "1");
+    arg(&a, state_key(j, state));
+    run_command(j, &a, on_state_taken);
+}
+
 static void (*conn_next_of(mjob_t *j))(mjob_t *)
 {
     switch (j->op) {
@@ -1779,6 +2048,10 @@ static void (*conn_next_of(mjob_t *j))(mjob_t *)
         return connection_templates_loaded;
     case OP_CONN_REQUEST:
         return connection_request_loaded;
+    case OP_CONN_AUTHORIZE:
+        return connection_authorize_loaded;
+    case OP_OAUTH_CALLBACK:
+        return oauth_callback_loaded;
     default:
         return connection_get_loaded;
     }
@@ -1874,6 +2147,7 @@ static void dispatch(mjob_t *j)
     case OP_CONN_TEST:
     case OP_CONN_TEMPLATES:
     case OP_CONN_REQUEST:
+    case OP_CONN_AUTHORIZE:
         load_connection(j);
         break;
     case OP_CONN_PATCH:
@@ -2060,6 +2334,10 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
         if (n == 3 && strcmp(segs[2], "request") == 0) {
             METHODS(OP_NONE, OP_CONN_REQUEST, OP_NONE, OP_NONE);
             return SB_ROUTE_CONNECTION_REQUEST;
+        }
+        if (n == 3 && strcmp(segs[2], "authorize") == 0) {
+            METHODS(OP_NONE, OP_CONN_AUTHORIZE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONNECTION_AUTHORIZE;
         }
     } else if (n >= 1 && strcmp(segs[0], "assistants") == 0) {
         if (n == 1) {

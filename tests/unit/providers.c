@@ -41,6 +41,8 @@ static void test_every_descriptor_is_complete(void)
         ASSERT(p->probe != NULL);
         /* register and unregister come together */
         ASSERT((p->register_webhook == NULL) == (p->unregister_webhook == NULL));
+        /* a sign-in provider has both its token request and its authorize URL */
+        ASSERT((p->refresh == NULL) == (p->authorize == NULL));
         ASSERT(sb_provider_find(p->name, strlen(p->name)) == p);
         for (const sb_provider_t *const *q = sb_providers; *q != pp[0] && *q != NULL; ++q)
             ASSERT(strcmp((*q)->name, p->name) != 0);
@@ -50,6 +52,9 @@ static void test_every_descriptor_is_complete(void)
             /* a generated member is a secret the caller never gives */
             if (f->flags & SB_FIELD_GENERATED)
                 ASSERT((f->flags & SB_FIELD_SECRET) && !(f->flags & SB_FIELD_OPTIONAL));
+            /* tokens belong to sign-in providers */
+            if (f->flags & SB_FIELD_TOKEN)
+                ASSERT(p->refresh != NULL);
         }
         if (p->kind == SB_PROVIDER_CHANNEL) {
             /* the channels first, in the adapters' order (metrics slots, feeds) */
