@@ -38,6 +38,9 @@ typedef struct st_sb_field_t {
 typedef struct st_sb_provider_env_t {
     const char *graph_api_base;
     const char *telegram_api_base;
+    /** Intercom: the sign-in and API bases, the app's client (empty: not configured). */
+    const char *intercom_oauth_base, *intercom_api_base, *intercom_client_id,
+        *intercom_client_secret;
 } sb_provider_env_t;
 
 /** The verdict of a credentials check (and of register / unregister calls). */
@@ -195,6 +198,7 @@ int sb_meta_probe(sb_provider_io_t *io, const char *channel);
 extern const sb_field_t sb_meta_fields[];
 
 extern const sb_provider_t sb_provider_whatsapp, sb_provider_messenger, sb_provider_instagram,
-    sb_provider_telegram, sb_provider_api_key, sb_provider_mcp, sb_provider_oauth2;
+    sb_provider_telegram, sb_provider_api_key, sb_provider_mcp, sb_provider_oauth2,
+    sb_provider_intercom;
 
 #endif

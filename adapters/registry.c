@@ -13,7 +13,8 @@
 
 const sb_provider_t *const sb_providers[] = {
     &sb_provider_whatsapp, &sb_provider_messenger, &sb_provider_instagram, &sb_provider_telegram,
-    &sb_provider_api_key,  &sb_provider_mcp,       &sb_provider_oauth2,    NULL,
+    &sb_provider_api_key,  &sb_provider_mcp,       &sb_provider_oauth2,    &sb_provider_intercom,
+    NULL,
 };
 
 __attribute__((weak)) const sb_provider_t *const *sb_provider_extras(void)

@@ -1847,8 +1847,8 @@ static void send_action_request(mjob_t *j)
     fill_cred(j, &cred);
     sb_probe_t out;
     memset(&out, 0, sizeof(out));
-    sb_provider_env_t env = {.graph_api_base = conf->graph_api_base,
-                             .telegram_api_base = conf->telegram_api_base};
+    sb_provider_env_t env;
+    sb_provider_env_init(conf, &env);
     sb_provider_io_t io = {
         .creds = j->creds, .cred = &cred, .env = &env, .pool = &j->super.pool, .out = &out};
     snprintf(io.state, sizeof(io.state), "%lld", (long long)conf->actions_max_body_bytes);
@@ -1924,8 +1924,11 @@ static void connection_authorize_loaded(mjob_t *j)
     fill_cred(j, &cred);
     sb_probe_t out;
     memset(&out, 0, sizeof(out));
+    sb_provider_env_t env;
+    sb_provider_env_init(conf, &env);
     sb_provider_io_t io = {.creds = j->creds,
                            .cred = &cred,
+                           .env = &env,
                            .pool = &j->super.pool,
                            .out = &out,
                            .url = sb_pool_printf(&j->super.pool, "%s/oauth/callback",
@@ -1934,6 +1937,10 @@ static void connection_authorize_loaded(mjob_t *j)
                            .secret = sb_pool_printf(&j->super.pool, "%s\n%s", state, challenge)
                                          .base};
     j->prov->authorize(&io);
+    if (out.err != SB_OK) {
+        fail(j, SB_ERR_BAD_REQUEST, out.message);
+        return;
+    }
     j->filter = io.req.url.base;
     /* one use, expiring, bound to the org and the connection */
     args_t a = {.n = 0};

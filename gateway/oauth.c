@@ -225,8 +225,11 @@ static void send_token_request(op_t *op)
 {
     sb_credentials_t cred = {0};
     sb_probe_t out = {0};
+    sb_provider_env_t env;
+    sb_provider_env_init(op->worker->server->conf, &env);
     sb_provider_io_t io = {.creds = op->creds,
                            .cred = &cred,
+                           .env = &env,
                            .pool = &op->pool,
                            .out = &out,
                            .url = op->code,

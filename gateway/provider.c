@@ -99,8 +99,7 @@ void sb_provider_call(sb_worker_t *w, const sb_provider_t *p, sb_provider_hook h
     call->hook = hook;
     call->creds = json_incref(creds);
     sb_credentials_fill(call->creds, &call->pool, &call->cred);
-    call->env.graph_api_base = w->server->conf->graph_api_base;
-    call->env.telegram_api_base = w->server->conf->telegram_api_base;
+    sb_provider_env_init(w->server->conf, &call->env);
     call->worker = w;
     call->cb = cb;
     call->data = data;
@@ -116,12 +115,23 @@ void sb_provider_call(sb_worker_t *w, const sb_provider_t *p, sb_provider_hook h
     io->url = url != NULL ? sb_pool_strdup(&call->pool, url, strlen(url)).base : NULL;
     io->secret = secret != NULL ? sb_pool_strdup(&call->pool, secret, strlen(secret)).base : NULL;
     if (hook(io) == 0) {
-        /* every hook starts with a request; one that does not is a bug of its provider */
-        sb_provider_io_fail(io, SB_ERR_INTERNAL, 0, "%s: no request to send", p->label);
+        /* a verdict without a request (nothing to check yet: "sign in needed") */
+        if (call->probe.err == SB_OK)
+            sb_provider_io_fail(io, SB_ERR_INTERNAL, 0, "%s: no request to send", p->label);
         finish(call);
         return;
     }
     send_step(call);
+}
+
+void sb_provider_env_init(const sb_conf_t *conf, sb_provider_env_t *env)
+{
+    env->graph_api_base = conf->graph_api_base;
+    env->telegram_api_base = conf->telegram_api_base;
+    env->intercom_oauth_base = conf->intercom_oauth_base;
+    env->intercom_api_base = conf->intercom_api_base;
+    env->intercom_client_id = conf->intercom_client_id;
+    env->intercom_client_secret = conf->intercom_client_secret;
 }
 
 void sb_provider_probe(sb_worker_t *w, const sb_provider_t *p, json_t *creds,

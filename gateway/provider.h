@@ -24,6 +24,9 @@ void sb_provider_call(sb_worker_t *w, const sb_provider_t *p, sb_provider_hook h
                       const char *external_id, const char *url, const char *secret, sb_probe_cb cb,
                       void *data);
 
+/** The provider bases and clients of the configuration. */
+void sb_provider_env_init(const sb_conf_t *conf, sb_provider_env_t *env);
+
 /** Checks the credentials of a connection of 'p' (its probe). */
 void sb_provider_probe(sb_worker_t *w, const sb_provider_t *p, json_t *creds,
                        const char *external_id, sb_probe_cb cb, void *data);

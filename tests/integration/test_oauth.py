@@ -44,6 +44,8 @@ class FakeOAuth:
         self.refresh_delay = 0.0
         self.rotate = True
         self.expires_in = 3600
+        self.intercom_secret = "icsecret-" + H_rand(24)
+        self.issued.append(self.intercom_secret)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -155,6 +157,33 @@ class FakeOAuth:
                         self.refresh_ok.add(answer["refresh_token"])
                 return 200, answer, {}
             return 400, {"error": "unsupported_grant_type"}, {}
+        if url.path == "/intercom/oauth":
+            if q.get("client_id") != "ic-client" or not q.get("state"):
+                return 400, {"error": "invalid_request"}, {}
+            code = "iccode-" + H_rand(16)
+            with self.lock:
+                self.codes[code] = (None, q["redirect_uri"])
+            loc = "%s?%s" % (q["redirect_uri"], urllib.parse.urlencode(
+                {"code": code, "state": q["state"]}))
+            return 302, {}, {"Location": loc}
+        if url.path == "/intercom/auth/eagle/token":
+            f = dict(urllib.parse.parse_qsl(body.decode()))
+            with self.lock:
+                c = self.codes.pop(f.get("code"), None)
+            if c is None or f.get("client_id") != "ic-client" or \
+                    f.get("client_secret") != self.intercom_secret:
+                return 400, {"error": "invalid_grant"}, {}
+            with self.lock:
+                t = self._issue("ict")
+                self.access[t] = time.monotonic() + 10 ** 9
+            return 200, {"token": t, "access_token": t, "token_type": "Bearer"}, {}
+        if url.path == "/intercom/me":
+            auth = h.headers.get("Authorization", "")
+            with self.lock:
+                ok = auth[7:] in self.access and auth[7:].startswith("ict-")
+            if not ok:
+                return 401, {"type": "error.list"}, {}
+            return 200, {"type": "admin", "name": "Ada", "app": {"name": "Acme Workspace"}}, {}
         if url.path.startswith("/api/"):
             auth = h.headers.get("Authorization", "")
             with self.lock:
@@ -177,9 +206,15 @@ class OAuthTest(H.GatewayTestCase):
 
     @classmethod
     def setUpClass(cls):
-        super().setUpClass()
         cls.fake = FakeOAuth().start()
-        cls.addClassCleanup(cls.fake.stop)
+        cls.EXTRA_ENV = {"SWITCHBOARD_INTERCOM_OAUTH_BASE": cls.fake.base + "/intercom",
+                         "SWITCHBOARD_INTERCOM_API_BASE": cls.fake.base + "/intercom",
+                         "SWITCHBOARD_INTERCOM_CLIENT_ID": "ic-client",
+                         "SWITCHBOARD_INTERCOM_CLIENT_SECRET": cls.fake.intercom_secret}
+        try:
+            super().setUpClass()
+        finally:
+            cls.addClassCleanup(cls.fake.stop)
 
     def create(self, gw=None):
         f = self.fake
@@ -328,6 +363,37 @@ class OAuthTest(H.GatewayTestCase):
         self.assertStatus(r, 201)
         r = self.api("POST", "/orgs/c/connections/%s/authorize" % r.json["id"])
         self.assertStatus(r, 400, "bad_request")
+
+    def test_intercom_preset(self):
+        r = self.api("POST", "/orgs/c/connections", {"provider": "intercom", "credentials": {}})
+        self.assertStatus(r, 201)
+        conn = r.json
+        self.assertEqual(conn["status"], "inactive")
+        self.assertEqual(conn["credentials"], {})
+        r = self.api("POST", "/orgs/c/connections", {"provider": "intercom",
+                                                     "credentials": {"client_id": "x"}})
+        self.assertStatus(r, 400, "bad_request")
+        r = self.api("POST", "/orgs/c/connections/%s/authorize" % conn["id"])
+        self.assertStatus(r, 200)
+        url = urllib.parse.urlsplit(r.json["authorize_url"])
+        self.assertEqual(url.path, "/intercom/oauth")
+        c = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        c.request("GET", url.path + "?" + url.query)
+        res = c.getresponse()
+        res.read()
+        c.close()
+        back = urllib.parse.urlsplit(res.getheader("Location"))
+        r = self.gw.http("GET", "/oauth/callback?" + back.query)
+        self.assertEqual(r.status, 302, r)
+        r = self.api("POST", "/orgs/c/connections/%s/test" % conn["id"])
+        self.assertEqual(r.json, {"ok": True, "account_hint": "Acme Workspace"})
+        conn = self.get(conn["id"])
+        self.assertEqual(conn["status"], "active")
+        self.assertEqual(conn["account_hint"], "Acme Workspace")
+        r = self.api("POST", "/orgs/c/connections/%s/request" % conn["id"],
+                     {"method": "GET", "path": "/me"})
+        self.assertEqual(r.json["status"], 200)
+        self.assertIn("Acme Workspace", r.json["body"])
 
     def test_two_gateways_make_one_refresh(self):
         f = self.fake

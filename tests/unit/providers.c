@@ -85,7 +85,11 @@ static void test_every_descriptor_is_complete(void)
 static void test_every_probe_builds_a_request(void)
 {
     sb_provider_env_t env = {.graph_api_base = "http://127.0.0.1:1/graph",
-                             .telegram_api_base = "http://127.0.0.1:1/tg"};
+                             .telegram_api_base = "http://127.0.0.1:1/tg",
+                             .intercom_oauth_base = "http://127.0.0.1:1/ic",
+                             .intercom_api_base = "http://127.0.0.1:1/ic",
+                             .intercom_client_id = "id",
+                             .intercom_client_secret = "secret"};
     for (const sb_provider_t *const *pp = sb_providers; *pp != NULL; ++pp) {
         const sb_provider_t *p = *pp;
         json_t *creds = json_object();
