@@ -8,6 +8,7 @@
 #include <string.h>
 #include "adapters/provider.h"
 #include "gateway/conf.h"
+#include "gateway/metrics.h"
 #include "test.h"
 
 static int name_ok(const char *s)
@@ -37,7 +38,7 @@ static void test_every_descriptor_is_complete(void)
         ASSERT(p->label != NULL && p->label[0] != '\0');
         ASSERT(p->kind == SB_PROVIDER_CHANNEL || p->kind == SB_PROVIDER_ACTION);
         ASSERT(p->fields != NULL && p->fields[0].name != NULL);
-        ASSERT(p->metric_label != NULL && p->metric_label[0] != '\0');
+        ASSERT(p->metric_label != NULL && sb_metrics_provider_label(p->metric_label) >= 0);
         ASSERT(p->probe != NULL);
         /* register and unregister come together */
         ASSERT((p->register_webhook == NULL) == (p->unregister_webhook == NULL));
@@ -77,6 +78,8 @@ static void test_every_descriptor_is_complete(void)
         }
     }
     ASSERT(sb_adapters[nchannels] == NULL);
+    /* every channel has its metrics slot */
+    ASSERT_EQ(nchannels, SB_METRICS_CHANNELS);
     ASSERT(sb_provider_find("nope", 4) == NULL);
     ASSERT(sb_provider_find("api_ke", 6) == NULL);
 }
