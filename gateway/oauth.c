@@ -31,7 +31,7 @@ typedef struct st_op_t {
     json_t *creds;                        /* the caller's object, updated in place */
     char *code, *verifier, *redirect_uri; /* the code exchange */
     char lock_token[40];
-    char old_access[64]; /* SHA-256 of the access token seen before waiting */
+    char old_access[65]; /* SHA-256 (hex) of the access token this gateway read */
     int tries, waits;
     uv_timer_t timer;
     int timer_active;
@@ -295,6 +295,28 @@ static void on_poll(uv_timer_t *t)
     command(op, on_polled, 5, argv);
 }
 
+/* Under the lock: the stored tokens are the ones this gateway read, or newer ones that
+ * another gateway stored meanwhile (then they are used, and no refresh token is spent twice). */
+static void on_rechecked(redisReply *r, void *data)
+{
+    op_t *op = data;
+    if (r != NULL && r->type == REDIS_REPLY_STRING) {
+        json_t *stored = sb_credentials_open(op->worker->server->master_key, op->id,
+                                             h2o_iovec_init(r->str, r->len));
+        char h[65];
+        token_hash(json_string_value(json_object_get(stored, "access_token")), h);
+        if (stored != NULL && strcmp(h, op->old_access) != 0) {
+            json_object_update(op->creds, stored);
+            json_decref(stored);
+            unlock(op);
+            finish(op, SB_OK, NULL);
+            return;
+        }
+        json_decref(stored);
+    }
+    send_token_request(op);
+}
+
 static void on_locked(redisReply *r, void *data)
 {
     op_t *op = data;
@@ -303,8 +325,9 @@ static void on_locked(redisReply *r, void *data)
         return;
     }
     if (r->type == REDIS_REPLY_STATUS) {
-        /* ours: refresh */
-        send_token_request(op);
+        /* ours: refresh, unless another gateway did since this one read the connection */
+        const char *argv[] = {"HGET", conn_key(op), "secrets"};
+        command(op, on_rechecked, 3, argv);
         return;
     }
     /* another gateway refreshes: wait for its token */
