@@ -217,7 +217,7 @@ typedef H2O_VECTOR(sb_send_part_t) sb_send_plan_t;
 typedef struct st_sb_provider_request_t {
     const char *method;     /* "POST" or "GET" */
     h2o_iovec_t url;        /* NUL-terminated; may hold a token: never logged */
-    h2o_iovec_t headers[4]; /* "Name: value", NUL-terminated */
+    h2o_iovec_t headers[8]; /* "Name: value", NUL-terminated */
     size_t nheaders;
     h2o_iovec_t body; /* JSON */
 } sb_provider_request_t;
@@ -329,7 +329,7 @@ const sb_adapter_t *sb_adapter_find(const char *name, size_t len);
 /** The NULL-terminated table of every adapter. */
 extern const sb_adapter_t *const sb_adapters[];
 
-/* adapters/meta.c: helpers shared by the three Graph channels. */
+/* adapters/meta_signature.c: helpers shared by the three Graph channels. */
 
 /** Verifies `sha256=<64 hex>` against HMAC-SHA256(app_secret, body) in constant time. */
 sb_err_t sb_meta_verify(const sb_credentials_t *cred, h2o_iovec_t header, h2o_iovec_t body);

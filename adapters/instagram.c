@@ -1,12 +1,13 @@
 /*
  * The Instagram Messaging adapter (channels.md section 4, rules 8.1 and 8.4). The webhook
- * items are Messenger's (parsed by meta.c) under the "instagram" object; what differs is
+ * items are Messenger's (parsed by meta_parse.c) under the "instagram" object; what differs is
  * handled there too because it cannot collide with Messenger payloads: `is_unsupported`,
- * `is_deleted`, `reply_to.story` (message.story) and `read.mid` (messaging_seen). Outbound text is limited
- * to 1000 UTF-8 bytes, not characters. Sends use Messenger's Send API bodies (meta.c) as
- * channels.md 4.4 shows them, without "messaging_type" (Instagram documents none).
+ * `is_deleted`, `reply_to.story` (message.story) and `read.mid` (messaging_seen). Outbound text is
+ * limited to 1000 UTF-8 bytes, not characters. Sends use Messenger's Send API bodies (meta_send.c)
+ * as channels.md 4.4 shows them, without "messaging_type" (Instagram documents none).
  */
 #include "meta.h"
+#include "provider.h"
 
 static sb_err_t parse(const sb_credentials_t *cred, h2o_iovec_t body, h2o_mem_pool_t *pool,
                       sb_event_list_t *out)
@@ -55,4 +56,20 @@ const sb_adapter_t sb_adapter_instagram = {
     .plan = plan,
     .build_send = build_send,
     .classify = classify,
+};
+
+static int probe(sb_provider_io_t *io)
+{
+    return sb_meta_probe(io, "instagram");
+}
+
+const sb_provider_t sb_provider_instagram = {
+    .name = "instagram",
+    .label = "Instagram",
+    .kind = SB_PROVIDER_CHANNEL,
+    .fields = sb_meta_fields,
+    .default_rate = 250,
+    .adapter = &sb_adapter_instagram,
+    .metric_label = "graph",
+    .probe = probe,
 };

@@ -1,11 +1,12 @@
 /*
  * The Facebook Messenger adapter (channels.md section 3, rules 8.1 and 8.3). Messenger and
- * Instagram deliver the same `entry[].messaging[]` items, so the parser lives in meta.c and
+ * Instagram deliver the same `entry[].messaging[]` items, so the parser lives in meta_parse.c and
  * this file only names the channel: its "object" ("page"), its text limit (2000 characters)
- * and the Graph signature and handshake. Sends use the Send API bodies of meta.c with
+ * and the Graph signature and handshake. Sends use the Send API bodies of meta_send.c with
  * "messaging_type":"RESPONSE"; a caption follows its attachment as a text message.
  */
 #include "meta.h"
+#include "provider.h"
 
 static sb_err_t parse(const sb_credentials_t *cred, h2o_iovec_t body, h2o_mem_pool_t *pool,
                       sb_event_list_t *out)
@@ -54,4 +55,20 @@ const sb_adapter_t sb_adapter_messenger = {
     .plan = plan,
     .build_send = build_send,
     .classify = classify,
+};
+
+static int probe(sb_provider_io_t *io)
+{
+    return sb_meta_probe(io, "messenger");
+}
+
+const sb_provider_t sb_provider_messenger = {
+    .name = "messenger",
+    .label = "Messenger",
+    .kind = SB_PROVIDER_CHANNEL,
+    .fields = sb_meta_fields,
+    .default_rate = 250,
+    .adapter = &sb_adapter_messenger,
+    .metric_label = "graph",
+    .probe = probe,
 };

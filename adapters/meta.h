@@ -1,9 +1,11 @@
 /*
- * Internal helpers of the adapters (adapters/meta.c), not part of the adapter interface.
- * The first group reads JSON values defensively into pool strings and is used by every
- * adapter; the second parses the Graph API envelope and the Messenger/Instagram
- * `messaging[]` items, which the two channels share item for item; the third builds and
- * classifies outbound requests (plans for every adapter, the Graph pieces for three).
+ * Internal helpers of the adapters, not part of the adapter interface, one file per role.
+ * adapters/json_values.c reads JSON values defensively into pool strings and is used by
+ * every adapter; adapters/meta_signature.c checks X-Hub-Signature-256 and answers the
+ * hub.challenge handshake; adapters/meta_parse.c parses the Graph API envelope and the
+ * Messenger/Instagram `messaging[]` items, which the two channels share item for item;
+ * adapters/meta_send.c builds and classifies outbound requests (plans for every adapter,
+ * the Graph pieces for three).
  */
 #ifndef SB_ADAPTERS_META_H
 #define SB_ADAPTERS_META_H
@@ -52,7 +54,7 @@ sb_err_t sb_meta_load(h2o_iovec_t body, const char *object, json_t **root, json_
 sb_err_t sb_meta_parse_messaging(h2o_iovec_t body, const char *object, h2o_mem_pool_t *pool,
                                  sb_event_list_t *out);
 
-/* ---- Outbound (all adapters; adapters/command.c and adapters/meta.c). ---- */
+/* ---- Outbound (all adapters; adapters/command.c and adapters/meta_send.c). ---- */
 
 /** The two arguments of a jansson "s%" pack format for 'v' ("" when absent). */
 #define SB_META_S(v) ((v).base != NULL ? (v).base : ""), ((size_t)(v).len)

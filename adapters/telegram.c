@@ -27,6 +27,7 @@
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include "meta.h"
+#include "provider.h"
 
 typedef struct st_tg_ctx_t {
     h2o_mem_pool_t *pool;
@@ -551,4 +552,130 @@ const sb_adapter_t sb_adapter_telegram = {
     .plan = plan,
     .build_send = build_send,
     .classify = classify,
+};
+
+/* ---- The provider: getMe, setWebhook, deleteWebhook ---- */
+
+static const sb_field_t fields[] = {{"bot_token", SB_FIELD_SECRET},
+                                    {"webhook_secret", SB_FIELD_SECRET | SB_FIELD_GENERATED},
+                                    {NULL, 0}};
+
+static int token_valid(const char *t)
+{
+    const char *colon = strchr(t, ':');
+    if (colon == NULL || colon == t || colon[1] == '\0' || strlen(t) > 256)
+        return 0;
+    for (const char *p = t; p < colon; ++p)
+        if (*p < '0' || *p > '9')
+            return 0;
+    for (const char *p = colon + 1; *p; ++p)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-'))
+            return 0;
+    return 1;
+}
+
+static const char *check(const json_t *creds, int partial, h2o_mem_pool_t *pool)
+{
+    (void)partial;
+    (void)pool;
+    json_t *token = json_object_get(creds, "bot_token");
+    if (token != NULL && !token_valid(json_string_value(token)))
+        return "credentials.bot_token must look like <bot id>:<secret>";
+    return NULL;
+}
+
+/* A Bot API request: the token is in the URL (never logged). */
+static void bot_request(sb_provider_io_t *io, const char *method, const char *body)
+{
+    sb_buf_t url = {0};
+    sb_buf_appendf(&url, "%s/bot", io->env->telegram_api_base);
+    sb_buf_append(&url, io->cred->bot_token.base, io->cred->bot_token.len);
+    sb_buf_appendf(&url, "/%s", method);
+    sb_provider_io_request(io, body != NULL ? "POST" : "GET", url.base);
+    OPENSSL_cleanse(url.base, url.len);
+    sb_buf_dispose(&url);
+    if (body != NULL) {
+        sb_provider_io_header(io, "Content-Type", SB_STRLIT("application/json"));
+        io->req.body = sb_pool_strdup(io->pool, body, strlen(body));
+    }
+}
+
+/* The verdict of a Bot API answer; getMe's result gives the hint and the bot id. */
+static int bot_answer(sb_provider_io_t *io, int want_hint)
+{
+    json_t *root = io->body.len ? json_loadb(io->body.base, io->body.len, 0, NULL) : NULL;
+    if (io->status == 200 && json_is_true(json_object_get(root, "ok"))) {
+        json_t *result = json_object_get(root, "result");
+        if (want_hint) {
+            json_t *username = json_object_get(result, "username");
+            if (json_is_string(username))
+                snprintf(io->out->hint, sizeof(io->out->hint), "@%s", json_string_value(username));
+            json_t *id = json_object_get(result, "id");
+            if (json_is_integer(id))
+                snprintf(io->out->bot_id, sizeof(io->out->bot_id), "%lld",
+                         (long long)json_integer_value(id));
+        }
+        io->out->err = SB_OK;
+    } else {
+        sb_provider_io_http_error(io, "telegram");
+        io->out->token_invalid = io->status == 401 || io->status == 404;
+        json_t *d = json_object_get(root, "description");
+        if (io->out->err == SB_ERR_PROVIDER_REJECTED && json_is_string(d))
+            snprintf(io->out->message, sizeof(io->out->message), "%s", json_string_value(d));
+    }
+    json_decref(root);
+    return 0;
+}
+
+static int probe(sb_provider_io_t *io)
+{
+    if (io->step == 0) {
+        bot_request(io, "getMe", NULL);
+        return 1;
+    }
+    return bot_answer(io, 1);
+}
+
+/* The update types the gateway routes (contract section 2). */
+#define ALLOWED_UPDATES                                                                            \
+    "[\"message\",\"edited_message\",\"channel_post\",\"edited_channel_post\","                    \
+    "\"callback_query\",\"message_reaction\"]"
+
+static int set_webhook(sb_provider_io_t *io)
+{
+    if (io->step != 0)
+        return bot_answer(io, 0);
+    sb_buf_t body = {0};
+    sb_buf_append(&body, SB_STRLIT("{\"url\":"));
+    sb_buf_append_json_str(&body, io->url, strlen(io->url));
+    sb_buf_append(&body, SB_STRLIT(",\"secret_token\":"));
+    sb_buf_append_json_str(&body, io->secret, strlen(io->secret));
+    sb_buf_append(&body, SB_STRLIT(",\"allowed_updates\":" ALLOWED_UPDATES "}"));
+    bot_request(io, "setWebhook", body.base);
+    OPENSSL_cleanse(body.base, body.len);
+    sb_buf_dispose(&body);
+    return 1;
+}
+
+static int delete_webhook(sb_provider_io_t *io)
+{
+    if (io->step != 0)
+        return bot_answer(io, 0);
+    bot_request(io, "deleteWebhook", "{}");
+    return 1;
+}
+
+const sb_provider_t sb_provider_telegram = {
+    .name = "telegram",
+    .label = "Telegram",
+    .kind = SB_PROVIDER_CHANNEL,
+    .fields = fields,
+    .default_rate = 30,
+    .adapter = &sb_adapter_telegram,
+    .metric_label = "telegram",
+    .check = check,
+    .probe = probe,
+    .register_webhook = set_webhook,
+    .unregister_webhook = delete_webhook,
 };

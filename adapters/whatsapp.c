@@ -30,6 +30,7 @@
  * is addressed by "recipient" instead of "to".
  */
 #include "meta.h"
+#include "provider.h"
 
 typedef struct st_wa_ctx_t {
     h2o_mem_pool_t *pool;
@@ -524,4 +525,42 @@ const sb_adapter_t sb_adapter_whatsapp = {
     .plan = plan,
     .build_send = build_send,
     .classify = classify,
+};
+
+static int probe(sb_provider_io_t *io)
+{
+    return sb_meta_probe(io, "whatsapp");
+}
+
+/* A WhatsApp connection may also name its business account (waba_id, optional). */
+static const sb_field_t fields[] = {{"app_secret", SB_FIELD_SECRET},
+                                    {"verify_token", SB_FIELD_SECRET},
+                                    {"access_token", SB_FIELD_SECRET},
+                                    {"waba_id", SB_FIELD_OPTIONAL},
+                                    {NULL, 0}};
+
+static const char *check(const json_t *creds, int partial, h2o_mem_pool_t *pool)
+{
+    (void)partial;
+    (void)pool;
+    json_t *waba = json_object_get(creds, "waba_id");
+    if (waba == NULL)
+        return NULL;
+    const char *w = json_string_value(waba);
+    size_t n = w != NULL ? strlen(w) : 0;
+    if (n == 0 || n > 32 || n != json_string_length(waba) || strspn(w, "0123456789") != n)
+        return "credentials.waba_id must be the digits of a WhatsApp business account id";
+    return NULL;
+}
+
+const sb_provider_t sb_provider_whatsapp = {
+    .name = "whatsapp",
+    .label = "WhatsApp",
+    .kind = SB_PROVIDER_CHANNEL,
+    .fields = fields,
+    .default_rate = 80,
+    .adapter = &sb_adapter_whatsapp,
+    .metric_label = "graph",
+    .check = check,
+    .probe = probe,
 };

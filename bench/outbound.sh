@@ -128,7 +128,7 @@ api POST "/orgs/c/assistants/$ASST/channels" "{\"connection_id\":\"$CONN\",\"ext
 # One inbound message per conversation (a user each); their conversation ids come back in
 # the assistant's stream.
 python3 - "$GPORT" "$CONN" "$SECRET" "$PNID" "$CONVS" <<'EOF'
-import hashlib, hmac, http.client, json, sys
+import hashlib, hmac, http.client, json, sys, time
 port, conn, secret, pnid, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 c = http.client.HTTPConnection("127.0.0.1", int(port))
 for i in range(n):
@@ -139,7 +139,7 @@ for i in range(n):
             "metadata": {"display_phone_number": "15550100000", "phone_number_id": pnid},
             "contacts": [{"profile": {"name": "User %d" % i}, "wa_id": user}],
             "messages": [{"from": user, "id": "wamid.outbench.%d" % i,
-                          "timestamp": "1779012345", "type": "text",
+                          "timestamp": str(int(time.time())), "type": "text",
                           "text": {"body": "hi"}}]}}]}]}
     data = json.dumps(body, separators=(",", ":")).encode()
     sig = "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()

@@ -36,8 +36,23 @@ const sb_conf_option_t sb_conf_options[] = {
             "https://graph.facebook.com/v21.0", "Meta Graph API base URL"),
     OPT_STR("providers.telegram_api_base", "SWITCHBOARD_TELEGRAM_API_BASE", telegram_api_base,
             "https://api.telegram.org", "Telegram Bot API base URL"),
+    OPT_STR("providers.intercom_oauth_base", "SWITCHBOARD_INTERCOM_OAUTH_BASE", intercom_oauth_base,
+            "https://app.intercom.com", "Intercom sign-in base URL ({base}/oauth)"),
+    OPT_STR("providers.intercom_api_base", "SWITCHBOARD_INTERCOM_API_BASE", intercom_api_base,
+            "https://api.intercom.io",
+            "Intercom API base URL (token exchange {base}/auth/eagle/token, GET {base}/me)"),
+    OPT_STR("providers.intercom_client_id", "SWITCHBOARD_INTERCOM_CLIENT_ID", intercom_client_id,
+            "", "the Intercom app's client id (intercom connections; empty: not offered)"),
+    OPT_STR("providers.intercom_client_secret", "SWITCHBOARD_INTERCOM_CLIENT_SECRET",
+            intercom_client_secret, "", "the Intercom app's client secret"),
     OPT_INT("providers.timeout_ms", "SWITCHBOARD_PROVIDER_TIMEOUT_MS", provider_timeout_ms, "10000",
             100, 600000, "timeout of one provider call"),
+    OPT_INT("actions.timeout_ms", "SWITCHBOARD_ACTIONS_TIMEOUT_MS", actions_timeout_ms, "30000",
+            100, 600000, "timeout of one request through an action connection (POST "
+            "/orgs/c/connections/{id}/request)"),
+    OPT_INT("actions.max_body_bytes", "SWITCHBOARD_ACTIONS_MAX_BODY_BYTES", actions_max_body_bytes,
+            "1048576", 1024, 67108864,
+            "largest request body sent and response body answered through an action connection"),
     OPT_STR("master_key_file", "SWITCHBOARD_MASTER_KEY_FILE", master_key_file, "",
             "AES-256 key file for credentials (default: <data_dir>/master.key, created "
             "with mode 0600 on first run)"),
@@ -238,7 +253,8 @@ int sb_conf_load(sb_conf_t *conf, const char *path, char *err, size_t errlen)
     }
     conf->ntrusted = (size_t)nt;
     /* Trailing slashes would double in the URLs we build. */
-    char **urls[] = {&conf->public_url, &conf->graph_api_base, &conf->telegram_api_base};
+    char **urls[] = {&conf->public_url, &conf->graph_api_base, &conf->telegram_api_base,
+                     &conf->intercom_oauth_base, &conf->intercom_api_base};
     for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); ++i) {
         size_t n = strlen(*urls[i]);
         while (n > 0 && (*urls[i])[n - 1] == '/')

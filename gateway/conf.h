@@ -24,6 +24,7 @@ typedef struct st_sb_conf_t {
     char *redis_prefix;
     char *public_url;
     char *graph_api_base;
+    char *intercom_oauth_base, *intercom_api_base, *intercom_client_id, *intercom_client_secret;
     char *telegram_api_base;
     char *master_key_file; /* empty: <data_dir>/master.key */
     char *data_dir;
@@ -37,6 +38,7 @@ typedef struct st_sb_conf_t {
     int64_t rate_limit_per_minute;
     int64_t assistant_creations_per_hour;
     int64_t provider_timeout_ms;
+    int64_t actions_timeout_ms, actions_max_body_bytes;
     int64_t redis_timeout_ms;
     int64_t media_url_ttl_s, media_max_concurrent, media_timeout_s, media_upload_max_bytes;
     int64_t redis_wait_replicas;

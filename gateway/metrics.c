@@ -35,8 +35,9 @@ static const char *const provider_result_labels[] = {
     SB_PROVIDER_RESULT_MAP(SB__PR_LABEL)
 #undef SB__PR_LABEL
 };
-static const char *const providers[] = {"telegram", "graph", "other"};
-#define NPROVIDERS 3
+/* The metric labels of the provider descriptors (adapters/provider.h), then "other". */
+static const char *const providers[] = {"telegram", "graph", "action", "other"};
+#define NPROVIDERS 4
 /* channel index SB_METRICS_CHANNELS is "unknown" */
 #define NCHANNELS (SB_METRICS_CHANNELS + 1)
 
@@ -208,13 +209,19 @@ void sb_metrics_http_request(sb_route_t route, int status, uint64_t latency_us)
     observe(&http_latency[route], latency_us);
 }
 
+int sb_metrics_provider_label(const char *provider)
+{
+    for (int i = 0; provider != NULL && i < NPROVIDERS - 1; ++i)
+        if (strcmp(provider, providers[i]) == 0)
+            return i;
+    return -1;
+}
+
 void sb_metrics_provider_call(const char *provider, sb_provider_result_t result)
 {
-    int p = 2;
-    if (provider != NULL && strcmp(provider, "telegram") == 0)
-        p = 0;
-    else if (provider != NULL && strcmp(provider, "graph") == 0)
-        p = 1;
+    int p = sb_metrics_provider_label(provider);
+    if (p < 0)
+        p = NPROVIDERS - 1;
     if ((int)result < 0 || result >= SB_PROVIDER__COUNT)
         return;
     inc(&provider_calls[p][result], 1);

@@ -40,6 +40,9 @@
     XX(CONSOLE, "/console/")                                                                       \
     XX(MEDIA, "/orgs/c/media/{media_ref}")                                                         \
     XX(MEDIA_PUBLIC, "/media/{token}")                                                             \
+    XX(CONNECTION_REQUEST, "/orgs/c/connections/{id}/request")                                     \
+    XX(CONNECTION_AUTHORIZE, "/orgs/c/connections/{id}/authorize")                                 \
+    XX(OAUTH_CALLBACK, "/oauth/callback")                                                          \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {
@@ -76,6 +79,9 @@ typedef enum en_sb_provider_result_t {
 void sb_metrics_http_request(sb_route_t route, int status, uint64_t latency_us);
 /** Counts one provider call; 'provider' is "telegram" or "graph" (others count as "other"). */
 void sb_metrics_provider_call(const char *provider, sb_provider_result_t result);
+/** The slot of a provider metric label ("telegram", "graph", "action"); -1 for any other
+ *  (counted as "other"). Every descriptor's metric_label has one (tests/unit/providers.c). */
+int sb_metrics_provider_label(const char *provider);
 /** Counts one webhook of channel index 'channel' (-1 when the channel is unknown). */
 void sb_metrics_webhook(int channel, sb_err_t result, int duplicate_only);
 /** Counts events enqueued by kind; duplicates, unrouted and blocked by channel. */

@@ -16,6 +16,7 @@
  */
 #include <stdio.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include "client_addr.h"
 #include "base/log.h"
 #include "feed.h"
@@ -23,6 +24,7 @@
 #include "media.h"
 #include "mgmt.h"
 #include "mgmt_scripts.h"
+#include "oauth.h"
 #include "outbound.h"
 #include "provider.h"
 #include "store.h"
@@ -41,6 +43,9 @@ typedef enum en_op_t {
     OP_CONN_DELETE,
     OP_CONN_TEST,
     OP_CONN_TEMPLATES,
+    OP_CONN_REQUEST,
+    OP_CONN_AUTHORIZE,
+    OP_OAUTH_CALLBACK,
     OP_ASST_LIST,
     OP_ASST_CREATE,
     OP_ASST_GET,
@@ -88,6 +93,7 @@ typedef struct st_mjob_t {
     char new_id[SB_ID_MAX + 1];
     char secret[40];
     const char *provider;
+    const sb_provider_t *prov; /* the descriptor of 'provider' */
     sb_record_t rec;
     char first_ext[257];
     sb_probe_t probe;
@@ -96,6 +102,9 @@ typedef struct st_mjob_t {
     char *raw;      /* a dead letter's command */
     h2o_iovec_t ctype;   /* the request's Content-Type (pool copy) */
     sb_form_part_t file; /* a multipart message's "file" part (points into body) */
+    int refreshed;       /* an OAuth connection's token was renewed after a 401 */
+    char *verifier;      /* the OAuth callback's PKCE verifier */
+    char *code;          /* the OAuth callback's authorization code */
 } mjob_t;
 
 typedef struct st_args_t {
@@ -104,7 +113,6 @@ typedef struct st_args_t {
     int n;
 } args_t;
 
-static const char *const providers[] = {"whatsapp", "messenger", "instagram", "telegram", NULL};
 static const char *const contact_statuses[] = {"SUBSCRIBED", "UNSUBSCRIBED", "BLOCKED",
                                                "AI_REPLIES_DISABLED", NULL};
 
@@ -133,6 +141,30 @@ static const char *find_word(const char *const *list, const char *s)
         if (strcmp(*list, s) == 0)
             return *list;
     return NULL;
+}
+
+/* Sets j->prov and j->provider from a provider name; 0 when there is no such provider. */
+static int set_provider(mjob_t *j, const char *name)
+{
+    j->prov = name != NULL ? sb_provider_find(name, strlen(name)) : NULL;
+    j->provider = j->prov != NULL ? j->prov->name : NULL;
+    return j->prov != NULL;
+}
+
+static void name_provider(const sb_provider_t *p, void *data)
+{
+    sb_buf_t *b = data;
+    sb_buf_appendf(b, "%s%s", b->len != 0 ? ", " : "", p->name);
+}
+
+/* "provider must be one of whatsapp, messenger, ..." (pool). */
+static const char *provider_error(mjob_t *j)
+{
+    sb_buf_t b = {0};
+    sb_provider_each(name_provider, &b);
+    const char *msg = sb_pool_printf(&j->super.pool, "provider must be one of %s", b.base).base;
+    sb_buf_dispose(&b);
+    return msg;
 }
 
 static void on_job_dispose(sb_job_t *job)
@@ -258,6 +290,9 @@ static json_t *render_connection(mjob_t *j, const sb_record_t *rec, json_t *cred
     h2o_iovec_t id = sb_record_get(rec, "id"), provider = sb_record_get(rec, "provider");
     set_str(o, "id", id);
     set_str(o, "provider", provider);
+    const sb_provider_t *p = sb_provider_find(provider.base, provider.len);
+    int channel = p == NULL || p->kind == SB_PROVIDER_CHANNEL;
+    json_object_set_new(o, "kind", json_string(channel ? "channel" : "action"));
     set_str(o, "name", sb_record_get(rec, "name"));
     set_str(o, "status", sb_record_get(rec, "status"));
     h2o_iovec_t hint = sb_record_get(rec, "account_hint");
@@ -274,11 +309,12 @@ static json_t *render_connection(mjob_t *j, const sb_record_t *rec, json_t *cred
     set_time(o, "last_checked_at", sb_record_get(rec, "last_checked_at"));
     set_time(o, "created_at", sb_record_get(rec, "created_at"));
     set_time(o, "updated_at", sb_record_get(rec, "updated_at"));
-    json_object_set_new(
-        o, "webhook_url",
-        json_string(sb_pool_printf(&j->super.pool, "%s/webhooks/%.*s/%.*s", conf->public_url,
-                                   (int)provider.len, provider.base, (int)id.len, id.base)
-                        .base));
+    if (channel)
+        json_object_set_new(
+            o, "webhook_url",
+            json_string(sb_pool_printf(&j->super.pool, "%s/webhooks/%.*s/%.*s", conf->public_url,
+                                       (int)provider.len, provider.base, (int)id.len, id.base)
+                            .base));
     json_t *masked = json_object();
     json_t *opened = NULL;
     if (creds == NULL) {
@@ -290,9 +326,27 @@ static json_t *render_connection(mjob_t *j, const sb_record_t *rec, json_t *cred
     json_t *v;
     json_object_foreach(creds, key, v)
     {
-        if (strcmp(key, "webhook_secret") == 0 || !json_is_string(v))
+        const sb_field_t *f = p != NULL ? sb_provider_field(p, key) : NULL;
+        if (f == NULL || (f->flags & (SB_FIELD_GENERATED | SB_FIELD_TOKEN)))
             continue;
         char mask[16];
+        if (json_is_object(v)) {
+            /* each value of an object (MCP headers) on its own */
+            json_t *inner = json_object();
+            const char *k2;
+            json_t *v2;
+            json_object_foreach(v, k2, v2)
+            {
+                if (!json_is_string(v2))
+                    continue;
+                sb_mask_secret(json_string_value(v2), mask);
+                json_object_set_new(inner, k2, json_string(mask));
+            }
+            json_object_set_new(masked, key, inner);
+            continue;
+        }
+        if (!json_is_string(v))
+            continue;
         sb_mask_secret(json_string_value(v), mask);
         json_object_set_new(masked, key, json_string(mask));
     }
@@ -715,6 +769,8 @@ static void on_binding_created(redisReply *r, void *data)
         fail(j, SB_ERR_BAD_REQUEST, "external_id of a Telegram binding must be the bot id");
     else if (strcmp(what, "conflict") == 0)
         fail(j, SB_ERR_CONFLICT, "this connection and external_id are already bound");
+    else if (strcmp(what, "action") == 0)
+        fail(j, SB_ERR_BAD_REQUEST, "connection_id: an action connection has no channel to bind");
     else
         fail(j, SB_ERR_INTERNAL, NULL);
 }
@@ -1134,59 +1190,41 @@ static void track_inactive(mjob_t *j, const char *id, int inactive)
     sb_redis_command(redis, NULL, NULL, a.n, a.v, a.l);
 }
 
-static int telegram_token_valid(const char *t)
+/* Validates a credentials object against the fields of j->prov; 'partial' (an update)
+ * allows missing members. */
+static const char *check_credentials(mjob_t *j, json_t *creds, int partial)
 {
-    const char *colon = strchr(t, ':');
-    if (colon == NULL || colon == t || colon[1] == '\0' || strlen(t) > 256)
-        return 0;
-    for (const char *p = t; p < colon; ++p)
-        if (*p < '0' || *p > '9')
-            return 0;
-    for (const char *p = colon + 1; *p; ++p)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '_' || *p == '-'))
-            return 0;
-    return 1;
-}
-
-/* Validates a credentials object for 'provider'; 'partial' allows missing keys. */
-static const char *check_credentials(mjob_t *j, const char *provider, json_t *creds, int partial)
-{
-    static const char *const meta_keys[] = {"app_secret", "verify_token", "access_token", NULL};
-    static const char *const tg_keys[] = {"bot_token", NULL};
-    /* A WhatsApp connection may also name its business account (waba_id, optional). */
-    static const char *const wa_allowed[] = {"app_secret", "verify_token", "access_token",
-                                             "waba_id", NULL};
-    const char *const *keys = strcmp(provider, "telegram") == 0 ? tg_keys : meta_keys;
-    int wa = strcmp(provider, "whatsapp") == 0;
+    const sb_provider_t *p = j->prov;
     if (!json_is_object(creds))
         return "credentials must be an object";
-    const char *msg = check_members(j, creds, wa ? wa_allowed : keys);
-    json_t *waba = json_object_get(creds, "waba_id");
-    if (msg == NULL && waba != NULL) {
-        const char *w = json_string_value(waba);
-        size_t n = w != NULL ? strlen(w) : 0;
-        if (n == 0 || n > 32 || n != json_string_length(waba) || strspn(w, "0123456789") != n)
-            return "credentials.waba_id must be the digits of a WhatsApp business account id";
-        if (partial && json_object_size(creds) == 1)
-            return NULL;
-    }
-    if (msg != NULL)
-        return sb_pool_printf(&j->super.pool, "credentials: %s", msg).base;
     if (partial && json_object_size(creds) == 0)
         return "credentials must not be empty";
-    for (const char *const *k = keys; *k != NULL; ++k) {
-        json_t *v = json_object_get(creds, *k);
-        if (v == NULL && partial)
+    const char *key;
+    json_t *v;
+    json_object_foreach(creds, key, v)
+    {
+        const sb_field_t *f = sb_provider_field(p, key);
+        if (f == NULL || (f->flags & (SB_FIELD_GENERATED | SB_FIELD_TOKEN)))
+            return sb_pool_printf(&j->super.pool, "credentials: unknown member \"%s\"", key).base;
+    }
+    for (const sb_field_t *f = p->fields; f->name != NULL; ++f) {
+        if (f->flags & (SB_FIELD_GENERATED | SB_FIELD_TOKEN))
             continue;
+        v = json_object_get(creds, f->name);
+        if (v == NULL && (partial || (f->flags & SB_FIELD_OPTIONAL)))
+            continue;
+        if (f->flags & SB_FIELD_OBJECT) {
+            if (!json_is_object(v))
+                return sb_pool_printf(&j->super.pool, "credentials.%s must be an object", f->name)
+                    .base;
+            continue;
+        }
         if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 4096 ||
             strlen(json_string_value(v)) != json_string_length(v))
-            return sb_pool_printf(&j->super.pool, "credentials.%s is required (a string)", *k).base;
+            return sb_pool_printf(&j->super.pool, "credentials.%s is required (a string)", f->name)
+                .base;
     }
-    json_t *token = json_object_get(creds, "bot_token");
-    if (token != NULL && !telegram_token_valid(json_string_value(token)))
-        return "credentials.bot_token must look like <bot id>:<secret>";
-    return NULL;
+    return p->check != NULL ? p->check(creds, partial, &j->super.pool) : NULL;
 }
 
 static void fill_cred(mjob_t *j, sb_credentials_t *cred)
@@ -1206,7 +1244,9 @@ static void on_conn_stored(redisReply *r, void *data)
     if (check_reply(j, r) != 0)
         return;
     atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
-    if (j->op == OP_CONN_PATCH && j->creds_changed) {
+    if (j->op == OP_CONN_CREATE && j->prov->refresh != NULL)
+        track_inactive(j, j->new_id, 1);
+    if (j->op == OP_CONN_PATCH && j->creds_changed && j->prov->refresh == NULL) {
         /* New credentials: active again, the old error goes. */
         args_t d = {.n = 0};
         arg(&d, "HDEL");
@@ -1248,11 +1288,23 @@ static void store_connection(mjob_t *j)
                                                    : j->provider;
         const char *fields[][2] = {{"id", j->new_id},         {"org", j->org},
                                    {"provider", j->provider}, {"name", n},
-                                   {"status", "active"},      {"account_hint", j->probe.hint},
+                                   {"status", j->prov->refresh != NULL ? "inactive" : "active"},
+                                   {"account_hint", j->probe.hint},
+                                   {"kind", j->prov->kind == SB_PROVIDER_ACTION ? "action"
+                                                                                : "channel"},
                                    {"created_at", now},       {"updated_at", now}};
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); ++i) {
             arg(&a, fields[i][0]);
             arg(&a, pool_str(j, fields[i][1], strlen(fields[i][1])));
+        }
+        if (j->prov->refresh != NULL) {
+            const char *err[][2] = {{"error_code", "reconnect_needed"},
+                                    {"error_message", "sign in needed"},
+                                    {"error_at", now}};
+            for (size_t i = 0; i < 3; ++i) {
+                arg(&a, err[i][0]);
+                arg(&a, pool_str(j, err[i][1], strlen(err[i][1])));
+            }
         }
         if (strcmp(j->provider, "telegram") == 0) {
             const char *token = json_string_value(json_object_get(j->creds, "bot_token"));
@@ -1267,7 +1319,7 @@ static void store_connection(mjob_t *j)
             arg(&a, "name");
             arg(&a, json_string_value(name));
         }
-        if (j->creds_changed) {
+        if (j->creds_changed && j->prov->refresh == NULL) {
             arg(&a, "status");
             arg(&a, "active");
             if (j->probe.hint[0] != '\0') {
@@ -1303,6 +1355,17 @@ static void on_webhook_set(const sb_probe_t *probe, void *data)
     store_connection(j);
 }
 
+/* The value of the provider's generated member (the webhook secret); "" when none. */
+static const char *generated_secret(mjob_t *j)
+{
+    for (const sb_field_t *f = j->prov->fields; f->name != NULL; ++f)
+        if (f->flags & SB_FIELD_GENERATED) {
+            const char *v = json_string_value(json_object_get(j->creds, f->name));
+            return v != NULL ? v : "";
+        }
+    return "";
+}
+
 static void on_conn_probed(const sb_probe_t *probe, void *data)
 {
     mjob_t *j = data;
@@ -1315,19 +1378,16 @@ static void on_conn_probed(const sb_probe_t *probe, void *data)
         return;
     }
     j->probe = *probe;
-    if (strcmp(j->provider, "telegram") != 0) {
+    if (j->prov->register_webhook == NULL) {
         store_connection(j);
         return;
     }
     const char *id = j->op == OP_CONN_CREATE ? j->new_id : j->id1;
     const sb_conf_t *conf = j->super.worker->server->conf;
     char *url =
-        sb_pool_printf(&j->super.pool, "%s/webhooks/telegram/%s", conf->public_url, id).base;
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_telegram_set_webhook(j->super.worker, &cred, url,
-                                     json_string_value(json_object_get(j->creds, "webhook_secret")),
-                                     on_webhook_set, j);
+        sb_pool_printf(&j->super.pool, "%s/webhooks/%s/%s", conf->public_url, j->provider, id).base;
+    sb_provider_call(j->super.worker, j->prov, j->prov->register_webhook, j->creds, NULL, url,
+                     generated_secret(j), on_webhook_set, j);
 }
 
 static void connection_create(mjob_t *j)
@@ -1335,27 +1395,30 @@ static void connection_create(mjob_t *j)
     static const char *const allowed[] = {"provider", "name", "credentials", NULL};
     const char *msg = check_members(j, j->json, allowed);
     json_t *provider = json_object_get(j->json, "provider");
-    if (msg == NULL && (!json_is_string(provider) ||
-                        (j->provider = find_word(providers, json_string_value(provider))) == NULL))
-        msg = "provider must be whatsapp, messenger, instagram or telegram";
+    if (msg == NULL && !set_provider(j, json_string_value(provider)))
+        msg = provider_error(j);
     if (msg == NULL)
         msg = check_name(j, j->json, "name", 0, 1024);
     if (msg == NULL)
-        msg = check_credentials(j, j->provider, json_object_get(j->json, "credentials"), 0);
+        msg = check_credentials(j, json_object_get(j->json, "credentials"), 0);
     if (msg != NULL) {
         fail(j, SB_ERR_BAD_REQUEST, msg);
         return;
     }
     sb_new_id(j->new_id, "cn_");
     j->creds = json_deep_copy(json_object_get(j->json, "credentials"));
-    if (strcmp(j->provider, "telegram") == 0) {
-        sb_random_alnum(j->secret, 32);
-        json_object_set_new(j->creds, "webhook_secret", json_string(j->secret));
-        OPENSSL_cleanse(j->secret, sizeof(j->secret));
+    for (const sb_field_t *f = j->prov->fields; f->name != NULL; ++f)
+        if (f->flags & SB_FIELD_GENERATED) {
+            sb_random_alnum(j->secret, 32);
+            json_object_set_new(j->creds, f->name, json_string(j->secret));
+            OPENSSL_cleanse(j->secret, sizeof(j->secret));
+        }
+    if (j->prov->refresh != NULL) {
+        /* a sign-in connection: nothing to test before POST .../authorize */
+        store_connection(j);
+        return;
     }
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_probe(j->super.worker, j->provider, &cred, NULL, on_conn_probed, j);
+    sb_provider_probe(j->super.worker, j->prov, j->creds, NULL, on_conn_probed, j);
 }
 
 /* Loads the connection j->id1 into j->rec and j->creds, then calls 'next'. */
@@ -1375,10 +1438,8 @@ static void on_conn_loaded(redisReply *r, void *data)
     if (r->element[1]->type == REDIS_REPLY_STRING)
         snprintf(j->first_ext, sizeof(j->first_ext), "%s", r->element[1]->str);
     h2o_iovec_t provider = sb_record_get(&j->rec, "provider");
-    j->provider = NULL;
-    for (size_t i = 0; providers[i] != NULL; ++i)
-        if (sb_iov_eq(provider, providers[i]))
-            j->provider = providers[i];
+    j->prov = sb_provider_find(provider.base, provider.len);
+    j->provider = j->prov != NULL ? j->prov->name : NULL;
     j->creds = sb_credentials_open(j->super.worker->server->master_key, j->id1,
                                    sb_record_get(&j->rec, "secrets"));
     if (j->provider == NULL || j->creds == NULL) {
@@ -1402,7 +1463,7 @@ static void connection_patch_loaded(mjob_t *j)
     json_t *creds = json_object_get(j->json, "credentials");
     const char *msg = NULL;
     if (creds != NULL)
-        msg = check_credentials(j, j->provider, creds, 1);
+        msg = check_credentials(j, creds, 1);
     if (msg != NULL) {
         fail(j, SB_ERR_BAD_REQUEST, msg);
         return;
@@ -1423,9 +1484,12 @@ static void connection_patch_loaded(mjob_t *j)
     }
     json_object_update(j->creds, creds);
     j->creds_changed = 1;
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_probe(j->super.worker, j->provider, &cred, j->first_ext, on_conn_probed, j);
+    if (j->prov->refresh != NULL) {
+        /* the client or the provider's URLs: the tokens stay until a reconnect */
+        store_connection(j);
+        return;
+    }
+    sb_provider_probe(j->super.worker, j->prov, j->creds, j->first_ext, on_conn_probed, j);
 }
 
 static void connection_patch(mjob_t *j)
@@ -1461,13 +1525,12 @@ static void on_webhook_deleted(const sb_probe_t *probe, void *data)
 
 static void connection_delete_loaded(mjob_t *j)
 {
-    if (strcmp(j->provider, "telegram") != 0) {
+    if (j->prov->unregister_webhook == NULL) {
         start_delete(j, &sb_script_conn_delete);
         return;
     }
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_telegram_delete_webhook(j->super.worker, &cred, on_webhook_deleted, j);
+    sb_provider_call(j->super.worker, j->prov, j->prov->unregister_webhook, j->creds, NULL, NULL,
+                     NULL, on_webhook_deleted, j);
 }
 
 /* The code of a connection's error after a failed check (docs/api.md). */
@@ -1514,7 +1577,8 @@ static void on_test_probed(const sb_probe_t *probe, void *data)
     arg(&a, probe->err == SB_OK ? "1" : "0");
     arg(&a, probe->token_invalid ? "1" : "0");
     arg(&a, j->probe.hint);
-    arg(&a, probe_error_code(probe));
+    arg(&a, j->prov->refresh != NULL && probe->token_invalid ? "reconnect_needed"
+                                                            : probe_error_code(probe));
     arg(&a, j->probe.message);
     arg_int(&a, j, sb_now_ms());
     run_script(j, &sb_script_conn_checked, &a, on_test_stored);
@@ -1541,26 +1605,60 @@ static void connection_test_new(mjob_t *j)
     static const char *const allowed[] = {"provider", "credentials", NULL};
     const char *msg = check_members(j, j->json, allowed);
     json_t *provider = json_object_get(j->json, "provider");
-    if (msg == NULL && (!json_is_string(provider) ||
-                        (j->provider = find_word(providers, json_string_value(provider))) == NULL))
-        msg = "provider must be whatsapp, messenger, instagram or telegram";
+    if (msg == NULL && !set_provider(j, json_string_value(provider)))
+        msg = provider_error(j);
     if (msg == NULL)
-        msg = check_credentials(j, j->provider, json_object_get(j->json, "credentials"), 0);
+        msg = check_credentials(j, json_object_get(j->json, "credentials"), 0);
     if (msg != NULL) {
         fail(j, SB_ERR_BAD_REQUEST, msg);
         return;
     }
     j->creds = json_deep_copy(json_object_get(j->json, "credentials"));
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_probe(j->super.worker, j->provider, &cred, NULL, on_new_test_probed, j);
+    sb_provider_probe(j->super.worker, j->prov, j->creds, NULL, on_new_test_probed, j);
+}
+
+static void on_test_token(sb_err_t err, const char *message, json_t *creds, void *data);
+
+/* An OAuth connection's probe: a 401 renews the token once and tries again. */
+static void on_oauth_test_probed(const sb_probe_t *probe, void *data)
+{
+    mjob_t *j = data;
+    if (j->super.req != NULL && probe->err != SB_OK && probe->token_invalid && !j->refreshed &&
+        json_object_get(j->creds, "refresh_token") != NULL) {
+        j->refreshed = 1;
+        sb_oauth_fresh(j->super.worker, j->prov, j->id1, j->creds, 1, on_test_token, j);
+        return;
+    }
+    on_test_probed(probe, data);
+}
+
+static void on_test_token(sb_err_t err, const char *message, json_t *creds, void *data)
+{
+    (void)creds;
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (err != SB_OK) {
+        sb_probe_t probe;
+        memset(&probe, 0, sizeof(probe));
+        probe.err = err == SB_ERR_PROVIDER_REJECTED ? err : SB_ERR_PROVIDER_UNAVAILABLE;
+        probe.token_invalid = err == SB_ERR_PROVIDER_REJECTED;
+        snprintf(probe.message, sizeof(probe.message), "%s", message != NULL ? message : "");
+        on_test_probed(&probe, j);
+        return;
+    }
+    sb_provider_probe(j->super.worker, j->prov, j->creds, j->first_ext, on_oauth_test_probed, j);
 }
 
 static void connection_test_loaded(mjob_t *j)
 {
-    sb_credentials_t cred;
-    fill_cred(j, &cred);
-    sb_provider_probe(j->super.worker, j->provider, &cred, j->first_ext, on_test_probed, j);
+    if (j->prov->refresh != NULL) {
+        sb_oauth_fresh(j->super.worker, j->prov, j->id1, j->creds, 0, on_test_token, j);
+        return;
+    }
+    sb_provider_probe(j->super.worker, j->prov, j->creds, j->first_ext, on_test_probed, j);
 }
 
 static void connection_get_loaded(mjob_t *j)
@@ -1617,6 +1715,333 @@ static void connection_templates_loaded(mjob_t *j)
                      strcmp(refresh, "true") == 0, on_templates, j);
 }
 
+/* POST /orgs/c/connections/{id}/request: one request to an action connection's service,
+ * built by the provider's proxy hook (only to the connection's own URL, credentials added
+ * here), sent without following redirects, with the actions.* time and size limits. The
+ * answer is the service's status and body; a credential the service echoes is blanked. */
+static void blank(sb_buf_t *body, const char *secret)
+{
+    size_t sl = secret != NULL ? strlen(secret) : 0;
+    if (sl < 4 || body->base == NULL)
+        return;
+    char *p = body->base, *end = body->base + body->len;
+    while ((size_t)(end - p) >= sl && (p = memmem(p, (size_t)(end - p), secret, sl)) != NULL) {
+        memset(p, '*', sl);
+        p += sl;
+    }
+}
+
+static void on_request_token(sb_err_t err, const char *message, json_t *creds, void *data);
+
+static void on_action_answer(const sb_http_response_t *res, void *data)
+{
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (res->result == SB_HTTP_OK && res->status == 401 && j->prov->refresh != NULL &&
+        !j->refreshed) {
+        /* the token was refused: renewed once, the request sent again */
+        j->refreshed = 1;
+        sb_oauth_fresh(j->super.worker, j->prov, j->id1, j->creds, 1, on_request_token, j);
+        return;
+    }
+    if (res->result == SB_HTTP_TIMEOUT) {
+        fail(j, SB_ERR_TIMEOUT, "the service did not answer within actions.timeout_ms");
+        return;
+    }
+    if (res->result == SB_HTTP_TOO_LARGE) {
+        fail(j, SB_ERR_PROVIDER_UNAVAILABLE,
+             "the service's answer is larger than actions.max_body_bytes");
+        return;
+    }
+    if (res->result != SB_HTTP_OK) {
+        fail(j, SB_ERR_PROVIDER_UNAVAILABLE, "the service could not be reached");
+        return;
+    }
+    sb_buf_t body = {0};
+    sb_buf_append(&body, res->body != NULL ? res->body : "", res->body_len);
+    /* blank every credential value the service may have echoed */
+    const char *key;
+    json_t *v;
+    json_object_foreach(j->creds, key, v)
+    {
+        const sb_field_t *f = sb_provider_field(j->prov, key);
+        if (f == NULL || !(f->flags & SB_FIELD_SECRET))
+            continue;
+        if (json_is_string(v)) {
+            blank(&body, json_string_value(v));
+            continue;
+        }
+        const char *k2;
+        json_t *v2;
+        json_object_foreach(v, k2, v2)
+        {
+            if (json_is_string(v2))
+                blank(&body, json_string_value(v2));
+        }
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "status", json_integer(res->status));
+    json_t *text = json_stringn(body.base != NULL ? body.base : "", body.len);
+    if (text != NULL) {
+        json_object_set_new(o, "body", text);
+    } else {
+        char *b64 = sb_mem_calloc(1, 4 * (body.len / 3 + 1) + 1);
+        int n = EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)body.base,
+                                (int)body.len);
+        json_object_set_new(o, "body_base64", json_stringn(b64, n > 0 ? (size_t)n : 0));
+        free(b64);
+    }
+    OPENSSL_cleanse(body.base, body.len);
+    sb_buf_dispose(&body);
+    respond_json(j, 200, o);
+}
+
+static void send_action_request(mjob_t *j);
+
+static void on_request_token(sb_err_t err, const char *message, json_t *creds, void *data)
+{
+    (void)creds;
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (err != SB_OK) {
+        fail(j, err, message);
+        return;
+    }
+    send_action_request(j);
+}
+
+static void connection_request_loaded(mjob_t *j)
+{
+    if (j->prov->proxy == NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, "only action connections take requests");
+        return;
+    }
+    static const char *const allowed[] = {"method", "path", "query", "headers", "body", NULL};
+    const char *msg = check_members(j, j->json, allowed);
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    if (j->prov->refresh != NULL) {
+        if (json_object_get(j->creds, "access_token") == NULL) {
+            fail(j, SB_ERR_BAD_REQUEST, "the connection is not signed in (POST .../authorize)");
+            return;
+        }
+        sb_oauth_fresh(j->super.worker, j->prov, j->id1, j->creds, 0, on_request_token, j);
+        return;
+    }
+    send_action_request(j);
+}
+
+static void send_action_request(mjob_t *j)
+{
+    const char *msg;
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_probe_t out;
+    memset(&out, 0, sizeof(out));
+    sb_provider_env_t env;
+    sb_provider_env_init(conf, &env);
+    sb_provider_io_t io = {
+        .creds = j->creds, .cred = &cred, .env = &env, .pool = &j->super.pool, .out = &out};
+    snprintf(io.state, sizeof(io.state), "%lld", (long long)conf->actions_max_body_bytes);
+    msg = j->prov->proxy(&io, j->json);
+    if (msg != NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    const char *headers[sizeof(io.req.headers) / sizeof(io.req.headers[0]) + 1];
+    size_t nh = 0;
+    for (size_t i = 0; i < io.req.nheaders; ++i)
+        headers[nh++] = io.req.headers[i].base;
+    headers[nh] = NULL;
+    sb_http_request_t req = {.method = io.req.method,
+                             .url = io.req.url.base,
+                             .headers = headers,
+                             .body = io.req.body.base,
+                             .body_len = io.req.body.len,
+                             .timeout_ms = (uint32_t)conf->actions_timeout_ms,
+                             .max_bytes = (uint64_t)conf->actions_max_body_bytes,
+                             .provider = j->prov->metric_label};
+    if (sb_http_client_send(j->super.worker->http, &req, on_action_answer, j) != 0)
+        fail(j, SB_ERR_PROVIDER_UNAVAILABLE, "the gateway is shutting down");
+}
+
+/* ---- OAuth sign-in: POST .../authorize and GET /oauth/callback ---- */
+
+#define OAUTH_STATE_TTL_MS "600000"
+
+static const char *state_key(mjob_t *j, const char *state)
+{
+    return sb_pool_printf(&j->super.pool, "%soauth_state:{%s}", prefix(j), state).base;
+}
+
+static void on_state_stored(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    json_t *o = json_object();
+    json_object_set_new(o, "authorize_url", json_string(j->filter));
+    respond_json(j, 200, o);
+}
+
+/* A PKCE verifier and its S256 challenge (base64url without padding). */
+static void pkce(char verifier[65], char challenge[64])
+{
+    sb_random_alnum(verifier, 64);
+    verifier[64] = '\0';
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_Digest(verifier, 64, md, &mdlen, EVP_sha256(), NULL);
+    char b64[48];
+    int n = EVP_EncodeBlock((unsigned char *)b64, md, (int)mdlen);
+    size_t k = 0;
+    for (int i = 0; i < n && b64[i] != '='; ++i)
+        challenge[k++] = b64[i] == '+' ? '-' : b64[i] == '/' ? '_' : b64[i];
+    challenge[k] = '\0';
+}
+
+static void connection_authorize_loaded(mjob_t *j)
+{
+    if (j->prov->authorize == NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, "only OAuth connections sign in");
+        return;
+    }
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    char state[40], verifier[72], challenge[64];
+    sb_random_alnum(state, 32);
+    state[32] = '\0';
+    pkce(verifier, challenge);
+    sb_credentials_t cred;
+    fill_cred(j, &cred);
+    sb_probe_t out;
+    memset(&out, 0, sizeof(out));
+    sb_provider_env_t env;
+    sb_provider_env_init(conf, &env);
+    sb_provider_io_t io = {.creds = j->creds,
+                           .cred = &cred,
+                           .env = &env,
+                           .pool = &j->super.pool,
+                           .out = &out,
+                           .url = sb_pool_printf(&j->super.pool, "%s/oauth/callback",
+                                                 conf->public_url)
+                                      .base,
+                           .secret = sb_pool_printf(&j->super.pool, "%s\n%s", state, challenge)
+                                         .base};
+    j->prov->authorize(&io);
+    if (out.err != SB_OK) {
+        fail(j, SB_ERR_BAD_REQUEST, out.message);
+        return;
+    }
+    j->filter = io.req.url.base;
+    /* one use, expiring, bound to the org and the connection */
+    args_t a = {.n = 0};
+    arg(&a, "SET");
+    arg(&a, state_key(j, state));
+    arg(&a, sb_pool_printf(&j->super.pool, "%s\n%s\n%s", j->org, j->id1, verifier).base);
+    arg(&a, "PX");
+    arg(&a, OAUTH_STATE_TTL_MS);
+    OPENSSL_cleanse(verifier, sizeof(verifier));
+    run_command(j, &a, on_state_stored);
+}
+
+static void on_exchanged(sb_err_t err, const char *message, json_t *creds, void *data)
+{
+    (void)creds;
+    mjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (err != SB_OK) {
+        fail(j, err, message);
+        return;
+    }
+    track_inactive(j, j->id1, 0);
+    sb_job_add_header(&j->super, "location", "/console/#/connections");
+    sb_job_respond(&j->super, 302, "text/plain", SB_STRLIT("signed in\n"));
+}
+
+static void oauth_callback_loaded(mjob_t *j)
+{
+    if (j->prov->refresh == NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, "not an OAuth connection");
+        return;
+    }
+    sb_oauth_exchange(j->super.worker, j->prov, j->id1, j->creds, j->code, j->verifier,
+                      on_exchanged, j);
+}
+
+static void on_state_taken(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    char *org = NULL, *id = NULL, *verifier = NULL;
+    if (r->type == REDIS_REPLY_STRING) {
+        org = pool_str(j, r->str, r->len);
+        id = strchr(org, '\n');
+        verifier = id != NULL ? strchr(id + 1, '\n') : NULL;
+    }
+    if (verifier == NULL) {
+        fail(j, SB_ERR_BAD_REQUEST, "unknown, used or expired state: sign in again");
+        return;
+    }
+    *id++ = '\0';
+    *verifier++ = '\0';
+    j->org = org;
+    j->id1 = id;
+    j->verifier = verifier;
+    load_connection(j);
+}
+
+void sb_mgmt_oauth_callback(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
+{
+    mjob_t *j = (mjob_t *)sb_job_new(w, req, sizeof(mjob_t), SB_ROUTE_OAUTH_CALLBACK);
+    j->super.started_us = started_us;
+    j->super.on_dispose = on_job_dispose;
+    j->op = OP_OAUTH_CALLBACK;
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"))) {
+        sb_job_add_header(&j->super, "allow", "GET");
+        fail(j, SB_ERR_METHOD_NOT_ALLOWED, NULL);
+        return;
+    }
+    const char *query = "";
+    if (req->query_at != SIZE_MAX)
+        query = pool_str(j, req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
+    char state[64], code[2048], error[128];
+    if (parse_query_param(query, "error", error, sizeof(error))) {
+        fail(j, SB_ERR_BAD_REQUEST,
+             sb_pool_printf(&j->super.pool, "the sign-in was not completed (%.64s)", error).base);
+        return;
+    }
+    if (!parse_query_param(query, "state", state, sizeof(state)) || strlen(state) != 32 ||
+        strspn(state, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") != 32) {
+        fail(j, SB_ERR_BAD_REQUEST, "state is missing or malformed");
+        return;
+    }
+    if (!parse_query_param(query, "code", code, sizeof(code)) || code[0] == '\0') {
+        fail(j, SB_ERR_BAD_REQUEST, "code is missing");
+        return;
+    }
+    j->code = pool_str(j, code, strlen(code));
+    OPENSSL_cleanse(code, sizeof(code));
+    args_t a = {.n = 0};
+    arg(&a, "EVAL");
+    arg(&a, "local v = redis.call('GET', KEYS[1]) redis.call('DEL', KEYS[1]) return v");
+    arg(&a, "1");
+    arg(&a, state_key(j, state));
+    run_command(j, &a, on_state_taken);
+}
+
 static void (*conn_next_of(mjob_t *j))(mjob_t *)
 {
     switch (j->op) {
@@ -1628,6 +2053,12 @@ static void (*conn_next_of(mjob_t *j))(mjob_t *)
         return connection_test_loaded;
     case OP_CONN_TEMPLATES:
         return connection_templates_loaded;
+    case OP_CONN_REQUEST:
+        return connection_request_loaded;
+    case OP_CONN_AUTHORIZE:
+        return connection_authorize_loaded;
+    case OP_OAUTH_CALLBACK:
+        return oauth_callback_loaded;
     default:
         return connection_get_loaded;
     }
@@ -1638,9 +2069,8 @@ static void connection_list(mjob_t *j)
     char provider[64];
     const char *zset;
     if (parse_query_param(j->query, "provider", provider, sizeof(provider))) {
-        if (find_word(providers, provider) == NULL) {
-            fail(j, SB_ERR_BAD_REQUEST,
-                 "provider must be whatsapp, messenger, instagram or telegram");
+        if (sb_provider_find(provider, strlen(provider)) == NULL) {
+            fail(j, SB_ERR_BAD_REQUEST, provider_error(j));
             return;
         }
         zset = sb_pool_printf(&j->super.pool, "org:%s:connections:%s", j->org, provider).base;
@@ -1656,7 +2086,7 @@ static int op_has_body(op_t op)
 {
     return op == OP_CONN_CREATE || op == OP_CONN_PATCH || op == OP_ASST_CREATE ||
            op == OP_ASST_PATCH || op == OP_BIND_CREATE || op == OP_CONTACT_PATCH ||
-           op == OP_CONV_MESSAGE || op == OP_CONN_TEST_NEW;
+           op == OP_CONV_MESSAGE || op == OP_CONN_TEST_NEW || op == OP_CONN_REQUEST;
 }
 
 /* A body that may be empty: JSON object when present. */
@@ -1723,6 +2153,8 @@ static void dispatch(mjob_t *j)
     case OP_CONN_DELETE:
     case OP_CONN_TEST:
     case OP_CONN_TEMPLATES:
+    case OP_CONN_REQUEST:
+    case OP_CONN_AUTHORIZE:
         load_connection(j);
         break;
     case OP_CONN_PATCH:
@@ -1905,6 +2337,14 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
         if (n == 3 && strcmp(segs[2], "templates") == 0) {
             METHODS(OP_CONN_TEMPLATES, OP_NONE, OP_NONE, OP_NONE);
             return SB_ROUTE_CONNECTION_TEMPLATES;
+        }
+        if (n == 3 && strcmp(segs[2], "request") == 0) {
+            METHODS(OP_NONE, OP_CONN_REQUEST, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONNECTION_REQUEST;
+        }
+        if (n == 3 && strcmp(segs[2], "authorize") == 0) {
+            METHODS(OP_NONE, OP_CONN_AUTHORIZE, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONNECTION_AUTHORIZE;
         }
     } else if (n >= 1 && strcmp(segs[0], "assistants") == 0) {
         if (n == 1) {

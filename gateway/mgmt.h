@@ -12,4 +12,8 @@ void sb_mgmt_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us);
 /** The Lua scripts the management API runs (NULL-terminated; loaded on every connect). */
 sb_redis_script_t *const *sb_mgmt_scripts(void);
 
+/** GET /oauth/callback?code&state (public): the OAuth sign-in's code exchange, then a
+ *  redirect to the console's connections page. */
+void sb_mgmt_oauth_callback(sb_worker_t *w, h2o_req_t *req, uint64_t started_us);
+
 #endif

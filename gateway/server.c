@@ -154,6 +154,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         sb_media_handle_public(w, req, h2o_iovec_init(path.base + 7, path.len - 7), started);
         return 0;
     }
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/oauth/callback"))) {
+        sb_mgmt_oauth_callback(w, req, started);
+        return 0;
+    }
     if (path.len >= 6 && memcmp(path.base, "/orgs/", 6) == 0) {
         sb_mgmt_handle(w, req, started);
         return 0;

@@ -316,7 +316,8 @@ class OpenApiDocumentTest(unittest.TestCase):
         self.assertEqual(set(err["properties"]["error"]["required"]), {"code", "message"})
 
     def test_validator_catches_bad_objects(self):
-        conn = {"id": "cn_abc", "provider": "telegram", "name": "n", "status": "active",
+        conn = {"id": "cn_abc", "provider": "telegram", "kind": "channel", "name": "n",
+                "status": "active",
                 "account_hint": "@b", "created_at": "2026-11-22T03:04:05.123Z",
                 "updated_at": "2026-11-22T03:04:05.123Z",
                 "webhook_url": "http://x/webhooks/telegram/cn_abc",
@@ -329,6 +330,11 @@ class OpenApiDocumentTest(unittest.TestCase):
         bad = dict(conn)
         del bad["webhook_url"]
         self.assertTrue(validate(self.doc, ref, bad))
+        action = dict(bad, provider="api_key", kind="action",
+                      credentials={"base_url": "****m/v1", "api_key": "****wxyz"})
+        self.assertEqual(validate(self.doc, ref, action), [])
+        self.assertTrue(validate(self.doc, ref, dict(action, kind="other")))
+        self.assertTrue(validate(self.doc, ref, dict(action, credentials={"headers": {"X": "k"}})))
 
 
 class OpenApiProbeTest(H.GatewayTestCase):
