@@ -53,6 +53,18 @@ static counter_t outbound[NCHANNELS][SB_OUTBOUND__COUNT];
 static const char *const outbound_labels[] = {"sent",          "retried",   "failed",
                                               "token_invalid", "duplicate", "cancelled"};
 static _Atomic int64_t gauges[SB_GAUGE__COUNT];
+static counter_t outbound_leases_lost, replica_timeouts;
+
+void sb_metrics_outbound_lease_lost(void)
+{
+    atomic_fetch_add_explicit(&outbound_leases_lost, 1, memory_order_relaxed);
+}
+
+void sb_metrics_replica_timeout(void)
+{
+    atomic_fetch_add_explicit(&replica_timeouts, 1, memory_order_relaxed);
+}
+
 static const char *const media_labels[] = {
     "ok",          "gone",     "too_large",     "provider_error", "timeout",
     "busy",        "expired",  "bad_signature", "aborted",        "client_gone",
@@ -419,9 +431,23 @@ void sb_metrics_render(sb_buf_t *out)
                                channel_name(c), outbound_labels[r], (unsigned long long)v);
         }
 
+    sb_buf_appendf(out,
+                   "# HELP switchboard_outbound_leases_lost_total Conversations whose lease "
+                   "another consumer took while this process still held it.\n"
+                   "# TYPE switchboard_outbound_leases_lost_total counter\n"
+                   "switchboard_outbound_leases_lost_total %llu\n",
+                   (unsigned long long)load(&outbound_leases_lost));
+    sb_buf_appendf(out,
+                   "# HELP switchboard_webhook_replica_timeouts_total Webhooks answered 503 "
+                   "because fewer replicas than redis.wait_replicas acknowledged their events "
+                   "in time.\n# TYPE switchboard_webhook_replica_timeouts_total counter\n"
+                   "switchboard_webhook_replica_timeouts_total %llu\n",
+                   (unsigned long long)load(&replica_timeouts));
+
     static const char *const gauge_names[SB_GAUGE__COUNT][2] = {
         {"switchboard_outbound_pending",
-         "Commands of sb:out delivered to the switchboard group and not acknowledged yet."},
+         "Commands taken from sb:out and not done: pending in the switchboard group, or in "
+         "the queues of the conversations this process sends."},
         {"switchboard_outbound_lag", "Commands of sb:out not yet delivered to the group."},
         {"switchboard_outbound_retrying",
          "Commands of this process waiting for their next attempt."},

@@ -105,6 +105,10 @@ typedef enum en_sb_outbound_result_t {
 
 /** Counts an outbound outcome on channel index 'channel' (-1 when unknown). */
 void sb_metrics_outbound(int channel, sb_outbound_result_t result);
+/** Counts a conversation lease lost to another consumer while this process held it. */
+void sb_metrics_outbound_lease_lost(void);
+/** Counts a webhook answered 503 because too few replicas acknowledged (redis.wait_replicas). */
+void sb_metrics_replica_timeout(void);
 
 typedef enum en_sb_gauge_t {
     SB_GAUGE_OUTBOUND_PENDING,     /* sb:out entries delivered to the group, not acknowledged */

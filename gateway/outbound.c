@@ -2,25 +2,41 @@
  * Outbound: commands from sb:out to the providers (contract section 5).
  *
  * DESIGN
- * One consumer per process (named node_id) in the group "switchboard", on worker 0's loop:
+ * One consumer per process (named node_id) in the group "switchboard", on worker 0's loop.
+ * Every guarantee holds across all the gateways of one Redis, because the state that makes
+ * it lives in Redis, not in a process:
  *
- *   reader (own Redis connection, XREADGROUP BLOCK) --> load (one script: conversation,
- *   connection, command state) --> per-conversation FIFO --> per-connection token bucket
- *   --> adapter->build_send --> curl multi --> adapter->classify --> record (one script:
- *   progress, inbox event, XACK) | retry timer | fail (one script: sb:dead, inbox, XACK)
+ *   reader (own connection, XREADGROUP BLOCK) | XAUTOCLAIM (entries read, not moved)
+ *     --> move (out_queue: the conversation's queue cq:{org}:{cv}, command ownership, the
+ *         conversation's lease) --> XACK sb:out
+ *   lease holder of a conversation: out_head (the head of its queue, once every earlier
+ *     sb:out entry has been moved) --> load (conversation, connection, binding)
+ *     --> out_begin --> out_pace (the connection's shared budget) --> adapter->build_send
+ *     --> curl multi --> adapter->classify --> out_sent (progress, inbox event, the head
+ *     leaves the queue) | retry timer | XADD sb:dead + out_failed
  *
- * - Order: a conversation's commands run one at a time in stream order (the load replies
- *   come back in the order they were asked on one connection, so the FIFO is in stream
- *   order); parts of a split text go one after the other. Other conversations do not wait.
- * - Never lost: a command is acknowledged only by the script that records its result. A
- *   process that dies leaves its commands pending; every process runs XAUTOCLAIM for
- *   entries idle longer than outbound.reclaim_idle_ms. A live process refreshes the idle
- *   time of the commands it holds (XCLAIM ... JUSTID, every third of that time), so its slow
- *   sends are never taken from it. At start it first re-reads its own pending entries.
- * - Idempotency: sb:cmd:{org}:{id} records the parts sent and "done"; a command id found
- *   done is acknowledged without sending, a half-sent one resumes after its last recorded
- *   part. The only window for a second send is dying between the provider's answer and the
- *   record script.
+ * - Order: each conversation has a queue in Redis, a sorted set of sb:out entry ids, and
+ *   one sender, the gateway holding its lease (SET NX PX of the consumer name, renewed while
+ *   it holds it). The holder sends only the head, one command at a time, parts in order.
+ *   An entry another gateway has read but not moved yet could belong before the head, so
+ *   the head is sent only once it is older than the "mark": the oldest entry still pending
+ *   in the group (or, with none pending, the last one delivered), read before the head. An
+ *   entry is acknowledged in sb:out only after its move, so every entry older than the mark
+ *   is in its queue already. Other conversations do not wait for each other.
+ * - Never lost: an entry leaves sb:out's pending list only once it is in its queue; one
+ *   read by a gateway that died before the move is claimed after MOVE_IDLE_MS by any other
+ *   (moving twice is harmless). A queue's head leaves it only in the script that records
+ *   its result. A dead holder's lease expires after outbound.reclaim_idle_ms; the watch set
+ *   cqwatch:{sb:out} (score: lease expiry) lets every gateway find such conversations and
+ *   take them over. A process restarted under the same node id takes its own leases back
+ *   at once; under a new name its new commands wait behind the old ones in their queues.
+ * - Idempotency: sb:cmd:{org}:{id} records the entry that owns the id, the parts sent and
+ *   "done"; a second entry with that id is acknowledged unsent; a half-sent command resumes
+ *   after its last recorded part. A holder checks its lease before every attempt. The only
+ *   window for a second send is a process dying (or stalling past its lease) between the
+ *   provider's answer and the record script.
+ * - Pacing: one GCRA state per connection in Redis (pace:{org}:{conn}), shared by every
+ *   gateway, with a burst of a quarter of a second of the rate.
  * - Retries: network errors, timeouts, 5xx, 429 and rate-limit codes back off exponentially
  *   with jitter (honouring Retry-After / retry_after; a Telegram 429 pauses the whole bot)
  *   until outbound.retry_deadline_ms; permanent errors go to sb:dead and to the inbox as a
@@ -28,9 +44,12 @@
  *   each dead letter is a log line.
  * - State and control: sb:cmd:{org}:{id} also holds the state the API shows (queued,
  *   sending, retrying, sent, failed, cancelled). out_begin runs before every attempt and
- *   once a second during a retry wait: a command cancelled through the API is acknowledged
+ *   once a second during a retry wait: a command cancelled through the API leaves its queue
  *   there, unsent. A dead letter sent again arrives as a new entry with a token that lets
- *   it, and only it, take its id over (out_load).
+ *   it, and only it, take its id over (out_queue).
+ * - Slots: every script here touches keys of one hash slot (the org's, or sb:out's), and
+ *   the conversation, connection and binding are plain reads of their own keys, so the
+ *   outbound path runs on a Redis Cluster as it does on a single instance.
  * - Gauges: the group's pending and lag, sb:dead's length and the inactive connections are
  *   read every GAUGE_MS into process gauges, so a scrape never waits on Redis.
  */
@@ -56,34 +75,66 @@
 /* A long retry wait looks at the command's state this often, so a cancel frees its
  * conversation at once instead of after the wait. */
 #define PEEK_MS 1000
+/* An entry read but not moved into its queue for this long is claimed by any gateway. */
+#define MOVE_IDLE_MS 2000
+/* How often the watch set is scanned for expired leases and unmoved entries claimed. */
+#define SCAN_MS 500
+/* The mark is read again this soon after it moved, and after MARK_SLOW_MS when it did not. */
+#define MARK_TICK_MS 2
+#define MARK_SLOW_MS 50
+/* Ids (org, conversation) longer than this are refused. */
+#define ID_MAX 128
+/* Conversation -> org entries kept before the cache is emptied. */
+#define ORG_CACHE_MAX 65536
 
-/* The command state sb:cmd:{org}:{id} (a hash; every key a script below writes carries the
- * org's hash tag, as sb:inbox:{org} does): id, conversation_id, type, entry (the sb:out entry
- * that owns the id), state (queued | sending | retrying | sent | failed | cancelled), done
- * (sent | failed | cancelled: nothing more is sent), attempts, parts and part:n (provider
+/* The keys of a conversation (all in the org's hash slot, as sb:inbox:{org} and
+ * sb:cmd:{org}:{id}): cq:{org}:{cv} (zset of the conversation's sb:out entries, members the
+ * entry id zero-padded so that their order is the stream's), cqd:{org}:{cv} (hash: padded id
+ * -> "entry\nid\ncommand JSON"), cqlease:{org}:{cv} (the holder's consumer name, PX). Plus
+ * pace:{org}:{connection} (GCRA: the theoretical arrival time in us) and, in sb:out's slot,
+ * cqwatch:{sb:out} (zset "org cv", score: the lease's expiry in ms). */
+#define LUA_PAD                                                                                   \
+    "local function pad(e)\n"                                                                     \
+    "  local a, b = string.match(e, '^(%d+)-(%d+)$')\n"                                           \
+    "  return string.rep('0', 20 - #a) .. a .. '-' .. string.rep('0', 20 - #b) .. b\n"            \
+    "end\n"
+
+/* Whether the conversation's history item (SBX.item, inbox.h) can be written by this
+ * script: always on a single Redis. Its history, index and lists carry the org's tag, but the
+ * conversation and contact hashes do not yet; on a Cluster node that does not serve them,
+ * the send is recorded without the item rather than not at all. */
+#define LUA_ITEM_OK                                                                                \
+    "local function item_ok(P, cv)\n"                                                              \
+    "  if cv == '' then return false end\n"                                                        \
+    "  local ok, cid = pcall(redis.call, 'HGET', P .. 'conv:' .. cv, 'contact_id')\n"              \
+    "  if not ok then return false end\n"                                                          \
+    "  if cid then return (pcall(redis.call, 'EXISTS', P .. 'contact:' .. cid)) end\n"             \
+    "  return true\n"                                                                              \
+    "end\n"
+
+/* The command state sb:cmd:{org}:{id} (a hash): id, conversation_id, type, entry (the sb:out
+ * entry that owns the id), state (queued | sending | retrying | sent | failed | cancelled),
+ * done (sent | failed | cancelled: nothing more is sent), attempts, parts and part:n (provider
  * message ids), next_attempt_at, error_code / error_message / error_status / error_at (the
  * last provider error), reason, dead_id and cmd (a dead letter), redrive (a dead letter sent
  * again), and times. sb:deadletters:{org} (zset, score: failure time) lists the org's dead
  * letters by command id. */
-#define CMD_KEY  "P .. 'cmd:{' .. org .. '}:' .. id"
-#define DEAD_KEY "P .. 'deadletters:{' .. org .. '}'"
 
-/* ARGV: prefix, conversation id, command id, entry id, ttl, redrive token, type, now,
- *       author (JSON of a person, or '')
- * -> {0} unknown conversation | {2} the id belongs to another entry (a duplicate)
- *    | {1, conv hash, connection hash, assistant id, command state, contact status}
- * The first entry that loads a command id owns it: a second entry with the same id is
+/* KEYS: cq, cqd, lease, cmd
+ * ARGV: entry, command JSON, redrive token, conversation id, command id, type, now, ttl,
+ *       node, lease ms, author (JSON of a person, or '': kept in the command state, so a
+ *       dead letter sent again is still the person's)
+ * -> {2} the id belongs to another entry (a duplicate) | {3} this entry's command is done
+ *    | {1, 1} queued and the lease is ours | {1, 0} queued, another gateway holds the lease
+ * The first entry that queues a command id owns it: a second entry with the same id is
  * acknowledged without sending, even while the first is still in flight, unless it carries
- * the token of a dead letter sent again (POST /orgs/c/dead-letters/{id}/retry). */
-static sb_redis_script_t script_load = {
-    "out_load",
-    "local P, cv, id, entry, ttl, tok, typ, now, author = unpack(ARGV, 1, 9)\n"
-    "local ckey = P .. 'conv:' .. cv\n"
-    "local conv = redis.call('HGETALL', ckey)\n"
-    "if #conv == 0 then return {0} end\n"
-    "local c = redis.call('HMGET', ckey, 'org', 'connection_id', 'binding_id')\n"
-    "local org = c[1]\n"
-    "local key = " CMD_KEY "\n"
+ * the token of a dead letter sent again (POST /orgs/c/dead-letters/{id}/retry). Moving one
+ * entry twice changes nothing. */
+static sb_redis_script_t script_queue = {
+    "out_queue",
+    LUA_PAD
+    "local entry, raw, tok, cv, id, typ, now, ttl, node, lms, author = unpack(ARGV, 1, 11)\n"
+    "local key = KEYS[4]\n"
     "local owner = redis.call('HGET', key, 'entry')\n"
     "if owner and owner ~= entry then\n"
     "  if tok == '' or redis.call('HGET', key, 'redrive') ~= tok then return {2} end\n"
@@ -96,135 +147,254 @@ static sb_redis_script_t script_load = {
     "  redis.call('HSETNX', key, 'created_at', now)\n"
     "  if author ~= '' then redis.call('HSET', key, 'author', author) end\n"
     "  redis.call('EXPIRE', key, ttl)\n"
+    "elseif redis.call('HGET', key, 'done') then\n"
+    "  return {3}\n"
     "end\n"
-    "if not redis.call('HGET', key, 'done') then redis.call('HSET', key, 'state', 'queued') end\n"
-    "local conn = redis.call('HGETALL', P .. 'connection:' .. c[2])\n"
-    "local aid = redis.call('HGET', P .. 'binding:' .. (c[3] or ''), 'assistant_id') or ''\n"
-    "local state = redis.call('HGETALL', key)\n"
-    "local cid = redis.call('HGET', ckey, 'contact_id')\n"
-    "local cst = cid and redis.call('HGET', P .. 'contact:' .. cid, 'status') or ''\n"
-    "return {1, conv, conn, aid, state, cst}\n",
+    "local m = pad(entry)\n"
+    "if redis.call('ZADD', KEYS[1], 'NX', 0, m) == 1 then\n"
+    "  redis.call('HSET', KEYS[2], m, entry .. '\\n' .. id .. '\\n' .. raw)\n"
+    "  if not redis.call('HGET', key, 'done') then redis.call('HSET', key, 'state', 'queued') end\n"
+    "end\n"
+    "local l = redis.call('GET', KEYS[3])\n"
+    "if l == node then redis.call('PEXPIRE', KEYS[3], lms) return {1, 1} end\n"
+    "if not l then redis.call('SET', KEYS[3], node, 'PX', lms) return {1, 1} end\n"
+    "return {1, 0}\n",
     {0}};
 
-/* ARGV: prefix, org, command id, entry, now, mode ("send" | "peek")
- * -> 0 when the command must not be sent (cancelled, or owned by another entry now);
- *    else the attempt number ("send": state sending) or 1 ("peek": nothing changed).
- * Run before the first part and after every retry wait (and each second of a long wait). */
-static sb_redis_script_t script_begin = {
-    "out_begin",
-    "local P, org, id, entry, now, mode = unpack(ARGV, 1, 6)\n"
-    "local key = " CMD_KEY "\n"
-    "local s = redis.call('HMGET', key, 'entry', 'done')\n"
-    "if s[2] or (s[1] and s[1] ~= entry) then return 0 end\n"
-    "if mode ~= 'send' then return 1 end\n"
-    "redis.call('HSET', key, 'state', 'sending', 'updated_at', now)\n"
-    "redis.call('HDEL', key, 'next_attempt_at')\n"
-    "return redis.call('HINCRBY', key, 'attempts', 1)\n",
+/* KEYS: cq, cqd, lease
+ * ARGV: node, lease ms, mark, mark inclusive ("1": with nothing pending, the last entry
+ *       delivered), prefix of the command keys (sb:cmd:{org}:)
+ * -> {0} another gateway holds the lease | {1} the queue is empty: the lease is released
+ *    | {2} the head is newer than the mark (an older entry may still be on its way) |
+ *    {4} a head without data was dropped | {3, entry, command JSON, command state}
+ * Takes (or renews) the lease when it is free or ours. */
+static sb_redis_script_t script_head = {
+    "out_head",
+    LUA_PAD
+    "local node, lms, w, incl, ckp = unpack(ARGV, 1, 5)\n"
+    "local l = redis.call('GET', KEYS[3])\n"
+    "if l and l ~= node then return {0} end\n"
+    "local h = redis.call('ZRANGE', KEYS[1], 0, 0)\n"
+    "if #h == 0 then\n"
+    "  if l then redis.call('DEL', KEYS[3]) end\n"
+    "  return {1}\n"
+    "end\n"
+    "redis.call('SET', KEYS[3], node, 'PX', lms)\n"
+    "local m = h[1]\n"
+    "if w == '' then return {2} end\n"
+    "local pw = pad(w)\n"
+    "if m > pw or (m == pw and incl ~= '1') then return {2} end\n"
+    "local v = redis.call('HGET', KEYS[2], m)\n"
+    "if not v then redis.call('ZREM', KEYS[1], m) return {4} end\n"
+    "local a = string.find(v, '\\n', 1, true)\n"
+    "local b = string.find(v, '\\n', a + 1, true)\n"
+    "local id = string.sub(v, a + 1, b - 1)\n"
+    "return {3, string.sub(v, 1, a - 1), string.sub(v, b + 1), redis.call('HGETALL', ckp .. id)}\n",
     {0}};
 
-/* ARGV: prefix, org, command id, entry, now, next attempt (ms), provider code, message,
- *       HTTP status -> 1 | 0 (not this entry's, or done) */
-static sb_redis_script_t script_retrying = {
-    "out_retrying",
-    "local P, org, id, entry, now, nexta, code, msg, st = unpack(ARGV, 1, 9)\n"
-    "local key = " CMD_KEY "\n"
-    "local s = redis.call('HMGET', key, 'entry', 'done')\n"
-    "if s[2] or s[1] ~= entry then return 0 end\n"
-    "redis.call('HSET', key, 'state', 'retrying', 'next_attempt_at', nexta, 'error_code', code,\n"
-    "           'error_message', msg, 'error_status', st, 'error_at', now, 'updated_at', now)\n"
+/* KEYS: cq, cqd; ARGV: entry -> 1: the entry leaves its queue unsent (cancelled, or its id
+ * done or owned by another entry). */
+static sb_redis_script_t script_drop = {
+    "out_drop",
+    LUA_PAD
+    "local m = pad(ARGV[1])\n"
+    "redis.call('ZREM', KEYS[1], m)\n"
+    "redis.call('HDEL', KEYS[2], m)\n"
     "return 1\n",
     {0}};
 
-/* ARGV: prefix, org, command id, part, provider message id, last, event, entry, maxlen, ttl,
- *       now, conversation, message type, preview, author (JSON), the event's time
- * The inbox event also enters the conversation's history and list (inbox.h). */
+/* KEYS: lease; ARGV: node, lease ms -> 1 renewed | 0 not ours any more */
+static sb_redis_script_t script_renew = {
+    "out_renew",
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "return 1\n",
+    {0}};
+
+/* KEYS: lease; ARGV: node -> 1 released | 0 not ours */
+static sb_redis_script_t script_release = {
+    "out_release",
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return 1\n",
+    {0}};
+
+/* KEYS: cqwatch:{sb:out}; ARGV: member, score -> removes the member while its score is not
+ * above 'score' (a later holder's newer expiry keeps it). */
+static sb_redis_script_t script_unwatch = {
+    "out_unwatch",
+    "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+    "if s and tonumber(s) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end\n"
+    "return 1\n",
+    {0}};
+
+/* KEYS: sb:out; ARGV: group -> {the oldest pending entry, "0"}, or with none pending {the last
+ * entry delivered to the group, "1"}: every entry before it (or up to it) was moved. */
+static sb_redis_script_t script_mark = {
+    "out_mark",
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1])\n"
+    "if p[1] > 0 then return {p[2], '0'} end\n"
+    "for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n"
+    "  if g[2] == ARGV[1] then\n"
+    "    for i = 1, #g, 2 do\n"
+    "      if g[i] == 'last-delivered-id' then return {g[i + 1], '1'} end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return {'', '1'}\n",
+    {0}};
+
+/* KEYS: pace:{org}:{connection}; ARGV: interval (us), burst tolerance (us), pause (us)
+ * -> 0: send now | the ms to wait. GCRA on Redis's clock, so that every gateway shares one
+ * budget per connection; a pause (Telegram's flood wait) holds every send back that long. */
+static sb_redis_script_t script_pace = {
+    "out_pace",
+    "local T, tau, pause = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0\n"
+    "if tat < now then tat = now end\n"
+    "if pause > 0 then\n"
+    "  if now + pause + tau > tat then tat = now + pause + tau end\n"
+    "elseif tat - now > tau then\n"
+    "  return math.floor((tat - tau - now) / 1000) + 1\n"
+    "else\n"
+    "  tat = tat + T\n"
+    "end\n"
+    "redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',\n"
+    "           math.floor((tat - now) / 1000) + 1000)\n"
+    "return 0\n",
+    {0}};
+
+/* KEYS: cmd, lease; ARGV: entry, now, mode ("send" | "peek"), node
+ * -> -1 the lease is not ours any more | 0 when the command must not be sent (cancelled, or
+ *    owned by another entry now) | else the attempt number ("send": state sending) or 1
+ *    ("peek": nothing changed).
+ * Run before the first part and after every retry wait (and each second of a long wait). */
+static sb_redis_script_t script_begin = {
+    "out_begin",
+    "local entry, now, mode, node = unpack(ARGV, 1, 4)\n"
+    "if redis.call('GET', KEYS[2]) ~= node then return -1 end\n"
+    "local s = redis.call('HMGET', KEYS[1], 'entry', 'done')\n"
+    "if s[2] or (s[1] and s[1] ~= entry) then return 0 end\n"
+    "if mode ~= 'send' then return 1 end\n"
+    "redis.call('HSET', KEYS[1], 'state', 'sending', 'updated_at', now)\n"
+    "redis.call('HDEL', KEYS[1], 'next_attempt_at')\n"
+    "return redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n",
+    {0}};
+
+/* KEYS: cmd; ARGV: entry, now, next attempt (ms), provider code, message, HTTP status
+ * -> 1 | 0 (not this entry's, or done) */
+static sb_redis_script_t script_retrying = {
+    "out_retrying",
+    "local entry, now, nexta, code, msg, st = unpack(ARGV, 1, 6)\n"
+    "local s = redis.call('HMGET', KEYS[1], 'entry', 'done')\n"
+    "if s[2] or s[1] ~= entry then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'state', 'retrying', 'next_attempt_at', nexta, 'error_code',\n"
+    "           code, 'error_message', msg, 'error_status', st, 'error_at', now, 'updated_at',\n"
+    "           now)\n"
+    "return 1\n",
+    {0}};
+
+/* KEYS: cmd, cq, cqd, inbox:{org}
+ * ARGV: part, provider message id, last, event, entry, maxlen, ttl, now, prefix, org,
+ *       conversation, message type, preview, author (JSON), the event's time
+ * The last part (or a cancel found here) takes the entry out of its queue. The inbox event
+ * also enters the conversation's history and list (inbox.h: keys of the org's tag). */
 static sb_redis_script_t script_sent = {
     "out_sent",
+    LUA_PAD
     SB_INBOX_LUA
-    "local P, org, id, n, msgid, last, ev, entry, maxlen, ttl, now = unpack(ARGV, 1, 11)\n"
-    "local cv, mtype, preview, author, at = unpack(ARGV, 12, 16)\n"
-    "local key = " CMD_KEY "\n"
+    LUA_ITEM_OK
+    "local n, msgid, last, ev, entry, maxlen, ttl, now = unpack(ARGV, 1, 8)\n"
+    "local P, org, cv, mtype, preview, author, at = unpack(ARGV, 9, 15)\n"
+    "local key = KEYS[1]\n"
+    "local m = pad(entry)\n"
     "if redis.call('HGET', key, 'done') == 'cancelled' then\n"
-    "  redis.call('XACK', P .. 'out', '" GROUP "', entry)\n"
+    "  redis.call('ZREM', KEYS[2], m)\n"
+    "  redis.call('HDEL', KEYS[3], m)\n"
     "  return 1\n"
     "end\n"
     "redis.call('HSET', key, 'part:' .. n, msgid, 'parts', n, 'updated_at', now)\n"
     "if ev ~= '' then\n"
-    "  local eid = redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', "
-    "'event', ev)\n"
-    "  SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, msgid, "
+    "  local eid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "  if item_ok(P, cv) then\n"
+    "    SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, msgid, "
     "maxlen)\n"
+    "  end\n"
     "end\n"
     "if last == '1' then\n"
     "  redis.call('HSET', key, 'done', 'sent', 'state', 'sent', 'sent_at', now)\n"
     "  redis.call('HDEL', key, 'next_attempt_at')\n"
-    "  redis.call('XACK', P .. 'out', '" GROUP "', entry)\n"
+    "  redis.call('ZREM', KEYS[2], m)\n"
+    "  redis.call('HDEL', KEYS[3], m)\n"
     "end\n"
     "redis.call('EXPIRE', key, ttl)\n"
     "return 1\n",
     {0}};
 
-/* ARGV: prefix, org, command id, entry, raw command, reason, code, event, maxlen, ttl,
- *       connection id, token invalid, reason code, now, HTTP status, conversation, message
- *       type, preview, author (JSON), the event's time */
+/* KEYS: cmd, cq, cqd, inbox:{org}, deadletters:{org}
+ * ARGV: command id, entry, raw command, reason, code, event, maxlen, ttl, reason code, now,
+ *       HTTP status, sb:dead entry id, prefix, org, conversation, message type, preview,
+ *       author (JSON), the event's time (the inbox event also enters the conversation's
+ *       history and list, inbox.h)
+ * Run after the XADD to sb:dead (another slot), so a crash in between leaves the command in
+ * its queue and at worst one more sb:dead entry, never a failure without a dead letter. */
 static sb_redis_script_t script_failed = {
     "out_failed",
+    LUA_PAD
     SB_INBOX_LUA
-    "local P, org, id, entry, raw, reason, code, ev, maxlen, ttl, conn, tok, rcode, now, st =\n"
-    "  unpack(ARGV, 1, 15)\n"
-    "local cv, mtype, preview, author, at = unpack(ARGV, 16, 20)\n"
-    "local did = redis.call('XADD', P .. 'dead', 'MAXLEN', '~', maxlen, '*', 'cmd', raw,\n"
-    "                       'reason', reason, 'code', code, 'org', org, 'entry', entry)\n"
+    LUA_ITEM_OK
+    "local id, entry, raw, reason, code, ev, maxlen, ttl, rcode, now, st, did =\n"
+    "  unpack(ARGV, 1, 12)\n"
+    "local P, org, cv, mtype, preview, author, at = unpack(ARGV, 13, 19)\n"
     "if ev ~= '' then\n"
-    "  local eid = redis.call('XADD', P .. 'inbox:{' .. org .. '}', 'MAXLEN', '~', maxlen, '*', "
-    "'event', ev)\n"
-    "  if cv ~= '' then\n"
+    "  local eid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
+    "  if item_ok(P, cv) then\n"
     "    SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, '', "
     "maxlen)\n"
     "  end\n"
     "end\n"
-    "if org ~= '' and id ~= '' then\n"
-    "  local key = " CMD_KEY "\n"
-    "  redis.call('HSET', key, 'done', 'failed', 'state', 'failed', 'reason', rcode,\n"
-    "             'error_code', code, 'error_message', reason, 'error_status', st,\n"
-    "             'error_at', now, 'failed_at', now, 'dead_id', did, 'cmd', raw,\n"
-    "             'updated_at', now)\n"
-    "  redis.call('HDEL', key, 'next_attempt_at')\n"
-    "  redis.call('EXPIRE', key, ttl)\n"
-    "  local dl = " DEAD_KEY "\n"
-    "  redis.call('ZADD', dl, now, id)\n"
-    "  redis.call('EXPIRE', dl, ttl)\n"
-    "end\n"
-    "if tok == '1' and conn ~= '' then\n"
-    "  redis.call('HSET', P .. 'connection:' .. conn, 'status', 'inactive',\n"
-    "             'error_code', 'token_invalid', 'error_message', reason, 'error_at', now,\n"
-    "             'last_checked_at', now)\n"
-    "end\n"
-    "redis.call('XACK', P .. 'out', '" GROUP "', entry)\n"
+    "local key = KEYS[1]\n"
+    "redis.call('HSET', key, 'done', 'failed', 'state', 'failed', 'reason', rcode,\n"
+    "           'error_code', code, 'error_message', reason, 'error_status', st,\n"
+    "           'error_at', now, 'failed_at', now, 'dead_id', did, 'cmd', raw,\n"
+    "           'updated_at', now)\n"
+    "redis.call('HDEL', key, 'next_attempt_at')\n"
+    "redis.call('EXPIRE', key, ttl)\n"
+    "redis.call('ZADD', KEYS[5], now, id)\n"
+    "redis.call('EXPIRE', KEYS[5], ttl)\n"
+    "local m = pad(entry)\n"
+    "redis.call('ZREM', KEYS[2], m)\n"
+    "redis.call('HDEL', KEYS[3], m)\n"
     "return 1\n",
     {0}};
 
-static sb_redis_script_t *const scripts[] = {&script_load, &script_begin,  &script_retrying,
-                                             &script_sent, &script_failed, NULL};
+static sb_redis_script_t *const scripts[] = {
+    &script_queue, &script_head,  &script_drop,  &script_renew,    &script_release,
+    &script_unwatch, &script_mark, &script_pace, &script_begin,
+    &script_retrying, &script_sent, &script_failed, NULL};
 
 sb_redis_script_t *const *sb_outbound_scripts(void)
 {
     return scripts;
 }
 
-typedef struct st_ob_bucket_t {
-    double tokens, rate;
-    uint64_t last_us;
-    uint64_t paused_until_us;
-} ob_bucket_t;
-
-typedef struct st_ob_conv_t {
-    h2o_linklist_t queue; /* ob_cmd_t.link */
-    int busy;
-    char id[1];
-} ob_conv_t;
-
 typedef struct st_ob_cmd_t ob_cmd_t;
+
+/* A conversation whose lease this process holds (or is taking): it sends the head of the
+ * conversation's queue, one command at a time. */
+typedef struct st_ob_conv_t {
+    sb_outbound_t *ob;
+    ob_cmd_t *cur;          /* the head being sent */
+    h2o_linklist_t waiting; /* in ob->mark_waiters while its head waits for the mark */
+    int fetching;           /* out_head in flight */
+    int lost;               /* the lease went to another gateway */
+    int dropped;            /* out of ob->convs; freed once 'cur' and 'fetching' are done */
+    int64_t watch_score;    /* the last expiry this process wrote into the watch set */
+    char org[ID_MAX + 1], cv[ID_MAX + 1];
+    char member[2 * ID_MAX + 2]; /* "org cv", its name in the watch set */
+} ob_conv_t;
 
 struct st_sb_outbound_t {
     sb_worker_t *w;
@@ -232,22 +402,33 @@ struct st_sb_outbound_t {
     const char *prefix;
     char node[128];
     char stream[256];
+    char watch[300];
     int reading, stopping, group_ready, history_done;
-    sb_map_t inflight; /* entry id -> ob_cmd_t */
+    sb_map_t inflight; /* entry id -> ob_cmd_t being moved into its queue */
     sb_map_t convs;    /* conversation id -> ob_conv_t */
-    sb_map_t buckets;  /* connection id -> ob_bucket_t */
-    uv_timer_t reclaim_timer, heartbeat_timer;
+    size_t convs_alive; /* ob_conv_t not freed yet (some may be out of the map) */
+    sb_map_t orgs;     /* conversation id -> its org (strdup), a conversation never moves */
+    uv_timer_t reclaim_timer, heartbeat_timer, mark_timer;
     char reclaim_cursor[64];
-    int reclaiming;
+    int reclaiming, scanning;
+    /* The full scan of the watch set at start (own leases of a run with this node id). */
+    int start_scan_done;
+    int64_t start_scan_offset;
     int handles_open;
-    /* Replies still to come for commands issued with the consumer itself as their data
-     * (group creation, reads, XAUTOCLAIM): it is freed only when none is left. */
+    /* Replies still to come for commands issued with the consumer (or a conversation) as
+     * their data: it is freed only when none is left. */
     int replies_pending;
     /* Where the re-reading of our own pending entries has got to ("0" at first). */
     char history_cursor[64];
+    /* The mark (out_mark) and the conversations whose head waits for a newer one. */
+    char mark[64];
+    int mark_incl, mark_ready, marking;
+    uint64_t mark_next_us;
+    h2o_linklist_t mark_waiters;
     /* Gauges of the group, sb:dead and inactive connections, read every GAUGE_MS. */
     uv_timer_t gauge_timer;
     int gauges_pending;
+    int64_t gauge_pel, gauge_queued, gauge_rounds;
     /* Commands of this process waiting for their next attempt. */
     int64_t retrying;
 };
@@ -257,13 +438,13 @@ static void maybe_free(sb_outbound_t *ob);
 struct st_ob_cmd_t {
     sb_outbound_t *ob;
     h2o_mem_pool_t pool;
-    h2o_linklist_t link;
+    /* The conversation holding it (a queue's head), or NULL while the entry is moved. */
     ob_conv_t *conv;
     char entry[64];
     h2o_iovec_t raw;
     sb_command_t cmd;
     int parsed;
-    /* from the load script */
+    /* from the load script (org: the conversation's, known before) */
     h2o_iovec_t org, conn_id, binding_id, assistant_id, channel, contact_id;
     /* The provider's time (ms) of the contact's last inbound message (the WhatsApp window),
      * or the end of the window as the inbox keeps it (window_expires_at). */
@@ -280,6 +461,13 @@ struct st_ob_cmd_t {
     const char *reason;
     int http_status;
     h2o_iovec_t redrive;
+    /* The load: the conversation and connection hashes and the replies still to come. */
+    sb_record_t conv_rec, conn_rec;
+    int have_conn, loads_pending, load_failed;
+    /* The contact's status (contact:<id> status: who may write), or NULL. */
+    h2o_iovec_t contact_status;
+    /* The sb:dead entry of a failure, once added. */
+    h2o_iovec_t dead_id;
     /* Who wrote it: the author JSON of the inbox events; by_person when a person did (the
      * API), else the assistant (sb:out). */
     h2o_iovec_t author;
@@ -307,8 +495,25 @@ static void read_next(sb_outbound_t *ob);
 static void set_author(ob_cmd_t *c, h2o_iovec_t json);
 static void start_cmd(ob_cmd_t *c);
 static void send_part(ob_cmd_t *c);
+static void fetch_head(ob_conv_t *conv);
+static void drop_conv(ob_conv_t *conv, int release);
+static void free_conv(ob_conv_t *conv);
+static int reply_arrived(sb_outbound_t *ob);
 
 /* ---- Helpers ---- */
+
+typedef struct st_heartbeat_t {
+    ob_conv_t **convs;
+    size_t n;
+} heartbeat_t;
+
+static void collect_conv(const char *key, void *value, void *data)
+{
+    (void)key;
+    heartbeat_t *h = data;
+    h->convs[h->n++] = value;
+}
+
 
 static void args_push(const char **argv, size_t *argvlen, int *argc, h2o_iovec_t v)
 {
@@ -325,6 +530,30 @@ static h2o_iovec_t iov(const char *s)
 static h2o_iovec_t ipool(ob_cmd_t *c, int64_t v)
 {
     return sb_pool_printf(&c->pool, "%lld", (long long)v);
+}
+
+static void free_value_cb(const char *key, void *value, void *data)
+{
+    (void)key, (void)data;
+    free(value);
+}
+
+/* A key of the conversation's org slot: {prefix}{kind}:{org}:{cv}. */
+static h2o_iovec_t conv_key(ob_cmd_t *c, const char *kind)
+{
+    h2o_iovec_t cv = c->conv != NULL ? iov(c->conv->cv) : c->cmd.conversation_id;
+    return sb_pool_printf(&c->pool, "%s%s:{%.*s}:%.*s", c->ob->prefix, kind, (int)c->org.len,
+                          c->org.base, (int)cv.len, cv.base);
+}
+
+static void conv_key_buf(const ob_conv_t *conv, const char *kind, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s%s:{%s}:%s", conv->ob->prefix, kind, conv->org, conv->cv);
+}
+
+static int64_t lease_ms(const sb_outbound_t *ob)
+{
+    return ob->w->server->conf->reclaim_idle_ms;
 }
 
 static int channel_index(const sb_adapter_t *a)
@@ -354,7 +583,8 @@ static void on_cmd_timer_closed(uv_handle_t *h)
     free(c);
 }
 
-/* Frees the command; the conversation moves on to its next command. */
+/* Frees the command; a moved entry leaves the in-flight map, a head's conversation moves on
+ * to its next head. */
 static void cmd_done(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
@@ -363,19 +593,17 @@ static void cmd_done(ob_cmd_t *c)
         ob->retrying--;
         sb_metrics_gauge_set(SB_GAUGE_OUTBOUND_RETRYING, ob->retrying);
     }
-    sb_map_remove(&ob->inflight, c->entry);
     ob_conv_t *conv = c->conv;
-    if (conv != NULL) {
-        if (h2o_linklist_is_linked(&c->link))
-            h2o_linklist_unlink(&c->link);
-        conv->busy = 0;
-        if (!h2o_linklist_is_empty(&conv->queue) && !ob->stopping) {
-            ob_cmd_t *next = H2O_STRUCT_FROM_MEMBER(ob_cmd_t, link, conv->queue.next);
-            start_cmd(next);
-        } else if (h2o_linklist_is_empty(&conv->queue)) {
-            sb_map_remove(&ob->convs, conv->id);
-            free(conv);
-        }
+    if (conv == NULL) {
+        sb_map_remove(&ob->inflight, c->entry);
+    } else {
+        conv->cur = NULL;
+        if (conv->dropped)
+            free_conv(conv);
+        else if (ob->stopping || conv->lost)
+            drop_conv(conv, !conv->lost);
+        else
+            fetch_head(conv);
     }
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_cmd_timer_closed);
@@ -402,7 +630,7 @@ static void on_cmd_timer(uv_timer_t *t)
 static void after(ob_cmd_t *c, uint64_t ms, void (*fn)(ob_cmd_t *))
 {
     if (c->ob->stopping) {
-        /* No new waits while stopping: the command stays pending in the group. */
+        /* No new waits while stopping: the command stays in its queue. */
         cmd_done(c);
         return;
     }
@@ -521,24 +749,87 @@ static void inbox_args(ob_cmd_t *c, const sb_send_part_t *p, const char **argv, 
 /* ---- Failure ---- */
 
 static void on_failed_recorded(redisReply *r, void *data);
+static void on_dead_added(redisReply *r, void *data);
 
+static h2o_iovec_t cmd_key(ob_cmd_t *c)
+{
+    return sb_pool_printf(&c->pool, "%scmd:{%.*s}:%.*s", c->ob->prefix, (int)c->org.len,
+                          c->org.base, (int)c->cmd.id.len, c->cmd.id.base);
+}
+
+static h2o_iovec_t org_key(ob_cmd_t *c, const char *kind)
+{
+    return sb_pool_printf(&c->pool, "%s%s:{%.*s}", c->ob->prefix, kind, (int)c->org.len,
+                          c->org.base);
+}
+
+/* Acknowledges the command's sb:out entry (fire and forget). */
+static void xack(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    const char *argv[4] = {"XACK", ob->stream, GROUP, c->entry};
+    size_t argvlen[4] = {4, strlen(ob->stream), strlen(GROUP), strlen(c->entry)};
+    sb_redis_command(ob->w->redis, NULL, NULL, 4, argv, argvlen);
+}
+
+/* A failure is recorded in up to two steps, each in one slot: XADD sb:dead, then (for a
+ * command in its conversation's queue) out_failed in the org's slot, or XACK (an entry that
+ * could not be queued: an invalid command, an unknown conversation). */
 static void record_failure(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[20];
-    size_t argvlen[20];
-    int argc = 0;
-    int token = c->result.outcome == SB_SEND_TOKEN_INVALID;
+    int queued = c->conv != NULL;
+    if (c->dead_id.base == NULL) {
+        const char *argv[16];
+        size_t argvlen[16];
+        int argc = 0;
+        args_push(argv, argvlen, &argc, iov("XADD"));
+        args_push(argv, argvlen, &argc, sb_pool_printf(&c->pool, "%sdead", ob->prefix));
+        args_push(argv, argvlen, &argc, iov("MAXLEN"));
+        args_push(argv, argvlen, &argc, iov("~"));
+        args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
+        args_push(argv, argvlen, &argc, iov("*"));
+        args_push(argv, argvlen, &argc, iov("cmd"));
+        args_push(argv, argvlen, &argc, c->raw);
+        args_push(argv, argvlen, &argc, iov("reason"));
+        args_push(argv, argvlen, &argc,
+                  c->result.error_title.base != NULL ? c->result.error_title : iov("failed"));
+        args_push(argv, argvlen, &argc, iov("code"));
+        args_push(argv, argvlen, &argc, ipool(c, c->result.error_code));
+        args_push(argv, argvlen, &argc, iov("org"));
+        args_push(argv, argvlen, &argc, c->org);
+        args_push(argv, argvlen, &argc, iov("entry"));
+        args_push(argv, argvlen, &argc, iov(c->entry));
+        c->wait = WAIT_REDIS;
+        busy(c, 1);
+        if (sb_redis_command(ob->w->redis, on_dead_added, c, argc, argv, argvlen) != 0) {
+            busy(c, -1);
+            /* Redis is down: the command stays where it is; try again in a second. */
+            after(c, 1000, record_failure);
+        }
+        return;
+    }
+    if (!queued) {
+        xack(c);
+        on_failed_recorded(NULL, c);
+        return;
+    }
     h2o_iovec_t event = h2o_iovec_init("", 0);
     const sb_send_part_t *p = NULL;
-    if (c->org.len != 0 && c->adapter != NULL) {
+    if (c->adapter != NULL) {
         p = c->next_part < c->plan.size ? c->plan.entries + c->next_part : NULL;
         event = outbound_event(c, c->next_part + 1, p, 1);
     }
-    args_push(argv, argvlen, &argc, iov(ob->prefix));
-    args_push(argv, argvlen, &argc, c->org);
-    args_push(argv, argvlen, &argc, c->parsed ? c->cmd.id : iov(""));
+    const char *argv[24];
+    size_t argvlen[24];
+    int argc = 0;
+    args_push(argv, argvlen, &argc, cmd_key(c));
+    args_push(argv, argvlen, &argc, conv_key(c, "cq"));
+    args_push(argv, argvlen, &argc, conv_key(c, "cqd"));
+    args_push(argv, argvlen, &argc, org_key(c, "inbox"));
+    args_push(argv, argvlen, &argc, org_key(c, "deadletters"));
+    args_push(argv, argvlen, &argc, c->cmd.id);
     args_push(argv, argvlen, &argc, iov(c->entry));
     args_push(argv, argvlen, &argc, c->raw);
     args_push(argv, argvlen, &argc,
@@ -547,18 +838,18 @@ static void record_failure(ob_cmd_t *c)
     args_push(argv, argvlen, &argc, event);
     args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
     args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
-    args_push(argv, argvlen, &argc, c->conn_id);
-    args_push(argv, argvlen, &argc, iov(token ? "1" : "0"));
     args_push(argv, argvlen, &argc, iov(c->reason != NULL ? c->reason : "rejected"));
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
     args_push(argv, argvlen, &argc, ipool(c, c->http_status));
+    args_push(argv, argvlen, &argc, c->dead_id);
+    args_push(argv, argvlen, &argc, iov(ob->prefix));
+    args_push(argv, argvlen, &argc, c->org);
     inbox_args(c, p, argv, argvlen, &argc);
     c->wait = WAIT_REDIS;
     busy(c, 1);
-    if (sb_redis_eval(ob->w->redis, &script_failed, on_failed_recorded, c, 0, argc, argv,
+    if (sb_redis_eval(ob->w->redis, &script_failed, on_failed_recorded, c, 5, argc, argv,
                       argvlen) != 0) {
         busy(c, -1);
-        /* Redis is down: the command stays pending; try again in a second. */
         after(c, 1000, record_failure);
     }
 }
@@ -580,14 +871,39 @@ static int recorded(ob_cmd_t *c, redisReply *r, void (*again)(ob_cmd_t *))
     return 1;
 }
 
-static void on_failed_recorded(redisReply *r, void *data)
+static void on_dead_added(redisReply *r, void *data)
 {
     ob_cmd_t *c = data;
     if (!recorded(c, r, record_failure))
         return;
+    c->dead_id = r->type == REDIS_REPLY_STRING ? sb_pool_strdup(&c->pool, r->str, r->len)
+                                               : iov("");
+    record_failure(c);
+}
+
+/* r NULL: called directly for an entry that was not queued (nothing in flight). */
+static void on_failed_recorded(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    if (r != NULL && !recorded(c, r, record_failure))
+        return;
+    sb_outbound_t *ob = c->ob;
     if (c->result.outcome == SB_SEND_TOKEN_INVALID && c->conn_id.len != 0) {
-        /* The set behind the connections_inactive gauge (a key of its own hash slot). */
-        sb_outbound_t *ob = c->ob;
+        /* The connection becomes inactive (its own key), and joins the set behind the
+         * connections_inactive gauge (a key of its own hash slot). */
+        h2o_iovec_t ckey = sb_pool_printf(&c->pool, "%sconnection:%.*s", ob->prefix,
+                                          (int)c->conn_id.len, c->conn_id.base);
+        h2o_iovec_t now = ipool(c, sb_now_ms());
+        h2o_iovec_t title =
+            c->result.error_title.base != NULL ? c->result.error_title : iov("failed");
+        const char *hargv[12] = {"HSET",        ckey.base,     "status",        "inactive",
+                                 "error_code",  "token_invalid", "error_message", title.base,
+                                 "error_at",    now.base,      "last_checked_at", now.base};
+        size_t hargvlen[12];
+        for (int i = 0; i < 12; ++i)
+            hargvlen[i] = strlen(hargv[i]);
+        hargvlen[7] = title.len;
+        sb_redis_command(ob->w->redis, NULL, NULL, 12, hargv, hargvlen);
         h2o_iovec_t key = sb_pool_printf(&c->pool, "%s" SB_INACTIVE_CONNECTIONS_KEY, ob->prefix);
         const char *argv[3] = {"SADD", key.base, c->conn_id.base};
         size_t argvlen[3] = {4, key.len, c->conn_id.len};
@@ -636,12 +952,13 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[16];
-    size_t argvlen[16];
+    const char *argv[19];
+    size_t argvlen[19];
     int argc = 0;
-    args_push(argv, argvlen, &argc, iov(ob->prefix));
-    args_push(argv, argvlen, &argc, c->org);
-    args_push(argv, argvlen, &argc, c->cmd.id);
+    args_push(argv, argvlen, &argc, cmd_key(c));
+    args_push(argv, argvlen, &argc, conv_key(c, "cq"));
+    args_push(argv, argvlen, &argc, conv_key(c, "cqd"));
+    args_push(argv, argvlen, &argc, org_key(c, "inbox"));
     args_push(argv, argvlen, &argc, ipool(c, (int64_t)part));
     args_push(argv, argvlen, &argc, msgid.base != NULL ? msgid : iov(""));
     args_push(argv, argvlen, &argc, iov(last ? "1" : "0"));
@@ -650,11 +967,13 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
     args_push(argv, argvlen, &argc, ipool(c, conf->stream_maxlen));
     args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
+    args_push(argv, argvlen, &argc, iov(ob->prefix));
+    args_push(argv, argvlen, &argc, c->org);
     inbox_args(c, part >= 1 && part <= c->plan.size ? c->plan.entries + part - 1 : NULL, argv,
                argvlen, &argc);
     c->wait = WAIT_REDIS;
     busy(c, 1);
-    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 0, argc, argv, argvlen) !=
+    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 4, argc, argv, argvlen) !=
         0) {
         busy(c, -1);
         after(c, 1000, again);
@@ -700,6 +1019,7 @@ static uint64_t backoff_ms(ob_cmd_t *c)
     return (uint64_t)(base / 2 + base / 2 * (r / 255.0));
 }
 
+
 /* ---- Retry waits, cancels ---- */
 
 static void begin_send(ob_cmd_t *c);
@@ -721,19 +1041,17 @@ static void mark_retrying(ob_cmd_t *c, uint64_t delay, const char *title)
                               "provider_status", sstatus, "next_delay_ms", sdelay, "provider_error",
                               title, NULL},
              "outbound command retrying in %s ms", sdelay);
-    const char *argv[9];
-    size_t argvlen[9];
+    const char *argv[7];
+    size_t argvlen[7];
     int argc = 0;
-    args_push(argv, argvlen, &argc, iov(ob->prefix));
-    args_push(argv, argvlen, &argc, c->org);
-    args_push(argv, argvlen, &argc, c->cmd.id);
+    args_push(argv, argvlen, &argc, cmd_key(c));
     args_push(argv, argvlen, &argc, iov(c->entry));
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms() + (int64_t)delay));
     args_push(argv, argvlen, &argc, iov(scode));
     args_push(argv, argvlen, &argc, iov(title));
     args_push(argv, argvlen, &argc, iov(sstatus));
-    sb_redis_eval(ob->w->redis, &script_retrying, NULL, NULL, 0, argc, argv, argvlen);
+    sb_redis_eval(ob->w->redis, &script_retrying, NULL, NULL, 1, argc, argv, argvlen);
 }
 
 static void wait_retry(ob_cmd_t *c, uint64_t delay)
@@ -748,19 +1066,42 @@ static void wait_retry(ob_cmd_t *c, uint64_t delay)
     after(c, delay < PEEK_MS ? delay : PEEK_MS, retry_tick);
 }
 
-/* Acknowledges a command cancelled through the API (or whose id another entry took over):
- * nothing more is sent. */
+static void drop_head(ob_cmd_t *c);
+
+static void on_dropped(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    if (!recorded(c, r, drop_head))
+        return;
+    cmd_done(c);
+}
+
+/* The head leaves its queue unsent: cancelled, done already, or its id taken over. */
+static void drop_head(ob_cmd_t *c)
+{
+    const char *argv[3];
+    size_t argvlen[3];
+    int argc = 0;
+    args_push(argv, argvlen, &argc, conv_key(c, "cq"));
+    args_push(argv, argvlen, &argc, conv_key(c, "cqd"));
+    args_push(argv, argvlen, &argc, iov(c->entry));
+    c->wait = WAIT_REDIS;
+    busy(c, 1);
+    if (sb_redis_eval(c->ob->w->redis, &script_drop, on_dropped, c, 2, argc, argv, argvlen) != 0) {
+        busy(c, -1);
+        after(c, 1000, drop_head);
+    }
+}
+
+/* A command cancelled through the API (or whose id another entry took over) leaves its
+ * queue: nothing more is sent. */
 static void ack_cancelled(ob_cmd_t *c)
 {
-    sb_outbound_t *ob = c->ob;
-    const char *argv[4] = {"XACK", ob->stream, GROUP, c->entry};
-    size_t argvlen[4] = {4, strlen(ob->stream), strlen(GROUP), strlen(c->entry)};
-    sb_redis_command(ob->w->redis, NULL, NULL, 4, argv, argvlen);
     sb_logkv(SB_LOG_INFO, SB_MODULE,
              (const char *[]){"command_id", c->cmd.id.base, "entry", c->entry, NULL},
              "outbound command cancelled: not sent");
     sb_metrics_outbound(channel_index(c->adapter), SB_OUTBOUND_CANCELLED);
-    cmd_done(c);
+    drop_head(c);
 }
 
 static void on_begin(redisReply *r, void *data)
@@ -774,6 +1115,17 @@ static void on_begin(redisReply *r, void *data)
     int peek = c->retry_wait;
     if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
         after(c, 1000, peek ? retry_tick : begin_send);
+        return;
+    }
+    if (r->integer < 0) {
+        /* The lease expired and another gateway holds the conversation now: it sends. */
+        sb_logkv(SB_LOG_WARN, SB_MODULE,
+                 (const char *[]){"command_id", c->cmd.id.base, "entry", c->entry,
+                                  "conversation_id", c->conv->cv, NULL},
+                 "outbound conversation taken over by another consumer");
+        sb_metrics_outbound_lease_lost();
+        c->conv->lost = 1;
+        cmd_done(c);
         return;
     }
     if (r->integer == 0) {
@@ -790,23 +1142,23 @@ static void on_begin(redisReply *r, void *data)
     send_part(c);
 }
 
-/* Runs out_begin: "send" before an attempt (checks that the command was not cancelled and
- * counts the attempt), "peek" during a retry wait. */
+/* Runs out_begin: "send" before an attempt (checks the lease and that the command was not
+ * cancelled, and counts the attempt), "peek" during a retry wait. */
 static void run_begin(ob_cmd_t *c, const char *mode)
 {
     sb_outbound_t *ob = c->ob;
     const char *argv[6];
     size_t argvlen[6];
     int argc = 0;
-    args_push(argv, argvlen, &argc, iov(ob->prefix));
-    args_push(argv, argvlen, &argc, c->org);
-    args_push(argv, argvlen, &argc, c->cmd.id);
+    args_push(argv, argvlen, &argc, cmd_key(c));
+    args_push(argv, argvlen, &argc, conv_key(c, "cqlease"));
     args_push(argv, argvlen, &argc, iov(c->entry));
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
     args_push(argv, argvlen, &argc, iov(mode));
+    args_push(argv, argvlen, &argc, iov(ob->node));
     c->wait = WAIT_REDIS;
     busy(c, 1);
-    if (sb_redis_eval(ob->w->redis, &script_begin, on_begin, c, 0, argc, argv, argvlen) != 0) {
+    if (sb_redis_eval(ob->w->redis, &script_begin, on_begin, c, 2, argc, argv, argvlen) != 0) {
         busy(c, -1);
         after(c, 1000, c->retry_wait ? retry_tick : begin_send);
     }
@@ -830,13 +1182,47 @@ static void retry_tick(ob_cmd_t *c)
         run_begin(c, "peek");
 }
 
+/* Runs out_pace on the connection's shared budget; pause_ms > 0 holds every send of the
+ * connection back that long (fire and forget). */
+static void eval_pace(ob_cmd_t *c, uint64_t pause_ms, sb_redis_cb cb)
+{
+    double rate = channel_rate(c->ob, c->channel);
+    if (rate < 1.0)
+        rate = 1.0;
+    double interval = 1e6 / rate;
+    /* A burst of a quarter of a second of the rate: at 30/s, 7 at once, so that no
+     * one-second window admits more than 37 (the contract allows a third of a second: the
+     * rest is room for the time a request takes to reach the provider). */
+    double burst = floor(rate / 4.0);
+    if (burst < 1.0)
+        burst = 1.0;
+    const char *argv[4];
+    size_t argvlen[4];
+    int argc = 0;
+    args_push(argv, argvlen, &argc,
+              sb_pool_printf(&c->pool, "%space:{%.*s}:%.*s", c->ob->prefix, (int)c->org.len,
+                             c->org.base, (int)c->conn_id.len, c->conn_id.base));
+    args_push(argv, argvlen, &argc, sb_pool_printf(&c->pool, "%.0f", interval));
+    args_push(argv, argvlen, &argc, sb_pool_printf(&c->pool, "%.0f", (burst - 1.0) * interval));
+    args_push(argv, argvlen, &argc, ipool(c, (int64_t)pause_ms * 1000));
+    if (cb != NULL) {
+        c->wait = WAIT_REDIS;
+        busy(c, 1);
+    }
+    if (sb_redis_eval(c->ob->w->redis, &script_pace, cb, c, 1, argc, argv, argvlen) != 0 &&
+        cb != NULL) {
+        busy(c, -1);
+        after(c, 1000, send_part);
+    }
+}
+
 static void on_response(const sb_http_response_t *res, void *data)
 {
     ob_cmd_t *c = data;
     sb_outbound_t *ob = c->ob;
     busy(c, -1);
     if (res->result == SB_HTTP_CANCELLED) {
-        /* Shut down before an answer: the command stays pending and is taken over later. */
+        /* Shut down before an answer: the command stays in its queue for the next holder. */
         cmd_done(c);
         return;
     }
@@ -853,12 +1239,9 @@ static void on_response(const sb_http_response_t *res, void *data)
         uint64_t delay = backoff_ms(c);
         if (c->result.retry_after_ms >= 0 && (uint64_t)c->result.retry_after_ms > delay)
             delay = (uint64_t)c->result.retry_after_ms;
-        if (c->result.retry_after_ms >= 0 && sb_iov_eq(c->channel, "telegram")) {
-            /* Telegram's flood wait applies to the whole bot. */
-            ob_bucket_t *b = sb_map_get(&ob->buckets, c->conn_id.base);
-            if (b != NULL)
-                b->paused_until_us = sb_mono_us() + (uint64_t)c->result.retry_after_ms * 1000;
-        }
+        if (c->result.retry_after_ms >= 0 && sb_iov_eq(c->channel, "telegram"))
+            /* Telegram's flood wait applies to the whole bot, on every gateway. */
+            eval_pace(c, (uint64_t)c->result.retry_after_ms, NULL);
         uint64_t elapsed_ms = (sb_mono_us() - c->started_us) / 1000;
         if (elapsed_ms + delay > (uint64_t)ob->w->server->conf->retry_deadline_ms) {
             fail_cmd(c, SB_SEND_PERMANENT, "retries_exhausted", c->result.error_code,
@@ -902,7 +1285,8 @@ static void on_response(const sb_http_response_t *res, void *data)
 #define UPLOAD_URL "https://upload.switchboard.invalid/file"
 
 static void on_uploaded(const sb_http_response_t *res, void *data);
-static void enqueue_cmd(ob_cmd_t *c);
+static void load_upload(ob_cmd_t *c);
+static void post_part(ob_cmd_t *c);
 
 /* A JSON member as a form field's value: strings as they are, the rest as JSON. */
 static h2o_iovec_t form_value(ob_cmd_t *c, json_t *v)
@@ -1050,7 +1434,7 @@ static void on_uploaded(const sb_http_response_t *res, void *data)
                 sb_pool_strdup(&c->pool, json_string_value(id), json_string_length(id));
             json_decref(root);
             busy(c, -1);
-            send_part(c); /* the send by media id */
+            post_part(c); /* the send by media id (paced with the upload) */
             return;
         }
         json_decref(root);
@@ -1066,8 +1450,12 @@ static void on_upload_loaded(redisReply *r, void *data)
 {
     ob_cmd_t *c = data;
     busy(c, -1);
-    if (c->ob->stopping || r == NULL || r->type == REDIS_REPLY_ERROR) {
-        cmd_done(c); /* Redis went away: the command stays pending */
+    if (c->ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        after(c, 1000, load_upload); /* Redis went away: it stays at its queue's head */
         return;
     }
     if (r->type != REDIS_REPLY_STRING) {
@@ -1078,10 +1466,11 @@ static void on_upload_loaded(redisReply *r, void *data)
     c->upload = h2o_iovec_init(h2o_mem_alloc_pool(&c->pool, r->len), r->len);
     memcpy(c->upload.base, r->str, r->len);
     c->cmd.media.url = iov(UPLOAD_URL);
-    enqueue_cmd(c);
+    start_cmd(c);
 }
 
-/* Loads the uploaded file of a command before it is queued. */
+/* Loads the uploaded file of the command at the head of its conversation, before its first
+ * send. */
 static void load_upload(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
@@ -1094,48 +1483,13 @@ static void load_upload(ob_cmd_t *c)
     busy(c, 1);
     if (sb_redis_command(ob->w->redis, on_upload_loaded, c, 2, argv, argvlen) != 0) {
         busy(c, -1);
-        cmd_done(c);
+        after(c, 1000, load_upload);
     }
 }
 
-/* Takes a token from the connection's bucket; returns 0, or the ms to wait for one. */
-static uint64_t take_token(ob_cmd_t *c)
+static void post_part(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
-    ob_bucket_t *b = sb_map_get(&ob->buckets, c->conn_id.base);
-    uint64_t now = sb_mono_us();
-    if (b == NULL) {
-        b = sb_mem_calloc(1, sizeof(*b));
-        b->rate = channel_rate(ob, c->channel);
-        b->tokens = b->rate;
-        b->last_us = now;
-        sb_map_set(&ob->buckets, c->conn_id.base, b);
-    }
-    if (b->paused_until_us > now)
-        return (b->paused_until_us - now) / 1000 + 1;
-    b->tokens += (double)(now - b->last_us) / 1e6 * b->rate;
-    if (b->tokens > b->rate)
-        b->tokens = b->rate;
-    b->last_us = now;
-    if (b->tokens >= 1.0) {
-        b->tokens -= 1.0;
-        return 0;
-    }
-    return (uint64_t)((1.0 - b->tokens) / b->rate * 1000.0) + 1;
-}
-
-static void send_part(ob_cmd_t *c)
-{
-    sb_outbound_t *ob = c->ob;
-    if (ob->stopping) {
-        cmd_done(c);
-        return;
-    }
-    uint64_t wait = take_token(c);
-    if (wait != 0) {
-        after(c, wait, send_part);
-        return;
-    }
     sb_provider_request_t preq;
     memset(&preq, 0, sizeof(preq));
     const char *reason = NULL;
@@ -1181,6 +1535,34 @@ static void send_part(ob_cmd_t *c)
         busy(c, -1);
         cmd_done(c);
     }
+}
+
+/* The connection's shared budget answered: send now, or wait as long as it says. */
+static void on_paced(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    busy(c, -1);
+    if (c->ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        after(c, 1000, send_part);
+        return;
+    }
+    if (r->integer > 0)
+        after(c, (uint64_t)r->integer, send_part);
+    else
+        post_part(c);
+}
+
+static void send_part(ob_cmd_t *c)
+{
+    if (c->ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    eval_pace(c, 0, on_paced);
 }
 
 /* Marks the command done without sending anything: a plan with no part (a Telegram read
@@ -1281,7 +1663,6 @@ static void check_before_send(ob_cmd_t *c)
 /* The command is at the head of its conversation: send its next part. */
 static void start_cmd(ob_cmd_t *c)
 {
-    c->conv->busy = 1;
     c->started_us = sb_mono_us();
     if (c->next_part >= c->plan.size) {
         record_done(c);
@@ -1290,82 +1671,20 @@ static void start_cmd(ob_cmd_t *c)
     check_before_send(c);
 }
 
-/* ---- Loading ---- */
+/* ---- Loading (the head of a conversation) ---- */
 
-static void enqueue_cmd(ob_cmd_t *c)
+static void load_cmd(ob_cmd_t *c);
+
+/* The conversation, its connection and its binding's assistant are read: send. */
+static void on_loaded(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
-    const char *cv = c->cmd.conversation_id.base;
-    ob_conv_t *conv = sb_map_get(&ob->convs, cv);
-    if (conv == NULL) {
-        size_t n = strlen(cv);
-        conv = sb_mem_calloc(1, sizeof(*conv) + n);
-        memcpy(conv->id, cv, n + 1);
-        h2o_linklist_init_anchor(&conv->queue);
-        sb_map_set(&ob->convs, conv->id, conv);
-    }
-    c->conv = conv;
-    c->wait = WAIT_QUEUED;
-    h2o_linklist_insert(&conv->queue, &c->link);
-    if (!conv->busy)
-        start_cmd(c);
-}
-
-/* Acknowledges an entry whose command id was already taken: nothing is sent. */
-static void ack_duplicate(ob_cmd_t *c)
-{
-    sb_outbound_t *ob = c->ob;
-    const char *argv[4] = {"XACK", ob->stream, GROUP, c->entry};
-    size_t argvlen[4] = {4, strlen(ob->stream), strlen(GROUP), strlen(c->entry)};
-    sb_redis_command(ob->w->redis, NULL, NULL, 4, argv, argvlen);
-    sb_metrics_outbound(-1, SB_OUTBOUND_DUPLICATE);
-    cmd_done(c);
-}
-
-static void on_loaded(redisReply *r, void *data)
-{
-    ob_cmd_t *c = data;
-    sb_outbound_t *ob = c->ob;
-    busy(c, -1);
-    if (ob->stopping || r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
-        /* Redis went away: leave the command pending; it is read again later. */
-        cmd_done(c);
-        return;
-    }
-    if (r->element[0]->integer == 2) {
-        ack_duplicate(c);
-        return;
-    }
-    if (r->element[0]->integer == 0 || r->elements != 6) {
-        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
-        return;
-    }
-    sb_record_t conv, conn, state;
-    sb_record_from_reply(r->element[1], &c->pool, &conv);
-    int have_conn = sb_record_from_reply(r->element[2], &c->pool, &conn) == 0;
-    sb_record_from_reply(r->element[4], &c->pool, &state);
-    c->org = sb_record_get(&conv, "org");
-    c->conn_id = sb_record_get(&conv, "connection_id");
-    c->binding_id = sb_record_get(&conv, "binding_id");
+    sb_record_t conv = c->conv_rec, conn = c->conn_rec;
     c->channel = sb_record_get(&conv, "channel");
     c->contact_id = sb_record_get(&conv, "contact_id");
     c->last_inbound_at = sb_record_get(&conv, "last_inbound_at");
     c->window_expires_at = sb_record_get(&conv, "window_expires_at");
-    if (r->element[3]->type == REDIS_REPLY_STRING)
-        c->assistant_id = sb_pool_strdup(&c->pool, r->element[3]->str, r->element[3]->len);
-    if (c->org.base == NULL || c->conn_id.base == NULL) {
-        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
-        return;
-    }
-    if (sb_record_get(&state, "done").base != NULL) {
-        /* Already sent (or failed) under this id: acknowledge, send nothing. */
-        ack_duplicate(c);
-        return;
-    }
-    /* A dead letter sent again keeps the author of its first entry. */
-    if (!c->by_person)
-        set_author(c, sb_record_get(&state, "author"));
-    if (!have_conn) {
+    if (!c->have_conn) {
         fail_cmd(c, SB_SEND_PERMANENT, "connection_deleted", 0,
                  "the conversation's connection was deleted");
         return;
@@ -1392,28 +1711,553 @@ static void on_loaded(redisReply *r, void *data)
         iov(sb_iov_eq(c->channel, "telegram") ? conf->telegram_api_base : conf->graph_api_base);
     /* An empty plan means there is nothing to send (e.g. a read receipt on Telegram). */
     c->adapter->plan(&c->cmd, &c->pool, &c->plan);
+    /* Who may write: nobody to a blocked contact, only a person after a hand-off (the
+     * failure's inbox event carries the text that was not sent). */
+    if (sb_iov_eq(c->contact_status, "BLOCKED")) {
+        fail_cmd(c, SB_SEND_PERMANENT, "contact_blocked", 0, "contact_blocked");
+        return;
+    }
+    if (sb_iov_eq(c->contact_status, "AI_REPLIES_DISABLED") && !c->by_person) {
+        fail_cmd(c, SB_SEND_PERMANENT, "handed_off", 0, "handed_off");
+        return;
+    }
+    if (c->cmd.media.upload.base != NULL && c->upload.base == NULL &&
+        c->next_part < c->plan.size) {
+        load_upload(c);
+        return;
+    }
+    start_cmd(c);
+}
+
+/* One reply of the connection and binding reads; the last one goes on. */
+static void load_step(ob_cmd_t *c)
+{
+    if (--c->loads_pending > 0)
+        return;
+    if (c->ob->stopping)
+        cmd_done(c);
+    else if (c->load_failed)
+        after(c, 1000, load_cmd); /* Redis went away: the command stays at its queue's head */
+    else
+        on_loaded(c);
+}
+
+static void load_done(ob_cmd_t *c, redisReply *r)
+{
+    busy(c, -1);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        c->load_failed = 1;
+    load_step(c);
+}
+
+static void on_conn_read(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY)
+        c->have_conn = sb_record_from_reply(r, &c->pool, &c->conn_rec) == 0;
+    load_done(c, r);
+}
+
+static void on_assistant_read(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    if (r != NULL && r->type == REDIS_REPLY_STRING)
+        c->assistant_id = sb_pool_strdup(&c->pool, r->str, r->len);
+    load_done(c, r);
+}
+
+static void on_contact_read(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    if (r != NULL && r->type == REDIS_REPLY_STRING)
+        c->contact_status = sb_pool_strdup(&c->pool, r->str, r->len);
+    load_done(c, r);
+}
+
+static void on_conv_read(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    sb_outbound_t *ob = c->ob;
+    busy(c, -1);
+    if (ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        after(c, 1000, load_cmd); /* Redis went away: the command stays at its queue's head */
+        return;
+    }
+    if (sb_record_from_reply(r, &c->pool, &c->conv_rec) != 0) {
+        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
+        return;
+    }
+    c->conn_id = sb_record_get(&c->conv_rec, "connection_id");
+    c->binding_id = sb_record_get(&c->conv_rec, "binding_id");
+    if (c->conn_id.base == NULL) {
+        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
+        return;
+    }
+    /* The connection and the binding: reads of their own keys (their own slots), pipelined. */
+    h2o_iovec_t bid = c->binding_id.base != NULL ? c->binding_id : iov("");
+    h2o_iovec_t ckey = sb_pool_printf(&c->pool, "%sconnection:%.*s", ob->prefix,
+                                      (int)c->conn_id.len, c->conn_id.base);
+    h2o_iovec_t bkey =
+        sb_pool_printf(&c->pool, "%sbinding:%.*s", ob->prefix, (int)bid.len, bid.base);
+    const char *cargv[2] = {"HGETALL", ckey.base};
+    size_t cargvlen[2] = {7, ckey.len};
+    const char *bargv[3] = {"HGET", bkey.base, "assistant_id"};
+    size_t bargvlen[3] = {4, bkey.len, 12};
+    c->have_conn = 0;
+    c->load_failed = 0;
+    c->contact_status = h2o_iovec_init(NULL, 0);
+    c->loads_pending = 1; /* held until all are sent */
+    busy(c, 1);
+    if (sb_redis_command(ob->w->redis, on_conn_read, c, 2, cargv, cargvlen) == 0) {
+        c->loads_pending++;
+    } else {
+        busy(c, -1);
+        c->load_failed = 1;
+    }
+    busy(c, 1);
+    if (sb_redis_command(ob->w->redis, on_assistant_read, c, 3, bargv, bargvlen) == 0) {
+        c->loads_pending++;
+    } else {
+        busy(c, -1);
+        c->load_failed = 1;
+    }
+    /* The contact's status (who may write to it), a read of its own key. */
+    h2o_iovec_t cid = sb_record_get(&c->conv_rec, "contact_id");
+    if (cid.base != NULL && cid.len != 0) {
+        h2o_iovec_t tkey =
+            sb_pool_printf(&c->pool, "%scontact:%.*s", ob->prefix, (int)cid.len, cid.base);
+        const char *targv[3] = {"HGET", tkey.base, "status"};
+        size_t targvlen[3] = {4, tkey.len, 6};
+        busy(c, 1);
+        if (sb_redis_command(ob->w->redis, on_contact_read, c, 3, targv, targvlen) == 0) {
+            c->loads_pending++;
+        } else {
+            busy(c, -1);
+            c->load_failed = 1;
+        }
+    }
+    load_step(c);
+}
+
+static void load_cmd(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    h2o_iovec_t key = sb_pool_printf(&c->pool, "%sconv:%.*s", ob->prefix,
+                                     (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
+    const char *argv[2] = {"HGETALL", key.base};
+    size_t argvlen[2] = {7, key.len};
+    c->wait = WAIT_REDIS;
+    busy(c, 1);
+    if (sb_redis_command(ob->w->redis, on_conv_read, c, 2, argv, argvlen) != 0) {
+        busy(c, -1);
+        after(c, 1000, load_cmd);
+    }
+}
+
+static ob_cmd_t *new_cmd(sb_outbound_t *ob, const char *entry, size_t len)
+{
+    ob_cmd_t *c = sb_mem_calloc(1, sizeof(*c));
+    c->ob = ob;
+    h2o_mem_init_pool(&c->pool);
+    memcpy(c->entry, entry, len);
+    c->entry[len] = '\0';
+    uv_timer_init(&ob->w->loop, &c->timer);
+    c->timer.data = c;
+    c->raw = h2o_iovec_init("", 0);
+    c->author = iov("{\"type\":\"assistant\"}");
+    c->wait = WAIT_REDIS;
+    return c;
+}
+
+/* out_head gave the conversation's head: {3, entry, command JSON, command state}. */
+static void take_head(ob_conv_t *conv, const redisReply *r)
+{
+    sb_outbound_t *ob = conv->ob;
+    const redisReply *entry = r->element[1], *raw = r->element[2];
+    if (r->elements != 4 || entry->type != REDIS_REPLY_STRING || entry->len >= 64 ||
+        raw->type != REDIS_REPLY_STRING) {
+        fetch_head(conv);
+        return;
+    }
+    ob_cmd_t *c = new_cmd(ob, entry->str, entry->len);
+    c->conv = conv;
+    conv->cur = c;
+    c->org = sb_pool_strdup(&c->pool, conv->org, strlen(conv->org));
+    c->raw = sb_pool_strdup(&c->pool, raw->str, raw->len);
+    const char *reason = NULL;
+    if (sb_command_parse(c->raw, &c->pool, &c->cmd, &reason) != SB_OK ||
+        c->cmd.conversation_id.base == NULL) {
+        drop_head(c); /* checked before it was queued: not reached */
+        return;
+    }
+    c->parsed = 1;
+    sb_record_t state;
+    sb_record_from_reply(r->element[3], &c->pool, &state);
+    h2o_iovec_t owner = sb_record_get(&state, "entry");
+    if (sb_record_get(&state, "done").base != NULL ||
+        (owner.base != NULL && !sb_iov_eq(owner, c->entry))) {
+        /* Sent, failed or cancelled already, or its id went to another entry. */
+        if (sb_iov_eq(sb_record_get(&state, "done"), "cancelled"))
+            sb_metrics_outbound(-1, SB_OUTBOUND_CANCELLED);
+        else
+            sb_metrics_outbound(-1, SB_OUTBOUND_DUPLICATE);
+        drop_head(c);
+        return;
+    }
+    /* The author the entry carried when it was queued (a dead letter sent again keeps the
+     * author of its first entry). */
+    set_author(c, sb_record_get(&state, "author"));
     int64_t parts = 0;
     h2o_iovec_t p = sb_record_get(&state, "parts");
     if (p.base != NULL)
         sb_parse_int64(p.base, p.len, 0, INT32_MAX, &parts);
     c->next_part = (size_t)parts;
-    /* Who may write: nobody to a blocked contact, only a person after a hand-off (the
-     * failure's inbox event carries the text that was not sent). */
-    const redisReply *cst = r->element[5];
-    if (cst->type == REDIS_REPLY_STRING && strcmp(cst->str, "BLOCKED") == 0) {
-        fail_cmd(c, SB_SEND_PERMANENT, "contact_blocked", 0, "contact_blocked");
+    load_cmd(c);
+}
+
+/* ---- Conversations: leases, heads, the mark ---- */
+
+static void free_conv(ob_conv_t *conv)
+{
+    sb_outbound_t *ob = conv->ob;
+    free(conv);
+    ob->convs_alive--; /* the caller frees the consumer when it is stopping (maybe_free) */
+}
+
+static void watch_add(sb_outbound_t *ob, const char *member, int64_t score)
+{
+    char s[32];
+    snprintf(s, sizeof(s), "%lld", (long long)score);
+    const char *argv[4] = {"ZADD", ob->watch, s, member};
+    size_t argvlen[4] = {4, strlen(ob->watch), strlen(s), strlen(member)};
+    sb_redis_command(ob->w->redis, NULL, NULL, 4, argv, argvlen);
+}
+
+/* The conversation is no longer this process's to send: out of the map at once, freed once
+ * nothing of it is in flight. 'release' gives the lease back (a clean stop) and makes the
+ * conversation visible to every gateway's next scan. */
+static void drop_conv(ob_conv_t *conv, int release)
+{
+    sb_outbound_t *ob = conv->ob;
+    if (conv->dropped)
+        return;
+    if (sb_map_get(&ob->convs, conv->cv) == conv)
+        sb_map_remove(&ob->convs, conv->cv);
+    if (h2o_linklist_is_linked(&conv->waiting))
+        h2o_linklist_unlink(&conv->waiting);
+    if (release && !conv->lost) {
+        char key[512];
+        conv_key_buf(conv, "cqlease", key, sizeof(key));
+        const char *argv[2] = {key, ob->node};
+        size_t argvlen[2] = {strlen(key), strlen(ob->node)};
+        if (sb_redis_eval(ob->w->redis, &script_release, NULL, NULL, 1, 2, argv, argvlen) == 0)
+            watch_add(ob, conv->member, sb_now_ms());
+    }
+    conv->dropped = 1;
+    if (conv->cur == NULL && !conv->fetching)
+        free_conv(conv);
+}
+
+static void on_mark_timer(uv_timer_t *t);
+
+static void wait_mark(ob_conv_t *conv)
+{
+    sb_outbound_t *ob = conv->ob;
+    if (!h2o_linklist_is_linked(&conv->waiting))
+        h2o_linklist_insert(&ob->mark_waiters, &conv->waiting);
+    /* The mark timer runs only while a head waits. */
+    if (!ob->stopping && !uv_is_active((uv_handle_t *)&ob->mark_timer))
+        uv_timer_start(&ob->mark_timer, on_mark_timer, MARK_TICK_MS, MARK_TICK_MS);
+}
+
+static void head_reply(redisReply *r, ob_conv_t *conv);
+
+static void on_head(redisReply *r, void *data)
+{
+    ob_conv_t *conv = data;
+    sb_outbound_t *ob = conv->ob;
+    conv->fetching = 0;
+    ob->replies_pending--;
+    head_reply(r, conv);
+    if (ob->stopping)
+        maybe_free(ob);
+    else if (!ob->reading)
+        read_next(ob);
+}
+
+static void head_reply(redisReply *r, ob_conv_t *conv)
+{
+    sb_outbound_t *ob = conv->ob;
+    if (conv->dropped) {
+        free_conv(conv);
         return;
     }
-    if (cst->type == REDIS_REPLY_STRING && strcmp(cst->str, "AI_REPLIES_DISABLED") == 0 &&
-        !c->by_person) {
-        fail_cmd(c, SB_SEND_PERMANENT, "handed_off", 0, "handed_off");
+    if (ob->stopping || conv->lost) {
+        drop_conv(conv, !conv->lost);
         return;
     }
-    if (c->cmd.media.upload.base != NULL && c->next_part < c->plan.size) {
-        load_upload(c);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        wait_mark(conv); /* tried again with the next mark */
+        return;
+    }
+    switch (r->element[0]->integer) {
+    case 0: /* another gateway holds it */
+        drop_conv(conv, 0);
+        return;
+    case 1: { /* empty: the lease was released */
+        char key[320], score[32];
+        int64_t now = sb_now_ms();
+        snprintf(key, sizeof(key), "%s", ob->watch);
+        snprintf(score, sizeof(score), "%lld",
+                 (long long)(conv->watch_score > now ? conv->watch_score : now));
+        const char *argv[3] = {key, conv->member, score};
+        size_t argvlen[3] = {strlen(key), strlen(conv->member), strlen(score)};
+        sb_redis_eval(ob->w->redis, &script_unwatch, NULL, NULL, 1, 3, argv, argvlen);
+        drop_conv(conv, 0);
+        return;
+    }
+    case 2: /* an older entry may still be on its way to the queue */
+    case 3:
+        if (conv->watch_score == 0) {
+            conv->watch_score = sb_now_ms() + lease_ms(ob);
+            watch_add(ob, conv->member, conv->watch_score);
+        }
+        if (r->element[0]->integer == 2)
+            wait_mark(conv);
+        else
+            take_head(conv, r);
+        return;
+    default:
+        fetch_head(conv);
+    }
+}
+
+/* Asks for the conversation's head (taking the lease when it is free or ours). */
+static void fetch_head(ob_conv_t *conv)
+{
+    sb_outbound_t *ob = conv->ob;
+    if (conv->cur != NULL || conv->fetching || conv->dropped)
+        return;
+    if (ob->stopping || conv->lost) {
+        drop_conv(conv, !conv->lost);
+        return;
+    }
+    if (!ob->mark_ready) {
+        wait_mark(conv);
+        return;
+    }
+    char kq[512], kd[512], kl[512], ckp[512], lms[32];
+    conv_key_buf(conv, "cq", kq, sizeof(kq));
+    conv_key_buf(conv, "cqd", kd, sizeof(kd));
+    conv_key_buf(conv, "cqlease", kl, sizeof(kl));
+    snprintf(ckp, sizeof(ckp), "%scmd:{%s}:", ob->prefix, conv->org);
+    snprintf(lms, sizeof(lms), "%lld", (long long)lease_ms(ob));
+    const char *argv[8] = {kq, kd, kl, ob->node, lms, ob->mark, ob->mark_incl ? "1" : "0", ckp};
+    size_t argvlen[8];
+    for (int i = 0; i < 8; ++i)
+        argvlen[i] = strlen(argv[i]);
+    if (sb_redis_eval(ob->w->redis, &script_head, on_head, conv, 3, 8, argv, argvlen) == 0) {
+        conv->fetching = 1;
+        ob->replies_pending++;
+    } else {
+        wait_mark(conv);
+    }
+}
+
+/* This process holds (or tries to take) the conversation's lease: it sends its heads. */
+static void hold_conv(sb_outbound_t *ob, const char *org, const char *cv)
+{
+    if (strlen(org) > ID_MAX || strlen(cv) > ID_MAX || ob->stopping)
+        return;
+    ob_conv_t *conv = sb_map_get(&ob->convs, cv);
+    if (conv == NULL) {
+        conv = sb_mem_calloc(1, sizeof(*conv));
+        conv->ob = ob;
+        snprintf(conv->org, sizeof(conv->org), "%s", org);
+        snprintf(conv->cv, sizeof(conv->cv), "%s", cv);
+        snprintf(conv->member, sizeof(conv->member), "%s %s", org, cv);
+        sb_map_set(&ob->convs, conv->cv, conv);
+        ob->convs_alive++;
+    }
+    if (!h2o_linklist_is_linked(&conv->waiting))
+        fetch_head(conv);
+}
+
+static void on_mark(redisReply *r, void *data)
+{
+    sb_outbound_t *ob = data;
+    ob->marking = 0;
+    if (reply_arrived(ob))
+        return;
+    int changed = 0;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len < sizeof(ob->mark) &&
+        r->element[1]->type == REDIS_REPLY_STRING) {
+        int incl = r->element[1]->str[0] == '1';
+        changed = !ob->mark_ready || strcmp(ob->mark, r->element[0]->str) != 0 ||
+                  incl != ob->mark_incl;
+        snprintf(ob->mark, sizeof(ob->mark), "%s", r->element[0]->str);
+        ob->mark_incl = incl;
+        ob->mark_ready = 1;
+    }
+    ob->mark_next_us = sb_mono_us() + (changed ? 0 : MARK_SLOW_MS * 1000);
+    if (!ob->mark_ready)
+        return;
+    /* Every waiting head is asked again (one that waits still goes back to the list). */
+    h2o_linklist_t list;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, &ob->mark_waiters);
+    while (!h2o_linklist_is_empty(&list)) {
+        ob_conv_t *conv = H2O_STRUCT_FROM_MEMBER(ob_conv_t, waiting, list.next);
+        h2o_linklist_unlink(&conv->waiting);
+        fetch_head(conv);
+    }
+}
+
+static void on_mark_timer(uv_timer_t *t)
+{
+    sb_outbound_t *ob = t->data;
+    if (h2o_linklist_is_empty(&ob->mark_waiters)) {
+        uv_timer_stop(t);
+        return;
+    }
+    if (ob->marking || sb_mono_us() < ob->mark_next_us || !sb_redis_connected(ob->w->redis))
+        return;
+    const char *argv[2] = {ob->stream, GROUP};
+    size_t argvlen[2] = {strlen(ob->stream), strlen(GROUP)};
+    if (sb_redis_eval(ob->w->redis, &script_mark, on_mark, ob, 1, 2, argv, argvlen) == 0) {
+        ob->marking = 1;
+        ob->replies_pending++;
+    }
+}
+
+/* ---- Moving entries from sb:out into their queues ---- */
+
+static void ack_duplicate(ob_cmd_t *c);
+
+static void on_queued(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    sb_outbound_t *ob = c->ob;
+    busy(c, -1);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        /* Redis went away: the entry stays pending and is moved again later. */
+        cmd_done(c);
+        return;
+    }
+    if (r->element[0]->integer != 1) {
+        ack_duplicate(c); /* a duplicate, or done already */
+        return;
+    }
+    xack(c);
+    if (r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER &&
+               r->element[1]->integer == 1 && !ob->stopping) {
+        char org[ID_MAX + 1];
+        snprintf(org, sizeof(org), "%.*s", (int)c->org.len, c->org.base);
+        hold_conv(ob, org, c->cmd.conversation_id.base);
+    }
+    cmd_done(c);
+}
+
+/* Moves the entry into its conversation's queue (out_queue), then acknowledges it. */
+static void enqueue_cmd(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    const sb_conf_t *conf = ob->w->server->conf;
+    const char *argv[15];
+    size_t argvlen[15];
+    int argc = 0;
+    args_push(argv, argvlen, &argc, conv_key(c, "cq"));
+    args_push(argv, argvlen, &argc, conv_key(c, "cqd"));
+    args_push(argv, argvlen, &argc, conv_key(c, "cqlease"));
+    args_push(argv, argvlen, &argc, cmd_key(c));
+    args_push(argv, argvlen, &argc, iov(c->entry));
+    args_push(argv, argvlen, &argc, c->raw);
+    args_push(argv, argvlen, &argc, c->redrive);
+    args_push(argv, argvlen, &argc, c->cmd.conversation_id);
+    args_push(argv, argvlen, &argc, c->cmd.id);
+    args_push(argv, argvlen, &argc, c->cmd.type);
+    args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
+    args_push(argv, argvlen, &argc, ipool(c, conf->dedup_ttl_seconds));
+    args_push(argv, argvlen, &argc, iov(ob->node));
+    args_push(argv, argvlen, &argc, ipool(c, lease_ms(ob)));
+    args_push(argv, argvlen, &argc, c->by_person ? c->author : iov(""));
+    c->wait = WAIT_REDIS;
+    busy(c, 1);
+    if (sb_redis_eval(ob->w->redis, &script_queue, on_queued, c, 4, argc, argv, argvlen) != 0) {
+        busy(c, -1);
+        cmd_done(c);
+    }
+}
+
+/* The conversation is in the watch set before its queue can hold anything: a gateway that
+ * dies right after taking the lease leaves a conversation that the others find. */
+static void on_watched(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    busy(c, -1);
+    if (c->ob->stopping || r == NULL || r->type == REDIS_REPLY_ERROR) {
+        cmd_done(c);
         return;
     }
     enqueue_cmd(c);
+}
+
+static void watch_intent(ob_cmd_t *c)
+{
+    sb_outbound_t *ob = c->ob;
+    h2o_iovec_t member = sb_pool_printf(&c->pool, "%.*s %.*s", (int)c->org.len, c->org.base,
+                                        (int)c->cmd.conversation_id.len,
+                                        c->cmd.conversation_id.base);
+    h2o_iovec_t score = ipool(c, sb_now_ms() + lease_ms(ob));
+    const char *argv[5] = {"ZADD", ob->watch, "NX", score.base, member.base};
+    size_t argvlen[5] = {4, strlen(ob->watch), 2, score.len, member.len};
+    c->wait = WAIT_REDIS;
+    busy(c, 1);
+    if (sb_redis_command(ob->w->redis, on_watched, c, 5, argv, argvlen) != 0) {
+        busy(c, -1);
+        cmd_done(c);
+    }
+}
+
+static void on_org(redisReply *r, void *data)
+{
+    ob_cmd_t *c = data;
+    sb_outbound_t *ob = c->ob;
+    busy(c, -1);
+    if (ob->stopping || r == NULL || r->type == REDIS_REPLY_ERROR) {
+        cmd_done(c); /* stays pending: moved again later */
+        return;
+    }
+    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > ID_MAX) {
+        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
+        return;
+    }
+    c->org = sb_pool_strdup(&c->pool, r->str, r->len);
+    if (ob->orgs.size >= ORG_CACHE_MAX) {
+        sb_map_foreach(&ob->orgs, free_value_cb, NULL);
+        sb_map_dispose(&ob->orgs);
+        sb_map_init(&ob->orgs);
+    }
+    char *copy = sb_mem_alloc(r->len + 1);
+    memcpy(copy, r->str, r->len + 1);
+    free(sb_map_remove(&ob->orgs, c->cmd.conversation_id.base));
+    sb_map_set(&ob->orgs, c->cmd.conversation_id.base, copy);
+    watch_intent(c);
+}
+
+/* Acknowledges an entry whose command id was already taken: nothing is sent. */
+static void ack_duplicate(ob_cmd_t *c)
+{
+    xack(c);
+    sb_metrics_outbound(-1, SB_OUTBOUND_DUPLICATE);
+    cmd_done(c);
 }
 
 /* Takes 'json' as the command's author when it names a person (type "person" and the API
@@ -1433,7 +2277,7 @@ static void set_author(ob_cmd_t *c, h2o_iovec_t json)
     json_decref(a);
 }
 
-/* A stream entry (id, [field, value, ...]) read or claimed: start it unless held already. */
+/* A stream entry (id, [field, value, ...]) read or claimed: move it unless moving already. */
 static void take_entry(sb_outbound_t *ob, const redisReply *e)
 {
     if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
@@ -1442,16 +2286,8 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
     const redisReply *id = e->element[0], *fields = e->element[1];
     if (id->len >= 64 || sb_map_get(&ob->inflight, id->str) != NULL)
         return;
-    ob_cmd_t *c = sb_mem_calloc(1, sizeof(*c));
-    c->ob = ob;
-    h2o_mem_init_pool(&c->pool);
-    memcpy(c->entry, id->str, id->len);
-    c->entry[id->len] = '\0';
-    uv_timer_init(&ob->w->loop, &c->timer);
-    c->timer.data = c;
+    ob_cmd_t *c = new_cmd(ob, id->str, id->len);
     sb_map_set(&ob->inflight, c->entry, c);
-    c->raw = h2o_iovec_init("", 0);
-    c->author = iov("{\"type\":\"assistant\"}");
     if (fields != NULL && fields->type == REDIS_REPLY_ARRAY)
         for (size_t i = 0; i + 1 < fields->elements; i += 2) {
             const redisReply *name = fields->element[i], *v = fields->element[i + 1];
@@ -1475,27 +2311,29 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
         fail_cmd(c, SB_SEND_PERMANENT, "invalid_command", 0, "conversation_id is required");
         return;
     }
-    const char *argv[9];
-    size_t argvlen[9];
-    int argc = 0;
-    args_push(argv, argvlen, &argc, iov(ob->prefix));
-    args_push(argv, argvlen, &argc, c->cmd.conversation_id);
-    args_push(argv, argvlen, &argc, c->cmd.id);
-    args_push(argv, argvlen, &argc, iov(c->entry));
-    args_push(argv, argvlen, &argc, ipool(c, ob->w->server->conf->dedup_ttl_seconds));
-    args_push(argv, argvlen, &argc, c->redrive);
-    args_push(argv, argvlen, &argc, c->cmd.type);
-    args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
-    args_push(argv, argvlen, &argc, c->by_person ? c->author : iov(""));
-    c->wait = WAIT_REDIS;
+    if (c->cmd.conversation_id.len > ID_MAX) {
+        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
+        return;
+    }
+    /* The conversation's org names the slot of its queue; it never changes. */
+    const char *org = sb_map_get(&ob->orgs, c->cmd.conversation_id.base);
+    if (org != NULL) {
+        c->org = sb_pool_strdup(&c->pool, org, strlen(org));
+        watch_intent(c);
+        return;
+    }
+    h2o_iovec_t key = sb_pool_printf(&c->pool, "%sconv:%.*s", ob->prefix,
+                                     (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
+    const char *argv[3] = {"HGET", key.base, "org"};
+    size_t argvlen[3] = {4, key.len, 3};
     busy(c, 1);
-    if (sb_redis_eval(ob->w->redis, &script_load, on_loaded, c, 0, argc, argv, argvlen) != 0) {
+    if (sb_redis_command(ob->w->redis, on_org, c, 3, argv, argvlen) != 0) {
         busy(c, -1);
         cmd_done(c);
     }
 }
 
-/* ---- Reading, reclaiming, heartbeats ---- */
+/* ---- Reading, reclaiming, scanning, renewing ---- */
 
 static void take_entries(sb_outbound_t *ob, const redisReply *list)
 {
@@ -1561,7 +2399,7 @@ static void read_next(sb_outbound_t *ob)
 {
     if (ob->reading || ob->stopping || !sb_redis_connected(ob->reader))
         return;
-    if (ob->inflight.size >= (size_t)ob->w->server->conf->outbound_max_in_flight)
+    if (ob->inflight.size + ob->convs_alive >= (size_t)ob->w->server->conf->outbound_max_in_flight)
         return; /* resumed by cmd_done */
     if (!ob->group_ready) {
         /* "0": commands added before the group existed are not skipped. */
@@ -1621,21 +2459,72 @@ static void on_claimed(redisReply *r, void *data)
     }
 }
 
+/* Conversations of the watch set: at start every one (our own leases of a run with this
+ * node id are ours again at once), then those whose lease expired (a dead holder's). */
+static void on_scanned(redisReply *r, void *data)
+{
+    sb_outbound_t *ob = data;
+    ob->scanning = 0;
+    if (reply_arrived(ob))
+        return;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < r->elements; ++i) {
+        const redisReply *m = r->element[i];
+        if (m->type != REDIS_REPLY_STRING || m->len > 2 * ID_MAX + 1)
+            continue;
+        char buf[2 * ID_MAX + 2];
+        memcpy(buf, m->str, m->len);
+        buf[m->len] = '\0';
+        char *sp = strchr(buf, ' ');
+        if (sp == NULL)
+            continue;
+        *sp = '\0';
+        hold_conv(ob, buf, sp + 1);
+    }
+    if (!ob->start_scan_done) {
+        ob->start_scan_offset += (int64_t)r->elements;
+        if (r->elements < 200)
+            ob->start_scan_done = 1;
+    }
+}
+
 static void on_reclaim_timer(uv_timer_t *t)
 {
     sb_outbound_t *ob = t->data;
-    if (ob->reclaiming || !ob->group_ready || !sb_redis_connected(ob->w->redis))
+    if (!ob->group_ready || !sb_redis_connected(ob->w->redis))
         return;
-    char idle[32];
-    snprintf(idle, sizeof(idle), "%lld", (long long)ob->w->server->conf->reclaim_idle_ms);
-    const char *argv[8] = {"XAUTOCLAIM", ob->stream,         GROUP,   ob->node,
-                           idle,         ob->reclaim_cursor, "COUNT", "100"};
-    size_t argvlen[8];
-    for (int i = 0; i < 8; ++i)
-        argvlen[i] = strlen(argv[i]);
-    if (sb_redis_command(ob->w->redis, on_claimed, ob, 8, argv, argvlen) == 0) {
-        ob->reclaiming = 1;
-        ob->replies_pending++;
+    if (!ob->reclaiming) {
+        /* Entries read by a gateway that died before moving them (moving twice is
+         * harmless, so a short idle time will do). */
+        char idle[32];
+        int64_t move_idle = lease_ms(ob) < MOVE_IDLE_MS ? lease_ms(ob) : MOVE_IDLE_MS;
+        snprintf(idle, sizeof(idle), "%lld", (long long)move_idle);
+        const char *argv[8] = {"XAUTOCLAIM", ob->stream,         GROUP,   ob->node,
+                               idle,         ob->reclaim_cursor, "COUNT", "100"};
+        size_t argvlen[8];
+        for (int i = 0; i < 8; ++i)
+            argvlen[i] = strlen(argv[i]);
+        if (sb_redis_command(ob->w->redis, on_claimed, ob, 8, argv, argvlen) == 0) {
+            ob->reclaiming = 1;
+            ob->replies_pending++;
+        }
+    }
+    if (!ob->scanning) {
+        char max[32], off[32];
+        snprintf(max, sizeof(max), "%lld", (long long)sb_now_ms());
+        snprintf(off, sizeof(off), "%lld", (long long)ob->start_scan_offset);
+        const char *argv[7] = {"ZRANGEBYSCORE", ob->watch, "-inf",
+                               ob->start_scan_done ? max : "+inf",
+                               "LIMIT", ob->start_scan_done ? "0" : off,
+                               ob->start_scan_done ? "100" : "200"};
+        size_t argvlen[7];
+        for (int i = 0; i < 7; ++i)
+            argvlen[i] = strlen(argv[i]);
+        if (sb_redis_command(ob->w->redis, on_scanned, ob, 7, argv, argvlen) == 0) {
+            ob->scanning = 1;
+            ob->replies_pending++;
+        }
     }
 }
 
@@ -1665,11 +2554,20 @@ static void on_group_info(redisReply *r, void *data)
             if (name->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_INTEGER)
                 continue;
             if (strcmp(name->str, "pending") == 0)
-                sb_metrics_gauge_set(SB_GAUGE_OUTBOUND_PENDING, v->integer);
+                ob->gauge_pel = v->integer;
             else if (strcmp(name->str, "lag") == 0)
                 sb_metrics_gauge_set(SB_GAUGE_OUTBOUND_LAG, v->integer);
         }
     }
+}
+
+/* The commands in the queues of the conversations this process holds. */
+static void on_queue_length(redisReply *r, void *data)
+{
+    sb_outbound_t *ob = data;
+    const redisReply *g = gauge_reply(ob, r);
+    if (g != NULL && g->type == REDIS_REPLY_INTEGER)
+        ob->gauge_queued += g->integer;
 }
 
 static void on_dead_count(redisReply *r, void *data)
@@ -1709,7 +2607,19 @@ static void on_gauge_timer(uv_timer_t *t)
     sb_outbound_t *ob = t->data;
     if (ob->gauges_pending != 0 || !sb_redis_connected(ob->w->redis))
         return;
-    char key[256];
+    /* The last round's answers: commands taken from sb:out and not done, pending in the
+     * group (not moved yet) or in the queues of the conversations this process sends. */
+    if (ob->gauge_rounds++ != 0)
+        sb_metrics_gauge_set(SB_GAUGE_OUTBOUND_PENDING, ob->gauge_pel + ob->gauge_queued);
+    ob->gauge_pel = ob->gauge_queued = 0;
+    char key[512];
+    heartbeat_t h = {sb_mem_alloc(sizeof(ob_conv_t *) * (ob->convs.size + 1)), 0};
+    sb_map_foreach(&ob->convs, collect_conv, &h);
+    for (size_t i = 0; i < h.n && i < 256; ++i) {
+        conv_key_buf(h.convs[i], "cq", key, sizeof(key));
+        gauge_command(ob, on_queue_length, "ZCARD", "", key);
+    }
+    free(h.convs);
     gauge_command(ob, on_group_info, "XINFO", "GROUPS", ob->stream);
     snprintf(key, sizeof(key), "%sdead", ob->prefix);
     gauge_command(ob, on_dead_count, "XLEN", "", key);
@@ -1717,45 +2627,79 @@ static void on_gauge_timer(uv_timer_t *t)
     gauge_command(ob, on_inactive_count, "SCARD", "", key);
 }
 
-typedef struct st_heartbeat_t {
-    const char **argv;
-    size_t *argvlen;
-    int argc, cap;
-} heartbeat_t;
 
-static void collect_entry(const char *key, void *value, void *data)
+/* ---- Leases: renewed every third of their life, with the watch set's expiry ---- */
+
+typedef struct st_renew_t {
+    sb_outbound_t *ob;
+    char cv[ID_MAX + 1];
+} renew_t;
+
+static void on_renewed(redisReply *r, void *data)
 {
-    (void)value;
-    heartbeat_t *h = data;
-    if (h->argc < h->cap) {
-        h->argv[h->argc] = key;
-        h->argvlen[h->argc] = strlen(key);
-        h->argc++;
-    }
+    renew_t *rn = data;
+    sb_outbound_t *ob = rn->ob;
+    ob_conv_t *conv = ob->stopping ? NULL : sb_map_get(&ob->convs, rn->cv);
+    free(rn);
+    if (reply_arrived(ob))
+        return;
+    if (conv == NULL || r == NULL || r->type != REDIS_REPLY_INTEGER || r->integer != 0)
+        return;
+    /* Not ours any more (we stalled past the lease): the new holder sends. */
+    sb_log(SB_LOG_WARN, SB_MODULE, "outbound conversation %s taken over by another consumer",
+           conv->cv);
+    sb_metrics_outbound_lease_lost();
+    conv->lost = 1;
+    if (conv->cur == NULL && !conv->fetching)
+        drop_conv(conv, 0);
 }
 
 static void on_heartbeat_timer(uv_timer_t *t)
 {
     sb_outbound_t *ob = t->data;
-    if (ob->inflight.size == 0 || !sb_redis_connected(ob->w->redis))
+    if (ob->convs.size == 0 || !sb_redis_connected(ob->w->redis))
         return;
-    /* XCLAIM of our own entries with min-idle 0 resets their idle time: a live consumer's
-     * slow send is never taken over by XAUTOCLAIM elsewhere. */
-    int cap = (int)ob->inflight.size + 6;
-    heartbeat_t h = {sb_mem_alloc(sizeof(char *) * (size_t)cap),
-                     sb_mem_alloc(sizeof(size_t) * (size_t)cap), 0, cap};
-    const char *head[5] = {"XCLAIM", ob->stream, GROUP, ob->node, "0"};
-    for (int i = 0; i < 5; ++i) {
-        h.argv[h.argc] = head[i];
-        h.argvlen[h.argc++] = strlen(head[i]);
+    heartbeat_t h = {sb_mem_alloc(sizeof(ob_conv_t *) * ob->convs.size), 0};
+    sb_map_foreach(&ob->convs, collect_conv, &h);
+    int64_t expiry = sb_now_ms() + lease_ms(ob);
+    char lms[32], score[32];
+    snprintf(lms, sizeof(lms), "%lld", (long long)lease_ms(ob));
+    snprintf(score, sizeof(score), "%lld", (long long)expiry);
+    /* One ZADD of every held conversation's new expiry into the watch set. */
+    size_t zc = 2 + 2 * h.n;
+    const char **zargv = sb_mem_alloc(sizeof(char *) * zc);
+    size_t *zargvlen = sb_mem_alloc(sizeof(size_t) * zc);
+    size_t za = 0;
+    zargv[za] = "ZADD";
+    zargvlen[za++] = 4;
+    zargv[za] = ob->watch;
+    zargvlen[za++] = strlen(ob->watch);
+    for (size_t i = 0; i < h.n; ++i) {
+        ob_conv_t *conv = h.convs[i];
+        if (conv->lost)
+            continue;
+        char key[512];
+        conv_key_buf(conv, "cqlease", key, sizeof(key));
+        const char *argv[3] = {key, ob->node, lms};
+        size_t argvlen[3] = {strlen(key), strlen(ob->node), strlen(lms)};
+        renew_t *rn = sb_mem_alloc(sizeof(*rn));
+        rn->ob = ob;
+        snprintf(rn->cv, sizeof(rn->cv), "%s", conv->cv);
+        if (sb_redis_eval(ob->w->redis, &script_renew, on_renewed, rn, 1, 3, argv, argvlen) == 0)
+            ob->replies_pending++;
+        else
+            free(rn);
+        conv->watch_score = expiry;
+        zargv[za] = score;
+        zargvlen[za++] = strlen(score);
+        zargv[za] = conv->member;
+        zargvlen[za++] = strlen(conv->member);
     }
-    h.cap = cap - 1;
-    sb_map_foreach(&ob->inflight, collect_entry, &h);
-    h.argv[h.argc] = "JUSTID";
-    h.argvlen[h.argc++] = 6;
-    sb_redis_command(ob->w->redis, NULL, NULL, h.argc, h.argv, h.argvlen);
-    free(h.argv);
-    free(h.argvlen);
+    if (za > 2)
+        sb_redis_command(ob->w->redis, NULL, NULL, (int)za, zargv, zargvlen);
+    free(zargv);
+    free(zargvlen);
+    free(h.convs);
 }
 
 /* ---- Start and stop ---- */
@@ -1774,17 +2718,24 @@ sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url)
         snprintf(ob->node, sizeof(ob->node), "%s-%d", host, (int)getpid());
     }
     snprintf(ob->stream, sizeof(ob->stream), "%sout", conf->redis_prefix);
+    /* In sb:out's slot: its tag is the stream's whole name. */
+    snprintf(ob->watch, sizeof(ob->watch), "%scqwatch:{%sout}", conf->redis_prefix,
+             conf->redis_prefix);
     snprintf(ob->reclaim_cursor, sizeof(ob->reclaim_cursor), "0-0");
     snprintf(ob->history_cursor, sizeof(ob->history_cursor), "0");
     sb_map_init(&ob->inflight);
     sb_map_init(&ob->convs);
-    sb_map_init(&ob->buckets);
+    sb_map_init(&ob->orgs);
+    h2o_linklist_init_anchor(&ob->mark_waiters);
     uv_timer_init(&w->loop, &ob->reclaim_timer);
     ob->reclaim_timer.data = ob;
     uv_timer_init(&w->loop, &ob->heartbeat_timer);
     ob->heartbeat_timer.data = ob;
+    uv_timer_init(&w->loop, &ob->mark_timer);
+    ob->mark_timer.data = ob;
     uint64_t idle = (uint64_t)conf->reclaim_idle_ms;
-    uv_timer_start(&ob->reclaim_timer, on_reclaim_timer, idle / 4 + 1, idle / 4 + 1);
+    uint64_t scan = idle / 4 < SCAN_MS ? idle / 4 + 1 : SCAN_MS;
+    uv_timer_start(&ob->reclaim_timer, on_reclaim_timer, 50, scan);
     uv_timer_start(&ob->heartbeat_timer, on_heartbeat_timer, idle / 3 + 1, idle / 3 + 1);
     uv_timer_init(&w->loop, &ob->gauge_timer);
     ob->gauge_timer.data = ob;
@@ -1800,19 +2751,13 @@ sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url)
     return ob;
 }
 
-static void free_value(const char *key, void *value, void *data)
-{
-    (void)key, (void)data;
-    free(value);
-}
-
 static void maybe_free(sb_outbound_t *ob)
 {
-    if (ob->handles_open != 0 || ob->inflight.size != 0 || ob->replies_pending != 0)
+    if (ob->handles_open != 0 || ob->inflight.size != 0 || ob->convs_alive != 0 ||
+        ob->replies_pending != 0)
         return;
-    sb_map_foreach(&ob->buckets, free_value, NULL);
-    sb_map_dispose(&ob->buckets);
-    sb_map_foreach(&ob->convs, free_value, NULL);
+    sb_map_foreach(&ob->orgs, free_value_cb, NULL);
+    sb_map_dispose(&ob->orgs);
     sb_map_dispose(&ob->convs);
     sb_map_dispose(&ob->inflight);
     free(ob);
@@ -1826,17 +2771,15 @@ static void on_ob_timer_closed(uv_handle_t *h)
 }
 
 typedef struct st_collect_t {
-    ob_cmd_t **cmds;
+    void **items;
     size_t n;
 } collect_t;
 
-static void collect_idle(const char *key, void *value, void *data)
+static void collect_item(const char *key, void *value, void *data)
 {
     (void)key;
-    ob_cmd_t *c = value;
     collect_t *col = data;
-    if (c->wait == WAIT_QUEUED || c->wait == WAIT_TIMER)
-        col->cmds[col->n++] = c;
+    col->items[col->n++] = value;
 }
 
 void sb_outbound_stop(sb_outbound_t *ob)
@@ -1844,17 +2787,35 @@ void sb_outbound_stop(sb_outbound_t *ob)
     ob->stopping = 1;
     sb_redis_close(ob->reader);
     ob->reader = NULL;
-    ob->handles_open = 3;
+    ob->handles_open = 4;
     uv_close((uv_handle_t *)&ob->reclaim_timer, on_ob_timer_closed);
     uv_close((uv_handle_t *)&ob->heartbeat_timer, on_ob_timer_closed);
+    uv_close((uv_handle_t *)&ob->mark_timer, on_ob_timer_closed);
     uv_close((uv_handle_t *)&ob->gauge_timer, on_ob_timer_closed);
-    /* Commands waiting in a queue or on a timer are dropped now (they stay pending in the
-     * group); those waiting on curl or Redis go when their callback runs. */
-    collect_t col = {sb_mem_alloc(sizeof(ob_cmd_t *) * (ob->inflight.size + 1)), 0};
-    sb_map_foreach(&ob->inflight, collect_idle, &col);
-    for (size_t i = 0; i < col.n; ++i)
-        cmd_done(col.cmds[i]);
-    free(col.cmds);
+    /* Conversations: a head waiting on a timer is dropped now (it stays in its queue), one
+     * waiting on curl or Redis when its callback runs; idle ones at once. Leases go back, so
+     * another gateway goes on at once. Entries being moved go when their callback runs. */
+    collect_t col = {sb_mem_alloc(sizeof(void *) * (ob->convs.size + 1)), 0};
+    sb_map_foreach(&ob->convs, collect_item, &col);
+    for (size_t i = 0; i < col.n; ++i) {
+        ob_conv_t *conv = col.items[i];
+        if (conv->cur != NULL) {
+            if (conv->cur->wait == WAIT_QUEUED || conv->cur->wait == WAIT_TIMER)
+                cmd_done(conv->cur);
+        } else if (!conv->fetching) {
+            drop_conv(conv, 1);
+        }
+    }
+    free(col.items);
+    col.n = 0;
+    col.items = sb_mem_alloc(sizeof(void *) * (ob->inflight.size + 1));
+    sb_map_foreach(&ob->inflight, collect_item, &col);
+    for (size_t i = 0; i < col.n; ++i) {
+        ob_cmd_t *c = col.items[i];
+        if (c->wait == WAIT_TIMER)
+            cmd_done(c);
+    }
+    free(col.items);
 }
 
 int sb_outbound_running(const sb_outbound_t *ob)

@@ -224,6 +224,15 @@ static void on_enqueued(redisReply *r, void *data)
 {
     wjob_t *j = data;
     sb_metrics_enqueue_latency(sb_mono_us() - j->enqueue_started_us);
+    if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOREPLICAS", 10) == 0) {
+        /* Stored on the primary but not on enough replicas: 503, the provider retries and
+         * the identity keys store each event once. */
+        sb_metrics_replica_timeout();
+        sb_logkv(SB_LOG_WARN, SB_MODULE, (const char *[]){"conn", j->conn_id, NULL},
+                 "enqueue not acknowledged by enough replicas: %.*s", (int)r->len, r->str);
+        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+        return;
+    }
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != j->events.size) {
         if (r != NULL && r->type == REDIS_REPLY_ERROR)
             sb_logkv(SB_LOG_ERROR, SB_MODULE, (const char *[]){"conn", j->conn_id, NULL},
@@ -343,8 +352,13 @@ static void enqueue(wjob_t *j, const char *org)
 #undef ARG_STR
     j->enqueue_started_us = sb_mono_us();
     sb_redis_t *redis = j->super.worker->redis;
-    if (redis == NULL ||
-        sb_redis_eval(redis, &script_enqueue, on_enqueued, j, 0, (int)argc, argv, argvlen) != 0)
+    /* redis.wait_replicas: a WAIT right after the script, on its connection; the reply comes
+     * once enough replicas have the events (or as NOREPLICAS), within half the command
+     * timeout, so the connection's watchdog never fires first. */
+    sb_redis_route_t route = {.wait_replicas = (int)conf->redis_wait_replicas,
+                              .wait_timeout_ms = (uint32_t)conf->redis_timeout_ms / 2};
+    if (redis == NULL || sb_redis_eval_routed(redis, &route, &script_enqueue, on_enqueued, j, 0,
+                                              (int)argc, argv, argvlen) != 0)
         finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
 }
 
