@@ -8,7 +8,6 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <openssl/crypto.h>
 #include "provider.h"
 
 static const sb_field_t fields[] = {{"access_token", SB_FIELD_SECRET | SB_FIELD_TOKEN},
@@ -39,30 +38,16 @@ static int probe(sb_provider_io_t *io)
     return 0;
 }
 
-static void form_pair(sb_buf_t *b, const char *k, const char *v)
-{
-    if (b->len != 0)
-        sb_buf_append(b, "&", 1);
-    sb_action_append_encoded(b, k, strlen(k));
-    sb_buf_append(b, "=", 1);
-    sb_action_append_encoded(b, v, strlen(v));
-}
-
 /* The code exchange (Intercom has no refresh grant). */
 static int refresh(sb_provider_io_t *io)
 {
     sb_buf_t body = {0};
-    form_pair(&body, "code", io->url != NULL ? io->url : "");
-    form_pair(&body, "client_id", io->env->intercom_client_id);
-    form_pair(&body, "client_secret", io->env->intercom_client_secret);
+    sb_action_form_pair(&body, "code", io->url != NULL ? io->url : "");
+    sb_action_form_pair(&body, "client_id", io->env->intercom_client_id);
+    sb_action_form_pair(&body, "client_secret", io->env->intercom_client_secret);
     char url[1024];
     snprintf(url, sizeof(url), "%s/auth/eagle/token", io->env->intercom_api_base);
-    sb_provider_io_request(io, "POST", url);
-    sb_provider_io_header(io, "Content-Type", SB_STRLIT("application/x-www-form-urlencoded"));
-    sb_provider_io_header(io, "Accept", SB_STRLIT("application/json"));
-    io->req.body = sb_pool_strdup(io->pool, body.base, body.len);
-    OPENSSL_cleanse(body.base, body.len);
-    sb_buf_dispose(&body);
+    sb_action_form_post(io, url, &body);
     return 1;
 }
 
@@ -76,11 +61,11 @@ static int authorize(sb_provider_io_t *io)
     char state[128];
     snprintf(state, sizeof(state), "%.*s", (int)(nl - io->secret), io->secret);
     sb_buf_t q = {0};
-    form_pair(&q, "client_id", io->env->intercom_client_id);
-    form_pair(&q, "state", state);
-    form_pair(&q, "redirect_uri", io->url);
-    form_pair(&q, "code_challenge", nl + 1);
-    form_pair(&q, "code_challenge_method", "S256");
+    sb_action_form_pair(&q, "client_id", io->env->intercom_client_id);
+    sb_action_form_pair(&q, "state", state);
+    sb_action_form_pair(&q, "redirect_uri", io->url);
+    sb_action_form_pair(&q, "code_challenge", nl + 1);
+    sb_action_form_pair(&q, "code_challenge_method", "S256");
     sb_buf_t url = {0};
     sb_buf_appendf(&url, "%s/oauth?%s", io->env->intercom_oauth_base, q.base);
     sb_provider_io_request(io, "GET", url.base);
@@ -91,12 +76,7 @@ static int authorize(sb_provider_io_t *io)
 
 static const char *proxy(sb_provider_io_t *io, const json_t *in)
 {
-    const char *msg =
-        sb_action_http_request(io, in, io->env->intercom_api_base, NULL, sb_action_max_body(io));
-    const char *token = sb_provider_cred(io, "access_token");
-    if (msg == NULL && token != NULL)
-        sb_provider_io_bearer(io, h2o_iovec_init(token, strlen(token)));
-    return msg;
+    return sb_action_bearer_proxy(io, in, io->env->intercom_api_base);
 }
 
 const sb_provider_t sb_provider_intercom = {

@@ -9,7 +9,6 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <openssl/crypto.h>
 #include "provider.h"
 
 static const sb_field_t fields[] = {{"client_id", 0},
@@ -76,37 +75,21 @@ static int probe(sb_provider_io_t *io)
     return 0;
 }
 
-static void form_pair(sb_buf_t *b, const char *k, const char *v)
-{
-    if (v == NULL)
-        return;
-    if (b->len != 0)
-        sb_buf_append(b, "&", 1);
-    sb_action_append_encoded(b, k, strlen(k));
-    sb_buf_append(b, "=", 1);
-    sb_action_append_encoded(b, v, strlen(v));
-}
-
 static int refresh(sb_provider_io_t *io)
 {
     sb_buf_t body = {0};
     if (io->url != NULL) {
-        form_pair(&body, "grant_type", "authorization_code");
-        form_pair(&body, "code", io->url);
-        form_pair(&body, "redirect_uri", io->external_id);
-        form_pair(&body, "code_verifier", io->secret);
+        sb_action_form_pair(&body, "grant_type", "authorization_code");
+        sb_action_form_pair(&body, "code", io->url);
+        sb_action_form_pair(&body, "redirect_uri", io->external_id);
+        sb_action_form_pair(&body, "code_verifier", io->secret);
     } else {
-        form_pair(&body, "grant_type", "refresh_token");
-        form_pair(&body, "refresh_token", sb_provider_cred(io, "refresh_token"));
+        sb_action_form_pair(&body, "grant_type", "refresh_token");
+        sb_action_form_pair(&body, "refresh_token", sb_provider_cred(io, "refresh_token"));
     }
-    form_pair(&body, "client_id", sb_provider_cred(io, "client_id"));
-    form_pair(&body, "client_secret", sb_provider_cred(io, "client_secret"));
-    sb_provider_io_request(io, "POST", sb_provider_cred(io, "token_url"));
-    sb_provider_io_header(io, "Content-Type", SB_STRLIT("application/x-www-form-urlencoded"));
-    sb_provider_io_header(io, "Accept", SB_STRLIT("application/json"));
-    io->req.body = sb_pool_strdup(io->pool, body.base != NULL ? body.base : "", body.len);
-    OPENSSL_cleanse(body.base, body.len);
-    sb_buf_dispose(&body);
+    sb_action_form_pair(&body, "client_id", sb_provider_cred(io, "client_id"));
+    sb_action_form_pair(&body, "client_secret", sb_provider_cred(io, "client_secret"));
+    sb_action_form_post(io, sb_provider_cred(io, "token_url"), &body);
     return 1;
 }
 
@@ -116,17 +99,17 @@ static int authorize(sb_provider_io_t *io)
     char state[128];
     snprintf(state, sizeof(state), "%.*s", (int)(nl - io->secret), io->secret);
     sb_buf_t q = {0};
-    form_pair(&q, "response_type", "code");
-    form_pair(&q, "client_id", sb_provider_cred(io, "client_id"));
-    form_pair(&q, "redirect_uri", io->url);
-    form_pair(&q, "state", state);
-    form_pair(&q, "code_challenge", nl + 1);
-    form_pair(&q, "code_challenge_method", "S256");
-    form_pair(&q, "scope", sb_provider_cred(io, "scopes"));
+    sb_action_form_pair(&q, "response_type", "code");
+    sb_action_form_pair(&q, "client_id", sb_provider_cred(io, "client_id"));
+    sb_action_form_pair(&q, "redirect_uri", io->url);
+    sb_action_form_pair(&q, "state", state);
+    sb_action_form_pair(&q, "code_challenge", nl + 1);
+    sb_action_form_pair(&q, "code_challenge_method", "S256");
+    sb_action_form_pair(&q, "scope", sb_provider_cred(io, "scopes"));
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)json_object_get(io->creds, "authorize_params"), k, v)
-        form_pair(&q, k, json_string_value(v));
+        sb_action_form_pair(&q, k, json_string_value(v));
     sb_buf_t url = {0};
     sb_buf_appendf(&url, "%s?%s", sb_provider_cred(io, "authorize_url"), q.base);
     sb_provider_io_request(io, "GET", url.base);
@@ -137,12 +120,7 @@ static int authorize(sb_provider_io_t *io)
 
 static const char *proxy(sb_provider_io_t *io, const json_t *in)
 {
-    const char *msg = sb_action_http_request(io, in, sb_provider_cred(io, "base_url"), NULL,
-                                             sb_action_max_body(io));
-    const char *token = sb_provider_cred(io, "access_token");
-    if (msg == NULL && token != NULL)
-        sb_provider_io_bearer(io, h2o_iovec_init(token, strlen(token)));
-    return msg;
+    return sb_action_bearer_proxy(io, in, sb_provider_cred(io, "base_url"));
 }
 
 const sb_provider_t sb_provider_oauth2 = {

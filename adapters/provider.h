@@ -191,6 +191,15 @@ const char *sb_action_http_request(sb_provider_io_t *io, const json_t *in, const
 void sb_action_append_encoded(sb_buf_t *b, const char *s, size_t len);
 /** The request body limit the gateway gives the proxy hooks (io->state as decimal text). */
 size_t sb_action_max_body(const sb_provider_io_t *io);
+/** Appends `k=v` to a form or query string ('&' between pairs), both percent-encoded; a NULL
+ *  'v' appends nothing. */
+void sb_action_form_pair(sb_buf_t *b, const char *k, const char *v);
+/** Makes the request a form POST of 'form' to 'url' (an OAuth token endpoint, JSON
+ *  answered), then wipes and frees 'form', which holds secrets. */
+void sb_action_form_post(sb_provider_io_t *io, const char *url, sb_buf_t *form);
+/** The proxy hook of a bearer-token action connection: sb_action_http_request to 'base'
+ *  with the connection's access_token added. */
+const char *sb_action_bearer_proxy(sb_provider_io_t *io, const json_t *in, const char *base);
 
 /* The Graph channels' probe (adapters/meta_account.c): "whatsapp", "messenger", "instagram". */
 int sb_meta_probe(sb_provider_io_t *io, const char *channel);

@@ -173,6 +173,36 @@ void sb_action_append_encoded(sb_buf_t *b, const char *s, size_t len)
     }
 }
 
+void sb_action_form_pair(sb_buf_t *b, const char *k, const char *v)
+{
+    if (v == NULL)
+        return;
+    if (b->len != 0)
+        sb_buf_append(b, "&", 1);
+    sb_action_append_encoded(b, k, strlen(k));
+    sb_buf_append(b, "=", 1);
+    sb_action_append_encoded(b, v, strlen(v));
+}
+
+void sb_action_form_post(sb_provider_io_t *io, const char *url, sb_buf_t *form)
+{
+    sb_provider_io_request(io, "POST", url);
+    sb_provider_io_header(io, "Content-Type", SB_STRLIT("application/x-www-form-urlencoded"));
+    sb_provider_io_header(io, "Accept", SB_STRLIT("application/json"));
+    io->req.body = sb_pool_strdup(io->pool, form->base != NULL ? form->base : "", form->len);
+    OPENSSL_cleanse(form->base, form->len);
+    sb_buf_dispose(form);
+}
+
+const char *sb_action_bearer_proxy(sb_provider_io_t *io, const json_t *in, const char *base)
+{
+    const char *msg = sb_action_http_request(io, in, base, NULL, sb_action_max_body(io));
+    const char *token = sb_provider_cred(io, "access_token");
+    if (msg == NULL && token != NULL)
+        sb_provider_io_bearer(io, h2o_iovec_init(token, strlen(token)));
+    return msg;
+}
+
 static int header_token_ok(const char *s)
 {
     if (*s == '\0' || strlen(s) > 64)
