@@ -205,6 +205,20 @@ static int check_reply(sb_job_t *job, redisReply *r)
     return 0;
 }
 
+/* check_reply, and the reply is an array that starts with an integer (the scripts' count or
+ * status): anything else is answered 500. */
+static int check_counted_reply(sb_job_t *job, redisReply *r)
+{
+    if (check_reply(job, r) != 0)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        sb_job_respond_error(job, SB_ERR_INTERNAL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
 static void run(sb_job_t *job, sb_redis_script_t *script, int argc, const char **argv,
                 sb_redis_cb cb, void *data)
 {
@@ -328,13 +342,8 @@ static json_t *render_row(sb_job_t *job, const redisReply *r)
 static void on_list(redisReply *r, void *data)
 {
     ix_t *x = data;
-    if (check_reply(x->job, r) != 0)
+    if (check_counted_reply(x->job, r) != 0)
         return;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER) {
-        sb_job_respond_error(x->job, SB_ERR_INTERNAL, NULL);
-        return;
-    }
     json_t *array = json_array();
     for (size_t i = 1; i < r->elements; ++i) {
         json_t *o = render_row(x->job, r->element[i]);
@@ -504,13 +513,8 @@ static json_t *render_item(const redisReply *e)
 static void on_history(redisReply *r, void *data)
 {
     ix_t *x = data;
-    if (check_reply(x->job, r) != 0)
+    if (check_counted_reply(x->job, r) != 0)
         return;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER) {
-        sb_job_respond_error(x->job, SB_ERR_INTERNAL, NULL);
-        return;
-    }
     if (r->element[0]->integer < 0) {
         sb_job_respond_error(x->job, SB_ERR_NOT_FOUND, NULL);
         return;
@@ -596,13 +600,8 @@ void sb_inbox_history(const sb_inbox_call_t *call)
 static void on_read(redisReply *r, void *data)
 {
     ix_t *x = data;
-    if (check_reply(x->job, r) != 0)
+    if (check_counted_reply(x->job, r) != 0)
         return;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER) {
-        sb_job_respond_error(x->job, SB_ERR_INTERNAL, NULL);
-        return;
-    }
     json_t *o =
         r->element[0]->integer == 1 && r->elements == 4 ? render_row(x->job, r->element[1]) : NULL;
     if (o == NULL) {
