@@ -112,9 +112,12 @@ class TestTwoGateways(OrderBase):
         self.second_gateway()
         chats, convs = self.conversations(10, 700000)
         e.tg.clear()
-        # Added while both consume: ten rounds of ten per conversation.
+        # Added while both consume: ten rounds of ten per conversation, each round once the
+        # previous one is taken in (both gateways are then waiting on sb:out, and Redis hands
+        # new entries to the one that waited longest, so both get conversations).
         for k in range(10):
             self.add(convs, k * 10, 10, "two")
+            wait_until(lambda: e.pending() == 0, 20, "round %d read" % k)
         self.wait_all("two", 10, 100, 90)
         self.assert_in_order("two", 10, 100)
         self.wait_acknowledged()
