@@ -24,6 +24,7 @@ typedef struct st_sb_conf_t {
     char *redis_prefix;
     char *public_url;
     char *graph_api_base;
+    char *meta_dialog_url;
     char *intercom_oauth_base, *intercom_api_base, *intercom_client_id, *intercom_client_secret;
     char *telegram_api_base;
     char *master_key_file; /* empty: <data_dir>/master.key */

@@ -9,10 +9,15 @@
  * styles and fetches from this origin only, no inline script; images and audio may also
  * come from the public URL's origin (message.media.url) and from blob: (media fetched with
  * the key), and the page may not be framed.
+ *
+ * One answer is not a file: config.json, the public settings the page needs before it
+ * has a key (Facebook sign-in's app id, configuration id and dialog URL; nothing secret).
  */
 #include <stdio.h>
 #include <string.h>
+#include <jansson.h>
 #include "base/log.h"
+#include "conf.h"
 #include "console.h"
 #include "job.h"
 
@@ -111,6 +116,44 @@ static void add_common_headers(sb_worker_t *w, h2o_req_t *req)
                           H2O_STRLIT("DENY"));
 }
 
+/*
+ * The string option at 'path', or "" when the table has no such option. The Meta sign-in
+ * options are read by their paths so that the console depends on no field of the sign-in
+ * code: without them, Continue with Facebook is simply not offered.
+ */
+static const char *option_str(const sb_conf_t *conf, const char *path)
+{
+    for (const sb_conf_option_t *o = sb_conf_options; o->path != NULL; ++o)
+        if (o->type == SB_CONF_STR && strcmp(o->path, path) == 0) {
+            const char *v = *(char *const *)((const char *)conf + o->offset);
+            return v != NULL ? v : "";
+        }
+    return "";
+}
+
+/* GET /console/config.json: {"meta_signin": {app_id, config_id, dialog_url} or null}. */
+static void send_config(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
+{
+    const sb_conf_t *conf = w->server->conf;
+    const char *app = option_str(conf, "providers.meta_app_id");
+    const char *secret = option_str(conf, "providers.meta_app_secret");
+    const char *config = option_str(conf, "providers.meta_config_id");
+    json_t *o = json_object();
+    if (app[0] != '\0' && secret[0] != '\0' && config[0] != '\0')
+        json_object_set_new(o, "meta_signin",
+                            json_pack("{s:s, s:s, s:s}", "app_id", app, "config_id", config,
+                                      "dialog_url", conf->meta_dialog_url));
+    else
+        json_object_set_new(o, "meta_signin", json_null());
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    h2o_iovec_t body = h2o_strdup(&req->pool, text, SIZE_MAX);
+    free(text);
+    add_common_headers(w, req);
+    add_header(req, H2O_TOKEN_CACHE_CONTROL, "no-store");
+    send_static(req, started_us, 200, "OK", "application/json", body.base, body.len);
+}
+
 void sb_console_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
 {
     h2o_iovec_t path = req->path_normalized;
@@ -130,6 +173,10 @@ void sb_console_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
     if (len == 0) {
         name = "index.html";
         len = 10;
+    }
+    if (len == 11 && memcmp(name, "config.json", 11) == 0) {
+        send_config(w, req, started_us);
+        return;
     }
     const sb_console_asset_t *a = sb_console_find(name, len);
     if (a == NULL) {

@@ -27,7 +27,8 @@ const char *sb_console_content_type(const char *name);
 
 /**
  * Answers GET /console and /console/...: a redirect to /console/, an asset, 304 when
- * If-None-Match matches, 404 for an unknown name, 405 for other methods.
+ * If-None-Match matches, config.json (the page's public settings), 404 for an unknown
+ * name, 405 for other methods.
  */
 void sb_console_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us);
 

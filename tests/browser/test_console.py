@@ -322,6 +322,16 @@ class ConsoleServingTest(harness.GatewayTestCase):
                 self.assertEqual(f.body, src.read(), "%s is the file as built" % path)
             self.assertNotEqual(f.headers["etag"], etag)
 
+    def test_public_config(self):
+        """config.json: the public settings the page reads before it has a key; Meta
+        sign-in is null unless its app is configured."""
+        r = self.get("/console/config.json")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.headers["content-type"], "application/json")
+        self.assertEqual(r.headers["cache-control"], "no-store")
+        self.assertIn("content-security-policy", r.headers)
+        self.assertEqual(r.json, {"meta_signin": None})
+
     def test_redirect_unknown_and_methods(self):
         r = self.get("/console")
         self.assertEqual(r.status, 301)
