@@ -13,11 +13,12 @@ export function setKey(key) {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message, headers) {
+  constructor(status, code, message, headers, detail = {}) {
     super(message);
     this.status = status;
     this.code = code;
     this.headers = headers;
+    this.detail = detail; // the API's whole error object (a provider's own code, when it gives one)
   }
 }
 
@@ -69,7 +70,7 @@ export async function api(method, path, { body, query, key } = {}) {
   }
   if (!res.ok) {
     const err = data && data.error ? data.error : {};
-    const e = new ApiError(res.status, err.code || "", describe(res.status, err.code, err.message), res.headers);
+    const e = new ApiError(res.status, err.code || "", describe(res.status, err.code, err.message), res.headers, err);
     if (res.status === 401 && !key) onUnauthorized(e);
     throw e;
   }

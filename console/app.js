@@ -61,4 +61,5 @@ $("signin-form").addEventListener("submit", async (ev) => {
 $("signout").addEventListener("click", () => { setKey(null); showSignin("Signed out."); });
 setUnauthorizedHandler(() => { setKey(null); showSignin("The key is no longer accepted; sign in again."); });
 window.addEventListener("hashchange", route);
+connections.captureReturn(); // back from Facebook's sign-in dialog: ?code&state, taken out of the URL
 route();

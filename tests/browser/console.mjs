@@ -321,6 +321,9 @@ async function main() {
     check(dialogs.length === 0, `no dialog fired (${dialogs})`);
     const unexpected = consoleErrors.filter((e) => !/Failed to load resource|status of 4\d\d/.test(e));
     check(unexpected.length === 0, `no script error (${unexpected.join(" | ")})`);
+
+    // ---- Action connections and sign-ins, in a second org (its own list and count).
+    await actionSteps(browser);
   } finally {
     await browser.close();
   }
@@ -472,6 +475,346 @@ async function templateSteps(page, { asst }) {
   check((await texts(reply.locator(".window-note"))).includes("Free-form replies are possible until"), "the open window is explained");
   check(await reply.getByRole("button", { name: "Send a template" }).isVisible(), "templates stay at hand");
   pass("inbox_template");
+}
+
+// ---- Action connections: every kind through the picker and its form, Test, Create,
+// Connect / Reconnect through the fake OAuth server, Continue with Facebook, and no secret
+// in the page or any URL.
+async function actionSteps(browser) {
+  const KEY2 = process.env.SB_KEY2;
+  const SERVICES = process.env.SB_SERVICES;
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(T);
+  const urls = [];
+  const errors = [];
+  const bodies = [];
+  page.on("request", (r) => urls.push(r.url()));
+  page.on("framenavigated", (f) => urls.push(f.url()));
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("response", async (r) => {
+    if (!r.url().includes("/orgs/c/")) return;
+    try { bodies.push(await r.text()); } catch { /* a navigation away dropped it */ }
+  });
+  const secrets = [KEY2];
+  const typed = (v) => { secrets.push(v); return v; };
+  const msgs = (loc) => texts(loc.locator(".msg"));
+  // A click that leaves the page (a sign-in) and comes back to a new Connections page.
+  const roundTrip = async (click, what) => {
+    await page.evaluate(() => { window.sbBefore = true; });
+    await click();
+    await until(async () => /\/console\/#\/connections$/.test(page.url())
+      && (await page.evaluate(() => window.sbBefore !== true)), what, 15000);
+  };
+
+  await page.goto(`${URL0}/console/`);
+  await page.getByLabel("API key").fill(KEY2);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await until(async () => (await page.locator(".badge.count").textContent()) === "0", "the second org has no connections");
+
+  // The picker lists every type, channels and actions, and finds them by their terms.
+  await page.getByRole("button", { name: "Add integration" }).click();
+  const picker = page.getByRole("dialog", { name: "Add integration" });
+  const want = ["whatsapp", "messenger", "instagram", "telegram", "api_key", "mcp", "oauth2", "intercom"];
+  const have = await picker.locator(".picker-row").evaluateAll((els) => els.map((e) => e.dataset.provider));
+  check(JSON.stringify(have) === JSON.stringify(want), `the picker lists every type (${have})`);
+  check(await picker.locator(".picker-row.disabled, .pill.soon").count() === 0, "nothing is 'coming soon'");
+  const actionsList = picker.getByRole("list", { name: "Action services" });
+  check(await actionsList.locator(".picker-row").count() === 4, "four action services");
+  for (const [name, icon] of [["API key", "api_key"], ["MCP server", "mcp"], ["OAuth 2.0", "oauth2"], ["Intercom", "intercom"]]) {
+    const row = actionsList.getByRole("button", { name: new RegExp(`^${name.replace(".", "\\.")}`) });
+    check(await row.count() === 1, `the ${name} row`);
+    const img = row.locator("img.provider-icon");
+    check((await img.getAttribute("src")) === `icons/${icon}.svg`, `the ${name} icon`);
+    await until(async () => img.evaluate((el) => el.complete && el.naturalWidth > 0), `the ${name} icon loads`);
+  }
+  const search = picker.getByLabel("Search services");
+  for (const [q, only] of [["model context", "mcp"], ["bearer", "api_key"], ["refresh", "oauth2"], ["helpdesk", "intercom"], ["botfather", "telegram"]]) {
+    await search.fill(q);
+    await until(async () => (await picker.locator("li:not([hidden]) .picker-row").evaluateAll((els) => els.map((e) => e.dataset.provider))).join() === only,
+      `searching "${q}" leaves ${only}`);
+  }
+  await search.fill("mcp");
+  await until(async () => !(await picker.getByRole("heading", { name: "Channels" }).isVisible()), "the empty section's heading hides");
+  await search.fill("");
+  await checkLabels(page, "the picker with every type");
+  await page.keyboard.press("Escape");
+  await picker.waitFor({ state: "detached" });
+  pass("picker_all_types");
+
+  const openForm = async (name, title) => {
+    await page.getByRole("button", { name: "Add integration" }).click();
+    await page.getByRole("dialog", { name: "Add integration" }).getByRole("button", { name: new RegExp(`^${name}`) }).click();
+    const form = page.getByRole("dialog", { name: title });
+    await form.waitFor();
+    return form;
+  };
+
+  // ---- API key: client-side checks, a failing and a passing test, create.
+  const apiKey = typed(`sk-live-${Date.now()}-browserKeyOne`);
+  await control("services_set", { api_key: apiKey, api_header: "X-Api-Key" });
+  let form = await openForm("API key", "Connect API key");
+  await form.getByLabel("Connection name").fill("CRM API");
+  await form.getByLabel("Base URL").fill("ftp://crm.example");
+  await form.getByLabel("API key", { exact: true }).fill(typed("sk-wrong-browser-key-0000"));
+  await form.getByLabel("Send the key as").selectOption({ label: "A header" });
+  await form.getByLabel("Header or parameter name").fill("X-Api-Key");
+  await form.getByLabel("Test path (optional)").fill("/ping");
+  const before = (await control("services_requests", { prefix: "/api" })).count;
+  await form.getByRole("button", { name: "Test connection" }).click();
+  await until(async () => (await msgs(form)).includes("Type an http or https URL"), "the bad base URL named before sending");
+  check(await form.getByLabel("Base URL").getAttribute("aria-invalid") === "true", "the field is marked");
+  check((await control("services_requests", { prefix: "/api" })).count === before, "nothing was sent");
+  await form.getByLabel("Base URL").fill(`${SERVICES}/api/v1`);
+  await form.getByRole("button", { name: "Test connection" }).click();
+  await until(async () => /Test failed: .*401/.test(await msgs(form)), "the wrong key fails the test");
+  await form.getByLabel("API key", { exact: true }).fill(apiKey);
+  await form.getByRole("button", { name: "Test connection" }).click();
+  const host = SERVICES.replace(/^http:\/\//, "");
+  await until(async () => (await msgs(form)).includes(`Connection works: ${host}`), "the test passes with the account hint");
+  await shot(page, "form-action");
+  await checkLabels(page, "the API key form");
+  await form.getByRole("button", { name: "Create connection" }).click();
+  await form.waitFor({ state: "detached" });
+  const apiRow = connRow(page, "CRM API");
+  await apiRow.waitFor();
+  check((await apiRow.locator(".pill").textContent()) === "Active", "the API key connection is Active");
+  check((await apiRow.locator(".account-hint").textContent()) === host, "its account hint is the host");
+  check(await apiRow.locator('img.provider-icon[alt="API key"]').count() === 1, "its icon");
+  const apiConn = (await control("api", { key: KEY2, method: "GET", path: "/orgs/c/connections?provider=api_key" })).json[0];
+  check(apiConn.credentials.header && apiConn.credentials.api_key === `****${apiKey.slice(-4)}`, "stored with the header, masked");
+  pass("api_key_create");
+
+  // ---- MCP server with a secret header.
+  const mcpKey = typed(`mcp-secret-${Date.now()}-abcdef`);
+  await control("services_set", { mcp_key: mcpKey });
+  form = await openForm("MCP server", "Connect MCP server");
+  await form.getByLabel("Connection name").fill("Docs tools");
+  await form.getByLabel("Server URL").fill(`${SERVICES}/mcp/new`);
+  await form.getByLabel("Header name 1", { exact: true }).fill("X-Mcp-Key");
+  await form.getByLabel("Header value 1", { exact: true }).fill(typed("mcp-wrong-secret-000000"));
+  check((await form.getByLabel("Header value 1", { exact: true }).getAttribute("type")) === "password", "header values are secret fields");
+  await form.getByRole("button", { name: "Test connection" }).click();
+  await until(async () => /Test failed: .*401/.test(await msgs(form)), "the wrong header fails the test");
+  await form.getByLabel("Header value 1", { exact: true }).fill(mcpKey);
+  await form.getByRole("button", { name: "Add header" }).click();
+  await form.getByLabel("Header name 2", { exact: true }).fill("Bad Header");
+  await form.getByLabel("Header value 2", { exact: true }).fill("x");
+  await form.getByRole("button", { name: "Test connection" }).click();
+  await until(async () => (await msgs(form)).includes('"Bad Header" is not a header name'), "a bad header name is named");
+  await form.getByRole("button", { name: "Remove header name 2" }).click();
+  await form.getByRole("button", { name: "Test connection" }).click();
+  await until(async () => (await msgs(form)).includes("Connection works: Demo MCP (2 tools)"), "the MCP test names the server and its tools");
+  await checkLabels(page, "the MCP form");
+  await shot(page, "form-mcp");
+  await form.getByRole("button", { name: "Create connection" }).click();
+  await form.waitFor({ state: "detached" });
+  const mcpRow = connRow(page, "Docs tools");
+  await mcpRow.waitFor();
+  check((await mcpRow.locator(".account-hint").textContent()) === "Demo MCP (2 tools)", "the MCP account hint");
+  pass("mcp_create");
+
+  // ---- OAuth 2.0: create (inactive), Connect through the fake authorize page, back here active.
+  const oa = await control("oauth_info");
+  form = await openForm("OAuth 2.0", "Connect OAuth 2.0");
+  await form.getByLabel("Connection name").fill("Billing CRM");
+  await form.getByLabel("Client ID").fill("client-not-registered");
+  await form.getByLabel("Client secret").fill(oa.client_secret);
+  await form.getByLabel("Authorization URL").fill(`${oa.base}/authorize`);
+  await form.getByLabel("Token URL").fill(`${oa.base}/token?x=1`);
+  await form.getByLabel("Scopes (optional)").fill("read write");
+  await form.getByLabel("API base URL").fill(`${oa.base}/api`);
+  await form.getByLabel("Test path (optional)").fill("/me");
+  await form.getByLabel("Parameter 1", { exact: true }).fill("prompt");
+  await form.getByLabel("Value 1", { exact: true }).fill("consent");
+  await form.getByRole("button", { name: "Create connection" }).click();
+  await until(async () => (await msgs(form)).includes("Type an http or https URL"), "the token URL with a query is refused here");
+  await form.getByLabel("Token URL").fill(`${oa.base}/token`);
+  await form.getByRole("button", { name: "Test connection" }).click();
+  await until(async () => (await msgs(form)).includes("The settings are valid"), "an unsaved OAuth test checks the settings");
+  await form.getByRole("button", { name: "Create connection" }).click();
+  await until(async () => (await msgs(form)).includes("Billing CRM is created."), "created, waiting for its sign-in");
+  await checkLabels(page, "the OAuth connect step");
+  // A client the service does not know: its authorize page refuses; back here, the banner says so.
+  await form.getByRole("button", { name: "Connect" }).click();
+  await page.waitForURL((u) => u.href.startsWith(`${oa.base}/authorize?`));
+  await page.goto(`${URL0}/console/#/connections`);
+  await until(async () => /Billing CRM is not connected: sign in needed/.test(await page.locator(".banner .msg").textContent()), "the failed sign-in in words");
+  await page.locator(".banner").getByRole("button", { name: "Dismiss" }).click();
+  check(await page.locator(".banner .msg").count() === 0, "the banner is dismissed");
+  // The right client id, then the sign-in from Manage connection.
+  await connRow(page, "Billing CRM").getByRole("button", { name: "Edit Billing CRM" }).click();
+  let manage = page.getByRole("dialog", { name: "Manage connection" });
+  await manage.getByLabel("Client ID").fill(oa.client_id);
+  await manage.getByRole("button", { name: "Update credentials" }).click();
+  await until(async () => (await msgs(manage)).includes("Credentials updated."), "the client id is updated");
+  await roundTrip(() => manage.locator(".section-form", { has: page.getByRole("heading", { name: "Sign-in" }) })
+    .getByRole("button").click(), "back from the OAuth sign-in");
+  const oauthBanner = page.locator(".banner .msg");
+  const oRow = connRow(page, "Billing CRM");
+  await until(async () => (await oauthBanner.textContent()) === `Billing CRM is connected (${oa.base.replace(/^http:\/\//, "")}).`, "the success banner after the callback");
+  await until(async () => (await oRow.locator(".account-hint").textContent().catch(() => "")) === oa.base.replace(/^http:\/\//, ""), "the account hint from the first test");
+  await until(async () => (await oRow.locator(".pill").textContent()) === "Active", "the OAuth connection is Active");
+  check(urls.some((u) => u.startsWith(`${oa.base}/authorize?`) && u.includes("prompt=consent") && u.includes("code_challenge_method=S256")),
+    "the browser went to the service's authorize page with the extra parameter");
+  check(urls.some((u) => u.includes("/oauth/callback?")), "and came back through the gateway's callback");
+  await shot(page, "connections-actions");
+  pass("oauth2_connect");
+
+  // ---- The service revokes the refresh token: reconnect needed; Reconnect makes it active.
+  await control("oauth_revoke");
+  await oRow.getByRole("button", { name: "Edit Billing CRM" }).click();
+  manage = page.getByRole("dialog", { name: "Manage connection" });
+  await manage.getByRole("button", { name: "Test connection" }).click();
+  await until(async () => (await msgs(manage)).includes("Test failed: reconnect needed"), "the test says reconnect needed");
+  await until(async () => (await manage.locator(".pill").textContent()) === "Inactive", "Inactive in the dialog");
+  await manage.getByRole("button", { name: "Close" }).first().click();
+  await until(async () => (await oRow.locator(".pill").textContent()) === "Inactive", "Inactive in the list");
+  check((await oRow.locator(".conn-error").textContent()).includes("reconnect needed"), "the row says reconnect needed");
+  await oRow.getByRole("button", { name: "Edit Billing CRM" }).click();
+  manage = page.getByRole("dialog", { name: "Manage connection" });
+  const again = manage.getByRole("button", { name: "Reconnect" });
+  await again.waitFor();
+  await checkLabels(page, "Manage connection of an OAuth connection");
+  await shot(page, "manage-reconnect");
+  await roundTrip(() => again.click(), "back from the reconnect");
+  await until(async () => (await page.locator(".banner .msg").textContent()).includes("Billing CRM is connected"), "connected again");
+  await until(async () => (await connRow(page, "Billing CRM").locator(".pill").textContent()) === "Active", "Active again");
+  const ot = (await control("api", { key: KEY2, method: "POST", path: `/orgs/c/connections/${(await control("api", { key: KEY2, method: "GET", path: "/orgs/c/connections?provider=oauth2" })).json[0].id}/test` })).json;
+  check(ot.ok === true, `the reconnected token works (${JSON.stringify(ot)})`);
+  pass("oauth2_reconnect");
+
+  // ---- Intercom: nothing to type; Create, then Connect from the row.
+  form = await openForm("Intercom", "Connect Intercom");
+  check(!(await form.getByRole("button", { name: "Test connection" }).isVisible()), "nothing to test before signing in");
+  check((await form.locator(".signin-note").textContent()).includes("Nothing to type"), "the form says there is nothing to type");
+  await form.getByLabel("Connection name").fill("Support desk");
+  await form.getByRole("button", { name: "Create connection" }).click();
+  await until(async () => (await msgs(form)).includes("Support desk is created."), "the Intercom connection is created");
+  await form.getByRole("button", { name: "Later" }).click();
+  const iRow = connRow(page, "Support desk");
+  await until(async () => (await iRow.locator(".pill").textContent()) === "Inactive", "inactive until signed in");
+  check((await iRow.locator(".conn-error").textContent()).includes("sign in needed"), "the row says sign in needed");
+  await roundTrip(() => iRow.getByRole("button", { name: "Connect Support desk", exact: true }).click(), "back from the Intercom sign-in");
+  await until(async () => (await page.locator(".banner .msg").textContent()) === "Support desk is connected (Acme Workspace).", "Intercom connected, its workspace named");
+  await iRow.getByRole("button", { name: "Edit Support desk" }).click();
+  manage = page.getByRole("dialog", { name: "Manage connection" });
+  await manage.getByRole("button", { name: "Test connection" }).click();
+  await until(async () => (await msgs(manage)).includes("Connection works: Acme Workspace"), "the Intercom test names the workspace");
+  check(await manage.getByRole("button", { name: "Update credentials" }).count() === 0, "no credentials to update");
+  await manage.getByRole("button", { name: "Close" }).first().click();
+  await until(async () => (await iRow.locator(".account-hint").textContent()) === "Acme Workspace", "the workspace as account hint");
+  pass("intercom_connect");
+
+  // ---- Edit an API key connection: rename; the service rotates its key; update it.
+  await apiRow.getByRole("button", { name: "Edit CRM API" }).click();
+  manage = page.getByRole("dialog", { name: "Manage connection" });
+  const keyField = manage.getByLabel("API key", { exact: true });
+  check((await keyField.inputValue()) === "" && (await keyField.getAttribute("placeholder")) === `****${apiKey.slice(-4)} (unchanged)`, "the key is shown masked only");
+  await manage.getByLabel("Connection name").fill("CRM API (prod)");
+  await manage.getByRole("button", { name: "Save name" }).click();
+  await until(async () => (await msgs(manage)).includes("Name saved."), "renamed");
+  const apiKey2 = typed(`sk-live-${Date.now()}-browserKeyTwo`);
+  await control("services_set", { api_key: apiKey2 });
+  await manage.getByRole("button", { name: "Test connection" }).click();
+  await until(async () => /Test failed: .*401/.test(await msgs(manage)), "the old key fails");
+  await until(async () => (await manage.locator(".pill").textContent()) === "Inactive", "inactive with the old key");
+  await keyField.fill(apiKey2);
+  await manage.getByRole("button", { name: "Update credentials" }).click();
+  await until(async () => (await msgs(manage)).includes("Credentials updated."), "the new key is saved");
+  await until(async () => (await manage.locator(".pill").textContent()) === "Active", "active with the new key");
+  check((await keyField.inputValue()) === "", "the typed key is cleared");
+  await manage.getByRole("button", { name: "Close" }).first().click();
+  await connRow(page, "CRM API (prod)").waitFor();
+  pass("action_edit");
+
+  // ---- Continue with Facebook.
+  if (process.env.SB_META_SIGNIN === "1") await metaSigninSteps(page, { msgs });
+  else {
+    form = await openForm("WhatsApp", "Connect WhatsApp");
+    await form.getByLabel("Access token").waitFor();
+    const cfg = await page.evaluate(() => fetch("config.json").then((r) => r.json()));
+    check(cfg.meta_signin === null, `Meta sign-in is not configured (${JSON.stringify(cfg)})`);
+    check(await form.getByRole("button", { name: "Continue with Facebook" }).count() === 0, "no Continue with Facebook without a Meta app");
+    await form.getByRole("button", { name: "Close" }).click();
+    pass("meta_signin_hidden");
+  }
+
+  // ---- No secret in the page (markup and field values), any URL or any API answer.
+  const oauthSecrets = (await control("oauth_secrets")).secrets;
+  const all = secrets.concat(oauthSecrets);
+  const dom = await page.evaluate(() => document.documentElement.outerHTML
+    + [...document.querySelectorAll("input, textarea")].map((e) => e.value).join("\n"));
+  const inDom = all.filter((x) => dom.includes(x));
+  check(inDom.length === 0, `secrets in the page: ${inDom.map((x) => `${x.slice(0, 6)}…`)}`);
+  const inUrls = urls.filter((u) => all.some((x) => u.includes(x) || u.includes(encodeURIComponent(x))));
+  check(inUrls.length === 0, `secrets in URLs: ${inUrls.join(", ")}`);
+  const inBodies = all.filter((x) => x !== KEY2 && bodies.some((b) => b.includes(x)));
+  check(inBodies.length === 0, `secrets in API answers: ${inBodies.map((x) => `${x.slice(0, 6)}…`)}`);
+  check(bodies.length > 10, `API answers were recorded (${bodies.length})`);
+  check(await page.evaluate(() => localStorage.length) === 0, "nothing in localStorage");
+  check(errors.length === 0, `no script error (${errors.join(" | ")})`);
+  pass("no_secret_in_page");
+  await context.close();
+}
+
+// Continue with Facebook (gateway with a Meta app): the fake dialog's Cancel, a code Meta
+// refuses, then a code that creates connections.
+async function metaSigninSteps(page, { msgs }) {
+  const start = async (name) => {
+    await page.getByRole("button", { name: "Add integration" }).click();
+    await page.getByRole("dialog", { name: "Add integration" }).getByRole("button", { name: new RegExp(`^${name}`) }).click();
+    const form = page.getByRole("dialog", { name: `Connect ${name}` });
+    const fb = form.getByRole("button", { name: "Continue with Facebook" });
+    await fb.waitFor();
+    return { form, fb };
+  };
+  const banner = page.locator(".banner .msg");
+  const countNow = async () => Number(await page.locator(".badge.count").textContent());
+
+  let { form, fb } = await start("WhatsApp");
+  await shot(page, "form-whatsapp-facebook");
+  await checkLabels(page, "the WhatsApp form with Continue with Facebook");
+  await fb.click();
+  await page.waitForURL(/\/dialog\/oauth\?/);
+  const seen = (await control("meta_dialog")).seen.at(-1);
+  check(seen.redirect_uri === `${URL0}/console/` && seen.response_type === "code" && /^[0-9a-f]{32}$/.test(seen.state),
+    `the dialog was opened with the console as redirect and a state (${JSON.stringify(seen)})`);
+  await page.locator("#no").click();
+  await page.waitForURL(/\/console\/#\/connections$/);
+  await until(async () => /Facebook sign-in failed: Permissions error \(code 200\)/.test(await banner.textContent()), "the cancelled dialog in words");
+  pass("meta_signin_cancelled");
+
+  const count0 = await countNow();
+  await control("meta_dialog", { code: "fb-code-already-used" });
+  ({ form, fb } = await start("Messenger"));
+  await fb.click();
+  await page.waitForURL(/\/dialog\/oauth\?/);
+  await page.locator("#yes").click();
+  await page.waitForURL(/\/console\/#\/connections$/);
+  await until(async () => /Facebook sign-in failed: .+\(.+\)/.test(await banner.textContent()), "Meta's refusal with its code");
+  const refusal = await banner.textContent();
+  check(/100|36009|used/.test(refusal), `Meta's code or message is shown (${refusal})`);
+  check(!page.url().includes("code="), "the code left the address bar");
+  check(await countNow() === count0, "nothing was created");
+  pass("meta_signin_refused");
+
+  await control("meta_dialog", { code: "fb-code-good-0001" });
+  ({ form, fb } = await start("WhatsApp"));
+  await fb.click();
+  await page.waitForURL(/\/dialog\/oauth\?/);
+  await page.locator("#yes").click();
+  await page.waitForURL(/\/console\/#\/connections$/);
+  await until(async () => (await banner.textContent()).startsWith("Connected with Facebook"), "the connections created");
+  const created = page.getByRole("list", { name: "Connections created" }).locator("li");
+  check(await created.count() >= 1, "the banner lists them");
+  await until(async () => await countNow() > count0, "they are in the list");
+  check(!page.url().includes("code="), "the code left the address bar");
+  const ex = (await control("graph_requests", { path: "/oauth/access_token" })).requests.at(-1);
+  const sent = { ...ex.query, ...ex.params };
+  check(sent.redirect_uri === `${URL0}/console/`, `the exchange used the dialog's redirect_uri (${JSON.stringify(sent)})`);
+  await shot(page, "connections-facebook");
+  pass("meta_signin_created");
 }
 
 main().then(() => {
