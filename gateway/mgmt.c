@@ -1734,6 +1734,30 @@ static void blank(sb_buf_t *body, const char *secret)
     }
 }
 
+/* Blanks in 'b' every secret credential value of j's connection the service may echo. */
+static void blank_secrets(mjob_t *j, sb_buf_t *b)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(j->creds, key, v)
+    {
+        const sb_field_t *f = sb_provider_field(j->prov, key);
+        if (f == NULL || !(f->flags & SB_FIELD_SECRET))
+            continue;
+        if (json_is_string(v)) {
+            blank(b, json_string_value(v));
+            continue;
+        }
+        const char *k2;
+        json_t *v2;
+        json_object_foreach(v, k2, v2)
+        {
+            if (json_is_string(v2))
+                blank(b, json_string_value(v2));
+        }
+    }
+}
+
 static void on_request_token(sb_err_t err, const char *message, json_t *creds, void *data);
 
 static void on_action_answer(const sb_http_response_t *res, void *data)
@@ -1763,30 +1787,16 @@ static void on_action_answer(const sb_http_response_t *res, void *data)
         fail(j, SB_ERR_PROVIDER_UNAVAILABLE, "the service could not be reached");
         return;
     }
-    sb_buf_t body = {0};
+    sb_buf_t body = {0}, head = {0};
     sb_buf_append(&body, res->body != NULL ? res->body : "", res->body_len);
-    /* blank every credential value the service may have echoed */
-    const char *key;
-    json_t *v;
-    json_object_foreach(j->creds, key, v)
-    {
-        const sb_field_t *f = sb_provider_field(j->prov, key);
-        if (f == NULL || !(f->flags & SB_FIELD_SECRET))
-            continue;
-        if (json_is_string(v)) {
-            blank(&body, json_string_value(v));
-            continue;
-        }
-        const char *k2;
-        json_t *v2;
-        json_object_foreach(v, k2, v2)
-        {
-            if (json_is_string(v2))
-                blank(&body, json_string_value(v2));
-        }
-    }
+    sb_buf_append(&head, res->headers != NULL ? res->headers : "", res->headers_len);
+    blank_secrets(j, &body);
+    blank_secrets(j, &head);
     json_t *o = json_object();
     json_object_set_new(o, "status", json_integer(res->status));
+    json_object_set_new(o, "headers", sb_http_headers_object(head.base, head.len));
+    OPENSSL_cleanse(head.base, head.len);
+    sb_buf_dispose(&head);
     json_t *text = json_stringn(body.base != NULL ? body.base : "", body.len);
     if (text != NULL) {
         json_object_set_new(o, "body", text);
@@ -1872,7 +1882,8 @@ static void send_action_request(mjob_t *j)
                              .body_len = io.req.body.len,
                              .timeout_ms = (uint32_t)conf->actions_timeout_ms,
                              .max_bytes = (uint64_t)conf->actions_max_body_bytes,
-                             .provider = j->prov->metric_label};
+                             .provider = j->prov->metric_label,
+                             .collect_headers = 1};
     if (sb_http_client_send(j->super.worker->http, &req, on_action_answer, j) != 0)
         fail(j, SB_ERR_PROVIDER_UNAVAILABLE, "the gateway is shutting down");
 }
