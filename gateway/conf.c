@@ -34,6 +34,9 @@ const sb_conf_option_t sb_conf_options[] = {
             "base of the webhook URLs given to providers"),
     OPT_STR("providers.graph_api_base", "SWITCHBOARD_GRAPH_API_BASE", graph_api_base,
             "https://graph.facebook.com/v21.0", "Meta Graph API base URL"),
+    OPT_STR("providers.instagram_api_base", "SWITCHBOARD_INSTAGRAM_API_BASE", instagram_api_base,
+            "https://graph.instagram.com/v21.0",
+            "Instagram API base URL (Instagram connections signed in with Instagram Login)"),
     OPT_STR("providers.telegram_api_base", "SWITCHBOARD_TELEGRAM_API_BASE", telegram_api_base,
             "https://api.telegram.org", "Telegram Bot API base URL"),
     OPT_STR("providers.intercom_oauth_base", "SWITCHBOARD_INTERCOM_OAUTH_BASE", intercom_oauth_base,
@@ -259,8 +262,9 @@ int sb_conf_load(sb_conf_t *conf, const char *path, char *err, size_t errlen)
     }
     conf->ntrusted = (size_t)nt;
     /* Trailing slashes would double in the URLs we build. */
-    char **urls[] = {&conf->public_url, &conf->graph_api_base, &conf->telegram_api_base,
-                     &conf->intercom_oauth_base, &conf->intercom_api_base};
+    char **urls[] = {&conf->public_url,          &conf->graph_api_base,
+                     &conf->telegram_api_base,   &conf->intercom_oauth_base,
+                     &conf->intercom_api_base,   &conf->instagram_api_base};
     for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); ++i) {
         size_t n = strlen(*urls[i]);
         while (n > 0 && (*urls[i])[n - 1] == '/')

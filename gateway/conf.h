@@ -24,6 +24,7 @@ typedef struct st_sb_conf_t {
     char *redis_prefix;
     char *public_url;
     char *graph_api_base;
+    char *instagram_api_base;
     char *intercom_oauth_base, *intercom_api_base, *intercom_client_id, *intercom_client_secret;
     char *meta_app_id, *meta_app_secret, *meta_config_id; /* empty: no Meta sign-in */
     char *telegram_api_base;

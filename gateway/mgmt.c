@@ -28,6 +28,7 @@
 #include "oauth.h"
 #include "outbound.h"
 #include "provider.h"
+#include "renew.h"
 #include "store.h"
 #include "templates.h"
 
@@ -1249,6 +1250,10 @@ static void on_conn_stored(redisReply *r, void *data)
     atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
     if (j->op == OP_CONN_CREATE && j->prov->refresh != NULL)
         track_inactive(j, j->new_id, 1);
+    if ((j->op == OP_CONN_CREATE || j->creds_changed) && j->prov->renew != NULL &&
+        j->prov->renewable(j->creds))
+        sb_renew_schedule(j->super.worker, j->op == OP_CONN_CREATE ? j->new_id : j->id1,
+                          sb_now_ms() + SB_RENEW_FIRST_DUE_MS);
     if (j->op == OP_CONN_PATCH && j->creds_changed && j->prov->refresh == NULL) {
         /* New credentials: active again, the old error goes. */
         args_t d = {.n = 0};

@@ -127,6 +127,7 @@ void sb_provider_call(sb_worker_t *w, const sb_provider_t *p, sb_provider_hook h
 void sb_provider_env_init(const sb_conf_t *conf, sb_provider_env_t *env)
 {
     env->graph_api_base = conf->graph_api_base;
+    env->instagram_api_base = conf->instagram_api_base;
     env->telegram_api_base = conf->telegram_api_base;
     env->intercom_oauth_base = conf->intercom_oauth_base;
     env->intercom_api_base = conf->intercom_api_base;

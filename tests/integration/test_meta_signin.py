@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -341,6 +342,179 @@ class MetaSignInTest(H.GatewayTestCase):
                                              "switchboard_meta_signin_total",
                                              result="not_configured"), 3)
         gw.stop()
+
+
+class FakeInstagram:
+    """Instagram API with Instagram Login: GET /me with a current token, and
+    GET /refresh_access_token?grant_type=ig_refresh_token&access_token=<current> answering a
+    new 60-day token (the old one then stops working), or 190 once revoked."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.current = set()
+        self.issued = []
+        self.refresh_calls = []
+        self.revoked = False
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):
+                pass
+
+            def do_GET(self):
+                status, answer = fake.answer(self)
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = "http://127.0.0.1:%d/v21.0" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def new_token(self):
+        t = "IGAA" + H_rand(40)
+        with self.lock:
+            self.current.add(t)
+            self.issued.append(t)
+        return t
+
+    def answer(self, h):
+        url = urllib.parse.urlsplit(h.path)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        bad = {"error": {"message": "Invalid OAuth access token", "type": "OAuthException",
+                         "code": 190}}
+        if url.path == "/v21.0/me":
+            auth = h.headers.get("Authorization", "")
+            with self.lock:
+                ok = auth.startswith("Bearer ") and auth[7:] in self.current
+            if not ok or q.get("fields") != "user_id,username":
+                return 400, bad
+            return 200, {"user_id": "17841400000000001", "username": "acme.login", "id": "1"}
+        if url.path == "/v21.0/refresh_access_token":
+            with self.lock:
+                self.refresh_calls.append(q.get("access_token"))
+                ok = (q.get("grant_type") == "ig_refresh_token" and
+                      q.get("access_token") in self.current and not self.revoked)
+                if ok:
+                    self.current.discard(q["access_token"])
+            if not ok:
+                return 400, bad
+            return 200, {"access_token": self.new_token(), "token_type": "bearer",
+                         "expires_in": 5184000}
+        return 404, {"error": {"message": "unknown path", "code": 100}}
+
+
+class InstagramLoginRenewalTest(H.GatewayTestCase):
+    PREFIX = "ts_igrenew:"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ig = FakeInstagram().start()
+        cls.EXTRA_ENV = {"SWITCHBOARD_INSTAGRAM_API_BASE": cls.ig.base}
+        try:
+            super().setUpClass()
+        finally:
+            cls.addClassCleanup(cls.ig.stop)
+
+    def create(self):
+        token = self.ig.new_token()
+        r = self.api("POST", "/orgs/c/connections", {"provider": "instagram", "credentials": {
+            "app_secret": "ig-app-secret-" + H_rand(12), "verify_token": "vt-" + H_rand(12),
+            "access_token": token, "login": "instagram"}})
+        self.assertStatus(r, 201)
+        self.assertEqual(r.json["account_hint"], "acme.login")
+        self.assertEqual(r.json["credentials"]["login"], "****")
+        self.assertNotIn("expires_at", r.json["credentials"])
+        return r.json, token
+
+    def due(self, conn_id):
+        v = self.redis.command("ZSCORE", self.PREFIX + "renew:{tokens}", conn_id)
+        return None if v is None else float(v)
+
+    def make_due(self, conn_id):
+        self.redis.command("ZADD", self.PREFIX + "renew:{tokens}", str(int(time.time() * 1000) - 1),
+                           conn_id)
+
+    def test_renewed_ahead_of_expiry_by_one_gateway(self):
+        conn, token = self.create()
+        now = time.time() * 1000
+        # a pasted token is renewed a day later (it must be a day old)
+        self.assertAlmostEqual(self.due(conn["id"]), now + 86400000, delta=60000)
+        # bad values of login are refused
+        r = self.api("POST", "/orgs/c/connections/test", {"provider": "instagram", "credentials": {
+            "app_secret": "x" * 12, "verify_token": "y" * 12, "access_token": "z" * 20,
+            "login": "twitter"}})
+        self.assertStatus(r, 400, "bad_request")
+
+        # two gateways on the same Redis: the entry made due is renewed once
+        other = self.make_gateway(extra_env=dict(self.DEFAULT_ENV, **self.EXTRA_ENV))
+        self.make_due(conn["id"])
+        H.wait_until(lambda: len(self.ig.refresh_calls) >= 1, timeout=10, what="a renewal")
+        H.wait_until(lambda: (self.due(conn["id"]) or 0) > time.time() * 1000 + 86400000 * 30,
+                     timeout=10, what="the next renewal scheduled")
+        self.assertEqual(self.ig.refresh_calls, [token])
+        # 60 days from now, renewed 7 days ahead
+        self.assertAlmostEqual(self.due(conn["id"]), time.time() * 1000 + 53 * 86400000,
+                               delta=120000)
+        # the renewed token is the one in use (the old one no longer works)
+        for gw in (self.gw, other):
+            r = self.api("POST", "/orgs/c/connections/%s/test" % conn["id"], gw=gw)
+            self.assertStatus(r, 200)
+            self.assertEqual(r.json, {"ok": True, "account_hint": "acme.login"})
+        self.assertEqual(len(self.ig.refresh_calls), 1)
+        other.stop()
+        self.assertNoTokens()
+
+    def test_revoked_token_needs_a_reconnect(self):
+        conn, token = self.create()
+        with self.ig.lock:
+            self.ig.revoked = True
+        try:
+            self.make_due(conn["id"])
+            H.wait_until(lambda: self.due(conn["id"]) is None, timeout=10,
+                         what="the refused renewal off the schedule")
+        finally:
+            with self.ig.lock:
+                self.ig.revoked = False
+        r = self.api("GET", "/orgs/c/connections/" + conn["id"])
+        self.assertEqual(r.json["status"], "inactive")
+        self.assertEqual(r.json["error"]["code"], "reconnect_needed")
+        # new credentials (a reconnect) make it active and scheduled again
+        r = self.api("PATCH", "/orgs/c/connections/" + conn["id"],
+                     {"credentials": {"access_token": self.ig.new_token()}})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json["status"], "active")
+        self.assertIsNotNone(self.due(conn["id"]))
+        # a deleted connection leaves the schedule
+        r = self.api("DELETE", "/orgs/c/connections/" + conn["id"])
+        self.assertStatus(r, 204)
+        self.make_due(conn["id"])
+        H.wait_until(lambda: self.due(conn["id"]) is None, timeout=10,
+                     what="a deleted connection off the schedule")
+        self.assertNoTokens()
+
+    def assertNoTokens(self):
+        texts = [r.body.decode("utf-8", "replace") for r in self.gw.responses]
+        texts.append(self.gw.stderr_text())
+        with self.ig.lock:
+            tokens = list(self.ig.issued)
+        for t in texts:
+            for tok in tokens:
+                self.assertNotIn(tok, t)
 
 
 if __name__ == "__main__":
