@@ -196,10 +196,13 @@ static void graph(signin_t *s, const char *method, const char *path, const char 
                              .timeout_ms = (uint32_t)conf->provider_timeout_ms,
                              .provider = "graph"};
     int rc = sb_http_client_send(s->job->worker->http, &req, on_answer, s);
-    /* the URL and header were copied: wipe the pool copies that hold tokens */
+    /* the URL and header were copied: wipe the pool copies that hold tokens (the path of a
+     * token exchange is a pool string too) */
     wipe(auth);
-    if (strstr(path, "access_token") != NULL || strstr(path, "client_secret") != NULL)
+    if (strstr(path, "client_secret") != NULL) {
         wipe(url);
+        wipe((char *)path);
+    }
     if (rc != 0)
         fail_step(s, SB_ERR_PROVIDER_UNAVAILABLE, "the gateway is shutting down", NULL);
 }
@@ -381,9 +384,9 @@ static void next(signin_t *s)
                                             {"code", s->code},
                                             {"redirect_uri", s->redirect_uri}};
                 char *qs = query(s, q, 4);
-                graph(s, "GET", sb_pool_printf(&s->job->pool, "/oauth/access_token?%s", qs).base,
-                      NULL, NULL);
+                char *path = sb_pool_printf(&s->job->pool, "/oauth/access_token?%s", qs).base;
                 wipe(qs);
+                graph(s, "GET", path, NULL, NULL); /* wipes 'path' */
                 return;
             }
             break;
@@ -394,9 +397,9 @@ static void next(signin_t *s)
                                             {"client_secret", conf->meta_app_secret},
                                             {"fb_exchange_token", s->token}};
                 char *qs = query(s, q, 4);
-                graph(s, "GET", sb_pool_printf(&s->job->pool, "/oauth/access_token?%s", qs).base,
-                      NULL, NULL);
+                char *path = sb_pool_printf(&s->job->pool, "/oauth/access_token?%s", qs).base;
                 wipe(qs);
+                graph(s, "GET", path, NULL, NULL); /* wipes 'path' */
                 return;
             }
             break;

@@ -67,10 +67,9 @@ void sb_metrics_replica_timeout(void)
 
 /* Meta sign-in outcomes: "ok", or the step that failed (gateway/meta_signin.c). */
 static const char *const meta_signin_labels[] = {
-    "ok",          "not_configured",   "bad_request",   "exchange_code",
-    "long_lived_token", "businesses",  "whatsapp_accounts", "phone_numbers",
-    "subscribe_whatsapp", "register_phone", "pages",    "subscribe_page",
-    "store",       "nothing_shared",   "other"};
+    "ok",           "not_configured",     "bad_request",    "exchange_code", "long_lived_token",
+    "businesses",   "whatsapp_accounts",  "phone_numbers",  "subscribe_whatsapp",
+    "register_phone", "pages",            "subscribe_page", "nothing_shared", "other"};
 #define NMETA_SIGNIN (sizeof(meta_signin_labels) / sizeof(meta_signin_labels[0]))
 static counter_t meta_signin[NMETA_SIGNIN];
 
