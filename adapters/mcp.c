@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "provider.h"
 
 #define MCP_PROTOCOL_VERSION "2025-06-18"
@@ -53,17 +54,25 @@ static const char *check(const json_t *creds, int partial, h2o_mem_pool_t *pool)
 }
 
 /* Starts a JSON-RPC POST to the server with the connection's headers. */
-static void rpc(sb_provider_io_t *io, const char *body)
+/* 'session': the Mcp-Session-Id to send (NULL: none). */
+static void rpc_session(sb_provider_io_t *io, const char *body, const char *session)
 {
     sb_provider_io_request(io, "POST", sb_provider_cred(io, "url"));
     sb_provider_io_header(io, "Content-Type", SB_STRLIT("application/json"));
     sb_provider_io_header(io, "Accept", SB_STRLIT("application/json, text/event-stream"));
     sb_provider_io_header(io, "MCP-Protocol-Version", SB_STRLIT(MCP_PROTOCOL_VERSION));
+    if (session != NULL)
+        sb_provider_io_header(io, "Mcp-Session-Id", session, strlen(session));
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)json_object_get(io->creds, "headers"), k, v)
         sb_provider_io_header(io, k, json_string_value(v), json_string_length(v));
     io->req.body = sb_pool_strdup(io->pool, body, strlen(body));
+}
+
+static void rpc(sb_provider_io_t *io, const char *body)
+{
+    rpc_session(io, body, NULL);
 }
 
 json_t *sb_mcp_answer(h2o_iovec_t body)
@@ -166,15 +175,41 @@ static int probe(sb_provider_io_t *io)
     return 1;
 }
 
-/* One JSON-RPC message (a request or a notification) posted to the server as it is. */
+/*
+ * One JSON-RPC message (a request or a notification) posted to the server as it is. The
+ * server's session (the Mcp-Session-Id header of its initialize answer, passed back in the
+ * proxy's answer headers) is the caller's to keep: it comes back as the only member of
+ * 'headers' and is sent with the message.
+ */
 static const char *proxy(sb_provider_io_t *io, const json_t *in)
 {
     const char *k;
     json_t *v;
+    const char *session = NULL;
     json_object_foreach((json_t *)in, k, v)
     {
-        if (strcmp(k, "body") != 0 && strcmp(k, "method") != 0 && strcmp(k, "path") != 0)
-            return "an MCP request takes only body (one JSON-RPC message)";
+        if (strcmp(k, "body") != 0 && strcmp(k, "method") != 0 && strcmp(k, "path") != 0 &&
+            strcmp(k, "headers") != 0)
+            return "an MCP request takes only body (one JSON-RPC message) and headers "
+                   "(Mcp-Session-Id)";
+    }
+    json_t *headers = json_object_get(in, "headers");
+    if (headers != NULL) {
+        if (!json_is_object(headers))
+            return "headers must be an object";
+        json_object_foreach(headers, k, v)
+        {
+            const char *s = json_string_value(v);
+            size_t n = s != NULL ? strlen(s) : 0;
+            int ok = strcasecmp(k, "Mcp-Session-Id") == 0 && n > 0 && n <= 256 &&
+                     n == json_string_length(v);
+            for (size_t i = 0; ok && i < n; ++i)
+                ok = s[i] >= 0x21 && s[i] <= 0x7e;
+            if (!ok)
+                return "an MCP request's only header is Mcp-Session-Id (visible ASCII, at most "
+                       "256 characters)";
+            session = s;
+        }
     }
     const char *method = json_string_value(json_object_get(in, "method"));
     const char *path = json_string_value(json_object_get(in, "path"));
@@ -196,7 +231,7 @@ static const char *proxy(sb_provider_io_t *io, const json_t *in)
         free(s);
         return "body is larger than the gateway sends (actions.max_body_bytes)";
     }
-    rpc(io, s);
+    rpc_session(io, s, session);
     free(s);
     return NULL;
 }

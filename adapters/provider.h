@@ -37,6 +37,8 @@ typedef struct st_sb_field_t {
 /** Where the providers' APIs live (configuration: providers.*_api_base). */
 typedef struct st_sb_provider_env_t {
     const char *graph_api_base;
+    /** Instagram API with Instagram Login (graph.instagram.com). */
+    const char *instagram_api_base;
     const char *telegram_api_base;
     /** Intercom: the sign-in and API bases, the app's client (empty: not configured). */
     const char *intercom_oauth_base, *intercom_api_base, *intercom_client_id,
@@ -116,6 +118,15 @@ typedef struct st_sb_provider_t {
      * verifier, io->external_id the redirect URI), else the refresh with the refresh token.
      */
     sb_provider_hook refresh;
+    /**
+     * Optional: a long-lived token that renews itself before it expires (Instagram Login):
+     * the renewal request of io->creds's access_token into io->req, answered like a token
+     * endpoint ({access_token, expires_in}). Only for credentials 'renewable' accepts; the
+     * gateway renews them ahead of `expires_at` (gateway/renew.c), one gateway at a time.
+     */
+    sb_provider_hook renew;
+    /** With renew: 1 when the credentials 'creds' hold such a token. */
+    int (*renewable)(const json_t *creds);
     /** With refresh: the authorize URL (io->url the redirect URI, io->secret "state\nchallenge")
      *  into io->req.url. */
     sb_provider_hook authorize;

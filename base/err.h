@@ -26,7 +26,9 @@
     XX(PROVIDER_REJECTED, 400, "provider_rejected", "the provider rejected the credentials")       \
     XX(PROVIDER_UNAVAILABLE, 502, "provider_unavailable", "the provider could not be reached")     \
     XX(TIMEOUT, 504, "timeout", "timed out")                                                       \
-    XX(FORBIDDEN, 403, "forbidden", "forbidden")
+    XX(FORBIDDEN, 403, "forbidden", "forbidden")                                                   \
+    XX(META_NOT_CONFIGURED, 501, "meta_signin_not_configured",                                     \
+       "Meta sign-in is not configured (providers.meta_app_id, meta_app_secret, meta_config_id)")
 
 typedef enum en_sb_err_t {
     SB_OK = 0,

@@ -37,6 +37,9 @@ const sb_conf_option_t sb_conf_options[] = {
     OPT_STR("providers.meta_dialog_url", "SWITCHBOARD_META_DIALOG_URL", meta_dialog_url,
             "https://www.facebook.com/v21.0/dialog/oauth",
             "Facebook Login for Business dialog the console's Continue with Facebook opens"),
+    OPT_STR("providers.instagram_api_base", "SWITCHBOARD_INSTAGRAM_API_BASE", instagram_api_base,
+            "https://graph.instagram.com/v21.0",
+            "Instagram API base URL (Instagram connections signed in with Instagram Login)"),
     OPT_STR("providers.telegram_api_base", "SWITCHBOARD_TELEGRAM_API_BASE", telegram_api_base,
             "https://api.telegram.org", "Telegram Bot API base URL"),
     OPT_STR("providers.intercom_oauth_base", "SWITCHBOARD_INTERCOM_OAUTH_BASE", intercom_oauth_base,
@@ -48,6 +51,12 @@ const sb_conf_option_t sb_conf_options[] = {
             "", "the Intercom app's client id (intercom connections; empty: not offered)"),
     OPT_STR("providers.intercom_client_secret", "SWITCHBOARD_INTERCOM_CLIENT_SECRET",
             intercom_client_secret, "", "the Intercom app's client secret"),
+    OPT_STR("providers.meta_app_id", "SWITCHBOARD_META_APP_ID", meta_app_id, "",
+            "the Meta app's id (Meta sign-in; empty: not offered)"),
+    OPT_STR("providers.meta_app_secret", "SWITCHBOARD_META_APP_SECRET", meta_app_secret, "",
+            "the Meta app's secret (Meta sign-in)"),
+    OPT_STR("providers.meta_config_id", "SWITCHBOARD_META_CONFIG_ID", meta_config_id, "",
+            "the Facebook Login for Business configuration id of Embedded Signup"),
     OPT_INT("providers.timeout_ms", "SWITCHBOARD_PROVIDER_TIMEOUT_MS", provider_timeout_ms, "10000",
             100, 600000, "timeout of one provider call"),
     OPT_INT("actions.timeout_ms", "SWITCHBOARD_ACTIONS_TIMEOUT_MS", actions_timeout_ms, "30000",
@@ -87,14 +96,14 @@ const sb_conf_option_t sb_conf_options[] = {
             600000, "a Redis command unanswered this long drops the connection"),
     OPT_INT("shutdown_timeout_ms", "SWITCHBOARD_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, "10000",
             0, 600000, "how long a shutdown waits for requests in flight"),
-    OPT_INT("outbound.rate.telegram", "SWITCHBOARD_OUTBOUND_RATE_TELEGRAM", rate_telegram, "30", 1,
-            100000, "Telegram sends per second per connection"),
-    OPT_INT("outbound.rate.whatsapp", "SWITCHBOARD_OUTBOUND_RATE_WHATSAPP", rate_whatsapp, "80", 1,
-            100000, "WhatsApp sends per second per connection"),
-    OPT_INT("outbound.rate.messenger", "SWITCHBOARD_OUTBOUND_RATE_MESSENGER", rate_messenger, "250",
-            1, 100000, "Messenger sends per second per connection"),
-    OPT_INT("outbound.rate.instagram", "SWITCHBOARD_OUTBOUND_RATE_INSTAGRAM", rate_instagram, "250",
-            1, 100000, "Instagram sends per second per connection"),
+    OPT_INT("outbound.rate.telegram", "SWITCHBOARD_OUTBOUND_RATE_TELEGRAM", rate_telegram, "0", 0,
+            100000, "Telegram sends per second per connection (0: the provider's default, 30)"),
+    OPT_INT("outbound.rate.whatsapp", "SWITCHBOARD_OUTBOUND_RATE_WHATSAPP", rate_whatsapp, "0", 0,
+            100000, "WhatsApp sends per second per connection (0: the provider's default, 80)"),
+    OPT_INT("outbound.rate.messenger", "SWITCHBOARD_OUTBOUND_RATE_MESSENGER", rate_messenger, "0",
+            0, 100000, "Messenger sends per second per connection (0: the provider's default, 250)"),
+    OPT_INT("outbound.rate.instagram", "SWITCHBOARD_OUTBOUND_RATE_INSTAGRAM", rate_instagram, "0",
+            0, 100000, "Instagram sends per second per connection (0: the provider's default, 250)"),
     OPT_INT("outbound.retry_deadline_ms", "SWITCHBOARD_OUTBOUND_RETRY_DEADLINE_MS",
             retry_deadline_ms, "900000", 1000, 604800000,
             "a command still failing with retryable errors this long after it was taken goes "
@@ -256,8 +265,9 @@ int sb_conf_load(sb_conf_t *conf, const char *path, char *err, size_t errlen)
     }
     conf->ntrusted = (size_t)nt;
     /* Trailing slashes would double in the URLs we build. */
-    char **urls[] = {&conf->public_url, &conf->graph_api_base, &conf->telegram_api_base,
-                     &conf->intercom_oauth_base, &conf->intercom_api_base};
+    char **urls[] = {&conf->public_url,          &conf->graph_api_base,
+                     &conf->telegram_api_base,   &conf->intercom_oauth_base,
+                     &conf->intercom_api_base,   &conf->instagram_api_base};
     for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); ++i) {
         size_t n = strlen(*urls[i]);
         while (n > 0 && (*urls[i])[n - 1] == '/')
@@ -296,6 +306,12 @@ int sb_conf_split_listen(const char *listen, char *host, size_t hostlen, int *po
     host[hlen] = '\0';
     *port = (int)p;
     return 0;
+}
+
+int sb_conf_meta_signin(const sb_conf_t *conf)
+{
+    return conf->meta_app_id[0] != '\0' && conf->meta_app_secret[0] != '\0' &&
+           conf->meta_config_id[0] != '\0';
 }
 
 void sb_conf_master_key_path(const sb_conf_t *conf, char *out, size_t outlen)

@@ -25,7 +25,9 @@ typedef struct st_sb_conf_t {
     char *public_url;
     char *graph_api_base;
     char *meta_dialog_url;
+    char *instagram_api_base;
     char *intercom_oauth_base, *intercom_api_base, *intercom_client_id, *intercom_client_secret;
+    char *meta_app_id, *meta_app_secret, *meta_config_id; /* empty: no Meta sign-in */
     char *telegram_api_base;
     char *master_key_file; /* empty: <data_dir>/master.key */
     char *data_dir;
@@ -83,6 +85,9 @@ void sb_conf_dispose(sb_conf_t *conf);
  * relative path is taken from the working directory.
  */
 void sb_conf_master_key_path(const sb_conf_t *conf, char *out, size_t outlen);
+
+/** 1 when Meta sign-in is configured: the app id, app secret and configuration id are set. */
+int sb_conf_meta_signin(const sb_conf_t *conf);
 /**
  * Parses a comma-separated list of addresses and CIDR ranges (IPv4 and IPv6) into 'out'.
  * Returns the number of entries, or -1 with the offending entry in 'err'.

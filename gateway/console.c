@@ -116,33 +116,16 @@ static void add_common_headers(sb_worker_t *w, h2o_req_t *req)
                           H2O_STRLIT("DENY"));
 }
 
-/*
- * The string option at 'path', or "" when the table has no such option. The Meta sign-in
- * options are read by their paths so that the console depends on no field of the sign-in
- * code: without them, Continue with Facebook is simply not offered.
- */
-static const char *option_str(const sb_conf_t *conf, const char *path)
-{
-    for (const sb_conf_option_t *o = sb_conf_options; o->path != NULL; ++o)
-        if (o->type == SB_CONF_STR && strcmp(o->path, path) == 0) {
-            const char *v = *(char *const *)((const char *)conf + o->offset);
-            return v != NULL ? v : "";
-        }
-    return "";
-}
-
 /* GET /console/config.json: {"meta_signin": {app_id, config_id, dialog_url} or null}. */
 static void send_config(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
 {
     const sb_conf_t *conf = w->server->conf;
-    const char *app = option_str(conf, "providers.meta_app_id");
-    const char *secret = option_str(conf, "providers.meta_app_secret");
-    const char *config = option_str(conf, "providers.meta_config_id");
     json_t *o = json_object();
-    if (app[0] != '\0' && secret[0] != '\0' && config[0] != '\0')
+    if (sb_conf_meta_signin(conf))
         json_object_set_new(o, "meta_signin",
-                            json_pack("{s:s, s:s, s:s}", "app_id", app, "config_id", config,
-                                      "dialog_url", conf->meta_dialog_url));
+                            json_pack("{s:s, s:s, s:s}", "app_id", conf->meta_app_id,
+                                      "config_id", conf->meta_config_id, "dialog_url",
+                                      conf->meta_dialog_url));
     else
         json_object_set_new(o, "meta_signin", json_null());
     char *text = json_dumps(o, JSON_COMPACT);

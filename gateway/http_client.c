@@ -29,6 +29,7 @@
  * with SB_HTTP_CANCELLED, then the multi handle is cleaned up, the handles are closed and the
  * client frees itself in the last close callback.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,8 @@ struct st_request_t {
     void *stream_data;
     uint64_t max_bytes, received;
     int paused, cancelled, in_write;
+    int collect_headers;
+    sb_buf_t head; /* the header lines, with collect_headers */
 };
 
 typedef struct st_sock_t {
@@ -214,6 +217,10 @@ static void request_complete(sb_http_client_t *c, request_t *rq, sb_http_result_
         res.body = "";
         res.body_len = 0;
     }
+    if (result == SB_HTTP_OK && rq->head.base != NULL) {
+        res.headers = rq->head.base;
+        res.headers_len = rq->head.len;
+    }
     res.elapsed_us = sb_mono_us() - rq->started_us;
     c->pending--;
 
@@ -225,6 +232,7 @@ static void request_complete(sb_http_client_t *c, request_t *rq, sb_http_result_
     curl_mime_free(rq->mime);
     curl_slist_free_all(rq->headers);
     sb_buf_dispose(&rq->body);
+    sb_buf_dispose(&rq->head);
     free(rq->provider);
     free(rq);
 }
@@ -417,13 +425,104 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
     static const char name[] = "retry-after:";
     if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
         rq->retry_after_ms = -1; /* a new response (after 1xx): forget earlier headers */
-    } else if (len > sizeof(name) - 1 && strncasecmp(buf, name, sizeof(name) - 1) == 0) {
-        rq->retry_after_ms = parse_retry_after(buf + sizeof(name) - 1, len - (sizeof(name) - 1));
+        rq->head.len = 0;
+        return len;
     }
+    if (len > sizeof(name) - 1 && strncasecmp(buf, name, sizeof(name) - 1) == 0)
+        rq->retry_after_ms = parse_retry_after(buf + sizeof(name) - 1, len - (sizeof(name) - 1));
+    /* kept bounded: a line that does not fit is dropped (the answer itself goes on) */
+    if (rq->collect_headers && memchr(buf, ':', len) != NULL &&
+        rq->head.len + len <= SB_HTTP_MAX_HEADER_BYTES)
+        sb_buf_append(&rq->head, buf, len);
     return len;
 }
 
 /* ---- public API ---- */
+
+/* 1 when the header 'name' is hop-by-hop or named in the Connection value 'conn'. */
+static int hop_by_hop(const char *name, size_t len, const char *conn, size_t conn_len)
+{
+    static const char *const names[] = {"connection",        "keep-alive", "proxy-authenticate",
+                                        "proxy-authorization", "proxy-connection", "te",
+                                        "trailer",           "transfer-encoding", "upgrade",
+                                        "content-length",    NULL};
+    for (const char *const *n = names; *n != NULL; ++n)
+        if (strlen(*n) == len && strncasecmp(*n, name, len) == 0)
+            return 1;
+    for (const char *p = conn, *end = conn + conn_len; p < end;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *stop = comma != NULL ? comma : end;
+        while (p < stop && (*p == ' ' || *p == '\t'))
+            ++p;
+        const char *e = stop;
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+            --e;
+        if ((size_t)(e - p) == len && strncasecmp(p, name, len) == 0)
+            return 1;
+        p = comma != NULL ? comma + 1 : end;
+    }
+    return 0;
+}
+
+json_t *sb_http_headers_object(const char *headers, size_t len)
+{
+    json_t *o = json_object();
+    const char *end = headers != NULL ? headers + len : NULL, *p = headers, *n, *v;
+    size_t nl, vl;
+    const char *conn = "";
+    size_t conn_len = 0;
+    while (p != NULL && sb_http_header_next(&p, end, &n, &nl, &v, &vl))
+        if (nl == 10 && strncasecmp(n, "connection", 10) == 0)
+            conn = v, conn_len = vl;
+    p = headers;
+    while (p != NULL && sb_http_header_next(&p, end, &n, &nl, &v, &vl)) {
+        if (hop_by_hop(n, nl, conn, conn_len) || nl > 256)
+            continue;
+        char name[257];
+        for (size_t i = 0; i < nl; ++i)
+            name[i] = (char)tolower((unsigned char)n[i]);
+        name[nl] = '\0';
+        json_t *value = json_stringn(v, vl);
+        if (value == NULL)
+            continue; /* not UTF-8 */
+        json_t *prev = json_object_get(o, name);
+        if (json_is_string(prev)) {
+            sb_buf_t b = {0};
+            sb_buf_appendf(&b, "%s, %s", json_string_value(prev), json_string_value(value));
+            json_decref(value);
+            value = json_stringn(b.base, b.len);
+            sb_buf_dispose(&b);
+        }
+        json_object_set_new(o, name, value);
+    }
+    return o;
+}
+
+int sb_http_header_next(const char **p, const char *end, const char **name, size_t *name_len,
+                        const char **value, size_t *value_len)
+{
+    while (*p < end) {
+        const char *line = *p;
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        const char *stop = eol != NULL ? eol : end;
+        *p = eol != NULL ? eol + 1 : end;
+        while (stop > line && (stop[-1] == '\r' || stop[-1] == ' ' || stop[-1] == '\t'))
+            --stop;
+        const char *colon = memchr(line, ':', (size_t)(stop - line));
+        if (colon == NULL || colon == line)
+            continue;
+        const char *v = colon + 1;
+        while (v < stop && (*v == ' ' || *v == '\t'))
+            ++v;
+        *name = line;
+        *name_len = (size_t)(colon - line);
+        *value = v;
+        *value_len = (size_t)(stop - v);
+        return 1;
+    }
+    return 0;
+}
+
 
 sb_http_client_t *sb_http_client_new(uv_loop_t *loop, const sb_http_client_options_t *opts)
 {
@@ -572,6 +671,7 @@ sb_http_transfer_t *sb_http_client_start(sb_http_client_t *c, const sb_http_requ
     rq->max_bytes = req->max_bytes != 0 ? req->max_bytes : c->max_response_bytes;
     rq->provider = sb_strdup(req->provider != NULL ? req->provider : "other");
     rq->retry_after_ms = -1;
+    rq->collect_headers = req->collect_headers;
     rq->started_us = sb_mono_us();
     c->pending++;
 

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <uv.h>
 
 typedef struct st_sb_http_client_t sb_http_client_t;
@@ -35,7 +36,12 @@ typedef struct st_sb_http_request_t {
     /** A multipart/form-data body (copied) instead of 'body' when nform != 0. */
     const struct st_sb_http_form_part_t *form;
     size_t nform;
+    /** Collect the response's header lines (sb_http_response_t.headers). */
+    int collect_headers;
 } sb_http_request_t;
+
+/** At most this many bytes of header lines are collected; later lines are dropped. */
+#define SB_HTTP_MAX_HEADER_BYTES 16384
 
 /** One part of a multipart/form-data body; a file part has a file name. */
 typedef struct st_sb_http_form_part_t {
@@ -82,6 +88,12 @@ typedef struct st_sb_http_response_t {
     int64_t retry_after_ms;
     /** Total time of the transfer in microseconds. */
     uint64_t elapsed_us;
+    /**
+     * With req->collect_headers: the final response's header lines ("Name: value\r\n",
+     * no status line), borrowed like 'body'; read them with sb_http_header_next.
+     */
+    const char *headers;
+    size_t headers_len;
 } sb_http_response_t;
 
 typedef void (*sb_http_cb)(const sb_http_response_t *res, void *data);
@@ -117,6 +129,22 @@ sb_http_transfer_t *sb_http_client_start(sb_http_client_t *c, const sb_http_requ
 void sb_http_transfer_resume(sb_http_transfer_t *t);
 /** Stops a transfer: its callback still runs once, later, with SB_HTTP_CANCELLED. */
 void sb_http_transfer_cancel(sb_http_transfer_t *t);
+
+/**
+ * The next header of a block of header lines: reads from '*p' (advanced) up to 'end' into
+ * 'name' and 'value' (pointers into the block, the value without surrounding blanks).
+ * Returns 1, or 0 at the end.
+ */
+int sb_http_header_next(const char **p, const char *end, const char **name, size_t *name_len,
+                        const char **value, size_t *value_len);
+
+/**
+ * The end-to-end headers of a block of header lines as a JSON object (new): lower-case
+ * names, repeated headers joined with ", "; the hop-by-hop ones (Connection and the headers
+ * it names, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) and
+ * Content-Length are left out.
+ */
+json_t *sb_http_headers_object(const char *headers, size_t len);
 
 /** Requests in flight (for graceful shutdown). */
 size_t sb_http_client_pending(const sb_http_client_t *c);

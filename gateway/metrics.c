@@ -65,6 +65,22 @@ void sb_metrics_replica_timeout(void)
     atomic_fetch_add_explicit(&replica_timeouts, 1, memory_order_relaxed);
 }
 
+/* Meta sign-in outcomes: "ok", or the step that failed (gateway/meta_signin.c). */
+static const char *const meta_signin_labels[] = {
+    "ok",           "not_configured",     "bad_request",    "exchange_code", "long_lived_token",
+    "businesses",   "whatsapp_accounts",  "phone_numbers",  "subscribe_whatsapp",
+    "register_phone", "pages",            "subscribe_page", "nothing_shared", "other"};
+#define NMETA_SIGNIN (sizeof(meta_signin_labels) / sizeof(meta_signin_labels[0]))
+static counter_t meta_signin[NMETA_SIGNIN];
+
+void sb_metrics_meta_signin(const char *result)
+{
+    size_t i = 0;
+    while (i < NMETA_SIGNIN - 1 && strcmp(meta_signin_labels[i], result) != 0)
+        ++i;
+    atomic_fetch_add_explicit(&meta_signin[i], 1, memory_order_relaxed);
+}
+
 static const char *const media_labels[] = {
     "ok",          "gone",     "too_large",     "provider_error", "timeout",
     "busy",        "expired",  "bad_signature", "aborted",        "client_gone",
@@ -443,6 +459,12 @@ void sb_metrics_render(sb_buf_t *out)
                    "in time.\n# TYPE switchboard_webhook_replica_timeouts_total counter\n"
                    "switchboard_webhook_replica_timeouts_total %llu\n",
                    (unsigned long long)load(&replica_timeouts));
+
+    sb_buf_appendf(out, "# HELP switchboard_meta_signin_total Meta sign-ins by result: ok, or "
+                        "the step that failed.\n# TYPE switchboard_meta_signin_total counter\n");
+    for (size_t i = 0; i < NMETA_SIGNIN; ++i)
+        sb_buf_appendf(out, "switchboard_meta_signin_total{result=\"%s\"} %llu\n",
+                       meta_signin_labels[i], (unsigned long long)load(&meta_signin[i]));
 
     static const char *const gauge_names[SB_GAUGE__COUNT][2] = {
         {"switchboard_outbound_pending",

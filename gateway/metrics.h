@@ -43,6 +43,7 @@
     XX(CONNECTION_REQUEST, "/orgs/c/connections/{id}/request")                                     \
     XX(CONNECTION_AUTHORIZE, "/orgs/c/connections/{id}/authorize")                                 \
     XX(OAUTH_CALLBACK, "/oauth/callback")                                                          \
+    XX(CONNECTIONS_META, "/orgs/c/connections/meta")                                               \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {
@@ -109,6 +110,8 @@ void sb_metrics_outbound(int channel, sb_outbound_result_t result);
 void sb_metrics_outbound_lease_lost(void);
 /** Counts a webhook answered 503 because too few replicas acknowledged (redis.wait_replicas). */
 void sb_metrics_replica_timeout(void);
+/** A Meta sign-in ended: "ok", or the failed step's label (gateway/meta_signin.c). */
+void sb_metrics_meta_signin(const char *result);
 
 typedef enum en_sb_gauge_t {
     SB_GAUGE_OUTBOUND_PENDING,     /* sb:out entries delivered to the group, not acknowledged */

@@ -24,9 +24,11 @@
 #include "media.h"
 #include "mgmt.h"
 #include "mgmt_scripts.h"
+#include "meta_signin.h"
 #include "oauth.h"
 #include "outbound.h"
 #include "provider.h"
+#include "renew.h"
 #include "store.h"
 #include "templates.h"
 
@@ -70,7 +72,9 @@ typedef enum en_op_t {
     OP_CONV_GET,
     OP_CONV_HISTORY,
     OP_CONV_READ,
-    OP_MEDIA_GET
+    OP_MEDIA_GET,
+    OP_META_INFO,
+    OP_META_SIGNIN
 } op_t;
 
 typedef struct st_mjob_t {
@@ -1246,6 +1250,10 @@ static void on_conn_stored(redisReply *r, void *data)
     atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
     if (j->op == OP_CONN_CREATE && j->prov->refresh != NULL)
         track_inactive(j, j->new_id, 1);
+    if ((j->op == OP_CONN_CREATE || j->creds_changed) && j->prov->renew != NULL &&
+        j->prov->renewable(j->creds))
+        sb_renew_schedule(j->super.worker, j->op == OP_CONN_CREATE ? j->new_id : j->id1,
+                          sb_now_ms() + SB_RENEW_FIRST_DUE_MS);
     if (j->op == OP_CONN_PATCH && j->creds_changed && j->prov->refresh == NULL) {
         /* New credentials: active again, the old error goes. */
         args_t d = {.n = 0};
@@ -1731,6 +1739,30 @@ static void blank(sb_buf_t *body, const char *secret)
     }
 }
 
+/* Blanks in 'b' every secret credential value of j's connection the service may echo. */
+static void blank_secrets(mjob_t *j, sb_buf_t *b)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(j->creds, key, v)
+    {
+        const sb_field_t *f = sb_provider_field(j->prov, key);
+        if (f == NULL || !(f->flags & SB_FIELD_SECRET))
+            continue;
+        if (json_is_string(v)) {
+            blank(b, json_string_value(v));
+            continue;
+        }
+        const char *k2;
+        json_t *v2;
+        json_object_foreach(v, k2, v2)
+        {
+            if (json_is_string(v2))
+                blank(b, json_string_value(v2));
+        }
+    }
+}
+
 static void on_request_token(sb_err_t err, const char *message, json_t *creds, void *data);
 
 static void on_action_answer(const sb_http_response_t *res, void *data)
@@ -1760,30 +1792,16 @@ static void on_action_answer(const sb_http_response_t *res, void *data)
         fail(j, SB_ERR_PROVIDER_UNAVAILABLE, "the service could not be reached");
         return;
     }
-    sb_buf_t body = {0};
+    sb_buf_t body = {0}, head = {0};
     sb_buf_append(&body, res->body != NULL ? res->body : "", res->body_len);
-    /* blank every credential value the service may have echoed */
-    const char *key;
-    json_t *v;
-    json_object_foreach(j->creds, key, v)
-    {
-        const sb_field_t *f = sb_provider_field(j->prov, key);
-        if (f == NULL || !(f->flags & SB_FIELD_SECRET))
-            continue;
-        if (json_is_string(v)) {
-            blank(&body, json_string_value(v));
-            continue;
-        }
-        const char *k2;
-        json_t *v2;
-        json_object_foreach(v, k2, v2)
-        {
-            if (json_is_string(v2))
-                blank(&body, json_string_value(v2));
-        }
-    }
+    sb_buf_append(&head, res->headers != NULL ? res->headers : "", res->headers_len);
+    blank_secrets(j, &body);
+    blank_secrets(j, &head);
     json_t *o = json_object();
     json_object_set_new(o, "status", json_integer(res->status));
+    json_object_set_new(o, "headers", sb_http_headers_object(head.base, head.len));
+    OPENSSL_cleanse(head.base, head.len);
+    sb_buf_dispose(&head);
     json_t *text = json_stringn(body.base != NULL ? body.base : "", body.len);
     if (text != NULL) {
         json_object_set_new(o, "body", text);
@@ -1869,7 +1887,8 @@ static void send_action_request(mjob_t *j)
                              .body_len = io.req.body.len,
                              .timeout_ms = (uint32_t)conf->actions_timeout_ms,
                              .max_bytes = (uint64_t)conf->actions_max_body_bytes,
-                             .provider = j->prov->metric_label};
+                             .provider = j->prov->metric_label,
+                             .collect_headers = 1};
     if (sb_http_client_send(j->super.worker->http, &req, on_action_answer, j) != 0)
         fail(j, SB_ERR_PROVIDER_UNAVAILABLE, "the gateway is shutting down");
 }
@@ -2080,6 +2099,165 @@ static void connection_list(mjob_t *j)
     start_list(j, zset, "", "connection:");
 }
 
+/* ---- Connections found by a sign-in (gateway/meta_signin.c) ---- */
+
+typedef struct st_save_t {
+    mjob_t *j;
+    const char *org, *provider, *meta_id, *name, *hint;
+    json_t *creds; /* new */
+    const char *const *keep;
+    char id[SB_ID_MAX + 1];
+    sb_mgmt_saved_cb cb;
+    void *data;
+} save_t;
+
+static void on_save_dispose(void *p)
+{
+    json_decref(((save_t *)p)->creds);
+}
+
+static void save_run(save_t *s, sb_redis_script_t *script, args_t *a, sb_redis_cb cb)
+{
+    sb_redis_t *redis = s->j->super.worker->redis;
+    if (redis == NULL || sb_redis_eval(redis, script, cb, s, 0, a->n, a->v, a->l) != 0)
+        fail(s->j, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+}
+
+static void on_saved(redisReply *r, void *data)
+{
+    save_t *s = data;
+    mjob_t *j = s->j;
+    if (check_reply(j, r) != 0)
+        return;
+    sb_record_t rec;
+    if (sb_record_from_reply(r, &j->super.pool, &rec) != 0) {
+        fail(j, SB_ERR_INTERNAL, "the connection vanished while it was stored");
+        return;
+    }
+    atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
+    track_inactive(j, s->id, 0);
+    s->cb(render_connection(j, &rec, s->creds), s->data);
+}
+
+/* A new connection is stored: read back as an update does (the update script with no field). */
+static void on_save_created(redisReply *r, void *data)
+{
+    save_t *s = data;
+    mjob_t *j = s->j;
+    if (check_reply(j, r) != 0)
+        return;
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, sb_pool_printf(&j->super.pool, "connection:%s", s->id).base);
+    arg(&a, s->org);
+    save_run(s, &sb_script_update, &a, on_saved);
+}
+
+/* Seals s->creds and writes the connection s->id: created when 'create', else updated. */
+static void save_write(save_t *s, int create)
+{
+    mjob_t *j = s->j;
+    char now[32];
+    snprintf(now, sizeof(now), "%lld", (long long)sb_now_ms());
+    sb_buf_t sealed = {0};
+    sb_credentials_seal(j->super.worker->server->master_key, s->id, s->creds, &sealed);
+    char *secrets = pool_str(j, sealed.base, sealed.len);
+    sb_buf_dispose(&sealed);
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    if (create) {
+        arg(&a, s->org);
+        arg(&a, s->id);
+        arg(&a, s->provider);
+        arg(&a, pool_str(j, now, strlen(now)));
+        const char *fields[][2] = {
+            {"id", s->id},          {"org", s->org},   {"provider", s->provider},
+            {"name", s->name},      {"kind", "channel"}, {"created_at", now}};
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); ++i) {
+            arg(&a, fields[i][0]);
+            arg(&a, pool_str(j, fields[i][1], strlen(fields[i][1])));
+        }
+    } else {
+        arg(&a, sb_pool_printf(&j->super.pool, "connection:%s", s->id).base);
+        arg(&a, s->org);
+        /* an earlier error is over: the sign-in gave working credentials */
+        args_t d = {.n = 0};
+        arg(&d, "HDEL");
+        arg(&d, sb_pool_printf(&j->super.pool, "%sconnection:%s", prefix(j), s->id).base);
+        arg(&d, "error_code");
+        arg(&d, "error_message");
+        arg(&d, "error_at");
+        sb_redis_command(j->super.worker->redis, NULL, NULL, d.n, d.v, d.l);
+    }
+    const char *fields[][2] = {{"status", "active"},       {"account_hint", s->hint},
+                               {"meta_id", s->meta_id},    {"updated_at", now},
+                               {"secrets", secrets}};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); ++i) {
+        arg(&a, fields[i][0]);
+        arg(&a, pool_str(j, fields[i][1], strlen(fields[i][1])));
+    }
+    save_run(s, create ? &sb_script_conn_create : &sb_script_update, &a,
+             create ? on_save_created : on_saved);
+}
+
+static void on_save_listed(redisReply *r, void *data)
+{
+    save_t *s = data;
+    mjob_t *j = s->j;
+    if (check_reply(j, r) != 0)
+        return;
+    for (size_t i = 1; r->type == REDIS_REPLY_ARRAY && i < r->elements; ++i) {
+        sb_record_t rec;
+        if (sb_record_from_reply(r->element[i], &j->super.pool, &rec) != 0 ||
+            !sb_iov_eq(sb_record_get(&rec, "meta_id"), s->meta_id) ||
+            !sb_iov_eq(sb_record_get(&rec, "org"), s->org))
+            continue;
+        h2o_iovec_t id = sb_record_get(&rec, "id");
+        snprintf(s->id, sizeof(s->id), "%.*s", (int)id.len, id.base);
+        json_t *old = sb_credentials_open(j->super.worker->server->master_key, s->id,
+                                          sb_record_get(&rec, "secrets"));
+        for (const char *const *k = s->keep; k != NULL && *k != NULL && old != NULL; ++k) {
+            json_t *v = json_object_get(old, *k);
+            if (v != NULL)
+                json_object_set(s->creds, *k, v);
+        }
+        json_decref(old);
+        save_write(s, 0);
+        return;
+    }
+    sb_new_id(s->id, "cn_");
+    save_write(s, 1);
+}
+
+void sb_mgmt_connection_save(sb_job_t *job, const char *org, const char *provider,
+                             const char *meta_id, const char *name, const char *hint,
+                             json_t *creds, const char *const *keep, sb_mgmt_saved_cb cb,
+                             void *data)
+{
+    mjob_t *j = (mjob_t *)job;
+    save_t *s = h2o_mem_alloc_shared(&j->super.pool, sizeof(*s), on_save_dispose);
+    memset(s, 0, sizeof(*s));
+    s->j = j;
+    s->org = org;
+    s->provider = provider;
+    s->meta_id = meta_id;
+    s->name = name;
+    s->hint = hint;
+    s->creds = json_deep_copy(creds);
+    s->keep = keep;
+    s->cb = cb;
+    s->data = data;
+    args_t a = {.n = 0};
+    arg(&a, prefix(j));
+    arg(&a, sb_pool_printf(&j->super.pool, "org:%s:connections:%s", org, provider).base);
+    arg(&a, "0");
+    arg(&a, "-1");
+    arg(&a, "");
+    arg(&a, org);
+    arg(&a, "connection:");
+    save_run(s, &sb_script_list, &a, on_save_listed);
+}
+
 /* ---- Dispatch ---- */
 
 static int op_has_body(op_t op)
@@ -2092,7 +2270,7 @@ static int op_has_body(op_t op)
 /* A body that may be empty: JSON object when present. */
 static int op_has_optional_body(op_t op)
 {
-    return op == OP_CONV_READ;
+    return op == OP_CONV_READ || op == OP_META_SIGNIN;
 }
 
 static void dispatch(mjob_t *j)
@@ -2159,6 +2337,12 @@ static void dispatch(mjob_t *j)
         break;
     case OP_CONN_PATCH:
         connection_patch(j);
+        break;
+    case OP_META_INFO:
+        sb_meta_signin_info(&j->super);
+        break;
+    case OP_META_SIGNIN:
+        sb_meta_signin_start(&j->super, j->org, j->json);
         break;
     case OP_ASST_LIST:
         start_list(j, sb_pool_printf(&j->super.pool, "org:%s:assistants", j->org).base, "",
@@ -2321,6 +2505,10 @@ static sb_route_t resolve(mjob_t *j, char **segs, size_t n, const char *m)
             return SB_ROUTE_CONNECTIONS;
         }
         j->id1 = segs[1];
+        if (n == 2 && strcmp(segs[1], "meta") == 0) {
+            METHODS(OP_META_INFO, OP_META_SIGNIN, OP_NONE, OP_NONE);
+            return SB_ROUTE_CONNECTIONS_META;
+        }
         if (n == 2 && strcmp(segs[1], "test") == 0) {
             /* Connection ids are cn_...: "test" is never one. */
             METHODS(OP_NONE, OP_CONN_TEST_NEW, OP_NONE, OP_NONE);

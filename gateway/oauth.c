@@ -27,6 +27,7 @@ typedef struct st_op_t {
     sb_worker_t *worker;
     h2o_mem_pool_t pool;
     const sb_provider_t *prov;
+    sb_provider_hook hook; /* the token request: prov->refresh, or prov->renew */
     char id[SB_ID_MAX + 1];
     json_t *creds;                        /* the caller's object, updated in place */
     char *code, *verifier, *redirect_uri; /* the code exchange */
@@ -235,7 +236,7 @@ static void send_token_request(op_t *op)
                            .url = op->code,
                            .secret = op->verifier,
                            .external_id = op->redirect_uri};
-    op->prov->refresh(&io);
+    op->hook(&io);
     const char *headers[sizeof(io.req.headers) / sizeof(io.req.headers[0]) + 1];
     size_t nh = 0;
     for (size_t i = 0; i < io.req.nheaders; ++i)
@@ -342,6 +343,7 @@ static op_t *op_new(sb_worker_t *w, const sb_provider_t *p, const char *id, json
     op->worker = w;
     h2o_mem_init_pool(&op->pool);
     op->prov = p;
+    op->hook = p->refresh;
     snprintf(op->id, sizeof(op->id), "%s", id);
     op->creds = json_incref(creds);
     op->cb = cb;
@@ -385,4 +387,15 @@ void sb_oauth_exchange(sb_worker_t *w, const sb_provider_t *p, const char *id, j
         sb_pool_printf(&op->pool, "%s/oauth/callback", w->server->conf->public_url).base;
     op->tries = MAX_TRIES - 1; /* a code is spent once: no retry */
     send_token_request(op);
+}
+
+void sb_oauth_renew(sb_worker_t *w, const sb_provider_t *p, const char *id, json_t *creds,
+                    sb_oauth_cb cb, void *data)
+{
+    op_t *op = op_new(w, p, id, creds, cb, data);
+    op->hook = p->renew;
+    token_hash(json_string_value(json_object_get(creds, "access_token")), op->old_access);
+    sb_random_alnum(op->lock_token, 32);
+    const char *argv[] = {"SET", lock_key(op), op->lock_token, "NX", "PX", "15000"};
+    command(op, on_locked, 6, argv);
 }

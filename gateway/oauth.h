@@ -29,4 +29,14 @@ void sb_oauth_fresh(sb_worker_t *w, const sb_provider_t *p, const char *id, json
 void sb_oauth_exchange(sb_worker_t *w, const sb_provider_t *p, const char *id, json_t *creds,
                        const char *code, const char *verifier, sb_oauth_cb cb, void *data);
 
+/**
+ * Renews the long-lived access token of 'creds' (connection 'id') with the descriptor's
+ * renew hook (Instagram Login), under the same one-gateway lock as a refresh: a gateway
+ * that finds the token already renewed by another uses that one. The answer is stored
+ * sealed ('creds' updated, `expires_at` from `expires_in`); a refusal marks the connection
+ * inactive "reconnect needed". 'cb' is called once, later.
+ */
+void sb_oauth_renew(sb_worker_t *w, const sb_provider_t *p, const char *id, json_t *creds,
+                    sb_oauth_cb cb, void *data);
+
 #endif

@@ -64,6 +64,7 @@
 #include "base/map.h"
 #include "inbox.h"
 #include "outbound.h"
+#include "provider.h"
 #include "store.h"
 #include "templates.h"
 
@@ -566,14 +567,7 @@ static int channel_index(const sb_adapter_t *a)
 
 static double channel_rate(sb_outbound_t *ob, h2o_iovec_t channel)
 {
-    const sb_conf_t *conf = ob->w->server->conf;
-    if (sb_iov_eq(channel, "telegram"))
-        return (double)conf->rate_telegram;
-    if (sb_iov_eq(channel, "whatsapp"))
-        return (double)conf->rate_whatsapp;
-    if (sb_iov_eq(channel, "instagram"))
-        return (double)conf->rate_instagram;
-    return (double)conf->rate_messenger;
+    return (double)sb_provider_rate(ob->w->server->conf, channel.base, channel.len);
 }
 
 static void on_cmd_timer_closed(uv_handle_t *h)

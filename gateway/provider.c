@@ -127,11 +127,26 @@ void sb_provider_call(sb_worker_t *w, const sb_provider_t *p, sb_provider_hook h
 void sb_provider_env_init(const sb_conf_t *conf, sb_provider_env_t *env)
 {
     env->graph_api_base = conf->graph_api_base;
+    env->instagram_api_base = conf->instagram_api_base;
     env->telegram_api_base = conf->telegram_api_base;
     env->intercom_oauth_base = conf->intercom_oauth_base;
     env->intercom_api_base = conf->intercom_api_base;
     env->intercom_client_id = conf->intercom_client_id;
     env->intercom_client_secret = conf->intercom_client_secret;
+}
+
+int64_t sb_provider_rate(const sb_conf_t *conf, const char *name, size_t len)
+{
+    const sb_provider_t *p = sb_provider_find(name, len);
+    char path[96];
+    snprintf(path, sizeof(path), "outbound.rate.%.*s", (int)len, name);
+    for (const sb_conf_option_t *o = sb_conf_options; o->path != NULL; ++o)
+        if (o->type == SB_CONF_INT && strcmp(o->path, path) == 0) {
+            int64_t v = *(const int64_t *)((const char *)conf + o->offset);
+            if (v > 0)
+                return v;
+        }
+    return p != NULL && p->default_rate > 0 ? p->default_rate : 1;
 }
 
 void sb_provider_probe(sb_worker_t *w, const sb_provider_t *p, json_t *creds,

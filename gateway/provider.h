@@ -31,4 +31,10 @@ void sb_provider_env_init(const sb_conf_t *conf, sb_provider_env_t *env);
 void sb_provider_probe(sb_worker_t *w, const sb_provider_t *p, json_t *creds,
                        const char *external_id, sb_probe_cb cb, void *data);
 
+/**
+ * The outbound pace of the channel 'name' in sends per second: its `outbound.rate.<name>`
+ * option when set (not 0), else the descriptor's default_rate (1 for an unknown name).
+ */
+int64_t sb_provider_rate(const sb_conf_t *conf, const char *name, size_t len);
+
 #endif

@@ -38,6 +38,7 @@
 #include "mgmt.h"
 #include "store.h"
 #include "outbound.h"
+#include "renew.h"
 #include "job.h"
 #include "server.h"
 #include "webhook.h"
@@ -349,6 +350,8 @@ static void on_stop(uv_async_t *a)
         sb_outbound_stop(w->outbound);
         w->outbound = NULL;
     }
+    sb_renew_stop(w->renew);
+    w->renew = NULL;
     /* Open inbox streams end now; their clients reconnect elsewhere and resume by id. */
     sb_feed_stop(w->feed);
     w->stop_deadline_us = sb_mono_us() + (uint64_t)w->server->conf->shutdown_timeout_ms * 1000;
@@ -398,8 +401,10 @@ static int worker_init(sb_server_t *server, sb_worker_t *w, int index, sb_redis_
                                           (uint32_t)server->conf->provider_timeout_ms};
     w->http = sb_http_client_new(&w->loop, &hopts);
     w->feed = sb_feed_start(w, url);
-    if (index == 0)
+    if (index == 0) {
         w->outbound = sb_outbound_start(w, url);
+        w->renew = sb_renew_start(w);
+    }
     return open_listener(server, w);
 }
 
@@ -414,6 +419,8 @@ static sb_redis_script_t *const *all_scripts(void)
         for (sb_redis_script_t *const *s = sb_webhook_scripts(); *s != NULL; ++s)
             scripts[n++] = *s;
         for (sb_redis_script_t *const *s = sb_outbound_scripts(); *s != NULL; ++s)
+            scripts[n++] = *s;
+        for (sb_redis_script_t *const *s = sb_renew_scripts(); *s != NULL; ++s)
             scripts[n++] = *s;
         scripts[n++] = &probe_script;
         for (size_t i = 0; i < n; ++i)

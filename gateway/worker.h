@@ -51,6 +51,8 @@ typedef struct st_sb_worker_t {
     int outbound_busy;
     /** The sb:out consumer (worker 0 only). */
     struct st_sb_outbound_t *outbound;
+    /** Worker 0: the renewal of long-lived tokens (renew.c). */
+    struct st_sb_renew_t *renew;
     /** The live inbox feed of this worker (feed.c). */
     struct st_sb_feed_t *feed;
 } sb_worker_t;

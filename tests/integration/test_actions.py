@@ -40,6 +40,7 @@ class FakeServices:
         self.api_key = None
         self.api_header = "Authorization"  # or a header name, or "query:<name>"
         self.mcp_key = None
+        self.mcp_sessions = set()
         self.echo_token = None
         fake = self
 
@@ -55,11 +56,13 @@ class FakeServices:
                 with fake.lock:
                     fake.requests.append({"method": self.command, "path": self.path,
                                           "headers": dict(self.headers.items()), "body": body})
-                status, answer, ctype = fake.answer(self, body)
+                status, answer, ctype, *extra = fake.answer(self, body)
                 data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
+                for k, v in (extra[0] if extra else {}).items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -104,7 +107,10 @@ class FakeServices:
                 return 200, b"x" * 9000, "text/plain"
             if path.startswith("/api/v1/echo"):
                 return 200, {"headers": dict(h.headers.items()), "path": path,
-                             "body": body.decode("utf-8", "replace")}, "application/json"
+                             "body": body.decode("utf-8", "replace")}, "application/json", {
+                    "X-Request-Id": "req-42", "Connection": "keep-alive, X-Hop",
+                    "X-Hop": "drop-me", "Keep-Alive": "timeout=5",
+                    "X-Echo-Key": "key=%s" % self.api_key}
             if path.startswith("/api/v1/binary"):
                 return 200, bytes(range(256)), "application/octet-stream"
             return 200, {"ok": True}, "application/json"
@@ -127,9 +133,19 @@ class FakeServices:
                 return 200, {"jsonrpc": "2.0", "id": msg["id"], "error": {
                     "code": -32601, "message": "Method not found"}}, "application/json"
             if method == "initialize":
+                sid = "sess-" + _rand(16)
+                with self.lock:
+                    self.mcp_sessions.add(sid)
                 return 200, {"jsonrpc": "2.0", "id": msg["id"], "result": {
                     "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
-                    "serverInfo": {"name": "Old MCP", "version": "0.9"}}}, "application/json"
+                    "serverInfo": {"name": "Old MCP", "version": "0.9"}}}, "application/json", \
+                    {"Mcp-Session-Id": sid}
+            sid = h.headers.get("Mcp-Session-Id")
+            with self.lock:
+                known = sid is None or sid in self.mcp_sessions
+            if not known:
+                return 404, {"jsonrpc": "2.0", "id": msg.get("id"), "error": {
+                    "code": -32001, "message": "Session not found"}}, "application/json"
             if method == "tools/list":
                 n = 3 if old else 2
                 tools = [{"name": "t%d" % i, "inputSchema": {"type": "object"}} for i in range(n)]
@@ -390,6 +406,56 @@ class ActionConnectionsTest(H.GatewayTestCase):
                     {"body": msg, "path": "/other"}, {"body": msg, "headers": {"A": "b"}},
                     {"body": dict(msg, params={"pad": "x" * 5000})}):
             r = self.api("POST", path, bad)
+            self.assertStatus(r, 400, "bad_request")
+
+    def test_request_answers_the_service_headers(self):
+        key = self.secret("header echo key")
+        self.fake.api_key = key
+        self.fake.api_header = "X-Api-Key"
+        r = self.api("POST", "/orgs/c/connections", {"provider": "api_key", "credentials": {
+            "base_url": self.fake.base + "/api/v1", "api_key": key, "header": "X-Api-Key"}})
+        self.assertStatus(r, 201)
+        r = self.api("POST", "/orgs/c/connections/%s/request" % r.json["id"],
+                     {"method": "GET", "path": "/echo"})
+        self.assertStatus(r, 200)
+        h = r.json["headers"]
+        self.assertEqual(h["x-request-id"], "req-42")
+        self.assertEqual(h["content-type"], "application/json")
+        # hop-by-hop headers (and those Connection names) and Content-Length are not passed on
+        for name in ("connection", "keep-alive", "x-hop", "content-length"):
+            self.assertNotIn(name, h)
+        # a key the service echoes in a header is blanked like one in the body
+        self.assertEqual(h["x-echo-key"], "key=" + "*" * len(key))
+        self.assertNotIn(key, r.body.decode())
+
+    def test_mcp_session_goes_back_to_the_server(self):
+        key = self.secret("mcp session header")
+        self.fake.mcp_key = key
+        r = self.api("POST", "/orgs/c/connections", {"provider": "mcp", "credentials": {
+            "url": self.fake.base + "/mcp/old", "headers": {"X-Mcp-Key": key}}})
+        self.assertStatus(r, 201)
+        path = "/orgs/c/connections/%s/request" % r.json["id"]
+        self.fake.clear()
+        r = self.api("POST", path, {"body": {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                             "params": {}}})
+        self.assertStatus(r, 200)
+        sid = r.json["headers"].get("mcp-session-id")
+        self.assertTrue(sid and sid.startswith("sess-"), r.json)
+        msg = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+        r = self.api("POST", path, {"body": msg, "headers": {"Mcp-Session-Id": sid}})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json["status"], 200)
+        seen = self.fake.recorded("/mcp/old")
+        self.assertEqual(len(seen), 2)
+        self.assertNotIn("Mcp-Session-Id", seen[0]["headers"])
+        self.assertEqual(seen[1]["headers"].get("Mcp-Session-Id"), sid)
+        # a session the server does not know: its 404 is answered
+        r = self.api("POST", path, {"body": msg, "headers": {"mcp-session-id": "sess-gone"}})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json["status"], 404)
+        for bad in ({"mcp-session-id": ""}, {"Mcp-Session-Id": "a b"},
+                    {"Mcp-Session-Id": "x" * 300}, {"Mcp-Session-Id": 5}, "sess"):
+            r = self.api("POST", path, {"body": msg, "headers": bad})
             self.assertStatus(r, 400, "bad_request")
 
     def test_unknown_provider_lists_the_registry(self):

@@ -24,6 +24,7 @@
 #include "gateway/conf.h"
 #include "gateway/crypto.h"
 #include "gateway/store.h"
+#include "gateway/provider.h"
 #include "base/sb.h"
 #include "test.h"
 
@@ -126,11 +127,15 @@ static void test_conf_defaults_match_contract(void)
     ASSERT_EQ(g_conf.stream_maxlen, 1000000);
     ASSERT_EQ(g_conf.rate_limit_per_minute, 500);
     ASSERT_EQ(g_conf.assistant_creations_per_hour, 10);
-    /* section 5: pacing per connection */
-    ASSERT_EQ(g_conf.rate_telegram, 30);
-    ASSERT_EQ(g_conf.rate_whatsapp, 80);
-    ASSERT_EQ(g_conf.rate_messenger, 250);
-    ASSERT_EQ(g_conf.rate_instagram, 250);
+    /* section 5: pacing per connection, from the provider descriptors unless set */
+    ASSERT_EQ(g_conf.rate_telegram, 0);
+    ASSERT_EQ(sb_provider_rate(&g_conf, "telegram", 8), 30);
+    ASSERT_EQ(sb_provider_rate(&g_conf, "whatsapp", 8), 80);
+    ASSERT_EQ(sb_provider_rate(&g_conf, "messenger", 9), 250);
+    ASSERT_EQ(sb_provider_rate(&g_conf, "instagram", 9), 250);
+    g_conf.rate_whatsapp = 7;
+    ASSERT_EQ(sb_provider_rate(&g_conf, "whatsapp", 8), 7);
+    g_conf.rate_whatsapp = 0;
     /* the project's own */
     ASSERT_STR_EQ(g_conf.data_dir, "data");
     ASSERT_STR_EQ(g_conf.log_level, "info");

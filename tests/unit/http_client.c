@@ -899,6 +899,30 @@ static void test_form(void)
     ASSERT_EQ(close_and_drain(c), 0);
 }
 
+/* The proxy's header answer: end-to-end headers only, names lower-cased, repeats joined. */
+static void test_headers_object(void)
+{
+    static const char block[] = "Content-Type: text/plain\r\n"
+                                "Connection: keep-alive, X-Hop\r\n"
+                                "X-Hop: drop\r\n"
+                                "Keep-Alive: timeout=5\r\n"
+                                "Transfer-Encoding: chunked\r\n"
+                                "Content-Length: 12\r\n"
+                                "Set-Cookie: a=1\r\n"
+                                "set-cookie: b=2\r\n"
+                                "Mcp-Session-Id:   s-1  \r\n"
+                                "no colon line\r\n";
+    json_t *o = sb_http_headers_object(block, sizeof(block) - 1);
+    ASSERT_EQ(json_object_size(o), 3);
+    ASSERT_STR_EQ(json_string_value(json_object_get(o, "content-type")), "text/plain");
+    ASSERT_STR_EQ(json_string_value(json_object_get(o, "set-cookie")), "a=1, b=2");
+    ASSERT_STR_EQ(json_string_value(json_object_get(o, "mcp-session-id")), "s-1");
+    json_decref(o);
+    o = sb_http_headers_object(NULL, 0);
+    ASSERT_EQ(json_object_size(o), 0);
+    json_decref(o);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -918,6 +942,7 @@ int main(void)
     SB_RUN(test_close_inflight);
     SB_RUN(test_stream);
     SB_RUN(test_form);
+    SB_RUN(test_headers_object);
 
     server_stop();
     int rc = uv_loop_close(&loop);

@@ -55,7 +55,7 @@ static void test_every_descriptor_is_complete(void)
                 ASSERT((f->flags & SB_FIELD_SECRET) && !(f->flags & SB_FIELD_OPTIONAL));
             /* tokens belong to sign-in providers */
             if (f->flags & SB_FIELD_TOKEN)
-                ASSERT(p->refresh != NULL);
+                ASSERT(p->refresh != NULL || p->renew != NULL);
         }
         if (p->kind == SB_PROVIDER_CHANNEL) {
             /* the channels first, in the adapters' order (metrics slots, feeds) */
@@ -64,12 +64,14 @@ static void test_every_descriptor_is_complete(void)
             ASSERT(p->adapter != NULL && strcmp(p->adapter->name, p->name) == 0);
             ASSERT(p->default_rate > 0);
             ASSERT(p->proxy == NULL);
+            /* a token that renews itself says which credentials hold one */
+            ASSERT((p->renew == NULL) == (p->renewable == NULL));
+            /* the rate option, when there is one, defaults to 0: the descriptor's rate */
             char path[64];
             snprintf(path, sizeof(path), "outbound.rate.%s", p->name);
             const char *def = conf_default(path);
-            ASSERT(def != NULL);
             if (def != NULL)
-                ASSERT_EQ(strtoll(def, NULL, 10), p->default_rate);
+                ASSERT_EQ(strtoll(def, NULL, 10), 0);
             ++nchannels;
         } else {
             ASSERT(p->adapter == NULL);
@@ -105,7 +107,8 @@ static void test_every_probe_builds_a_request(void)
                 json_object_set_new(creds, f->name, json_string("http://127.0.0.1:1/api"));
             else if (strcmp(f->name, "test_path") == 0)
                 json_object_set_new(creds, f->name, json_string("/me"));
-            else if (strcmp(f->name, "header") != 0 && strcmp(f->name, "waba_id") != 0)
+            else if (strcmp(f->name, "header") != 0 && strcmp(f->name, "waba_id") != 0 &&
+                     strcmp(f->name, "login") != 0)
                 json_object_set_new(creds, f->name, json_string("secret-value-1"));
         }
         if (p->check != NULL)
@@ -124,6 +127,40 @@ static void test_every_probe_builds_a_request(void)
         h2o_mem_clear_pool(&pool);
         json_decref(creds);
     }
+}
+
+/* Instagram Login: the probe and the renewal go to the Instagram API, the token in the query
+ * only for the renewal (Meta's form of it); a Page token is not renewable. */
+static void test_instagram_login(void)
+{
+    sb_provider_env_t env = {.graph_api_base = "http://g.test/v1",
+                             .instagram_api_base = "http://ig.test/v1"};
+    h2o_mem_pool_t pool;
+    h2o_mem_init_pool(&pool);
+    json_t *creds = json_pack("{ssss}", "access_token", "IGAA/tok", "login", "instagram");
+    sb_credentials_t cred = {.access_token = h2o_iovec_init(SB_STRLIT("IGAA/tok"))};
+    sb_probe_t out = {0};
+    sb_provider_io_t io = {.creds = creds, .cred = &cred, .env = &env, .pool = &pool, .out = &out};
+    const sb_provider_t *p = &sb_provider_instagram;
+    ASSERT(p->renewable(creds));
+    ASSERT(p->check(creds, 0, &pool) == NULL);
+    ASSERT_EQ(p->probe(&io), 1);
+    ASSERT_STR_EQ(io.req.url.base, "http://ig.test/v1/me?fields=user_id,username");
+    ASSERT_STR_EQ(io.req.headers[0].base, "Authorization: Bearer IGAA/tok");
+    memset(&io.req, 0, sizeof(io.req));
+    ASSERT_EQ(p->renew(&io), 1);
+    ASSERT_STR_EQ(io.req.method, "GET");
+    ASSERT_STR_EQ(io.req.url.base, "http://ig.test/v1/refresh_access_token?grant_type=ig_refresh_"
+                                   "token&access_token=IGAA%2Ftok");
+    json_object_set_new(creds, "login", json_string("facebook"));
+    ASSERT(!p->renewable(creds));
+    memset(&io.req, 0, sizeof(io.req));
+    ASSERT_EQ(p->probe(&io), 1);
+    ASSERT(strncmp(io.req.url.base, "http://g.test/v1/me", 19) == 0);
+    json_object_set_new(creds, "login", json_string("other"));
+    ASSERT(p->check(creds, 0, &pool) != NULL);
+    json_decref(creds);
+    h2o_mem_clear_pool(&pool);
 }
 
 static void test_api_key_placement(void)
@@ -187,6 +224,7 @@ int main(void)
     SB_RUN(test_every_descriptor_is_complete);
     SB_RUN(test_every_probe_builds_a_request);
     SB_RUN(test_api_key_placement);
+    SB_RUN(test_instagram_login);
     SB_RUN(test_mcp_answer_forms);
     return SB_TEST_SUMMARY();
 }

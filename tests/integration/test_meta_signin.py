@@ -1,0 +1,521 @@
+"""
+Meta sign-in for channels (contract section 9): POST /orgs/c/connections/meta against a fake
+Graph API on loopback that serves the code exchange, the long-lived token, the businesses,
+their WhatsApp business accounts and phone numbers, the Pages with their Instagram accounts,
+the subscribed_apps calls and the number registration. Success creates the WhatsApp,
+Messenger and Instagram connections and makes the subscriptions and the registration of the
+unregistered number; a second sign-in updates the same connections; a Graph error at each
+step answers with Meta's code, subcode and fbtrace_id and counts the step's metric; a
+gateway without the configuration answers meta_signin_not_configured; no token, code or
+app secret appears in any answer or log line.
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as H  # noqa: E402
+
+APP_ID = "4242424242"
+APP_SECRET = "appsecret-" + "S3cr3tV4lu3" * 2
+CONFIG_ID = "777000111"
+
+
+class FakeMetaGraph:
+    """The Graph calls of the sign-in. Every code handed out by new_code() exchanges once
+    for a short-lived token, which exchanges for a long-lived one."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = []        # (method, path, query dict, body)
+        self.codes = set()
+        self.short = set()
+        self.long = set()
+        self.issued = []
+        self.fail = {}         # path prefix -> (status, error object)
+        self.reject_short = False
+        self.page_token = "pagetok-" + H_rand(24)
+        self.issued.append(self.page_token)
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):
+                pass
+
+            def _handle(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                status, answer = fake.answer(self, body)
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _handle
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = "http://127.0.0.1:%d/v21.0" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def new_code(self):
+        c = "code-" + H_rand(20)
+        with self.lock:
+            self.codes.add(c)
+            self.issued.append(c)
+        return c
+
+    def _token(self, kind):
+        t = "%s-%s" % (kind, H_rand(28))
+        self.issued.append(t)
+        return t
+
+    def requests(self, method, path):
+        with self.lock:
+            return [c for c in self.calls if c[0] == method and c[1] == path]
+
+    def answer(self, h, body):
+        url = urllib.parse.urlsplit(h.path)
+        path = url.path[len("/v21.0"):]
+        q = dict(urllib.parse.parse_qsl(url.query))
+        with self.lock:
+            self.calls.append((h.command, path, q, body))
+            for prefix, (status, err) in self.fail.items():
+                if path.startswith(prefix):
+                    return status, {"error": err}
+        auth = h.headers.get("Authorization", "")
+        bearer = auth[7:] if auth.startswith("Bearer ") else None
+        bad = {"error": {"message": "Invalid OAuth access token.", "type": "OAuthException",
+                         "code": 190, "fbtrace_id": "Atrace190"}}
+        if path == "/oauth/access_token":
+            if q.get("client_id") != APP_ID or q.get("client_secret") != APP_SECRET:
+                return 400, {"error": {"message": "Error validating client secret.",
+                                       "type": "OAuthException", "code": 1,
+                                       "fbtrace_id": "Atrace1"}}
+            with self.lock:
+                if q.get("grant_type") == "fb_exchange_token":
+                    if q.get("fb_exchange_token") not in self.short or self.reject_short:
+                        return 400, bad
+                    t = self._token("longtok")
+                    self.long.add(t)
+                    return 200, {"access_token": t, "token_type": "bearer",
+                                 "expires_in": 5183944}
+                if q.get("code") not in self.codes:
+                    return 400, {"error": {
+                        "message": "This authorization code has been used.",
+                        "type": "OAuthException", "code": 100, "error_subcode": 36009,
+                        "fbtrace_id": "Atrace36009"}}
+                self.codes.discard(q["code"])
+                t = self._token("shorttok")
+                self.short.add(t)
+                return 200, {"access_token": t, "token_type": "bearer"}
+        with self.lock:
+            user_ok = bearer in self.long
+        page_ok = bearer == self.page_token
+        if path == "/me/businesses" and user_ok:
+            return 200, {"data": [{"id": "5001", "name": "Acme"}]}
+        if path == "/5001/owned_whatsapp_business_accounts" and user_ok:
+            return 200, {"data": [{"id": "6001", "name": "Acme WA"}]}
+        if path == "/6001/phone_numbers" and user_ok:
+            return 200, {"data": [
+                {"id": "7001", "display_phone_number": "+1 555-010-0001",
+                 "verified_name": "Acme Support", "platform_type": "CLOUD_API"},
+                {"id": "7002", "display_phone_number": "+1 555-010-0002",
+                 "verified_name": "Acme Sales", "platform_type": "NOT_APPLICABLE"}]}
+        if path == "/6001/subscribed_apps" and h.command == "POST" and user_ok:
+            return 200, {"success": True}
+        if path == "/7002/register" and h.command == "POST" and user_ok:
+            b = json.loads(body or b"{}")
+            if b.get("messaging_product") != "whatsapp" or len(b.get("pin", "")) != 6:
+                return 400, {"error": {"message": "bad register", "code": 100}}
+            return 200, {"success": True}
+        if path == "/me/accounts" and user_ok:
+            return 200, {"data": [{"id": "8001", "name": "Acme Page",
+                                   "access_token": self.page_token,
+                                   "instagram_business_account": {"id": "9001",
+                                                                  "username": "acme.ig"}}]}
+        if path == "/8001/subscribed_apps" and h.command == "POST" and page_ok:
+            return 200, {"success": True}
+        return 401, bad
+
+
+def H_rand(n):
+    import random
+    import string
+    return "".join(random.SystemRandom().choice(string.ascii_letters + string.digits)
+                   for _ in range(n))
+
+
+class MetaSignInTest(H.GatewayTestCase):
+    PREFIX = "ts_metasignin:"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeMetaGraph().start()
+        cls.EXTRA_ENV = {"SWITCHBOARD_GRAPH_API_BASE": cls.fake.base,
+                         "SWITCHBOARD_META_APP_ID": APP_ID,
+                         "SWITCHBOARD_META_APP_SECRET": APP_SECRET,
+                         "SWITCHBOARD_META_CONFIG_ID": CONFIG_ID}
+        try:
+            super().setUpClass()
+        finally:
+            cls.addClassCleanup(cls.fake.stop)
+
+    def setUp(self):
+        super().setUp()
+        with self.fake.lock:
+            self.fake.fail.clear()
+            self.fake.calls.clear()
+
+    def metric(self, result):
+        r = self.gw.http("GET", "/metrics")
+        return H.metric_sum(H.parse_prometheus(r.body.decode()), "switchboard_meta_signin_total",
+                            result=result)
+
+    def sign_in(self, **extra):
+        body = {"code": self.fake.new_code()}
+        body.update(extra)
+        return self.api("POST", "/orgs/c/connections/meta", body)
+
+    def assertNoSecrets(self):
+        texts = [r.body.decode("utf-8", "replace") for r in self.gw.responses]
+        texts.append(self.gw.stderr_text())
+        with self.fake.lock:
+            secrets = list(self.fake.issued) + [APP_SECRET]
+        for t in texts:
+            for s in secrets:
+                self.assertNotIn(s, t)
+
+    def test_info_names_the_app(self):
+        r = self.api("GET", "/orgs/c/connections/meta")
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json, {"app_id": APP_ID, "config_id": CONFIG_ID})
+        r = self.api("GET", "/orgs/c/connections/meta", key="wrong")
+        self.assertStatus(r, 401)
+
+    def test_sign_in_creates_connections_once(self):
+        ok_before = self.metric("ok")
+        r = self.sign_in(redirect_uri="https://console.example/meta")
+        self.assertStatus(r, 201)
+        conns = r.json
+        by = {(c["provider"], c["account_hint"]): c for c in conns}
+        self.assertEqual(sorted(by), [("instagram", "acme.ig"), ("messenger", "Acme Page"),
+                                      ("whatsapp", "+1 555-010-0001"),
+                                      ("whatsapp", "+1 555-010-0002")])
+        for c in conns:
+            self.assertEqual(c["status"], "active")
+            self.assertEqual(c["kind"], "channel")
+            self.assertEqual(sorted(c["credentials"]), sorted(
+                ["app_secret", "verify_token", "access_token"] +
+                (["waba_id"] if c["provider"] == "whatsapp" else [])))
+            self.assertTrue(all(v.startswith("****") for v in c["credentials"].values()))
+            self.assertTrue(c["webhook_url"].endswith("/webhooks/%s/%s" % (c["provider"],
+                                                                         c["id"])))
+        self.assertEqual(by[("whatsapp", "+1 555-010-0001")]["name"], "Acme Support")
+        self.assertEqual(self.metric("ok"), ok_before + 1)
+        # the redirect URI went to the code exchange; the subscriptions and the registration
+        ex = self.fake.requests("GET", "/oauth/access_token")
+        self.assertEqual(ex[0][2].get("redirect_uri"), "https://console.example/meta")
+        self.assertEqual(ex[1][2].get("grant_type"), "fb_exchange_token")
+        self.assertEqual(len(self.fake.requests("POST", "/6001/subscribed_apps")), 1)
+        page_sub = self.fake.requests("POST", "/8001/subscribed_apps")
+        self.assertEqual(len(page_sub), 1)
+        self.assertIn("messages", page_sub[0][2]["subscribed_fields"].split(","))
+        self.assertEqual(len(self.fake.requests("POST", "/7002/register")), 1)
+        self.assertEqual(self.fake.requests("POST", "/7001/register"), [])
+        # listed like any connection; a test of the Page works with its stored Page token
+        r = self.api("GET", "/orgs/c/connections")
+        self.assertStatus(r, 200)
+        self.assertEqual(sorted(c["id"] for c in r.json), sorted(c["id"] for c in conns))
+
+        # again with a fresh code: the same connections, updated, none added; a rename stays
+        wa = by[("whatsapp", "+1 555-010-0001")]
+        r = self.api("PATCH", "/orgs/c/connections/" + wa["id"], {"name": "Support line"})
+        self.assertStatus(r, 200)
+        r = self.sign_in()
+        self.assertStatus(r, 201)
+        self.assertEqual(sorted(c["id"] for c in r.json), sorted(c["id"] for c in conns))
+        again = {c["id"]: c for c in r.json}
+        self.assertEqual(again[wa["id"]]["name"], "Support line")
+        # the verify token is kept (the webhook subscription's handshake still matches)
+        self.assertEqual(again[wa["id"]]["credentials"]["verify_token"],
+                         wa["credentials"]["verify_token"])
+        r = self.api("GET", "/orgs/c/connections")
+        self.assertEqual(len(r.json), 4)
+        self.assertEqual(int(r.headers.get("pagination-count")), 4)
+        self.assertNoSecrets()
+
+    def test_graph_error_at_each_step(self):
+        steps = [("/oauth/access_token", "exchange_code"),
+                 ("/me/businesses", "businesses"),
+                 ("/5001/owned_whatsapp_business_accounts", "whatsapp_accounts"),
+                 ("/6001/phone_numbers", "phone_numbers"),
+                 ("/6001/subscribed_apps", "subscribe_whatsapp"),
+                 ("/7002/register", "register_phone"),
+                 ("/me/accounts", "pages"),
+                 ("/8001/subscribed_apps", "subscribe_page")]
+        for path, step in steps:
+            with self.subTest(step=step):
+                before = self.metric(step)
+                with self.fake.lock:
+                    self.fake.fail = {path: (400, {
+                        "message": "Unsupported request (%s)" % step, "type": "OAuthException",
+                        "code": 100, "error_subcode": 33, "fbtrace_id": "Atrace-" + step})}
+                r = self.sign_in()
+                self.assertStatus(r, 400, "provider_rejected")
+                e = r.json["error"]
+                self.assertEqual(e["step"], step)
+                self.assertIn("Unsupported request (%s)" % step, e["message"])
+                self.assertEqual(e["meta"], {"code": 100, "error_subcode": 33,
+                                             "type": "OAuthException",
+                                             "fbtrace_id": "Atrace-" + step})
+                self.assertEqual(self.metric(step), before + 1)
+        # the long-lived exchange is the second call to the same path: its token refused
+        before = self.metric("long_lived_token")
+        with self.fake.lock:
+            self.fake.fail = {}
+            self.fake.reject_short = True
+        try:
+            r = self.sign_in()
+        finally:
+            with self.fake.lock:
+                self.fake.reject_short = False
+        self.assertStatus(r, 400, "provider_rejected")
+        self.assertEqual(r.json["error"]["step"], "long_lived_token")
+        self.assertEqual(r.json["error"]["meta"]["code"], 190)
+        self.assertEqual(self.metric("long_lived_token"), before + 1)
+        # a 5xx is Meta being unavailable (502), with its code too
+        with self.fake.lock:
+            self.fake.fail = {"/me/accounts": (500, {"message": "Please retry", "code": 2,
+                                                     "fbtrace_id": "Atrace2"})}
+        r = self.sign_in()
+        self.assertStatus(r, 502, "provider_unavailable")
+        self.assertEqual(r.json["error"]["meta"]["code"], 2)
+        # nothing was half stored: the failed sign-ins created no connection
+        r = self.api("GET", "/orgs/c/connections")
+        self.assertEqual(r.json, [])
+        # and a retry with a fresh code succeeds
+        with self.fake.lock:
+            self.fake.fail = {}
+        r = self.sign_in()
+        self.assertStatus(r, 201)
+        self.assertEqual(len(r.json), 4)
+        self.assertNoSecrets()
+
+    def test_bad_requests(self):
+        before = self.metric("bad_request")
+        for body in ({}, {"code": 5}, {"code": "x", "other": 1},
+                     {"code": "x", "redirect_uri": "ftp://x"}, {"code": "x", "pin": "12"}):
+            r = self.api("POST", "/orgs/c/connections/meta", body)
+            self.assertStatus(r, 400, "bad_request")
+        self.assertEqual(self.metric("bad_request"), before + 5)
+        r = self.api("DELETE", "/orgs/c/connections/meta")
+        self.assertStatus(r, 405)
+
+    def test_not_configured(self):
+        gw = self.make_gateway(extra_env=dict(self.DEFAULT_ENV, SWITCHBOARD_META_APP_ID=APP_ID,
+                                              SWITCHBOARD_GRAPH_API_BASE=self.fake.base))
+        key = gw.keys_create(self.org)
+        for method, body in (("GET", None), ("POST", {"code": "abc"}), ("POST", None)):
+            r = gw.http(method, "/orgs/c/connections/meta", body=body, key=key)
+            self.assertStatus(r, 501, "meta_signin_not_configured")
+        self.assertEqual(self.fake.requests("GET", "/oauth/access_token"), [])
+        r = gw.http("GET", "/metrics")
+        self.assertGreaterEqual(H.metric_sum(H.parse_prometheus(r.body.decode()),
+                                             "switchboard_meta_signin_total",
+                                             result="not_configured"), 3)
+        gw.stop()
+
+
+class FakeInstagram:
+    """Instagram API with Instagram Login: GET /me with a current token, and
+    GET /refresh_access_token?grant_type=ig_refresh_token&access_token=<current> answering a
+    new 60-day token (the old one then stops working), or 190 once revoked."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.current = set()
+        self.issued = []
+        self.refresh_calls = []
+        self.revoked = False
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):
+                pass
+
+            def do_GET(self):
+                status, answer = fake.answer(self)
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = "http://127.0.0.1:%d/v21.0" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def new_token(self):
+        t = "IGAA" + H_rand(40)
+        with self.lock:
+            self.current.add(t)
+            self.issued.append(t)
+        return t
+
+    def answer(self, h):
+        url = urllib.parse.urlsplit(h.path)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        bad = {"error": {"message": "Invalid OAuth access token", "type": "OAuthException",
+                         "code": 190}}
+        if url.path == "/v21.0/me":
+            auth = h.headers.get("Authorization", "")
+            with self.lock:
+                ok = auth.startswith("Bearer ") and auth[7:] in self.current
+            if not ok or q.get("fields") != "user_id,username":
+                return 400, bad
+            return 200, {"user_id": "17841400000000001", "username": "acme.login", "id": "1"}
+        if url.path == "/v21.0/refresh_access_token":
+            with self.lock:
+                self.refresh_calls.append(q.get("access_token"))
+                ok = (q.get("grant_type") == "ig_refresh_token" and
+                      q.get("access_token") in self.current and not self.revoked)
+                if ok:
+                    self.current.discard(q["access_token"])
+            if not ok:
+                return 400, bad
+            return 200, {"access_token": self.new_token(), "token_type": "bearer",
+                         "expires_in": 5184000}
+        return 404, {"error": {"message": "unknown path", "code": 100}}
+
+
+class InstagramLoginRenewalTest(H.GatewayTestCase):
+    PREFIX = "ts_igrenew:"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ig = FakeInstagram().start()
+        cls.EXTRA_ENV = {"SWITCHBOARD_INSTAGRAM_API_BASE": cls.ig.base}
+        try:
+            super().setUpClass()
+        finally:
+            cls.addClassCleanup(cls.ig.stop)
+
+    def create(self):
+        token = self.ig.new_token()
+        r = self.api("POST", "/orgs/c/connections", {"provider": "instagram", "credentials": {
+            "app_secret": "ig-app-secret-" + H_rand(12), "verify_token": "vt-" + H_rand(12),
+            "access_token": token, "login": "instagram"}})
+        self.assertStatus(r, 201)
+        self.assertEqual(r.json["account_hint"], "acme.login")
+        self.assertEqual(r.json["credentials"]["login"], "****")
+        self.assertNotIn("expires_at", r.json["credentials"])
+        return r.json, token
+
+    def due(self, conn_id):
+        v = self.redis.command("ZSCORE", self.PREFIX + "renew:{tokens}", conn_id)
+        return None if v is None else float(v)
+
+    def make_due(self, conn_id):
+        self.redis.command("ZADD", self.PREFIX + "renew:{tokens}", str(int(time.time() * 1000) - 1),
+                           conn_id)
+
+    def test_renewed_ahead_of_expiry_by_one_gateway(self):
+        conn, token = self.create()
+        now = time.time() * 1000
+        # a pasted token is renewed a day later (it must be a day old)
+        self.assertAlmostEqual(self.due(conn["id"]), now + 86400000, delta=60000)
+        # bad values of login are refused
+        r = self.api("POST", "/orgs/c/connections/test", {"provider": "instagram", "credentials": {
+            "app_secret": "x" * 12, "verify_token": "y" * 12, "access_token": "z" * 20,
+            "login": "twitter"}})
+        self.assertStatus(r, 400, "bad_request")
+
+        # two gateways on the same Redis: the entry made due is renewed once
+        other = self.make_gateway(extra_env=dict(self.DEFAULT_ENV, **self.EXTRA_ENV))
+        self.make_due(conn["id"])
+        H.wait_until(lambda: len(self.ig.refresh_calls) >= 1, timeout=10, what="a renewal")
+        H.wait_until(lambda: (self.due(conn["id"]) or 0) > time.time() * 1000 + 86400000 * 30,
+                     timeout=10, what="the next renewal scheduled")
+        self.assertEqual(self.ig.refresh_calls, [token])
+        # 60 days from now, renewed 7 days ahead
+        self.assertAlmostEqual(self.due(conn["id"]), time.time() * 1000 + 53 * 86400000,
+                               delta=120000)
+        # the renewed token is the one in use (the old one no longer works)
+        for gw in (self.gw, other):
+            r = self.api("POST", "/orgs/c/connections/%s/test" % conn["id"], gw=gw)
+            self.assertStatus(r, 200)
+            self.assertEqual(r.json, {"ok": True, "account_hint": "acme.login"})
+        self.assertEqual(len(self.ig.refresh_calls), 1)
+        other.stop()
+        self.assertNoTokens()
+
+    def test_revoked_token_needs_a_reconnect(self):
+        conn, token = self.create()
+        with self.ig.lock:
+            self.ig.revoked = True
+        try:
+            self.make_due(conn["id"])
+            H.wait_until(lambda: self.due(conn["id"]) is None, timeout=10,
+                         what="the refused renewal off the schedule")
+        finally:
+            with self.ig.lock:
+                self.ig.revoked = False
+        r = self.api("GET", "/orgs/c/connections/" + conn["id"])
+        self.assertEqual(r.json["status"], "inactive")
+        self.assertEqual(r.json["error"]["code"], "reconnect_needed")
+        # new credentials (a reconnect) make it active and scheduled again
+        r = self.api("PATCH", "/orgs/c/connections/" + conn["id"],
+                     {"credentials": {"access_token": self.ig.new_token()}})
+        self.assertStatus(r, 200)
+        self.assertEqual(r.json["status"], "active")
+        self.assertIsNotNone(self.due(conn["id"]))
+        # a deleted connection leaves the schedule
+        r = self.api("DELETE", "/orgs/c/connections/" + conn["id"])
+        self.assertStatus(r, 204)
+        self.make_due(conn["id"])
+        H.wait_until(lambda: self.due(conn["id"]) is None, timeout=10,
+                     what="a deleted connection off the schedule")
+        self.assertNoTokens()
+
+    def assertNoTokens(self):
+        texts = [r.body.decode("utf-8", "replace") for r in self.gw.responses]
+        texts.append(self.gw.stderr_text())
+        with self.ig.lock:
+            tokens = list(self.ig.issued)
+        for t in texts:
+            for tok in tokens:
+                self.assertNotIn(tok, t)
+
+
+if __name__ == "__main__":
+    H.main()
