@@ -810,8 +810,9 @@ async function metaSigninSteps(page, { msgs }) {
   check(await created.count() >= 1, "the banner lists them");
   await until(async () => await countNow() > count0, "they are in the list");
   check(!page.url().includes("code="), "the code left the address bar");
-  const ex = (await control("graph_requests", { path: "/oauth/access_token" })).requests.at(-1);
-  const sent = { ...ex.query, ...ex.params };
+  const exchanges = (await control("graph_requests", { path: "/oauth/access_token" })).requests
+    .map((r) => ({ ...r.query, ...r.params }));
+  const sent = exchanges.filter((q) => q.code === "fb-code-good-0001").at(-1) || {};
   check(sent.redirect_uri === `${URL0}/console/`, `the exchange used the dialog's redirect_uri (${JSON.stringify(sent)})`);
   await shot(page, "connections-facebook");
   pass("meta_signin_created");

@@ -158,6 +158,13 @@ class SigninGraph(ConsoleGraph):
                     params.get("client_secret") != META_APP["meta_app_secret"]:
                 return 400, {"error": {"message": "Error validating client secret.",
                                        "type": "OAuthException", "code": 1, "fbtrace_id": "x"}}
+            if params.get("grant_type") == "fb_exchange_token":  # the long-lived user token
+                if params.get("fb_exchange_token") != self.USER_TOKEN:
+                    return 400, {"error": {"message": "Invalid OAuth access token.",
+                                           "type": "OAuthException", "code": 190,
+                                           "fbtrace_id": "x"}}
+                return 200, {"access_token": self.USER_TOKEN, "token_type": "bearer",
+                             "expires_in": 5183944}
             if params.get("code") != self.GOOD_CODE:
                 return 400, {"error": {"message": "This authorization code has been used.",
                                        "type": "OAuthException", "code": 100,
