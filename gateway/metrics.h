@@ -43,6 +43,7 @@
     XX(CONNECTION_REQUEST, "/orgs/c/connections/{id}/request")                                     \
     XX(CONNECTION_AUTHORIZE, "/orgs/c/connections/{id}/authorize")                                 \
     XX(OAUTH_CALLBACK, "/oauth/callback")                                                          \
+    XX(OPENAPI, "/openapi.json")                                                                   \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {
