@@ -65,11 +65,14 @@
     "        if attrs[i] == must then has = true end\n"                                            \
     "      end\n"                                                                                  \
     "    end\n"                                                                                    \
-    "    if #parts >= 2 and has then redis.call('HINCRBY', H, table.concat(parts, '|'), delta) end\n"\
+    "    if #parts >= 2 and has then\n"                                                            \
+    "      redis.call('HINCRBY', H, table.concat(parts, '|'), delta)\n"                            \
+    "    end\n"                                                                                    \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
     "function SBX.attrs(P, ck, st)\n"                                                              \
-    "  local c = redis.call('HMGET', ck, 'channel', 'connection_id', 'assistant_id', 'contact_id')\n"\
+    "  local c = redis.call('HMGET', ck, 'channel', 'connection_id', 'assistant_id', "             \
+    "'contact_id')\n"                                                                              \
     "  local a = {':ch:' .. c[1], ':cn:' .. c[2]}\n"                                               \
     "  if c[3] and c[3] ~= '' then a[#a + 1] = ':as:' .. c[3] end\n"                               \
     "  if st == nil then\n"                                                                        \
@@ -82,7 +85,7 @@
     "function SBX.read_off(P, org, cv)\n"                                                          \
     "  local L = P .. 'convs:{' .. org .. '}'\n"                                                   \
     "  if redis.call('ZREM', L .. ':unread', cv) == 1 and\n"                                       \
-    "     redis.call('HEXISTS', L .. ':counts', 'on') == 1 then\n"                                  \
+    "     redis.call('HEXISTS', L .. ':counts', 'on') == 1 then\n"                                 \
     "    local a = SBX.attrs(P, P .. 'conv:' .. cv)\n"                                             \
     "    a[#a + 1] = ':unread'\n"                                                                  \
     "    SBX.counted(L .. ':counts', a, ':unread', -1)\n"                                          \
