@@ -134,8 +134,11 @@ struct st_sub_t {
     size_t nflight, flightcap, flightbytes;
 };
 
+typedef struct st_reader_t reader_t;
+
 struct st_follow_t {
-    follow_t *prev, *next;
+    follow_t *prev, *next; /* reader->follows */
+    reader_t *rd;
     char *key;
     stream_id_t last;
     sub_t *live;
@@ -143,30 +146,45 @@ struct st_follow_t {
     int busy;     /* being delivered to: freed by the delivery when nsubs drops to 0 */
 };
 
-struct st_sb_feed_t {
-    sb_worker_t *w;
-    sb_redis_t *reader;
-    long long reader_client_id; /* -1 until CLIENT ID answered */
-    sb_map_t follows_by_key;
+/* One blocking XREAD at a time over its follows, on a Redis client of its own. A single
+ * instance has one reader for every stream; on a Cluster, where the keys of one command must
+ * share a slot, there is one reader per slot that has followed streams (the org's tag puts
+ * all of an org's keys in one slot), each blocked on the connection to its slot's primary. */
+struct st_reader_t {
+    reader_t *prev, *next; /* feed->readers */
+    sb_feed_t *feed;
+    sb_redis_t *r;
+    int slot;            /* -1: every slot (a single instance, or not assigned yet) */
+    long long client_id; /* -1 until CLIENT ID answered (on the node of the slot) */
     follow_t *follows;
     size_t nfollows;
-    sub_t *subs;
-    size_t nattached;
     int reading;
-    uint64_t read_gen;
     int unblock_wanted;
     int unblock_tries;
+    int pending;     /* commands whose callback holds this reader */
+    int in_callback; /* delivering its read: closing waits until that is done */
+    int close_wanted;
+    int closing, timer_closed;
+    uv_timer_t kick_timer;
+};
+
+struct st_sb_feed_t {
+    sb_worker_t *w;
+    sb_redis_url_t url;
+    reader_t *readers; /* the first one is made at start */
+    sb_map_t follows_by_key;
+    sub_t *subs;
+    size_t nattached;
     int stopping;
     uint64_t heartbeat_ms, max_pending;
     frame_t *keepalive;
     uv_timer_t heartbeat_timer;
-    uv_timer_t kick_timer;
 };
 
 static void sub_end(sub_t *s, h2o_send_state_t how);
 static void sub_flush(sub_t *s);
 static void catchup_next(sub_t *s);
-static void read_next(sb_feed_t *f);
+static void read_next(reader_t *rd);
 
 /* ---- Stream ids and small helpers ---- */
 
@@ -686,18 +704,28 @@ static void follow_remove_sub(sub_t *s)
         follow_free(s->feed, fo);
 }
 
+static void reader_close(reader_t *rd);
+
 static void follow_free(sb_feed_t *f, follow_t *fo)
 {
+    reader_t *rd = fo->rd;
     sb_map_remove(&f->follows_by_key, fo->key);
     if (fo->prev != NULL)
         fo->prev->next = fo->next;
     else
-        f->follows = fo->next;
+        rd->follows = fo->next;
     if (fo->next != NULL)
         fo->next->prev = fo->prev;
-    f->nfollows--;
+    rd->nfollows--;
     free(fo->key);
     free(fo);
+    /* a Cluster's reader of a slot nobody follows any more goes (the first one stays) */
+    if (rd->nfollows == 0 && rd != f->readers) {
+        if (rd->in_callback)
+            rd->close_wanted = 1;
+        else
+            reader_close(rd);
+    }
 }
 
 /* Cuts every tie to the request: after this, h2o may dispose it at any time. Drops the
@@ -818,42 +846,136 @@ static void on_sock_read(h2o_socket_t *sock, const char *err)
 
 static void on_kick(uv_timer_t *t);
 
-static void kick_later(sb_feed_t *f, uint64_t ms)
+static void kick_later(reader_t *rd, uint64_t ms)
 {
-    if (!f->stopping)
-        uv_timer_start(&f->kick_timer, on_kick, ms, 0);
+    if (!rd->feed->stopping && !rd->closing)
+        uv_timer_start(&rd->kick_timer, on_kick, ms, 0);
+}
+
+static void on_reader_state(sb_redis_t *r, int connected, void *data);
+static void ask_client_id(reader_t *rd);
+
+static reader_t *reader_new(sb_feed_t *f, int slot)
+{
+    const sb_conf_t *conf = f->w->server->conf;
+    reader_t *rd = sb_mem_calloc(1, sizeof(*rd));
+    rd->feed = f;
+    rd->slot = slot;
+    rd->client_id = -1;
+    uv_timer_init(&f->w->loop, &rd->kick_timer);
+    rd->kick_timer.data = rd;
+    /* reader_new is called last-first: the first reader stays the head of the list */
+    if (f->readers == NULL) {
+        f->readers = rd;
+    } else {
+        rd->prev = f->readers;
+        rd->next = f->readers->next;
+        if (rd->next != NULL)
+            rd->next->prev = rd;
+        f->readers->next = rd;
+    }
+    /* The blocking read gets a connection of its own; its timeout covers the block. */
+    sb_redis_options_t ropts = {.url = &f->url,
+                                .command_timeout_ms =
+                                    (uint32_t)conf->redis_timeout_ms + BLOCK_MS + 1000,
+                                .on_state = on_reader_state,
+                                .data = rd};
+    rd->r = sb_redis_new(&f->w->loop, &ropts);
+    return rd;
+}
+
+static void reader_maybe_free(reader_t *rd)
+{
+    if (!rd->closing || rd->pending != 0 || !rd->timer_closed)
+        return;
+    sb_feed_t *f = rd->feed;
+    if (rd->prev != NULL)
+        rd->prev->next = rd->next;
+    else
+        f->readers = rd->next;
+    if (rd->next != NULL)
+        rd->next->prev = rd->prev;
+    free(rd);
+}
+
+static void on_reader_timer_closed(uv_handle_t *h)
+{
+    reader_t *rd = h->data;
+    rd->timer_closed = 1;
+    reader_maybe_free(rd);
+}
+
+/* Closes the reader's client (the read in flight still answers) and frees it once every
+ * callback that holds it has come. */
+static void reader_close(reader_t *rd)
+{
+    if (rd->closing)
+        return;
+    rd->closing = 1;
+    uv_close((uv_handle_t *)&rd->kick_timer, on_reader_timer_closed);
+    sb_redis_close(rd->r);
+    rd->r = NULL;
+}
+
+/* The reader of 'key': the one of a single instance, or on a Cluster the one of its slot (a
+ * new one when no reader has that slot yet). */
+static reader_t *reader_for(sb_feed_t *f, const char *key)
+{
+    reader_t *first = f->readers;
+    if (!sb_redis_is_cluster(f->w->redis))
+        return first;
+    int slot = (int)sb_redis_key_slot(key, strlen(key));
+    for (reader_t *rd = first; rd != NULL; rd = rd->next)
+        if (!rd->closing && rd->slot == slot) {
+            rd->close_wanted = 0;
+            return rd;
+        }
+    if (first->nfollows == 0 && !first->reading) {
+        first->slot = slot; /* the first reader takes the first slot followed */
+        return first;
+    }
+    return reader_new(f, slot);
 }
 
 static void on_unblocked(redisReply *r, void *data)
 {
-    sb_feed_t *f = data;
-    if (f->stopping)
+    reader_t *rd = data;
+    rd->pending--;
+    if (rd->feed->stopping || rd->closing) {
+        reader_maybe_free(rd);
         return;
+    }
     /* 0: the read was not blocked yet (or already returning); try again shortly. */
-    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0 && f->reading &&
-        f->unblock_wanted && ++f->unblock_tries < 50)
-        kick_later(f, 5);
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0 && rd->reading &&
+        rd->unblock_wanted && ++rd->unblock_tries < 50)
+        kick_later(rd, 5);
 }
 
-static void send_unblock(sb_feed_t *f)
+/* CLIENT UNBLOCK of the reader's connection, sent on the main client to the same node (on a
+ * Cluster routed by a key of the reader's slot). */
+static void send_unblock(reader_t *rd)
 {
-    if (f->reader_client_id < 0 || !f->reading || !f->unblock_wanted)
+    if (rd->client_id < 0 || !rd->reading || !rd->unblock_wanted || rd->follows == NULL)
         return;
     char id[32];
-    snprintf(id, sizeof(id), "%lld", f->reader_client_id);
+    snprintf(id, sizeof(id), "%lld", rd->client_id);
     const char *argv[3] = {"CLIENT", "UNBLOCK", id};
     size_t argvlen[3] = {6, 7, strlen(id)};
-    if (sb_redis_command(f->w->redis, on_unblocked, f, 3, argv, argvlen) != 0)
-        kick_later(f, 50);
+    sb_redis_route_t route = {.key = rd->follows->key, .keylen = strlen(rd->follows->key)};
+    if (sb_redis_command_routed(rd->feed->w->redis, &route, on_unblocked, rd, 3, argv, argvlen) ==
+        0)
+        rd->pending++;
+    else
+        kick_later(rd, 50);
 }
 
 static void on_kick(uv_timer_t *t)
 {
-    sb_feed_t *f = t->data;
-    if (f->reading)
-        send_unblock(f);
+    reader_t *rd = t->data;
+    if (rd->reading)
+        send_unblock(rd);
     else
-        read_next(f);
+        read_next(rd);
 }
 
 static follow_t *follow_get(sb_feed_t *f, const char *key, stream_id_t last)
@@ -861,22 +983,26 @@ static follow_t *follow_get(sb_feed_t *f, const char *key, stream_id_t last)
     follow_t *fo = sb_map_get(&f->follows_by_key, key);
     if (fo != NULL)
         return fo;
+    reader_t *rd = reader_for(f, key);
     fo = sb_mem_calloc(1, sizeof(*fo));
+    fo->rd = rd;
     fo->key = sb_strdup(key);
     fo->last = last;
-    fo->next = f->follows;
-    if (f->follows != NULL)
-        f->follows->prev = fo;
-    f->follows = fo;
-    f->nfollows++;
+    fo->next = rd->follows;
+    if (rd->follows != NULL)
+        rd->follows->prev = fo;
+    rd->follows = fo;
+    rd->nfollows++;
     sb_map_set(&f->follows_by_key, fo->key, fo);
+    if (rd->nfollows == 1 && sb_redis_is_cluster(rd->r))
+        ask_client_id(rd); /* the connection to this slot's primary */
     /* the read in flight does not cover this stream: make it return */
-    if (f->reading) {
-        f->unblock_wanted = 1;
-        f->unblock_tries = 0;
-        send_unblock(f);
+    if (rd->reading) {
+        rd->unblock_wanted = 1;
+        rd->unblock_tries = 0;
+        send_unblock(rd);
     } else {
-        read_next(f);
+        read_next(rd);
     }
     return fo;
 }
@@ -941,14 +1067,20 @@ static int last_entry_id(const redisReply *entries, stream_id_t *out)
 
 static void on_read(redisReply *r, void *data)
 {
-    sb_feed_t *f = data;
-    f->reading = 0;
-    f->unblock_wanted = 0;
+    reader_t *rd = data;
+    sb_feed_t *f = rd->feed;
+    rd->reading = 0;
+    rd->unblock_wanted = 0;
+    rd->pending--;
+    if (rd->closing) {
+        reader_maybe_free(rd);
+        return;
+    }
     if (f->stopping || r == NULL)
         return; /* connection lost: the reconnect restarts the read at the same ids */
     if (r->type == REDIS_REPLY_ERROR) {
         sb_log(SB_LOG_ERROR, SB_MODULE, "inbox read failed: %.*s", (int)r->len, r->str);
-        kick_later(f, 1000);
+        kick_later(rd, 1000);
         return;
     }
     stream_part_t *parts = NULL;
@@ -967,7 +1099,7 @@ static void on_read(redisReply *r, void *data)
             memcpy(key, st->element[0]->str, st->element[0]->len);
             key[st->element[0]->len] = '\0';
             follow_t *fo = sb_map_get(&f->follows_by_key, key);
-            if (fo != NULL)
+            if (fo != NULL && fo->rd == rd)
                 parts[nparts++] = (stream_part_t){fo, st->element[1]};
         }
     }
@@ -980,7 +1112,9 @@ static void on_read(redisReply *r, void *data)
         if (last_entry_id(parts[i].entries, &last) && id_cmp(last, parts[i].fo->last) > 0)
             parts[i].fo->last = last;
     }
-    read_next(f);
+    rd->pending++; /* the deliveries may free the reader's last follow */
+    rd->in_callback = 1;
+    read_next(rd);
     for (size_t i = 0; i < nparts; ++i)
         parts[i].fo->last = old[i];
     /* a delivery ends subscribers of its own follow only: the other parts stay valid */
@@ -988,33 +1122,41 @@ static void on_read(redisReply *r, void *data)
         deliver_follow(f, parts[i].fo, parts[i].entries);
     free(old);
     free(parts);
+    rd->in_callback = 0;
+    rd->pending--;
+    if (rd->close_wanted && rd->nfollows == 0)
+        reader_close(rd);
+    reader_maybe_free(rd);
 }
 
-static void read_next(sb_feed_t *f)
+static void read_next(reader_t *rd)
 {
-    if (f->reading || f->stopping || f->nfollows == 0 || !sb_redis_connected(f->reader))
+    sb_feed_t *f = rd->feed;
+    if (rd->reading || rd->closing || f->stopping || rd->nfollows == 0 ||
+        !sb_redis_connected(rd->r))
         return;
-    int argc = 6 + 2 * (int)f->nfollows;
+    int argc = 6 + 2 * (int)rd->nfollows;
     const char **argv = sb_mem_alloc(sizeof(char *) * (size_t)argc);
     size_t *argvlen = sb_mem_alloc(sizeof(size_t) * (size_t)argc);
-    char(*ids)[48] = sb_mem_alloc(48 * f->nfollows);
+    char(*ids)[48] = sb_mem_alloc(48 * rd->nfollows);
     char block[16];
     snprintf(block, sizeof(block), "%d", BLOCK_MS);
     const char *head[6] = {"XREAD", "COUNT", READ_COUNT, "BLOCK", block, "STREAMS"};
     for (int i = 0; i < 6; ++i)
         argv[i] = head[i];
     size_t n = 0;
-    for (follow_t *fo = f->follows; fo != NULL; fo = fo->next, ++n) {
+    for (follow_t *fo = rd->follows; fo != NULL; fo = fo->next, ++n) {
         argv[6 + n] = fo->key;
         id_format(fo->last, ids[n]);
-        argv[6 + f->nfollows + n] = ids[n];
+        argv[6 + rd->nfollows + n] = ids[n];
     }
     for (int i = 0; i < argc; ++i)
         argvlen[i] = strlen(argv[i]);
-    if (sb_redis_command(f->reader, on_read, f, argc, argv, argvlen) == 0) {
-        f->reading = 1;
-        f->read_gen++;
-        f->unblock_wanted = 0;
+    /* routed by its first stream (every stream of a reader shares one slot on a Cluster) */
+    if (sb_redis_command(rd->r, on_read, rd, argc, argv, argvlen) == 0) {
+        rd->reading = 1;
+        rd->pending++;
+        rd->unblock_wanted = 0;
     }
     free(argv);
     free(argvlen);
@@ -1023,23 +1165,44 @@ static void read_next(sb_feed_t *f)
 
 static void on_client_id(redisReply *r, void *data)
 {
-    sb_feed_t *f = data;
-    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
-        f->reader_client_id = r->integer;
+    reader_t *rd = data;
+    rd->pending--;
+    if (!rd->closing && r != NULL && r->type == REDIS_REPLY_INTEGER) {
+        rd->client_id = r->integer;
+        if (rd->unblock_wanted)
+            send_unblock(rd);
+    }
+    reader_maybe_free(rd);
+}
+
+/* CLIENT ID of the connection the reads go to: on a Cluster the one to the slot's primary
+ * (routed by a key of the slot), asked again whenever the client reconnects. */
+static void ask_client_id(reader_t *rd)
+{
+    if (rd->closing || (rd->follows == NULL && sb_redis_is_cluster(rd->r)))
+        return; /* asked with the reader's first follow */
+    const char *argv[2] = {"CLIENT", "ID"};
+    size_t argvlen[2] = {6, 2};
+    sb_redis_route_t route = {0};
+    if (rd->follows != NULL) {
+        route.key = rd->follows->key;
+        route.keylen = strlen(rd->follows->key);
+    }
+    if (sb_redis_command_routed(rd->r, &route, on_client_id, rd, 2, argv, argvlen) == 0)
+        rd->pending++;
 }
 
 static void on_reader_state(sb_redis_t *r, int connected, void *data)
 {
-    sb_feed_t *f = data;
-    f->reader_client_id = -1;
+    (void)r;
+    reader_t *rd = data;
+    rd->client_id = -1;
     if (!connected) {
-        f->reading = 0;
+        rd->reading = 0;
         return;
     }
-    const char *argv[2] = {"CLIENT", "ID"};
-    size_t argvlen[2] = {6, 2};
-    sb_redis_command(r, on_client_id, f, 2, argv, argvlen);
-    read_next(f);
+    ask_client_id(rd);
+    read_next(rd);
 }
 
 /* ---- Catching up ---- */
@@ -1428,7 +1591,7 @@ sb_feed_t *sb_feed_start(sb_worker_t *w, const sb_redis_url_t *url)
     const sb_conf_t *conf = w->server->conf;
     sb_feed_t *f = sb_mem_calloc(1, sizeof(*f));
     f->w = w;
-    f->reader_client_id = -1;
+    f->url = *url;
     f->heartbeat_ms = (uint64_t)conf->inbox_heartbeat_ms;
     f->max_pending = (uint64_t)conf->inbox_max_pending_bytes;
     sb_map_init(&f->follows_by_key);
@@ -1437,15 +1600,7 @@ sb_feed_t *sb_feed_start(sb_worker_t *w, const sb_redis_url_t *url)
     f->heartbeat_timer.data = f;
     uint64_t period = f->heartbeat_ms / 4 > 0 ? f->heartbeat_ms / 4 : 1;
     uv_timer_start(&f->heartbeat_timer, on_heartbeat, period, period);
-    uv_timer_init(&w->loop, &f->kick_timer);
-    f->kick_timer.data = f;
-    /* The blocking read gets a connection of its own; its timeout covers the block. */
-    sb_redis_options_t ropts = {.url = url,
-                                .command_timeout_ms =
-                                    (uint32_t)conf->redis_timeout_ms + BLOCK_MS + 1000,
-                                .on_state = on_reader_state,
-                                .data = f};
-    f->reader = sb_redis_new(&w->loop, &ropts);
+    reader_new(f, -1); /* connected in advance: the first subscriber waits for no connect */
     return f;
 }
 
@@ -1455,9 +1610,10 @@ void sb_feed_stop(sb_feed_t *f)
         return;
     f->stopping = 1;
     uv_close((uv_handle_t *)&f->heartbeat_timer, NULL);
-    uv_close((uv_handle_t *)&f->kick_timer, NULL);
-    sb_redis_close(f->reader);
-    f->reader = NULL;
+    for (reader_t *rd = f->readers, *next; rd != NULL; rd = next) {
+        next = rd->next;
+        reader_close(rd);
+    }
     for (sub_t *s = f->subs, *next; s != NULL; s = next) {
         next = s->next;
         if (s->streaming)
