@@ -63,7 +63,8 @@ fi
 RPORT=$(free_port)
 $SERVER_CPU redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$WORK" >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
+REDIS_PID=$!
+PIDS+=($REDIS_PID)
 for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
 GPORT=$(free_port)
@@ -79,6 +80,6 @@ ORG=bench_feed
 KEY=$("$SB" keys create --org "$ORG")
 
 $CLIENT_CPU "$FEED" --port "$GPORT" --redis-port "$RPORT" --key "$KEY" --org "$ORG" \
-    --subscribers "$SUBS" --rate "$RATE" --duration "$DURATION" --pid "$GW" && rc=0 || rc=$?
+    --subscribers "$SUBS" --rate "$RATE" --duration "$DURATION" --pid "$GW" --redis-pid "$REDIS_PID" && rc=0 || rc=$?
 curl -fs "http://127.0.0.1:$GPORT/metrics" | grep '^switchboard_inbox' >&2 || true
 exit $rc

@@ -8,11 +8,19 @@
  * last entry id the shared read has seen, and the subscribers that are live on it. One
  * blocking XREAD ... BLOCK on a Redis connection of the feed's own (a blocking read must not
  * stall the commands pipelined on the worker's main connection) covers every followed stream
- * with its last id. Each entry is parsed once and rendered once into a reference-counted
- * frame ("id: ...\nevent: ...\ndata: ...\n\n") that every matching subscriber queues without
- * copying; the frames go to h2o as iovecs. When a stream is followed for the first time while
- * the read is blocked, CLIENT UNBLOCK (on the main connection, with the id the read connection
- * got from CLIENT ID) makes it return at once so that the next read covers the new stream.
+ * with its last id. The entries of one reply are parsed once (their kind and channel become
+ * bits, so a subscriber's filters cost no string compare) and rendered once, all of them into
+ * one reference-counted frame ("id: ...\nevent: ...\ndata: ...\n\n" after one another). A
+ * subscriber without filters queues the new part of it as one slice, without a copy, and gets
+ * the whole batch in one h2o_send (one write); a filtered one copies just its events into a
+ * frame of its own, so what it holds is what it counts. The next read is sent before a batch
+ * is delivered, so Redis collects what arrives while the writes go out. On HTTP/1 the cost of
+ * a delivery is mostly the write system call of each subscriber (loopback TCP, the reader's
+ * wake-up): one write per subscriber per batch, whatever the batch holds, is what keeps it
+ * bounded; a busier worker simply gets larger batches. When a stream is followed for the
+ * first time while the read is blocked, CLIENT UNBLOCK (on the main connection, with the id the
+ * read connection got from CLIENT ID) makes it return at once so that the next read covers the new
+ * stream.
  *
  * Positions. A subscriber starts with XINFO STREAM (main connection): without a last id its
  * position is the stream's last generated id ("from now"); with one (Last-Event-ID header or
@@ -83,6 +91,13 @@ typedef struct st_filter_t {
     size_t n;
 } filter_t;
 
+/* A piece of a frame queued for one subscriber: consecutive events of one batch that pass its
+ * filters are one slice, so a subscriber without filters writes a whole batch as one iovec. */
+typedef struct st_slice_t {
+    frame_t *fr; /* one reference per slice */
+    size_t off, len;
+} slice_t;
+
 struct st_sub_guard_t {
     sub_t *sub;
 };
@@ -110,15 +125,20 @@ struct st_sub_t {
     char last_text[48];
     char org[SB_ID_MAX + 1];
     filter_t conv, channel, kind;
-    frame_t **queue;
+    uint32_t kind_mask, channel_mask; /* the kind and channel filters as bits; 0: no filter */
+    slice_t *queue;
     size_t qlen, qcap, qbytes;
-    frame_t **inflight;
+    size_t qbytes_unpub; /* part of qbytes not yet in the pending-bytes gauge */
+    slice_t *inflight;
     h2o_iovec_t *iov;
     size_t nflight, flightcap, flightbytes;
 };
 
+typedef struct st_reader_t reader_t;
+
 struct st_follow_t {
-    follow_t *prev, *next;
+    follow_t *prev, *next; /* reader->follows */
+    reader_t *rd;
     char *key;
     stream_id_t last;
     sub_t *live;
@@ -126,30 +146,45 @@ struct st_follow_t {
     int busy;     /* being delivered to: freed by the delivery when nsubs drops to 0 */
 };
 
-struct st_sb_feed_t {
-    sb_worker_t *w;
-    sb_redis_t *reader;
-    long long reader_client_id; /* -1 until CLIENT ID answered */
-    sb_map_t follows_by_key;
+/* One blocking XREAD at a time over its follows, on a Redis client of its own. A single
+ * instance has one reader for every stream; on a Cluster, where the keys of one command must
+ * share a slot, there is one reader per slot that has followed streams (the org's tag puts
+ * all of an org's keys in one slot), each blocked on the connection to its slot's primary. */
+struct st_reader_t {
+    reader_t *prev, *next; /* feed->readers */
+    sb_feed_t *feed;
+    sb_redis_t *r;
+    int slot;            /* -1: every slot (a single instance, or not assigned yet) */
+    long long client_id; /* -1 until CLIENT ID answered (on the node of the slot) */
     follow_t *follows;
     size_t nfollows;
-    sub_t *subs;
-    size_t nattached;
     int reading;
-    uint64_t read_gen;
     int unblock_wanted;
     int unblock_tries;
+    int pending;     /* commands whose callback holds this reader */
+    int in_callback; /* delivering its read: closing waits until that is done */
+    int close_wanted;
+    int closing, timer_closed;
+    uv_timer_t kick_timer;
+};
+
+struct st_sb_feed_t {
+    sb_worker_t *w;
+    sb_redis_url_t url;
+    reader_t *readers; /* the first one is made at start */
+    sb_map_t follows_by_key;
+    sub_t *subs;
+    size_t nattached;
     int stopping;
     uint64_t heartbeat_ms, max_pending;
     frame_t *keepalive;
     uv_timer_t heartbeat_timer;
-    uv_timer_t kick_timer;
 };
 
 static void sub_end(sub_t *s, h2o_send_state_t how);
 static void sub_flush(sub_t *s);
 static void catchup_next(sub_t *s);
-static void read_next(sb_feed_t *f);
+static void read_next(reader_t *rd);
 
 /* ---- Stream ids and small helpers ---- */
 
@@ -303,14 +338,20 @@ static void frame_add(frame_t *fr, const char *s, size_t len)
     fr->len += len;
 }
 
-/* One SSE event; 'data' may hold newlines (each line becomes a data: line). */
-static frame_t *frame_event(const char *id, const char *event, const char *data, size_t len)
+static size_t event_size(const char *id, const char *event, const char *data, size_t len)
 {
     size_t lines = 1;
     for (size_t i = 0; i < len; ++i)
         if (data[i] == '\n')
             ++lines;
-    frame_t *fr = frame_new(strlen(id) + strlen(event) + len + lines * 7 + 32);
+    return strlen(id) + strlen(event) + len + lines * 7 + 32;
+}
+
+/* Renders one SSE event at the end of 'fr' (room for event_size() must be left); 'data' may
+ * hold newlines (each line becomes a data: line). */
+static void frame_add_event(frame_t *fr, const char *id, const char *event, const char *data,
+                            size_t len)
+{
     frame_add(fr, SB_STRLIT("id: "));
     frame_add(fr, id, strlen(id));
     frame_add(fr, SB_STRLIT("\nevent: "));
@@ -325,6 +366,13 @@ static frame_t *frame_event(const char *id, const char *event, const char *data,
             fr->data[fr->len++] = data[i];
     }
     frame_add(fr, SB_STRLIT("\n\n"));
+}
+
+/* One SSE event in a frame of its own. */
+static frame_t *frame_event(const char *id, const char *event, const char *data, size_t len)
+{
+    frame_t *fr = frame_new(event_size(id, event, data, len));
+    frame_add_event(fr, id, event, data, len);
     return fr;
 }
 
@@ -335,12 +383,41 @@ static frame_t *frame_text(const char *s, size_t len)
     return fr;
 }
 
-/* What the filters look at, read once per entry. */
+/* What the filters look at, read once per entry; its SSE text is [off, off + len) of the
+ * batch's frame (len 0: not an event, skipped). */
 typedef struct st_entry_t {
     stream_id_t id;
-    frame_t *frame; /* NULL: not an event (skipped) */
-    char kind[32], channel[32], conv[SB_ID_MAX + 1];
+    int valid; /* a well-formed stream entry */
+    size_t off, len;
+    uint32_t kind_bit, channel_bit; /* 0 when absent or unknown */
+    char kind[32], conv[SB_ID_MAX + 1];
+    /* while the batch is built: the reply's strings */
+    const char *id_text;
+    const redisReply *ev;
 } entry_t;
+
+/* Every entry of one XREAD/XRANGE reply, rendered once into one shared frame. */
+typedef struct st_batch_t {
+    frame_t *frame;
+    entry_t *entries;
+    size_t n;
+} batch_t;
+
+static uint32_t kind_bit(const char *v)
+{
+    for (int k = 0; k < SB_KIND__COUNT && k < 32; ++k)
+        if (strcmp(sb_event_kind_name((sb_event_kind_t)k), v) == 0)
+            return 1u << k;
+    return 0;
+}
+
+static uint32_t channel_bit(const char *v)
+{
+    for (size_t i = 0; i < SB_METRICS_CHANNELS && i < 32; ++i)
+        if (sb_adapters[i] != NULL && strcmp(sb_adapters[i]->name, v) == 0)
+            return 1u << i;
+    return 0;
+}
 
 static void copy_field(json_t *root, const char *name, char *out, size_t cap)
 {
@@ -350,14 +427,16 @@ static void copy_field(json_t *root, const char *name, char *out, size_t cap)
         memcpy(out, v, strlen(v) + 1);
 }
 
-/* Reads one [id, [field, value, ...]] entry of an XRANGE/XREAD reply; returns 0 or -1. */
-static int entry_read(const redisReply *e, entry_t *out)
+/* Reads one [id, [field, value, ...]] entry of an XRANGE/XREAD reply (all but its text). */
+static void entry_read(const redisReply *e, entry_t *out)
 {
     memset(out, 0, sizeof(*out));
     if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
         e->element[0]->type != REDIS_REPLY_STRING ||
         id_parse(e->element[0]->str, e->element[0]->len, &out->id) != 0)
-        return -1;
+        return;
+    out->valid = 1;
+    out->id_text = e->element[0]->str;
     const redisReply *fields = e->element[1];
     const redisReply *ev = NULL;
     for (size_t i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2)
@@ -366,28 +445,62 @@ static int entry_read(const redisReply *e, entry_t *out)
             fields->element[i + 1]->type == REDIS_REPLY_STRING)
             ev = fields->element[i + 1];
     if (ev == NULL)
-        return 0;
+        return;
     json_error_t err;
     json_t *root = json_loadb(ev->str, ev->len, 0, &err);
     if (!json_is_object(root)) {
         json_decref(root);
         sb_log(SB_LOG_WARN, SB_MODULE, "inbox entry %.*s is not an event: skipped",
                (int)e->element[0]->len, e->element[0]->str);
-        return 0;
+        return;
     }
+    char channel[32];
     copy_field(root, "kind", out->kind, sizeof(out->kind));
-    copy_field(root, "channel", out->channel, sizeof(out->channel));
+    copy_field(root, "channel", channel, sizeof(channel));
     copy_field(root, "conversation_id", out->conv, sizeof(out->conv));
     json_decref(root);
-    out->frame =
-        frame_event(e->element[0]->str, out->kind[0] ? out->kind : "message", ev->str, ev->len);
-    return 0;
+    out->kind_bit = out->kind[0] ? kind_bit(out->kind) : 0;
+    out->channel_bit = channel[0] ? channel_bit(channel) : 0;
+    out->ev = ev;
+}
+
+/* Parses every entry of 'entries' and renders the events, once, into one frame. */
+static void batch_read(const redisReply *entries, batch_t *b)
+{
+    b->n = entries->type == REDIS_REPLY_ARRAY ? entries->elements : 0;
+    b->entries = sb_mem_alloc(sizeof(*b->entries) * (b->n ? b->n : 1));
+    size_t cap = 0;
+    for (size_t i = 0; i < b->n; ++i) {
+        entry_t *en = &b->entries[i];
+        entry_read(entries->element[i], en);
+        if (en->ev != NULL)
+            cap += event_size(en->id_text, en->kind[0] ? en->kind : "message", en->ev->str,
+                              en->ev->len);
+    }
+    b->frame = frame_new(cap);
+    for (size_t i = 0; i < b->n; ++i) {
+        entry_t *en = &b->entries[i];
+        if (en->ev == NULL)
+            continue;
+        en->off = b->frame->len;
+        frame_add_event(b->frame, en->id_text, en->kind[0] ? en->kind : "message", en->ev->str,
+                        en->ev->len);
+        en->len = b->frame->len - en->off;
+        en->ev = NULL;
+        en->id_text = NULL;
+    }
+}
+
+static void batch_dispose(batch_t *b)
+{
+    frame_release(b->frame);
+    free(b->entries);
 }
 
 static int sub_matches(const sub_t *s, const entry_t *en)
 {
-    return filter_match(&s->kind, en->kind[0] ? en->kind : NULL) &&
-           filter_match(&s->channel, en->channel[0] ? en->channel : NULL) &&
+    return (s->kind_mask == 0 || (s->kind_mask & en->kind_bit) != 0) &&
+           (s->channel_mask == 0 || (s->channel_mask & en->channel_bit) != 0) &&
            filter_match(&s->conv, en->conv[0] ? en->conv : NULL);
 }
 
@@ -398,30 +511,40 @@ static void pending_bytes_add(int64_t delta)
     sb_metrics_feed_pending_bytes(delta);
 }
 
+/* Adds what was queued since the last call to the pending-bytes gauge (one atomic add per
+ * subscriber and batch instead of one per event). */
+static void sub_publish(sub_t *s)
+{
+    if (s->qbytes_unpub != 0)
+        pending_bytes_add((int64_t)s->qbytes_unpub);
+    s->qbytes_unpub = 0;
+}
+
 static void drop_queue(sub_t *s)
 {
     for (size_t i = 0; i < s->qlen; ++i)
-        frame_release(s->queue[i]);
-    pending_bytes_add(-(int64_t)s->qbytes);
-    s->qlen = s->qbytes = 0;
+        frame_release(s->queue[i].fr);
+    pending_bytes_add(-(int64_t)(s->qbytes - s->qbytes_unpub));
+    s->qlen = s->qbytes = s->qbytes_unpub = 0;
 }
 
 static void drop_inflight(sub_t *s)
 {
     for (size_t i = 0; i < s->nflight; ++i)
-        frame_release(s->inflight[i]);
+        frame_release(s->inflight[i].fr);
     pending_bytes_add(-(int64_t)s->flightbytes);
     s->nflight = s->flightbytes = 0;
 }
 
-/* Queues 'fr' (a new reference); cuts the subscriber off when over the bound. Returns 0 or
- * -1 (the subscriber is ending). */
-static int sub_enqueue(sub_t *s, frame_t *fr)
+/* Queues [off, off + len) of 'fr' (taking a reference unless it extends the last slice); cuts
+ * the subscriber off when over the bound. The bytes reach the gauge at sub_publish(). Returns
+ * 0 or -1 (the subscriber is ending). */
+static int sub_enqueue_slice(sub_t *s, frame_t *fr, size_t off, size_t len)
 {
     if (s->req == NULL || s->ending)
         return -1;
     size_t held = s->qbytes + s->flightbytes;
-    if (held != 0 && held + fr->len > s->feed->max_pending) {
+    if (held != 0 && held + len > s->feed->max_pending) {
         sb_log(SB_LOG_WARN, SB_MODULE,
                "inbox subscriber of org %s cut off: %zu bytes not yet written (limit %llu)", s->org,
                held, (unsigned long long)s->feed->max_pending);
@@ -429,40 +552,106 @@ static int sub_enqueue(sub_t *s, frame_t *fr)
         sub_end(s, H2O_SEND_STATE_ERROR);
         return -1;
     }
-    if (s->qlen == s->qcap) {
-        s->qcap = s->qcap ? s->qcap * 2 : 16;
-        s->queue = sb_mem_realloc(s->queue, sizeof(*s->queue) * s->qcap);
+    slice_t *last = s->qlen != 0 ? &s->queue[s->qlen - 1] : NULL;
+    if (last != NULL && last->fr == fr && last->off + last->len == off) {
+        last->len += len;
+    } else {
+        if (s->qlen == s->qcap) {
+            s->qcap = s->qcap ? s->qcap * 2 : 16;
+            s->queue = sb_mem_realloc(s->queue, sizeof(*s->queue) * s->qcap);
+        }
+        fr->refs++;
+        s->queue[s->qlen++] = (slice_t){fr, off, len};
     }
-    fr->refs++;
-    s->queue[s->qlen++] = fr;
-    s->qbytes += fr->len;
-    pending_bytes_add((int64_t)fr->len);
+    s->qbytes += len;
+    s->qbytes_unpub += len;
     return 0;
 }
 
-/* False when queueing the entry would pass the bound (catching up waits instead). */
-static int sub_fits(const sub_t *s, const entry_t *en)
+/* Queues the whole of 'fr'. Returns 0 or -1 (the subscriber is ending). */
+static int sub_enqueue(sub_t *s, frame_t *fr)
 {
-    size_t held = s->qbytes + s->flightbytes;
-    if (en->frame == NULL || held == 0 || id_cmp(en->id, s->pos) <= 0 || !sub_matches(s, en))
-        return 1;
-    return held + en->frame->len <= s->feed->max_pending;
+    if (sub_enqueue_slice(s, fr, 0, fr->len) != 0)
+        return -1;
+    sub_publish(s);
+    return 0;
 }
 
-/* Queues an entry for 's' if it is new to it and passes its filters. */
-static void sub_offer(sub_t *s, const entry_t *en)
+/* Offers entries [from, to) of 'b' to 's': each one new to it that passes its filters is
+ * queued, in order. When what it takes is one run of the batch's frame (no filter, or every
+ * event of the run matches), it queues a slice of the shared frame; otherwise a frame of its
+ * own with just those events, so that what a subscriber holds is what it counts (a filtered
+ * subscriber never keeps a whole batch alive for a few bytes of it). Bytes held past
+ * inbox.max_pending_bytes cut a live subscriber off; with 'paced' (catching up) the run stops
+ * before the first event that would pass the bound and 1 is returned, else 0. The gauges are
+ * updated once for the whole run. */
+static int sub_offer_batch(sub_t *s, const batch_t *b, size_t from, size_t to, int paced)
 {
-    if (id_cmp(en->id, s->pos) <= 0)
-        return;
-    s->pos = en->id;
-    if (en->frame != NULL && sub_matches(s, en) && sub_enqueue(s, en->frame) == 0)
-        sb_metrics_feed_delivered(1);
+    if (s->req == NULL || s->ending)
+        return 0;
+    size_t held = s->qbytes + s->flightbytes, bytes = 0, first_off = 0, end_off = 0;
+    size_t delivered = 0, stop = from;
+    int full = 0, over = 0, contiguous = 1;
+    stream_id_t pos = s->pos;
+    for (size_t i = from; i < to; ++i) {
+        const entry_t *en = &b->entries[i];
+        if (!en->valid || id_cmp(en->id, pos) <= 0)
+            continue;
+        if (en->len != 0 && sub_matches(s, en)) {
+            if (held + bytes != 0 && held + bytes + en->len > s->feed->max_pending) {
+                if (paced) {
+                    full = 1; /* the rest is read again once the client has taken this */
+                    break;
+                }
+                over = 1;
+                break;
+            }
+            if (bytes == 0)
+                first_off = en->off;
+            else if (en->off != end_off)
+                contiguous = 0;
+            end_off = en->off + en->len;
+            bytes += en->len;
+            delivered++;
+        }
+        pos = en->id;
+        stop = i + 1;
+    }
+    if (over) {
+        sb_log(SB_LOG_WARN, SB_MODULE,
+               "inbox subscriber of org %s cut off: %zu bytes not yet written (limit %llu)", s->org,
+               held + bytes, (unsigned long long)s->feed->max_pending);
+        sb_metrics_feed_cutoff();
+        sub_end(s, H2O_SEND_STATE_ERROR);
+        return 0;
+    }
+    stream_id_t old = s->pos;
+    s->pos = pos;
+    if (bytes == 0)
+        return full;
+    if (contiguous) {
+        sub_enqueue_slice(s, b->frame, first_off, bytes);
+    } else {
+        /* the same events as chosen above (ids only grow along a reply) */
+        frame_t *own = frame_new(bytes);
+        for (size_t i = from; i < stop; ++i) {
+            const entry_t *en = &b->entries[i];
+            if (en->valid && id_cmp(en->id, old) > 0 && en->len != 0 && sub_matches(s, en))
+                frame_add(own, b->frame->data + en->off, en->len);
+        }
+        sub_enqueue_slice(s, own, 0, own->len);
+        frame_release(own);
+    }
+    sub_publish(s);
+    sb_metrics_feed_delivered(delivered);
+    return full;
 }
 
 static void sub_flush(sub_t *s)
 {
     if (s->req == NULL || !s->streaming || s->nflight != 0 || s->qlen == 0)
         return;
+    sub_publish(s);
     if (s->flightcap < s->qlen) {
         s->flightcap = s->qcap;
         s->inflight = sb_mem_realloc(s->inflight, sizeof(*s->inflight) * s->flightcap);
@@ -470,7 +659,7 @@ static void sub_flush(sub_t *s)
     }
     for (size_t i = 0; i < s->qlen; ++i) {
         s->inflight[i] = s->queue[i];
-        s->iov[i] = h2o_iovec_init(s->queue[i]->data, s->queue[i]->len);
+        s->iov[i] = h2o_iovec_init(s->queue[i].fr->data + s->queue[i].off, s->queue[i].len);
     }
     s->nflight = s->qlen;
     s->flightbytes = s->qbytes;
@@ -515,18 +704,28 @@ static void follow_remove_sub(sub_t *s)
         follow_free(s->feed, fo);
 }
 
+static void reader_close(reader_t *rd);
+
 static void follow_free(sb_feed_t *f, follow_t *fo)
 {
+    reader_t *rd = fo->rd;
     sb_map_remove(&f->follows_by_key, fo->key);
     if (fo->prev != NULL)
         fo->prev->next = fo->next;
     else
-        f->follows = fo->next;
+        rd->follows = fo->next;
     if (fo->next != NULL)
         fo->next->prev = fo->prev;
-    f->nfollows--;
+    rd->nfollows--;
     free(fo->key);
     free(fo);
+    /* a Cluster's reader of a slot nobody follows any more goes (the first one stays) */
+    if (rd->nfollows == 0 && rd != f->readers) {
+        if (rd->in_callback)
+            rd->close_wanted = 1;
+        else
+            reader_close(rd);
+    }
 }
 
 /* Cuts every tie to the request: after this, h2o may dispose it at any time. Drops the
@@ -647,42 +846,136 @@ static void on_sock_read(h2o_socket_t *sock, const char *err)
 
 static void on_kick(uv_timer_t *t);
 
-static void kick_later(sb_feed_t *f, uint64_t ms)
+static void kick_later(reader_t *rd, uint64_t ms)
 {
-    if (!f->stopping)
-        uv_timer_start(&f->kick_timer, on_kick, ms, 0);
+    if (!rd->feed->stopping && !rd->closing)
+        uv_timer_start(&rd->kick_timer, on_kick, ms, 0);
+}
+
+static void on_reader_state(sb_redis_t *r, int connected, void *data);
+static void ask_client_id(reader_t *rd);
+
+static reader_t *reader_new(sb_feed_t *f, int slot)
+{
+    const sb_conf_t *conf = f->w->server->conf;
+    reader_t *rd = sb_mem_calloc(1, sizeof(*rd));
+    rd->feed = f;
+    rd->slot = slot;
+    rd->client_id = -1;
+    uv_timer_init(&f->w->loop, &rd->kick_timer);
+    rd->kick_timer.data = rd;
+    /* reader_new is called last-first: the first reader stays the head of the list */
+    if (f->readers == NULL) {
+        f->readers = rd;
+    } else {
+        rd->prev = f->readers;
+        rd->next = f->readers->next;
+        if (rd->next != NULL)
+            rd->next->prev = rd;
+        f->readers->next = rd;
+    }
+    /* The blocking read gets a connection of its own; its timeout covers the block. */
+    sb_redis_options_t ropts = {.url = &f->url,
+                                .command_timeout_ms =
+                                    (uint32_t)conf->redis_timeout_ms + BLOCK_MS + 1000,
+                                .on_state = on_reader_state,
+                                .data = rd};
+    rd->r = sb_redis_new(&f->w->loop, &ropts);
+    return rd;
+}
+
+static void reader_maybe_free(reader_t *rd)
+{
+    if (!rd->closing || rd->pending != 0 || !rd->timer_closed)
+        return;
+    sb_feed_t *f = rd->feed;
+    if (rd->prev != NULL)
+        rd->prev->next = rd->next;
+    else
+        f->readers = rd->next;
+    if (rd->next != NULL)
+        rd->next->prev = rd->prev;
+    free(rd);
+}
+
+static void on_reader_timer_closed(uv_handle_t *h)
+{
+    reader_t *rd = h->data;
+    rd->timer_closed = 1;
+    reader_maybe_free(rd);
+}
+
+/* Closes the reader's client (the read in flight still answers) and frees it once every
+ * callback that holds it has come. */
+static void reader_close(reader_t *rd)
+{
+    if (rd->closing)
+        return;
+    rd->closing = 1;
+    uv_close((uv_handle_t *)&rd->kick_timer, on_reader_timer_closed);
+    sb_redis_close(rd->r);
+    rd->r = NULL;
+}
+
+/* The reader of 'key': the one of a single instance, or on a Cluster the one of its slot (a
+ * new one when no reader has that slot yet). */
+static reader_t *reader_for(sb_feed_t *f, const char *key)
+{
+    reader_t *first = f->readers;
+    if (!sb_redis_is_cluster(f->w->redis))
+        return first;
+    int slot = (int)sb_redis_key_slot(key, strlen(key));
+    for (reader_t *rd = first; rd != NULL; rd = rd->next)
+        if (!rd->closing && rd->slot == slot) {
+            rd->close_wanted = 0;
+            return rd;
+        }
+    if (first->nfollows == 0 && !first->reading) {
+        first->slot = slot; /* the first reader takes the first slot followed */
+        return first;
+    }
+    return reader_new(f, slot);
 }
 
 static void on_unblocked(redisReply *r, void *data)
 {
-    sb_feed_t *f = data;
-    if (f->stopping)
+    reader_t *rd = data;
+    rd->pending--;
+    if (rd->feed->stopping || rd->closing) {
+        reader_maybe_free(rd);
         return;
+    }
     /* 0: the read was not blocked yet (or already returning); try again shortly. */
-    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0 && f->reading &&
-        f->unblock_wanted && ++f->unblock_tries < 50)
-        kick_later(f, 5);
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0 && rd->reading &&
+        rd->unblock_wanted && ++rd->unblock_tries < 50)
+        kick_later(rd, 5);
 }
 
-static void send_unblock(sb_feed_t *f)
+/* CLIENT UNBLOCK of the reader's connection, sent on the main client to the same node (on a
+ * Cluster routed by a key of the reader's slot). */
+static void send_unblock(reader_t *rd)
 {
-    if (f->reader_client_id < 0 || !f->reading || !f->unblock_wanted)
+    if (rd->client_id < 0 || !rd->reading || !rd->unblock_wanted || rd->follows == NULL)
         return;
     char id[32];
-    snprintf(id, sizeof(id), "%lld", f->reader_client_id);
+    snprintf(id, sizeof(id), "%lld", rd->client_id);
     const char *argv[3] = {"CLIENT", "UNBLOCK", id};
     size_t argvlen[3] = {6, 7, strlen(id)};
-    if (sb_redis_command(f->w->redis, on_unblocked, f, 3, argv, argvlen) != 0)
-        kick_later(f, 50);
+    sb_redis_route_t route = {.key = rd->follows->key, .keylen = strlen(rd->follows->key)};
+    if (sb_redis_command_routed(rd->feed->w->redis, &route, on_unblocked, rd, 3, argv, argvlen) ==
+        0)
+        rd->pending++;
+    else
+        kick_later(rd, 50);
 }
 
 static void on_kick(uv_timer_t *t)
 {
-    sb_feed_t *f = t->data;
-    if (f->reading)
-        send_unblock(f);
+    reader_t *rd = t->data;
+    if (rd->reading)
+        send_unblock(rd);
     else
-        read_next(f);
+        read_next(rd);
 }
 
 static follow_t *follow_get(sb_feed_t *f, const char *key, stream_id_t last)
@@ -690,22 +983,26 @@ static follow_t *follow_get(sb_feed_t *f, const char *key, stream_id_t last)
     follow_t *fo = sb_map_get(&f->follows_by_key, key);
     if (fo != NULL)
         return fo;
+    reader_t *rd = reader_for(f, key);
     fo = sb_mem_calloc(1, sizeof(*fo));
+    fo->rd = rd;
     fo->key = sb_strdup(key);
     fo->last = last;
-    fo->next = f->follows;
-    if (f->follows != NULL)
-        f->follows->prev = fo;
-    f->follows = fo;
-    f->nfollows++;
+    fo->next = rd->follows;
+    if (rd->follows != NULL)
+        rd->follows->prev = fo;
+    rd->follows = fo;
+    rd->nfollows++;
     sb_map_set(&f->follows_by_key, fo->key, fo);
+    if (rd->nfollows == 1 && sb_redis_is_cluster(rd->r))
+        ask_client_id(rd); /* the connection to this slot's primary */
     /* the read in flight does not cover this stream: make it return */
-    if (f->reading) {
-        f->unblock_wanted = 1;
-        f->unblock_tries = 0;
-        send_unblock(f);
+    if (rd->reading) {
+        rd->unblock_wanted = 1;
+        rd->unblock_tries = 0;
+        send_unblock(rd);
     } else {
-        read_next(f);
+        read_next(rd);
     }
     return fo;
 }
@@ -721,46 +1018,75 @@ static void follow_join(sub_t *s)
     fo->live = s;
 }
 
+/* The part of a read's reply for one followed stream. */
+typedef struct st_stream_part_t {
+    follow_t *fo;
+    const redisReply *entries;
+} stream_part_t;
+
+/* Delivers one stream's entries to its live subscribers: every subscriber gets the whole
+ * batch queued at once (one slice when it has no filters) and one write. */
 static void deliver_follow(sb_feed_t *f, follow_t *fo, const redisReply *entries)
 {
+    batch_t b;
+    batch_read(entries, &b);
+    /* entries at or before the follow's position (a read raced with a catch-up) are skipped */
+    size_t from = 0;
+    while (from < b.n && (!b.entries[from].valid || id_cmp(b.entries[from].id, fo->last) <= 0))
+        ++from;
     fo->busy = 1;
-    for (size_t i = 0; i < entries->elements; ++i) {
-        entry_t en;
-        if (entry_read(entries->element[i], &en) != 0 || id_cmp(en.id, fo->last) <= 0) {
-            if (en.frame != NULL)
-                frame_release(en.frame);
-            continue;
-        }
-        for (sub_t *s = fo->live, *next; s != NULL; s = next) {
-            next = s->fnext;
-            sub_offer(s, &en);
-        }
-        fo->last = en.id;
-        if (en.frame != NULL)
-            frame_release(en.frame);
+    for (sub_t *s = fo->live, *next; s != NULL; s = next) {
+        next = s->fnext;
+        sub_offer_batch(s, &b, from, b.n, 0);
     }
+    for (size_t i = from; i < b.n; ++i)
+        if (b.entries[i].valid && id_cmp(b.entries[i].id, fo->last) > 0)
+            fo->last = b.entries[i].id;
     for (sub_t *s = fo->live, *next; s != NULL; s = next) {
         next = s->fnext;
         sub_flush(s);
     }
     fo->busy = 0;
+    batch_dispose(&b);
     if (fo->nsubs == 0)
         follow_free(f, fo);
 }
 
+/* The last valid entry id of a reply's entries, or 0 when none. */
+static int last_entry_id(const redisReply *entries, stream_id_t *out)
+{
+    for (size_t i = entries->elements; i > 0; --i) {
+        const redisReply *e = entries->element[i - 1];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+            e->element[0]->type == REDIS_REPLY_STRING &&
+            id_parse(e->element[0]->str, e->element[0]->len, out) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 static void on_read(redisReply *r, void *data)
 {
-    sb_feed_t *f = data;
-    f->reading = 0;
-    f->unblock_wanted = 0;
+    reader_t *rd = data;
+    sb_feed_t *f = rd->feed;
+    rd->reading = 0;
+    rd->unblock_wanted = 0;
+    rd->pending--;
+    if (rd->closing) {
+        reader_maybe_free(rd);
+        return;
+    }
     if (f->stopping || r == NULL)
         return; /* connection lost: the reconnect restarts the read at the same ids */
     if (r->type == REDIS_REPLY_ERROR) {
         sb_log(SB_LOG_ERROR, SB_MODULE, "inbox read failed: %.*s", (int)r->len, r->str);
-        kick_later(f, 1000);
+        kick_later(rd, 1000);
         return;
     }
-    if (r->type == REDIS_REPLY_ARRAY) {
+    stream_part_t *parts = NULL;
+    size_t nparts = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements != 0) {
+        parts = sb_mem_alloc(sizeof(*parts) * r->elements);
         for (size_t i = 0; i < r->elements; ++i) {
             const redisReply *st = r->element[i];
             if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
@@ -773,38 +1099,64 @@ static void on_read(redisReply *r, void *data)
             memcpy(key, st->element[0]->str, st->element[0]->len);
             key[st->element[0]->len] = '\0';
             follow_t *fo = sb_map_get(&f->follows_by_key, key);
-            if (fo != NULL)
-                deliver_follow(f, fo, st->element[1]);
+            if (fo != NULL && fo->rd == rd)
+                parts[nparts++] = (stream_part_t){fo, st->element[1]};
         }
     }
-    read_next(f);
+    /* The next read goes out before this one is delivered: Redis answers it (with what was
+     * added meanwhile) while the writes go out, so no time passes without a read. */
+    stream_id_t *old = sb_mem_alloc(sizeof(*old) * (nparts ? nparts : 1));
+    for (size_t i = 0; i < nparts; ++i) {
+        old[i] = parts[i].fo->last;
+        stream_id_t last;
+        if (last_entry_id(parts[i].entries, &last) && id_cmp(last, parts[i].fo->last) > 0)
+            parts[i].fo->last = last;
+    }
+    rd->pending++; /* the deliveries may free the reader's last follow */
+    rd->in_callback = 1;
+    read_next(rd);
+    for (size_t i = 0; i < nparts; ++i)
+        parts[i].fo->last = old[i];
+    /* a delivery ends subscribers of its own follow only: the other parts stay valid */
+    for (size_t i = 0; i < nparts; ++i)
+        deliver_follow(f, parts[i].fo, parts[i].entries);
+    free(old);
+    free(parts);
+    rd->in_callback = 0;
+    rd->pending--;
+    if (rd->close_wanted && rd->nfollows == 0)
+        reader_close(rd);
+    reader_maybe_free(rd);
 }
 
-static void read_next(sb_feed_t *f)
+static void read_next(reader_t *rd)
 {
-    if (f->reading || f->stopping || f->nfollows == 0 || !sb_redis_connected(f->reader))
+    sb_feed_t *f = rd->feed;
+    if (rd->reading || rd->closing || f->stopping || rd->nfollows == 0 ||
+        !sb_redis_connected(rd->r))
         return;
-    int argc = 6 + 2 * (int)f->nfollows;
+    int argc = 6 + 2 * (int)rd->nfollows;
     const char **argv = sb_mem_alloc(sizeof(char *) * (size_t)argc);
     size_t *argvlen = sb_mem_alloc(sizeof(size_t) * (size_t)argc);
-    char(*ids)[48] = sb_mem_alloc(48 * f->nfollows);
+    char(*ids)[48] = sb_mem_alloc(48 * rd->nfollows);
     char block[16];
     snprintf(block, sizeof(block), "%d", BLOCK_MS);
     const char *head[6] = {"XREAD", "COUNT", READ_COUNT, "BLOCK", block, "STREAMS"};
     for (int i = 0; i < 6; ++i)
         argv[i] = head[i];
     size_t n = 0;
-    for (follow_t *fo = f->follows; fo != NULL; fo = fo->next, ++n) {
+    for (follow_t *fo = rd->follows; fo != NULL; fo = fo->next, ++n) {
         argv[6 + n] = fo->key;
         id_format(fo->last, ids[n]);
-        argv[6 + f->nfollows + n] = ids[n];
+        argv[6 + rd->nfollows + n] = ids[n];
     }
     for (int i = 0; i < argc; ++i)
         argvlen[i] = strlen(argv[i]);
-    if (sb_redis_command(f->reader, on_read, f, argc, argv, argvlen) == 0) {
-        f->reading = 1;
-        f->read_gen++;
-        f->unblock_wanted = 0;
+    /* routed by its first stream (every stream of a reader shares one slot on a Cluster) */
+    if (sb_redis_command(rd->r, on_read, rd, argc, argv, argvlen) == 0) {
+        rd->reading = 1;
+        rd->pending++;
+        rd->unblock_wanted = 0;
     }
     free(argv);
     free(argvlen);
@@ -813,23 +1165,44 @@ static void read_next(sb_feed_t *f)
 
 static void on_client_id(redisReply *r, void *data)
 {
-    sb_feed_t *f = data;
-    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
-        f->reader_client_id = r->integer;
+    reader_t *rd = data;
+    rd->pending--;
+    if (!rd->closing && r != NULL && r->type == REDIS_REPLY_INTEGER) {
+        rd->client_id = r->integer;
+        if (rd->unblock_wanted)
+            send_unblock(rd);
+    }
+    reader_maybe_free(rd);
+}
+
+/* CLIENT ID of the connection the reads go to: on a Cluster the one to the slot's primary
+ * (routed by a key of the slot), asked again whenever the client reconnects. */
+static void ask_client_id(reader_t *rd)
+{
+    if (rd->closing || (rd->follows == NULL && sb_redis_is_cluster(rd->r)))
+        return; /* asked with the reader's first follow */
+    const char *argv[2] = {"CLIENT", "ID"};
+    size_t argvlen[2] = {6, 2};
+    sb_redis_route_t route = {0};
+    if (rd->follows != NULL) {
+        route.key = rd->follows->key;
+        route.keylen = strlen(rd->follows->key);
+    }
+    if (sb_redis_command_routed(rd->r, &route, on_client_id, rd, 2, argv, argvlen) == 0)
+        rd->pending++;
 }
 
 static void on_reader_state(sb_redis_t *r, int connected, void *data)
 {
-    sb_feed_t *f = data;
-    f->reader_client_id = -1;
+    (void)r;
+    reader_t *rd = data;
+    rd->client_id = -1;
     if (!connected) {
-        f->reading = 0;
+        rd->reading = 0;
         return;
     }
-    const char *argv[2] = {"CLIENT", "ID"};
-    size_t argvlen[2] = {6, 2};
-    sb_redis_command(r, on_client_id, f, 2, argv, argvlen);
-    read_next(f);
+    ask_client_id(rd);
+    read_next(rd);
 }
 
 /* ---- Catching up ---- */
@@ -849,18 +1222,10 @@ static void on_xrange(redisReply *r, void *data)
         sub_release(s);
         return;
     }
-    int full = 0;
-    for (size_t i = 0; i < r->elements && s->req != NULL && !full; ++i) {
-        entry_t en;
-        if (entry_read(r->element[i], &en) == 0) {
-            if (sub_fits(s, &en))
-                sub_offer(s, &en);
-            else
-                full = 1; /* the rest is read again once the client has taken this */
-        }
-        if (en.frame != NULL)
-            frame_release(en.frame);
-    }
+    batch_t b;
+    batch_read(r, &b);
+    int full = sub_offer_batch(s, &b, 0, b.n, 1);
+    batch_dispose(&b);
     if (s->req != NULL) {
         if (!full && r->elements < CATCHUP_COUNT && id_cmp(s->pos, s->catch_end) < 0)
             s->pos = s->catch_end; /* nothing else up to where the range ended */
@@ -1084,6 +1449,11 @@ void sb_feed_events(sb_job_t *job, const char *org, const char *query)
         sb_job_respond_error(job, SB_ERR_BAD_REQUEST, bad);
         return;
     }
+    /* the filters as bits, so that matching an entry costs no string compare */
+    for (size_t i = 0; i < s->kind.n; ++i)
+        s->kind_mask |= kind_bit(s->kind.vals[i]);
+    for (size_t i = 0; i < s->channel.n; ++i)
+        s->channel_mask |= channel_bit(s->channel.vals[i]);
 
     char key[512];
     snprintf(key, sizeof(key), "%sinbox:{%s}", w->server->conf->redis_prefix, org);
@@ -1221,7 +1591,7 @@ sb_feed_t *sb_feed_start(sb_worker_t *w, const sb_redis_url_t *url)
     const sb_conf_t *conf = w->server->conf;
     sb_feed_t *f = sb_mem_calloc(1, sizeof(*f));
     f->w = w;
-    f->reader_client_id = -1;
+    f->url = *url;
     f->heartbeat_ms = (uint64_t)conf->inbox_heartbeat_ms;
     f->max_pending = (uint64_t)conf->inbox_max_pending_bytes;
     sb_map_init(&f->follows_by_key);
@@ -1230,15 +1600,7 @@ sb_feed_t *sb_feed_start(sb_worker_t *w, const sb_redis_url_t *url)
     f->heartbeat_timer.data = f;
     uint64_t period = f->heartbeat_ms / 4 > 0 ? f->heartbeat_ms / 4 : 1;
     uv_timer_start(&f->heartbeat_timer, on_heartbeat, period, period);
-    uv_timer_init(&w->loop, &f->kick_timer);
-    f->kick_timer.data = f;
-    /* The blocking read gets a connection of its own; its timeout covers the block. */
-    sb_redis_options_t ropts = {.url = url,
-                                .command_timeout_ms =
-                                    (uint32_t)conf->redis_timeout_ms + BLOCK_MS + 1000,
-                                .on_state = on_reader_state,
-                                .data = f};
-    f->reader = sb_redis_new(&w->loop, &ropts);
+    reader_new(f, -1); /* connected in advance: the first subscriber waits for no connect */
     return f;
 }
 
@@ -1248,9 +1610,10 @@ void sb_feed_stop(sb_feed_t *f)
         return;
     f->stopping = 1;
     uv_close((uv_handle_t *)&f->heartbeat_timer, NULL);
-    uv_close((uv_handle_t *)&f->kick_timer, NULL);
-    sb_redis_close(f->reader);
-    f->reader = NULL;
+    for (reader_t *rd = f->readers, *next; rd != NULL; rd = next) {
+        next = rd->next;
+        reader_close(rd);
+    }
     for (sub_t *s = f->subs, *next; s != NULL; s = next) {
         next = s->next;
         if (s->streaming)

@@ -9,8 +9,9 @@
  * (one round trip), and render:
  *
  *   list     ZREVRANGE of the zset of the filter (one filter: O(log N + page)); several:
- *            a walk of the smallest zset checking the others, and ZINTERCARD for the
- *            count (the cost of the smallest); + one HGETALL per row
+ *            the count kept per combination of filters (convs:{org}:counts, changed only
+ *            when a conversation enters or leaves a set) and a walk of the smallest zset in
+ *            batches checked against the others with ZMSCORE; + one HGETALL per row
  *   history  XREVRANGE / XRANGE of hist:{org}:<cv> around the cursor + the entries' merged
  *            state (delivery, edits) from msgidx:{org}:<cv>
  *   read     unread to 0; with a receipt, one "read" command on sb:out (a person's)
@@ -43,18 +44,21 @@
 
 /* ARGV: prefix, org, start, stop, zset suffixes of the filters...
  * -> {total, row, row, ...} most recent activity first.
- * One filter (or none) is a range of its zset. Several: the smallest zset is walked in
- * order and each member checked in the others (ZSCORE) until the page is filled; the total
- * is ZINTERCARD (counting only, no result set is built). */
+ * One filter (or none) is a range of its zset. Several: the total is the count kept for the
+ * combination in convs:{org}:counts (ZINTERCARD for an org whose counts are not kept), and
+ * the smallest zset is walked in order in batches (twice what the page still lacks, 20 to 200
+ * members), each batch checked in the others with one ZMSCORE each, until the page is filled
+ * or every match was seen. */
 static sb_redis_script_t script_list = {
     "inbox_list",
     LUA_ROW
     "local P, org, start, stop = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "local L = P .. 'convs:{' .. org .. '}'\n"
-    "local sets, card = {}, {}\n"
+    "local sets, card, names = {}, {}, {}\n"
     "for i = 5, #ARGV do\n"
     "  local z = L .. ARGV[i]\n"
     "  sets[#sets + 1] = z\n"
+    "  names[#names + 1] = ARGV[i]\n"
     "  card[z] = redis.call('ZCARD', z)\n"
     "end\n"
     "if #sets <= 1 then\n"
@@ -65,18 +69,27 @@ static sb_redis_script_t script_list = {
     "  return out\n"
     "end\n"
     "table.sort(sets, function(a, b) return card[a] < card[b] end)\n"
-    "local out = {redis.call('ZINTERCARD', #sets, unpack(sets))}\n"
+    "table.sort(names)\n"
+    "local total\n"
+    "if redis.call('HEXISTS', L .. ':counts', 'on') == 1 then\n"
+    "  total = tonumber(redis.call('HGET', L .. ':counts', table.concat(names, '|')) or '0')\n"
+    "else\n"
+    "  total = redis.call('ZINTERCARD', #sets, unpack(sets))\n"
+    "end\n"
+    "local out = {total}\n"
     "local found, pos = 0, 0\n"
-    "while found <= stop and out[1] > 0 do\n"
-    "  local chunk = redis.call('ZREVRANGE', sets[1], pos, pos + 199)\n"
+    "while found <= stop and found < total do\n"
+    "  local want = math.min(200, math.max(20, 2 * (stop + 1 - found)))\n"
+    "  local chunk = redis.call('ZREVRANGE', sets[1], pos, pos + want - 1)\n"
     "  if #chunk == 0 then break end\n"
     "  pos = pos + #chunk\n"
-    "  for _, cv in ipairs(chunk) do\n"
-    "    local ok = true\n"
-    "    for k = 2, #sets do\n"
-    "      if not redis.call('ZSCORE', sets[k], cv) then ok = false; break end\n"
-    "    end\n"
-    "    if ok then\n"
+    "  local ok = {}\n"
+    "  for k = 2, #sets do\n"
+    "    local sc = redis.call('ZMSCORE', sets[k], unpack(chunk))\n"
+    "    for j = 1, #chunk do if not sc[j] then ok[j] = false end end\n"
+    "  end\n"
+    "  for j, cv in ipairs(chunk) do\n"
+    "    if ok[j] ~= false then\n"
     "      if found >= start then out[#out + 1] = row(P, cv) end\n"
     "      found = found + 1\n"
     "      if found > stop then break end\n"
@@ -137,13 +150,13 @@ static sb_redis_script_t script_history = {
  * -> {0} | {1, row, command id or '', sb:out entry id or ''} */
 static sb_redis_script_t script_read = {
     "inbox_read",
-    LUA_ROW
+    SB_INBOX_LUA LUA_ROW
     "local P, org, cv, receipt, author, maxlen, idp = unpack(ARGV, 1, 7)\n"
     "local ck = P .. 'conv:' .. cv\n"
     "local c = redis.call('HMGET', ck, 'org', 'listed', 'last_in_ext')\n"
     "if c[1] ~= org or not c[2] then return {0} end\n"
     "redis.call('HSET', ck, 'unread', '0')\n"
-    "redis.call('ZREM', P .. 'convs:{' .. org .. '}:unread', cv)\n"
+    "SBX.read_off(P, org, cv)\n"
     "local id, entry = '', ''\n"
     "if receipt == '1' and c[3] then\n"
     "  id = idp .. string.sub(redis.sha1hex(c[3]), 1, 24)\n"

@@ -11,6 +11,10 @@
  *   convs:{org}:as:<assistant>    zset  per assistant                   (filter assistant_id)
  *   convs:{org}:st:<status>       zset  per contact status              (filter contact_status)
  *   convs:{org}:unread            zset  conversations with unread items (filter unread=true)
+ *   convs:{org}:counts            hash  per combination of two or more filters ("<suffix>|
+ *                                       <suffix>..." sorted, e.g. ":ch:whatsapp|:unread"),
+ *                                       how many conversations it holds; field "on" when kept
+ *                                       since the org's first conversation
  *   hist:{org}:<cv>               stream the history: the inbox entry id and the event JSON
  *   msgidx:{org}:<cv>             hash  m:<provider msg id> -> entry id; per entry id:
  *                                       d: delivery, f:/t: edited field and its text,
@@ -42,9 +46,51 @@
  * SBX.edit(P, org, cv, ext, field, text, ts, preview): the message 'ext' now has 'text' in
  *   'field' (text or caption); its earlier version joins its edits.
  * SBX.contact_status(P, org, contact, old, new): moves the contact's conversations.
+ * SBX.counted(H, cv_attrs, must, delta): adds 'delta' to the count of every combination of
+ *   two or more of the conversation's filter suffixes that includes 'must' (nil: all). The
+ *   counts change only when a conversation enters or leaves a set (listed, unread, status),
+ *   never with its activity, so a message costs nothing more.
+ * SBX.read_off(P, org, cv): takes the conversation out of the unread set (and its counts).
  */
 #define SB_INBOX_LUA                                                                               \
     "local SBX = {}\n"                                                                             \
+    "function SBX.counted(H, attrs, must, delta)\n"                                                \
+    "  table.sort(attrs)\n"                                                                        \
+    "  local n = #attrs\n"                                                                         \
+    "  for m = 1, 2 ^ n - 1 do\n"                                                                  \
+    "    local parts, has = {}, must == nil\n"                                                     \
+    "    for i = 1, n do\n"                                                                        \
+    "      if math.floor(m / 2 ^ (i - 1)) % 2 == 1 then\n"                                         \
+    "        parts[#parts + 1] = attrs[i]\n"                                                       \
+    "        if attrs[i] == must then has = true end\n"                                            \
+    "      end\n"                                                                                  \
+    "    end\n"                                                                                    \
+    "    if #parts >= 2 and has then\n"                                                            \
+    "      redis.call('HINCRBY', H, table.concat(parts, '|'), delta)\n"                            \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "function SBX.attrs(P, ck, st)\n"                                                              \
+    "  local c = redis.call('HMGET', ck, 'channel', 'connection_id', 'assistant_id', "             \
+    "'contact_id')\n"                                                                              \
+    "  local a = {':ch:' .. c[1], ':cn:' .. c[2]}\n"                                               \
+    "  if c[3] and c[3] ~= '' then a[#a + 1] = ':as:' .. c[3] end\n"                               \
+    "  if st == nil then\n"                                                                        \
+    "    st = 'SUBSCRIBED'\n"                                                                      \
+    "    if c[4] then st = redis.call('HGET', P .. 'contact:' .. c[4], 'status') or st end\n"      \
+    "  end\n"                                                                                      \
+    "  if st ~= '' then a[#a + 1] = ':st:' .. st end\n"                                            \
+    "  return a\n"                                                                                 \
+    "end\n"                                                                                        \
+    "function SBX.read_off(P, org, cv)\n"                                                          \
+    "  local L = P .. 'convs:{' .. org .. '}'\n"                                                   \
+    "  if redis.call('ZREM', L .. ':unread', cv) == 1 and\n"                                       \
+    "     redis.call('HEXISTS', L .. ':counts', 'on') == 1 then\n"                                 \
+    "    local a = SBX.attrs(P, P .. 'conv:' .. cv)\n"                                             \
+    "    a[#a + 1] = ':unread'\n"                                                                  \
+    "    SBX.counted(L .. ':counts', a, ':unread', -1)\n"                                          \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
     "local SBX_RANK = {sent = 1, delivered = 2, read = 3, failed = 4}\n"                           \
     "function SBX.status(P, org, cv, ext, state)\n"                                                \
     "  local r = SBX_RANK[state]\n"                                                                \
@@ -106,6 +152,11 @@
     "  end\n"                                                                                      \
     "  redis.call('HSET', ck, unpack(f))\n"                                                        \
     "  local L = P .. 'convs:' .. tag\n"                                                           \
+    "  local H = L .. ':counts'\n"                                                                 \
+    "  local counting = redis.call('HEXISTS', H, 'on') == 1\n"                                     \
+    "  if not c[5] and not counting and redis.call('ZCARD', L) == 0 then\n"                        \
+    "    redis.call('HSET', H, 'on', '1'); counting = true\n"                                      \
+    "  end\n"                                                                                      \
     "  redis.call('ZADD', L, now, cv)\n"                                                           \
     "  redis.call('ZADD', L .. ':ch:' .. c[1], now, cv)\n"                                         \
     "  redis.call('ZADD', L .. ':cn:' .. c[2], now, cv)\n"                                         \
@@ -114,6 +165,16 @@
     "  if c[4] then st = redis.call('HGET', P .. 'contact:' .. c[4], 'status') or st end\n"        \
     "  redis.call('ZADD', L .. ':st:' .. st, now, cv)\n"                                           \
     "  if unread > 0 then redis.call('ZADD', L .. ':unread', now, cv) end\n"                       \
+    "  if counting then\n"                                                                         \
+    "    local a = {':ch:' .. c[1], ':cn:' .. c[2], ':st:' .. st}\n"                               \
+    "    if c[3] and c[3] ~= '' then a[#a + 1] = ':as:' .. c[3] end\n"                             \
+    "    if unread > 0 then a[#a + 1] = ':unread' end\n"                                           \
+    "    if not c[5] then\n"                                                                       \
+    "      SBX.counted(H, a, nil, 1)\n"                                                            \
+    "    elseif unread > 0 and tonumber(c[7] or '0') == 0 then\n"                                  \
+    "      SBX.counted(H, a, ':unread', 1)\n"                                                      \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
     "end\n"                                                                                        \
     "function SBX.edit(P, org, cv, ext, field, text, ts, preview)\n"                               \
     "  if ext == '' or field == '' then return end\n"                                              \
@@ -144,13 +205,24 @@
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
     "function SBX.contact_status(P, org, contact, old, new)\n"                                     \
-    "  local L = P .. 'convs:{' .. org .. '}:st:'\n"                                               \
+    "  local B = P .. 'convs:{' .. org .. '}'\n"                                                   \
+    "  local L = B .. ':st:'\n"                                                                    \
+    "  local counting = redis.call('HEXISTS', B .. ':counts', 'on') == 1\n"                        \
     "  for _, cv in ipairs(redis.call('SMEMBERS', P .. 'contactconvs:{' .. org .. '}:' .. "        \
     "contact)) do\n"                                                                               \
     "    local s = redis.call('ZSCORE', L .. old, cv)\n"                                           \
     "    if s then\n"                                                                              \
     "      redis.call('ZREM', L .. old, cv)\n"                                                     \
     "      redis.call('ZADD', L .. new, s, cv)\n"                                                  \
+    "      if counting then\n"                                                                     \
+    "        local a = SBX.attrs(P, P .. 'conv:' .. cv, '')\n"                                     \
+    "        if redis.call('ZSCORE', B .. ':unread', cv) then a[#a + 1] = ':unread' end\n"         \
+    "        local o = {unpack(a)}\n"                                                              \
+    "        o[#o + 1] = ':st:' .. old\n"                                                          \
+    "        SBX.counted(B .. ':counts', o, ':st:' .. old, -1)\n"                                  \
+    "        a[#a + 1] = ':st:' .. new\n"                                                          \
+    "        SBX.counted(B .. ':counts', a, ':st:' .. new, 1)\n"                                   \
+    "      end\n"                                                                                  \
     "    end\n"                                                                                    \
     "  end\n"                                                                                      \
     "end\n"

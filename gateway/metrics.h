@@ -44,6 +44,7 @@
     XX(CONNECTION_AUTHORIZE, "/orgs/c/connections/{id}/authorize")                                 \
     XX(OAUTH_CALLBACK, "/oauth/callback")                                                          \
     XX(CONNECTIONS_META, "/orgs/c/connections/meta")                                               \
+    XX(OPENAPI, "/openapi.json")                                                                   \
     XX(OTHER, "other")
 
 typedef enum en_sb_route_t {

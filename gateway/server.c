@@ -34,6 +34,7 @@
 #include "base/log.h"
 #include "feed.h"
 #include "console.h"
+#include "openapi.h"
 #include "media.h"
 #include "mgmt.h"
 #include "store.h"
@@ -153,6 +154,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (path.len > 7 && memcmp(path.base, "/media/", 7) == 0 &&
         memchr(path.base + 7, '/', path.len - 7) == NULL) {
         sb_media_handle_public(w, req, h2o_iovec_init(path.base + 7, path.len - 7), started);
+        return 0;
+    }
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/openapi.json"))) {
+        sb_openapi_handle(req, started);
         return 0;
     }
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/oauth/callback"))) {

@@ -513,6 +513,50 @@ class OpenApiProbeTest(H.GatewayTestCase):
         self.assertEqual(r.status, 429)
 
 
+class ServedDocumentTest(H.GatewayTestCase):
+    """GET /openapi.json serves docs/openapi.json byte for byte, without a key."""
+    PREFIX = "tos:"
+    check = OpenApiProbeTest.check
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.doc = load_doc()
+
+    def setUp(self):
+        super().setUp()
+        self.seen = []
+
+    def test_served_document_is_the_file(self):
+        with open(OPENAPI, "rb") as f:
+            raw = f.read()
+        r = self.check(self.api("GET", "/openapi.json", key=None), "/openapi.json")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.headers.get("content-type"), "application/json")
+        self.assertEqual(r.body, raw, "the served document differs from docs/openapi.json")
+        self.assertEqual(r.json, self.doc)
+        self.assertEqual(r.headers.get("cache-control"), "no-cache")
+        etag = r.headers.get("etag")
+        self.assertRegex(etag or "", r'^"[0-9a-f]{20}"$')
+        self.assertEqual(etag[1:-1], hashlib.sha256(raw).hexdigest()[:20])
+        # a key does not change it
+        self.assertEqual(self.api("GET", "/openapi.json").body, raw)
+
+    def test_revalidation_and_methods(self):
+        etag = self.api("GET", "/openapi.json", key=None).headers["etag"]
+        r = self.check(self.api("GET", "/openapi.json", key=None,
+                                headers={"If-None-Match": 'W/"x", ' + etag}), "/openapi.json")
+        self.assertEqual((r.status, r.body), (304, b""), r)
+        self.assertEqual(r.headers.get("etag"), etag)
+        r = self.api("GET", "/openapi.json", key=None, headers={"If-None-Match": '"0000"'})
+        self.assertEqual(r.status, 200, r)
+        r = self.check(self.api("POST", "/openapi.json", {}, key=None), "/openapi.json", "get")
+        self.assertStatus(r, 405)
+        self.assertEqual(r.headers.get("allow"), "GET")
+        self.assertIn(b'switchboard_http_requests_total{route="/openapi.json",status="200"}',
+                      self.api("GET", "/metrics", key=None).body)
+
+
 class RouteListProbeTest(H.GatewayTestCase):
     """The live server serves exactly the served routes of docs/api.md's route list."""
     PREFIX = "torl:"
