@@ -132,6 +132,7 @@ void sb_event_append_content(const sb_event_t *ev, sb_buf_t *out);
 typedef struct st_sb_credentials_t {
     h2o_iovec_t app_secret, verify_token, access_token; /* Meta channels */
     h2o_iovec_t waba_id;                                /* WhatsApp, optional */
+    h2o_iovec_t login; /* Instagram, optional: "instagram" for an Instagram Login token */
     h2o_iovec_t bot_token, webhook_secret;              /* Telegram */
 } sb_credentials_t;
 
@@ -184,6 +185,9 @@ typedef struct st_sb_target_t {
     h2o_iovec_t sender_id;
     /** Graph API base (Meta channels) or Bot API base (Telegram), no trailing slash. */
     h2o_iovec_t api_base;
+    /** The Instagram API base (providers.instagram_api_base), where a token of Instagram
+     *  Login sends instead of api_base. */
+    h2o_iovec_t instagram_api_base;
     /** Telegram forum topic of the conversation (message_thread_id); absent otherwise. */
     h2o_iovec_t thread_id;
     /** WhatsApp business-scoped user id of the contact, when known; absent otherwise. */

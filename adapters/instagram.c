@@ -34,11 +34,16 @@ static void plan(const sb_command_t *cmd, h2o_mem_pool_t *pool, sb_send_plan_t *
     sb_meta_plan(cmd, &rules, pool, out);
 }
 
+/* A token of Instagram Login sends on the Instagram API (graph.instagram.com, channels.md 4),
+ * a Page token on the Graph API; the paths and bodies are the same. */
 static sb_err_t build_send(const sb_credentials_t *cred, const sb_target_t *target,
                            const sb_command_t *cmd, const sb_send_part_t *part,
                            h2o_mem_pool_t *pool, sb_provider_request_t *out, const char **reason)
 {
-    return sb_meta_build_messaging(cred, target, cmd, part, 0, pool, out, reason);
+    sb_target_t t = *target;
+    if (cred != NULL && sb_iov_eq(cred->login, "instagram"))
+        t.api_base = target->instagram_api_base;
+    return sb_meta_build_messaging(cred, &t, cmd, part, 0, pool, out, reason);
 }
 
 static void classify(const sb_target_t *target, int status, h2o_iovec_t body,

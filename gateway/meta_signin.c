@@ -16,6 +16,21 @@
  *                                            instagram_business_account)
  *   subscribe_page      POST /{page}/subscribed_apps?subscribed_fields=...  (each Page)
  *   store               one connection per number, Page and Instagram account
+ *   webhook             each WhatsApp connection's own callback URL at Meta (below)
+ *   app_callback        the app's callback URL of the Messenger and Instagram ones
+ *
+ * Meta sends an app's webhooks to the app's one callback URL, while the gateway receives
+ * each connection at /webhooks/{channel}/{connection_id}. WhatsApp has overrides: once the
+ * connections are stored (Meta verifies the new URL with a GET handshake at once, which the
+ * stored connection answers), a business account with one number gets
+ * POST /{waba}/subscribed_apps {override_callback_uri, verify_token}, and each number of an
+ * account with several gets POST /{phone} {webhook_configuration: {override_callback_uri,
+ * verify_token}} (a number's override comes before its account's). Such a connection takes
+ * the sign-in's new verify_token, the one the override carries. Pages and Instagram accounts
+ * have no override: their webhooks go to the app's callback URL, which the operator sets once
+ * per channel; the answer names it (the URL of the org's oldest signed-in connection of the
+ * channel). Each connection of the answer says where its webhooks go (`webhook`), and an
+ * override Meta refuses is said there, not failed: the connections are stored by then.
  *
  * Every step can be run again: a fresh code repeats them all, Meta's subscriptions and
  * registrations are idempotent, and a connection is found again by its `meta_id` (the
@@ -37,6 +52,8 @@
 #include "meta_signin.h"
 #include "metrics.h"
 #include "mgmt.h"
+#include "mgmt_scripts.h"
+#include "store.h"
 
 #define SB_MODULE    "gateway/meta_signin"
 #define MAX_ITEMS    32 /* businesses, business accounts, numbers, Pages: each at most */
@@ -52,12 +69,17 @@ typedef enum en_step_t {
     ST_REGISTER,
     ST_PAGES,
     ST_SUBSCRIBE_PAGE,
-    ST_STORE
+    ST_STORE,
+    ST_WEBHOOK,
+    ST_APP_CALLBACK
 } step_t;
 
-static const char *const step_names[] = {
-    "exchange_code",      "long_lived_token", "businesses", "whatsapp_accounts", "phone_numbers",
-    "subscribe_whatsapp", "register_phone",   "pages",      "subscribe_page",    "store"};
+static const char *const step_names[] = {"exchange_code",  "long_lived_token",
+                                         "businesses",     "whatsapp_accounts",
+                                         "phone_numbers",  "subscribe_whatsapp",
+                                         "register_phone", "pages",
+                                         "subscribe_page", "store",
+                                         "webhook",        "app_callback"};
 
 /* The Page webhooks the channels route (docs/channels.md, Messenger and Instagram). */
 #define PAGE_FIELDS                                                                                \
@@ -132,6 +154,21 @@ static void blank(char *b, const char *secret)
         memset(p, '*', sl);
 }
 
+/* The members of Meta's error object 'graph' the answers carry (new), or NULL. */
+static json_t *meta_error(json_t *graph)
+{
+    if (!json_is_object(graph))
+        return NULL;
+    json_t *meta = json_object();
+    static const char *const members[] = {"code", "error_subcode", "type", "fbtrace_id", NULL};
+    for (const char *const *m = members; *m != NULL; ++m) {
+        json_t *v = json_object_get(graph, *m);
+        if (json_is_integer(v) || json_is_string(v))
+            json_object_set(meta, *m, v);
+    }
+    return meta;
+}
+
 /* Ends the sign-in with 'err' at the current step; 'graph' is Meta's error object (may be
  * NULL). */
 static void fail_step(signin_t *s, sb_err_t err, const char *message, json_t *graph)
@@ -146,16 +183,9 @@ static void fail_step(signin_t *s, sb_err_t err, const char *message, json_t *gr
     json_object_set_new(e, "code", json_string(sb_err_code(err)));
     json_object_set_new(e, "message", json_string(text));
     json_object_set_new(e, "step", json_string(step));
-    if (json_is_object(graph)) {
-        json_t *meta = json_object();
-        static const char *const members[] = {"code", "error_subcode", "type", "fbtrace_id", NULL};
-        for (const char *const *m = members; *m != NULL; ++m) {
-            json_t *v = json_object_get(graph, *m);
-            if (json_is_integer(v) || json_is_string(v))
-                json_object_set(meta, *m, v);
-        }
+    json_t *meta = meta_error(graph);
+    if (meta != NULL)
         json_object_set_new(e, "meta", meta);
-    }
     sb_log(SB_LOG_INFO, SB_MODULE, "meta sign-in failed at %s (HTTP %d)", step,
            sb_err_http_status(err));
     json_t *body = json_object();
@@ -248,6 +278,8 @@ static account_t *add_account(signin_t *s, const char *provider, const char *met
 
 static void next(signin_t *s);
 static void store_next(signin_t *s);
+static void webhook_next(signin_t *s);
+static void webhook_answered(signin_t *s, const sb_http_response_t *res);
 
 /* Takes the answer 'root' of the current step; returns 0, or -1 when it failed the job. */
 static int take(signin_t *s, json_t *root)
@@ -333,6 +365,10 @@ static void on_answer(const sb_http_response_t *res, void *data)
     signin_t *s = data;
     if (s->job->req == NULL) {
         sb_job_free(s->job);
+        return;
+    }
+    if (s->step == ST_WEBHOOK) {
+        webhook_answered(s, res);
         return;
     }
     if (res->result != SB_HTTP_OK) {
@@ -482,10 +518,26 @@ static void next(signin_t *s)
             s->cursor = 0;
             store_next(s);
             return;
+        case ST_WEBHOOK:
+        case ST_APP_CALLBACK:
+            return; /* run by webhook_next and app_callback_next */
         }
         ++s->step;
         s->cursor = 0;
     }
+}
+
+/* Whether Meta can call webhooks under 'url': not empty and not a loopback host (the
+ * default public_url is http://localhost:8080). */
+static int reachable(const char *url)
+{
+    const char *host = strstr(url, "://");
+    if (host == NULL || host[3] == '\0')
+        return 0;
+    host += 3;
+    size_t n = strcspn(host, ":/?#");
+    return !((n == 9 && strncasecmp(host, "localhost", 9) == 0) || strncmp(host, "127.", 4) == 0 ||
+             strncmp(host, "[::1]", 5) == 0);
 }
 
 static void on_stored(json_t *connection, void *data)
@@ -499,12 +551,9 @@ static void on_stored(json_t *connection, void *data)
 static void store_next(signin_t *s)
 {
     if (s->cursor == s->naccounts) {
-        sb_metrics_meta_signin("ok");
-        sb_log(SB_LOG_INFO, SB_MODULE, "meta sign-in of org %s: %zu connections", s->org,
-               s->naccounts);
-        json_t *out = s->out;
-        s->out = NULL;
-        respond(s->job, 201, out);
+        s->step = ST_WEBHOOK;
+        s->cursor = 0;
+        webhook_next(s);
         return;
     }
     const account_t *a = &s->accounts[s->cursor];
@@ -515,9 +564,202 @@ static void store_next(signin_t *s)
     json_object_set_new(creds, "access_token", json_string(a->token));
     if (a->waba_id != NULL)
         json_object_set_new(creds, "waba_id", json_string(a->waba_id));
+    /* a number whose override is set takes the new verify token, which the override carries */
+    int overridden = strcmp(a->provider, "whatsapp") == 0 && reachable(conf->public_url);
     sb_mgmt_connection_save(s->job, s->org, a->provider, a->meta_id, a->name, a->hint, creds,
-                            keep_members, on_stored, s);
+                            overridden ? NULL : keep_members, on_stored, s);
     json_decref(creds);
+}
+
+/* ---- Where each connection's webhooks go ---- */
+
+static void app_callback_next(signin_t *s);
+
+/* Sets the answer's `webhook` of the connection of account 'i'. 'reason' and 'meta' (new)
+ * may be NULL. */
+static void set_webhook(signin_t *s, size_t i, const char *url, int subscribed, const char *via,
+                        const char *reason, json_t *meta)
+{
+    json_t *w = json_pack("{s:s,s:b,s:s}", "url", url, "subscribed", subscribed, "via", via);
+    if (reason != NULL)
+        json_object_set_new(w, "reason", json_string(reason));
+    if (meta != NULL)
+        json_object_set_new(w, "meta", meta);
+    json_object_set_new(json_array_get(s->out, i), "webhook", w);
+}
+
+static const char *connection_id(signin_t *s, size_t i)
+{
+    return json_string_value(json_object_get(json_array_get(s->out, i), "id"));
+}
+
+/* Whether the business account of WhatsApp account 'a' has another number in the sign-in. */
+static int shares_account(signin_t *s, const account_t *a)
+{
+    for (size_t i = 0; i < s->naccounts; ++i)
+        if (&s->accounts[i] != a && s->accounts[i].waba_id != NULL &&
+            strcmp(s->accounts[i].waba_id, a->waba_id) == 0)
+            return 1;
+    return 0;
+}
+
+/* Points the next WhatsApp connection's webhooks at its own URL (an override), or goes on to
+ * the app callbacks of the other channels. */
+static void webhook_next(signin_t *s)
+{
+    const sb_conf_t *conf = s->job->worker->server->conf;
+    for (; s->cursor < s->naccounts; ++s->cursor) {
+        account_t *a = &s->accounts[s->cursor];
+        if (strcmp(a->provider, "whatsapp") != 0)
+            continue;
+        const char *id = connection_id(s, s->cursor);
+        if (id == NULL)
+            continue;
+        char *url =
+            sb_pool_printf(&s->job->pool, "%s/webhooks/whatsapp/%s", conf->public_url, id).base;
+        if (!reachable(conf->public_url)) {
+            set_webhook(s, s->cursor, url, 0, "app",
+                        "public_url is not an address Meta can reach (empty, localhost or "
+                        "loopback): set it and sign in again, so that the gateway points the "
+                        "number's webhooks here",
+                        NULL);
+            continue;
+        }
+        int by_phone = shares_account(s, a);
+        json_t *hook =
+            json_pack("{s:s,s:s}", "override_callback_uri", url, "verify_token", s->verify_token);
+        json_t *body = by_phone ? json_pack("{s:o}", "webhook_configuration", hook) : hook;
+        char *text = json_dumps(body, JSON_COMPACT);
+        json_decref(body);
+        char *pbody = pstr(s, text);
+        OPENSSL_cleanse(text, strlen(text));
+        free(text);
+        char *path = by_phone
+                         ? sb_pool_printf(&s->job->pool, "/%s", a->meta_id).base
+                         : sb_pool_printf(&s->job->pool, "/%s/subscribed_apps", a->waba_id).base;
+        graph(s, "POST", path, a->token, pbody);
+        wipe(pbody);
+        return;
+    }
+    s->step = ST_APP_CALLBACK;
+    s->cursor = 0;
+    app_callback_next(s);
+}
+
+/* Meta's answer to the override of the account at s->cursor: the answer's `webhook` says it. */
+static void webhook_answered(signin_t *s, const sb_http_response_t *res)
+{
+    const sb_conf_t *conf = s->job->worker->server->conf;
+    account_t *a = &s->accounts[s->cursor];
+    const char *via = shares_account(s, a) ? "phone_number" : "whatsapp_business_account";
+    char *url = sb_pool_printf(&s->job->pool, "%s/webhooks/whatsapp/%s", conf->public_url,
+                               connection_id(s, s->cursor))
+                    .base;
+    json_t *root = res->result == SB_HTTP_OK && res->body_len
+                       ? json_loadb(res->body, res->body_len, 0, NULL)
+                       : NULL;
+    if (res->result == SB_HTTP_OK && res->status / 100 == 2 && json_is_object(root) &&
+        json_object_get(root, "error") == NULL) {
+        set_webhook(s, s->cursor, url, 1, via, NULL, NULL);
+    } else {
+        json_t *e = json_object_get(root, "error");
+        const char *msg = str_member(e, "message");
+        char buf[64];
+        if (res->result != SB_HTTP_OK)
+            snprintf(buf, sizeof(buf), "%s",
+                     res->result == SB_HTTP_TIMEOUT ? "Meta did not answer in time"
+                                                    : "Meta could not be reached");
+        else
+            snprintf(buf, sizeof(buf), "Meta answered HTTP %d", res->status);
+        char *text = pstr(s, msg != NULL ? msg : buf);
+        blank(text, s->token);
+        blank(text, s->verify_token);
+        blank(text, s->job->worker->server->conf->meta_app_secret);
+        set_webhook(s, s->cursor, url, 0, via, text, meta_error(e));
+        sb_log(SB_LOG_INFO, SB_MODULE, "meta sign-in: the webhook override of %s was refused",
+               connection_id(s, s->cursor));
+    }
+    json_decref(root);
+    ++s->cursor;
+    webhook_next(s);
+}
+
+static const char *const app_channels[] = {"messenger", "instagram"};
+
+static void on_channel_listed(redisReply *r, void *data);
+
+/* Lists the org's connections of the next app channel this sign-in stored, or answers. */
+static void app_callback_next(signin_t *s)
+{
+    for (; s->cursor < sizeof(app_channels) / sizeof(app_channels[0]); ++s->cursor) {
+        int stored = 0;
+        for (size_t i = 0; i < s->naccounts; ++i)
+            stored |= strcmp(s->accounts[i].provider, app_channels[s->cursor]) == 0;
+        if (!stored)
+            continue;
+        const sb_conf_t *conf = s->job->worker->server->conf;
+        /* the list script: prefix, zset, start, stop, owner key (none), org, hash prefix */
+        char *set =
+            sb_pool_printf(&s->job->pool, "org:%s:connections:%s", s->org, app_channels[s->cursor])
+                .base;
+        const char *args[] = {conf->redis_prefix, set, "0", "-1", "", s->org, "connection:"};
+        size_t lens[7];
+        for (size_t i = 0; i < 7; ++i)
+            lens[i] = strlen(args[i]);
+        sb_redis_t *redis = s->job->worker->redis;
+        if (redis == NULL ||
+            sb_redis_eval(redis, &sb_script_list, on_channel_listed, s, 0, 7, args, lens) != 0)
+            sb_job_respond_error(s->job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+        return;
+    }
+    sb_metrics_meta_signin("ok");
+    sb_log(SB_LOG_INFO, SB_MODULE, "meta sign-in of org %s: %zu connections", s->org, s->naccounts);
+    json_t *out = s->out;
+    s->out = NULL;
+    respond(s->job, 201, out);
+}
+
+/* The org's connections of the channel at s->cursor, oldest first: the oldest signed-in one
+ * (it has a meta_id) is the one whose URL is the app's callback URL for the channel. */
+static void on_channel_listed(redisReply *r, void *data)
+{
+    signin_t *s = data;
+    if (s->job->req == NULL) {
+        sb_job_free(s->job);
+        return;
+    }
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        sb_job_respond_error(s->job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+        return;
+    }
+    const sb_conf_t *conf = s->job->worker->server->conf;
+    const char *channel = app_channels[s->cursor];
+    h2o_iovec_t first = h2o_iovec_init(NULL, 0);
+    for (size_t i = 1; i < r->elements && first.base == NULL; ++i) {
+        sb_record_t rec;
+        if (sb_record_from_reply(r->element[i], &s->job->pool, &rec) == 0 &&
+            sb_record_get(&rec, "meta_id").len != 0 &&
+            sb_iov_eq(sb_record_get(&rec, "org"), s->org))
+            first = sb_record_get(&rec, "id");
+    }
+    for (size_t i = 0; i < s->naccounts; ++i) {
+        if (strcmp(s->accounts[i].provider, channel) != 0 || connection_id(s, i) == NULL)
+            continue;
+        const char *own = connection_id(s, i);
+        h2o_iovec_t cb = first.base != NULL ? first : h2o_iovec_init(own, strlen(own));
+        char *url = sb_pool_printf(&s->job->pool, "%s/webhooks/%s/%.*s", conf->public_url, channel,
+                                   (int)cb.len, cb.base)
+                        .base;
+        set_webhook(s, i, url, 0, "app",
+                    sb_iov_eq(cb, own)
+                        ? "Meta sends every Page's webhooks of a channel to the app's one callback "
+                          "URL: set this URL once as the app's callback URL of the channel"
+                        : "Meta sends this account's webhooks to the app's callback URL of the "
+                          "channel, another connection's URL: they arrive there, not here",
+                    NULL);
+    }
+    ++s->cursor;
+    app_callback_next(s);
 }
 
 /* ---- Entry points ---- */

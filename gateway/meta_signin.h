@@ -16,7 +16,8 @@ void sb_meta_signin_info(sb_job_t *job);
 /**
  * POST /orgs/c/connections/meta with 'body' ({code, redirect_uri?, pin?}, borrowed; NULL
  * when the request had none) for org 'org': every Graph step, the connections stored
- * through sb_mgmt_connection_save, then 201 with them. Answers 'job' (a management job).
+ * through sb_mgmt_connection_save, each WhatsApp number's webhook override, then 201 with
+ * them, each saying where its webhooks go. Answers 'job' (a management job).
  */
 void sb_meta_signin_start(sb_job_t *job, const char *org, json_t *body);
 

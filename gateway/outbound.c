@@ -1703,6 +1703,7 @@ static void on_loaded(ob_cmd_t *c)
     c->target.user_id = sb_record_get(&conv, "user_id");
     c->target.api_base =
         iov(sb_iov_eq(c->channel, "telegram") ? conf->telegram_api_base : conf->graph_api_base);
+    c->target.instagram_api_base = iov(conf->instagram_api_base);
     /* An empty plan means there is nothing to send (e.g. a read receipt on Telegram). */
     c->adapter->plan(&c->cmd, &c->pool, &c->plan);
     /* Who may write: nobody to a blocked contact, only a person after a hand-off (the

@@ -289,6 +289,7 @@ void sb_credentials_fill(json_t *creds, h2o_mem_pool_t *pool, sb_credentials_t *
     cred->verify_token = cred_field(creds, "verify_token", pool);
     cred->access_token = cred_field(creds, "access_token", pool);
     cred->waba_id = cred_field(creds, "waba_id", pool);
+    cred->login = cred_field(creds, "login", pool);
     cred->bot_token = cred_field(creds, "bot_token", pool);
     cred->webhook_secret = cred_field(creds, "webhook_secret", pool);
 }

@@ -7,15 +7,22 @@ Messenger and Instagram connections and makes the subscriptions and the registra
 unregistered number; a second sign-in updates the same connections; a Graph error at each
 step answers with Meta's code, subcode and fbtrace_id and counts the step's metric; a
 gateway without the configuration answers meta_signin_not_configured; no token, code or
-app secret appears in any answer or log line.
+app secret appears in any answer or log line. The webhook overrides: the fake verifies each
+override's URL with Meta's GET handshake against the gateway before it accepts it (a number
+of a business account with several numbers by the number's override, the only number of an
+account by the account's); Pages answer the app's callback URL; without a public URL no
+override is set. A connection of Instagram Login sends through the fake Instagram API.
 """
 
+import hashlib
+import hmac
 import json
 import os
 import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +48,12 @@ class FakeMetaGraph:
         self.reject_short = False
         self.page_token = "pagetok-" + H_rand(24)
         self.issued.append(self.page_token)
+        # webhook overrides: the gateway's address behind harness.PUBLIC_URL, each
+        # override set (path -> (body, verified)), the paths whose verification Meta
+        # sends with a wrong verify token
+        self.gateway_base = None
+        self.overrides = {}
+        self.tamper = set()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -131,16 +144,31 @@ class FakeMetaGraph:
         page_ok = bearer == self.page_token
         if path == "/me/businesses" and user_ok:
             return 200, {"data": [{"id": "5001", "name": "Acme"}]}
-        if path == "/5001/owned_whatsapp_business_accounts" and user_ok:
-            return 200, {"data": [{"id": "6001", "name": "Acme WA"}]}
         if path == "/6001/phone_numbers" and user_ok:
             return 200, {"data": [
                 {"id": "7001", "display_phone_number": "+1 555-010-0001",
                  "verified_name": "Acme Support", "platform_type": "CLOUD_API"},
                 {"id": "7002", "display_phone_number": "+1 555-010-0002",
                  "verified_name": "Acme Sales", "platform_type": "NOT_APPLICABLE"}]}
-        if path == "/6001/subscribed_apps" and h.command == "POST" and user_ok:
-            return 200, {"success": True}
+        if path == "/5001/owned_whatsapp_business_accounts" and user_ok:
+            return 200, {"data": [{"id": "6001", "name": "Acme WA"},
+                                  {"id": "6002", "name": "Acme Billing"}]}
+        if path == "/6002/phone_numbers" and user_ok:
+            return 200, {"data": [
+                {"id": "7003", "display_phone_number": "+1 555-010-0003",
+                 "verified_name": "Acme Billing", "platform_type": "CLOUD_API"}]}
+        if path in ("/6001/subscribed_apps", "/6002/subscribed_apps") and \
+                h.command == "POST" and user_ok:
+            if not body:
+                return 200, {"success": True}
+            # the business account's override: {override_callback_uri, verify_token}
+            return self.override(path, body, json.loads(body))
+        if path in ("/7001", "/7002", "/7003") and h.command == "POST" and user_ok:
+            # the phone number's override: {webhook_configuration: {...}}
+            b = json.loads(body or b"{}")
+            if sorted(b) != ["webhook_configuration"]:
+                return 400, {"error": {"message": "Unsupported post request", "code": 100}}
+            return self.override(path, body, b["webhook_configuration"])
         if path == "/7002/register" and h.command == "POST" and user_ok:
             b = json.loads(body or b"{}")
             if b.get("messaging_product") != "whatsapp" or len(b.get("pin", "")) != 6:
@@ -150,10 +178,41 @@ class FakeMetaGraph:
             return 200, {"data": [{"id": "8001", "name": "Acme Page",
                                    "access_token": self.page_token,
                                    "instagram_business_account": {"id": "9001",
-                                                                  "username": "acme.ig"}}]}
-        if path == "/8001/subscribed_apps" and h.command == "POST" and page_ok:
+                                                                  "username": "acme.ig"}},
+                                  {"id": "8002", "name": "Acme Shop",
+                                   "access_token": self.page_token}]}
+        if path in ("/8001/subscribed_apps", "/8002/subscribed_apps") and \
+                h.command == "POST" and page_ok:
             return 200, {"success": True}
         return 401, bad
+
+    def override(self, path, raw, hook):
+        """An override as Meta sets it: the URL is verified first, with a GET handshake
+        carrying the verify token, and must echo the challenge."""
+        if sorted(hook) != ["override_callback_uri", "verify_token"]:
+            return 400, {"error": {"message": "Unsupported post request", "code": 100}}
+        url, token = hook["override_callback_uri"], hook["verify_token"]
+        if path in self.tamper:
+            token = "not-" + token
+        challenge = H_rand(12)
+        verified = False
+        if url.startswith(H.PUBLIC_URL + "/") and self.gateway_base:
+            q = urllib.parse.urlencode({"hub.mode": "subscribe", "hub.verify_token": token,
+                                        "hub.challenge": challenge})
+            target = self.gateway_base + url[len(H.PUBLIC_URL):] + "?" + q
+            try:
+                with urllib.request.urlopen(target, timeout=5) as res:
+                    verified = res.status == 200 and res.read().decode() == challenge
+            except OSError:
+                verified = False
+        with self.lock:
+            self.overrides[path] = (json.loads(raw), verified)
+        if not verified:
+            return 400, {"error": {
+                "message": "Callback verification failed with the following errors: "
+                           "HTTP Status Code = 403",
+                "type": "OAuthException", "code": 2200, "fbtrace_id": "Atrace2200"}}
+        return 200, {"success": True}
 
 
 def H_rand(n):
@@ -177,12 +236,15 @@ class MetaSignInTest(H.GatewayTestCase):
             super().setUpClass()
         finally:
             cls.addClassCleanup(cls.fake.stop)
+        cls.fake.gateway_base = "http://127.0.0.1:%d" % cls.gw.port
 
     def setUp(self):
         super().setUp()
         with self.fake.lock:
             self.fake.fail.clear()
             self.fake.calls.clear()
+            self.fake.overrides.clear()
+            self.fake.tamper.clear()
 
     def metric(self, result):
         r = self.gw.http("GET", "/metrics")
@@ -217,8 +279,10 @@ class MetaSignInTest(H.GatewayTestCase):
         conns = r.json
         by = {(c["provider"], c["account_hint"]): c for c in conns}
         self.assertEqual(sorted(by), [("instagram", "acme.ig"), ("messenger", "Acme Page"),
+                                      ("messenger", "Acme Shop"),
                                       ("whatsapp", "+1 555-010-0001"),
-                                      ("whatsapp", "+1 555-010-0002")])
+                                      ("whatsapp", "+1 555-010-0002"),
+                                      ("whatsapp", "+1 555-010-0003")])
         for c in conns:
             self.assertEqual(c["status"], "active")
             self.assertEqual(c["kind"], "channel")
@@ -234,7 +298,8 @@ class MetaSignInTest(H.GatewayTestCase):
         ex = self.fake.requests("GET", "/oauth/access_token")
         self.assertEqual(ex[0][2].get("redirect_uri"), "https://console.example/meta")
         self.assertEqual(ex[1][2].get("grant_type"), "fb_exchange_token")
-        self.assertEqual(len(self.fake.requests("POST", "/6001/subscribed_apps")), 1)
+        self.assertEqual([c[3] for c in self.fake.requests("POST", "/6001/subscribed_apps")],
+                         [b""])
         page_sub = self.fake.requests("POST", "/8001/subscribed_apps")
         self.assertEqual(len(page_sub), 1)
         self.assertIn("messages", page_sub[0][2]["subscribed_fields"].split(","))
@@ -254,12 +319,17 @@ class MetaSignInTest(H.GatewayTestCase):
         self.assertEqual(sorted(c["id"] for c in r.json), sorted(c["id"] for c in conns))
         again = {c["id"]: c for c in r.json}
         self.assertEqual(again[wa["id"]]["name"], "Support line")
-        # the verify token is kept (the webhook subscription's handshake still matches)
-        self.assertEqual(again[wa["id"]]["credentials"]["verify_token"],
-                         wa["credentials"]["verify_token"])
+        # a Page keeps its verify token (the app's callback handshake still matches); a
+        # number takes the new one, which its override carries to Meta
+        page = by[("messenger", "Acme Page")]
+        self.assertEqual(again[page["id"]]["credentials"]["verify_token"],
+                         page["credentials"]["verify_token"])
+        self.assertNotEqual(again[wa["id"]]["credentials"]["verify_token"],
+                            wa["credentials"]["verify_token"])
+        self.assertTrue(again[wa["id"]]["webhook"]["subscribed"])
         r = self.api("GET", "/orgs/c/connections")
-        self.assertEqual(len(r.json), 4)
-        self.assertEqual(int(r.headers.get("pagination-count")), 4)
+        self.assertEqual(len(r.json), 6)
+        self.assertEqual(int(r.headers.get("pagination-count")), 6)
         self.assertNoSecrets()
 
     def test_graph_error_at_each_step(self):
@@ -316,8 +386,81 @@ class MetaSignInTest(H.GatewayTestCase):
             self.fake.fail = {}
         r = self.sign_in()
         self.assertStatus(r, 201)
-        self.assertEqual(len(r.json), 4)
+        self.assertEqual(len(r.json), 6)
         self.assertNoSecrets()
+
+    def test_webhooks_point_at_each_connection(self):
+        r = self.sign_in()
+        self.assertStatus(r, 201)
+        by = {c["account_hint"]: c for c in r.json}
+
+        def url(c):
+            return "%s/webhooks/%s/%s" % (H.PUBLIC_URL, c["provider"], c["id"])
+
+        # WhatsApp: business account 6001 has two numbers, so each number gets its own
+        # override; 6002 has one, so the account's override is enough
+        for hint, path, via in (("+1 555-010-0001", "/7001", "phone_number"),
+                                ("+1 555-010-0002", "/7002", "phone_number"),
+                                ("+1 555-010-0003", "/6002/subscribed_apps",
+                                 "whatsapp_business_account")):
+            c = by[hint]
+            self.assertEqual(c["webhook"], {"url": url(c), "subscribed": True, "via": via})
+            self.assertEqual(c["webhook"]["url"], c["webhook_url"])
+            body, verified = self.fake.overrides[path]
+            hook = body["webhook_configuration"] if via == "phone_number" else body
+            self.assertEqual(hook["override_callback_uri"], url(c))
+            # Meta's GET handshake with that verify token was answered by the connection
+            self.assertTrue(verified, path)
+        self.assertEqual(sorted(self.fake.overrides),
+                         ["/6002/subscribed_apps", "/7001", "/7002"])
+        # Pages and Instagram accounts: the app's callback URL of the channel, the oldest
+        # signed-in connection's (here the first Page's), which the operator sets once
+        page, shop, ig = by["Acme Page"], by["Acme Shop"], by["acme.ig"]
+        for c in (page, shop):
+            self.assertEqual(c["webhook"]["url"], url(page))
+            self.assertEqual((c["webhook"]["subscribed"], c["webhook"]["via"]), (False, "app"))
+            self.assertIsInstance(c["webhook"]["reason"], str)
+        self.assertEqual(ig["webhook"]["url"], url(ig))
+        # a repeat answers the same app callback URL
+        r = self.sign_in()
+        again = {c["id"]: c for c in r.json}
+        self.assertEqual(again[shop["id"]]["webhook"]["url"], url(page))
+
+        # a number whose verification fails (the handshake is refused: another token) is
+        # said in its answer with Meta's error; the others and the connections are there
+        with self.fake.lock:
+            self.fake.tamper = {"/7002"}
+            self.fake.overrides.clear()
+        r = self.sign_in()
+        self.assertStatus(r, 201)
+        w = {c["account_hint"]: c["webhook"] for c in r.json}
+        self.assertFalse(self.fake.overrides["/7002"][1])
+        self.assertEqual(w["+1 555-010-0002"]["subscribed"], False)
+        self.assertEqual(w["+1 555-010-0002"]["via"], "phone_number")
+        self.assertIn("Callback verification failed", w["+1 555-010-0002"]["reason"])
+        self.assertEqual(w["+1 555-010-0002"]["meta"],
+                         {"code": 2200, "type": "OAuthException", "fbtrace_id": "Atrace2200"})
+        self.assertTrue(w["+1 555-010-0001"]["subscribed"])
+        self.assertTrue(w["+1 555-010-0003"]["subscribed"])
+        self.assertNoSecrets()
+
+    def test_no_public_url_sets_no_override(self):
+        gw = self.make_gateway(extra_env=dict(self.DEFAULT_ENV, **self.EXTRA_ENV,
+                                              SWITCHBOARD_PUBLIC_URL="http://localhost:8080"))
+        key = gw.keys_create(self.org)
+        r = gw.http("POST", "/orgs/c/connections/meta", body={"code": self.fake.new_code()},
+                    key=key)
+        self.assertStatus(r, 201)
+        for c in r.json:
+            if c["provider"] != "whatsapp":
+                continue
+            self.assertEqual(c["webhook"]["url"],
+                             "http://localhost:8080/webhooks/whatsapp/" + c["id"])
+            self.assertEqual((c["webhook"]["subscribed"], c["webhook"]["via"]), (False, "app"))
+            self.assertIn("public_url", c["webhook"]["reason"])
+        self.assertEqual(self.fake.overrides, {})
+        self.assertEqual(self.fake.requests("POST", "/7001"), [])
+        gw.stop()
 
     def test_bad_requests(self):
         before = self.metric("bad_request")
@@ -354,6 +497,7 @@ class FakeInstagram:
         self.current = set()
         self.issued = []
         self.refresh_calls = []
+        self.sends = []        # (path, Authorization, JSON body) of each Send API call
         self.revoked = False
         fake = self
 
@@ -365,6 +509,17 @@ class FakeInstagram:
 
             def do_GET(self):
                 status, answer = fake.answer(self)
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                status, answer = fake.send(self, body)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -384,6 +539,19 @@ class FakeInstagram:
     def stop(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def send(self, h, body):
+        """The Send API of Instagram Login: POST /{IG_ID}/messages with a current token."""
+        auth = h.headers.get("Authorization", "")
+        with self.lock:
+            self.sends.append((h.path, auth, body))
+            ok = auth.startswith("Bearer ") and auth[7:] in self.current
+        if not ok:
+            return 400, {"error": {"message": "Invalid OAuth access token", "code": 190,
+                                   "type": "OAuthException"}}
+        b = json.loads(body or b"{}")
+        return 200, {"recipient_id": b.get("recipient", {}).get("id"),
+                     "message_id": "mid.iglogin-%d" % len(self.sends)}
 
     def new_token(self):
         t = "IGAA" + H_rand(40)
@@ -505,6 +673,51 @@ class InstagramLoginRenewalTest(H.GatewayTestCase):
         self.make_due(conn["id"])
         H.wait_until(lambda: self.due(conn["id"]) is None, timeout=10,
                      what="a deleted connection off the schedule")
+        self.assertNoTokens()
+
+    def test_sends_on_the_instagram_api(self):
+        """A connection of Instagram Login sends through providers.instagram_api_base with
+        its own token; the Graph API base sees nothing."""
+        ig_id, igsid = "17841400000000001", "5566778899001122"
+        secret = "ig-app-secret-" + H_rand(12)
+        token = self.ig.new_token()
+        r = self.api("POST", "/orgs/c/connections", {"provider": "instagram", "credentials": {
+            "app_secret": secret, "verify_token": "vt-" + H_rand(12), "access_token": token,
+            "login": "instagram"}})
+        self.assertStatus(r, 201)
+        conn = r.json
+        r = self.api("POST", "/orgs/c/assistants", {"name": "ig login"})
+        self.assertStatus(r, 201)
+        asst = r.json["id"]
+        r = self.api("POST", "/orgs/c/assistants/%s/channels" % asst,
+                     {"connection_id": conn["id"], "external_id": ig_id})
+        self.assertStatus(r, 201)
+        now = int(time.time() * 1000)
+        data = json.dumps({"object": "instagram", "entry": [{
+            "id": ig_id, "time": now, "messaging": [{
+                "sender": {"id": igsid}, "recipient": {"id": ig_id}, "timestamp": now,
+                "message": {"mid": "mid.in-" + H_rand(8), "text": "hi"}}]}]}).encode()
+        sig = "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+        r = self.gw.http("POST", "/webhooks/instagram/" + conn["id"], body=data,
+                         headers={"X-Hub-Signature-256": sig})
+        self.assertStatus(r, 200)
+        r = self.api("GET", "/orgs/c/conversations")
+        self.assertStatus(r, 200)
+        self.assertEqual(len(r.json), 1)
+        conv = r.json[0]["id"]
+        self.graph.clear()
+        r = self.api("POST", "/orgs/c/conversations/%s/messages" % conv,
+                     {"id": "ig-login-send", "type": "text", "text": "Hello"})
+        self.assertStatus(r, 202)
+        H.wait_until(lambda: len(self.ig.sends) >= 1, timeout=10, what="the Instagram send")
+        path, auth, body = self.ig.sends[0]
+        self.assertEqual(path, "/v21.0/%s/messages" % ig_id)
+        self.assertEqual(auth, "Bearer " + token)
+        self.assertEqual(json.loads(body), {"recipient": {"id": igsid},
+                                            "message": {"text": "Hello"}})
+        H.wait_until(lambda: self.api("GET", "/orgs/c/commands/ig-login-send").json.get(
+            "state") == "sent", timeout=10, what="the command sent")
+        self.assertEqual(self.graph.requests(), [])
         self.assertNoTokens()
 
     def assertNoTokens(self):

@@ -1210,6 +1210,26 @@ static void test_instagram_requests(void)
     const char *d = request_diff(&req, IG_URL, graph_headers, want);
     json_decref(want);
     ASSERT_NO_DIFF(d);
+
+    /* A token of Instagram Login sends on the Instagram API, the same request otherwise; a
+     * Page token (login "facebook" or none) on the Graph API. */
+    target.instagram_api_base = iov("https://instagram.example/v21.0");
+    cred.login = iov("instagram");
+    ASSERT_EQ(sb_adapter_instagram.build_send(&cred, &target, &cmd, plan.entries + 1, &g_pool, &req,
+                                              &reason),
+              SB_OK);
+    ASSERT_STR_EQ(req.url.base, "https://instagram.example/v21.0/" IG_ID "/messages");
+    cred.login = iov("facebook");
+    ASSERT_EQ(sb_adapter_instagram.build_send(&cred, &target, &cmd, plan.entries + 1, &g_pool, &req,
+                                              &reason),
+              SB_OK);
+    ASSERT_STR_EQ(req.url.base, IG_URL);
+    /* without the Instagram API base there is nowhere to send it */
+    cred.login = iov("instagram");
+    target.instagram_api_base = h2o_iovec_init(NULL, 0);
+    ASSERT_EQ(sb_adapter_instagram.build_send(&cred, &target, &cmd, plan.entries + 1, &g_pool, &req,
+                                              &reason),
+              SB_ERR_BAD_REQUEST);
 }
 
 /* ---- Telegram requests ---- */
