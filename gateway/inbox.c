@@ -24,135 +24,30 @@
 #include "base/log.h"
 #include "inbox.h"
 #include "store.h"
+#include "lua_scripts.h"
 
 #define SB_MODULE "gateway/inbox"
-
-/* One row of the list: {conv hash, contact fields (id, external_id, name, username, phone,
- * status)} */
-#define LUA_ROW                                                                                    \
-    "local function row(P, cv)\n"                                                                  \
-    "  local ck = P .. 'conv:' .. cv\n"                                                            \
-    "  local cid = redis.call('HGET', ck, 'contact_id')\n"                                         \
-    "  local ct = {}\n"                                                                            \
-    "  if cid then\n"                                                                              \
-    "    ct = redis.call('HMGET', P .. 'contact:' .. cid, 'id', 'external_id', 'name', "           \
-    "'username', 'phone', 'status')\n"                                                             \
-    "  end\n"                                                                                      \
-    "  return {redis.call('HGETALL', ck), ct}\n"                                                   \
-    "end\n"
 
 /* ARGV: prefix, org, start, stop, zset suffixes of the filters...
  * -> {total, row, row, ...} most recent activity first.
  * One filter (or none) is a range of its zset. Several: the smallest zset is walked in
  * order and each member checked in the others (ZSCORE) until the page is filled; the total
  * is ZINTERCARD (counting only, no result set is built). */
-static sb_redis_script_t script_list = {
-    "inbox_list",
-    LUA_ROW
-    "local P, org, start, stop = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
-    "local L = P .. 'convs:{' .. org .. '}'\n"
-    "local sets, card = {}, {}\n"
-    "for i = 5, #ARGV do\n"
-    "  local z = L .. ARGV[i]\n"
-    "  sets[#sets + 1] = z\n"
-    "  card[z] = redis.call('ZCARD', z)\n"
-    "end\n"
-    "if #sets <= 1 then\n"
-    "  local z = sets[1] or L\n"
-    "  local out = {redis.call('ZCARD', z)}\n"
-    "  for _, cv in ipairs(redis.call('ZREVRANGE', z, start, stop)) do out[#out + 1] = row(P, cv) "
-    "end\n"
-    "  return out\n"
-    "end\n"
-    "table.sort(sets, function(a, b) return card[a] < card[b] end)\n"
-    "local out = {redis.call('ZINTERCARD', #sets, unpack(sets))}\n"
-    "local found, pos = 0, 0\n"
-    "while found <= stop and out[1] > 0 do\n"
-    "  local chunk = redis.call('ZREVRANGE', sets[1], pos, pos + 199)\n"
-    "  if #chunk == 0 then break end\n"
-    "  pos = pos + #chunk\n"
-    "  for _, cv in ipairs(chunk) do\n"
-    "    local ok = true\n"
-    "    for k = 2, #sets do\n"
-    "      if not redis.call('ZSCORE', sets[k], cv) then ok = false; break end\n"
-    "    end\n"
-    "    if ok then\n"
-    "      if found >= start then out[#out + 1] = row(P, cv) end\n"
-    "      found = found + 1\n"
-    "      if found > stop then break end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return out\n",
-    {0}};
+static sb_redis_script_t script_list = {"inbox_list", sb_lua_inbox_list, {0}};
 
 /* ARGV: prefix, org, conversation -> row | false (missing, another org's, or no history) */
-static sb_redis_script_t script_get = {
-    "inbox_get",
-    LUA_ROW "local P, org, cv = ARGV[1], ARGV[2], ARGV[3]\n"
-            "local c = redis.call('HMGET', P .. 'conv:' .. cv, 'org', 'listed')\n"
-            "if c[1] ~= org or not c[2] then return false end\n"
-            "return row(P, cv)\n",
-    {0}};
+static sb_redis_script_t script_get = {"inbox_get", sb_lua_inbox_get, {0}};
 
 /* ARGV: prefix, org, conversation, take, before ('' none), after ('' none), skip
  * -> {-1} | {total, {entry id, event, delivery, edited field, its text, edits}, ...}
  * newest first. With 'after', the items right after it (up to 'before'); else the items
  * right before 'before' (or the newest); 'skip' items of that side are passed over first
  * (the pages after the first). */
-static sb_redis_script_t script_history = {
-    "inbox_history",
-    "local P, org, cv, take, before, after, skip = unpack(ARGV, 1, 7)\n"
-    "skip = tonumber(skip)\n"
-    "local count = tonumber(take) + skip\n"
-    "local c = redis.call('HMGET', P .. 'conv:' .. cv, 'org', 'listed')\n"
-    "if c[1] ~= org or not c[2] then return {-1} end\n"
-    "local tag = '{' .. org .. '}'\n"
-    "local h = P .. 'hist:' .. tag .. ':' .. cv\n"
-    "local mi = P .. 'msgidx:' .. tag .. ':' .. cv\n"
-    "local es\n"
-    "if after ~= '' then\n"
-    "  local hi = '+'\n"
-    "  if before ~= '' then hi = '(' .. before end\n"
-    "  local asc = redis.call('XRANGE', h, '(' .. after, hi, 'COUNT', count)\n"
-    "  es = {}\n"
-    "  for i = #asc, skip + 1, -1 do es[#es + 1] = asc[i] end\n"
-    "else\n"
-    "  local hi = '+'\n"
-    "  if before ~= '' then hi = '(' .. before end\n"
-    "  local desc = redis.call('XREVRANGE', h, hi, '-', 'COUNT', count)\n"
-    "  es = {}\n"
-    "  for i = skip + 1, #desc do es[#es + 1] = desc[i] end\n"
-    "end\n"
-    "local out = {redis.call('XLEN', h)}\n"
-    "for _, e in ipairs(es) do\n"
-    "  local id = e[1]\n"
-    "  local x = redis.call('HMGET', mi, 'd:' .. id, 'f:' .. id, 't:' .. id, 'e:' .. id)\n"
-    "  out[#out + 1] = {id, e[2][2], x[1], x[2], x[3], x[4]}\n"
-    "end\n"
-    "return out\n",
-    {0}};
+static sb_redis_script_t script_history = {"inbox_history", sb_lua_inbox_history, {0}};
 
 /* ARGV: prefix, org, conversation, receipt ('1'), author, maxlen, command id prefix
  * -> {0} | {1, row, command id or '', sb:out entry id or ''} */
-static sb_redis_script_t script_read = {
-    "inbox_read",
-    LUA_ROW
-    "local P, org, cv, receipt, author, maxlen, idp = unpack(ARGV, 1, 7)\n"
-    "local ck = P .. 'conv:' .. cv\n"
-    "local c = redis.call('HMGET', ck, 'org', 'listed', 'last_in_ext')\n"
-    "if c[1] ~= org or not c[2] then return {0} end\n"
-    "redis.call('HSET', ck, 'unread', '0')\n"
-    "redis.call('ZREM', P .. 'convs:{' .. org .. '}:unread', cv)\n"
-    "local id, entry = '', ''\n"
-    "if receipt == '1' and c[3] then\n"
-    "  id = idp .. string.sub(redis.sha1hex(c[3]), 1, 24)\n"
-    "  local cmd = cjson.encode({id = id, conversation_id = cv, type = 'read', reply_to = c[3]})\n"
-    "  entry = redis.call('XADD', P .. 'out', 'MAXLEN', '~', maxlen, '*', 'cmd', cmd, 'author', "
-    "author)\n"
-    "end\n"
-    "return {1, row(P, cv), id, entry}\n",
-    {0}};
+static sb_redis_script_t script_read = {"inbox_read", sb_lua_inbox_read, {0}};
 
 static sb_redis_script_t *const scripts[] = {&script_list, &script_get, &script_history,
                                              &script_read, NULL};

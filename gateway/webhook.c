@@ -30,6 +30,7 @@
 #include "base/map.h"
 #include "inbox.h"
 #include "webhook.h"
+#include "lua_scripts.h"
 
 #define SB_MODULE      "gateway/webhook"
 #define ARGS_PER_EVENT 21
@@ -54,140 +55,7 @@
  *
  * In the same call each event of a conversation updates the inbox (inbox.h): history,
  * list, unread count, delivery of the message a status names, the text an edit replaces. */
-static sb_redis_script_t script_enqueue = {
-    "enqueue",
-    SB_INBOX_LUA
-    "local P, conn, org, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
-    "local maxlen, ttl, now, n = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])\n"
-    "local out = {}\n"
-    "local inbox = P .. 'inbox:{' .. org .. '}'\n"
-    "for i = 0, n - 1 do\n"
-    "  local b = 9 + i * 21\n"
-    "  local identity, recipient, cext, name, phone, username, chat, kind, evid, crest, tail, "
-    "newcid, uid, thread =\n"
-    "    unpack(ARGV, b, b + 13)\n"
-    "  local mext, state, mtype, preview, ts, efield, etext = unpack(ARGV, b + 14, b + 20)\n"
-    "  local dd = P .. 'dd:' .. conn .. ':' .. identity\n"
-    "  if redis.call('EXISTS', dd) == 1 then\n"
-    "    out[#out + 1] = 1\n"
-    "  else\n"
-    "    local cid, status, ext, cuid = nil, 'SUBSCRIBED', cext, uid\n"
-    "    if cext ~= '' then\n"
-    "      local cidx = P .. 'contactidx:' .. org .. ':' .. channel .. ':'\n"
-    "      local byext = redis.call('GET', cidx .. cext)\n"
-    "      cid = byext\n"
-    "      if not cid and uid ~= '' and uid ~= cext then cid = redis.call('GET', cidx .. uid) end\n"
-    "      if not cid then\n"
-    "        cid = newcid\n"
-    "        local ckey = P .. 'contact:' .. cid\n"
-    "        redis.call('HSET', ckey, 'id', cid, 'org', org, 'channel', channel, 'external_id', "
-    "cext,\n"
-    "                   'status', 'SUBSCRIBED', 'created_at', now, 'updated_at', now)\n"
-    "        if name ~= '' then redis.call('HSET', ckey, 'name', name) end\n"
-    "        if phone ~= '' then redis.call('HSET', ckey, 'phone', phone) end\n"
-    "        if username ~= '' then redis.call('HSET', ckey, 'username', username) end\n"
-    "        if uid ~= '' then redis.call('HSET', ckey, 'user_id', uid) end\n"
-    "        local score = tonumber(now) * 1000 + redis.call('INCR', P .. 'seq') % 1000\n"
-    "        redis.call('ZADD', P .. 'org:' .. org .. ':contacts', score, cid)\n"
-    "        redis.call('ZADD', P .. 'org:' .. org .. ':contacts:SUBSCRIBED', score, cid)\n"
-    "      else\n"
-    "        local ckey = P .. 'contact:' .. cid\n"
-    "        local c = redis.call('HMGET', ckey, 'status', 'name', 'phone', 'username', "
-    "'user_id', 'external_id')\n"
-    "        status = c[1] or 'SUBSCRIBED'\n"
-    "        ext = c[6] or cext\n"
-    "        if cuid == '' and c[5] then cuid = c[5] end\n"
-    "        local changed = false\n"
-    "        if name ~= '' and c[2] ~= name then redis.call('HSET', ckey, 'name', name); changed = "
-    "true end\n"
-    "        if phone ~= '' and c[3] ~= phone then redis.call('HSET', ckey, 'phone', phone); "
-    "changed = true end\n"
-    "        if username ~= '' and c[4] ~= username then redis.call('HSET', ckey, 'username', "
-    "username); changed = true end\n"
-    "        if uid ~= '' and c[5] ~= uid then redis.call('HSET', ckey, 'user_id', uid); changed = "
-    "true end\n"
-    "        if changed then redis.call('HSET', ckey, 'updated_at', now) end\n"
-    "      end\n"
-    "      if byext ~= cid then redis.call('SET', cidx .. cext, cid) end\n"
-    "      if uid ~= '' and uid ~= cext and redis.call('GET', cidx .. uid) ~= cid then\n"
-    "        redis.call('SET', cidx .. uid, cid)\n"
-    "      end\n"
-    "    end\n"
-    "    if status == 'BLOCKED' then\n"
-    "      out[#out + 1] = 3\n"
-    "    else\n"
-    "      local bid = redis.call('GET', P .. 'route:' .. conn .. ':' .. recipient)\n"
-    "      local aid, enabled = nil, nil\n"
-    "      if bid then\n"
-    "        aid = redis.call('HGET', P .. 'binding:' .. bid, 'assistant_id')\n"
-    "        if aid then enabled = redis.call('HGET', P .. 'assistant:' .. aid, 'enabled') end\n"
-    "        if not enabled then bid, aid = nil, nil end\n"
-    "      end\n"
-    "      local ev = '{\"v\":1,\"id\":\"' .. evid .. '\",\"kind\":\"' .. kind ..\n"
-    "        '\",\"direction\":\"in\",\"channel\":\"' .. channel .. '\",\"org_id\":\"' .. org ..\n"
-    "        '\",\"connection_id\":\"' .. conn .. '\"'\n"
-    "      local cv = nil\n"
-    "      if bid then\n"
-    "        local addr = chat ~= '' and chat or cext\n"
-    "        local key = addr\n"
-    "        if cuid ~= '' and cid then key = ext end\n"
-    "        if thread ~= '' then key = key .. '#' .. thread end\n"
-    "        cv = 'cv_' .. string.sub(redis.sha1hex(bid .. '|' .. key), 1, 24)\n"
-    "        local cvkey = P .. 'conv:' .. cv\n"
-    "        if redis.call('EXISTS', cvkey) == 0 then\n"
-    "          redis.call('HSET', cvkey, 'id', cv, 'org', org, 'connection_id', conn, "
-    "'binding_id', bid,\n"
-    "                     'channel', channel, 'chat_id', addr, 'sender_id', recipient, "
-    "'created_at', now, 'assistant_id', aid)\n"
-    "          if cid then redis.call('HSET', cvkey, 'contact_id', cid) end\n"
-    "          if thread ~= '' then redis.call('HSET', cvkey, 'thread_id', thread) end\n"
-    "          if cuid ~= '' then redis.call('HSET', cvkey, 'user_id', cuid) end\n"
-    "        elseif cuid ~= '' then\n"
-    "          local cc = redis.call('HMGET', cvkey, 'chat_id', 'user_id')\n"
-    "          if cc[2] ~= cuid then redis.call('HSET', cvkey, 'user_id', cuid) end\n"
-    "          if addr ~= cuid and cc[1] ~= addr then redis.call('HSET', cvkey, 'chat_id', addr) end\n"
-    "        end\n"
-    "        if kind ~= 'status' and tonumber(ts) > tonumber(redis.call('HGET', cvkey, "
-    "'last_inbound_at') or '0') then redis.call('HSET', cvkey, 'last_inbound_at', ts) end\n"
-    "        ev = ev .. ',\"binding_id\":\"' .. bid .. '\",\"assistant_id\":\"' .. aid ..\n"
-    "          '\",\"conversation_id\":\"' .. cv .. '\"'\n"
-    "      end\n"
-    "      ev = ev .. ',\"contact\":{'\n"
-    "      if cid then\n"
-    "        ev = ev .. '\"id\":\"' .. cid .. '\",\"external_id\":' .. cjson.encode(ext)\n"
-    "        if crest ~= '' then ev = ev .. ',' end\n"
-    "      end\n"
-    "      ev = ev .. crest .. '}' .. tail .. ',\"received_at\":' .. now .. '}'\n"
-    "      local st\n"
-    "      if bid and enabled == '1' then\n"
-    "        if status == 'AI_REPLIES_DISABLED' then\n"
-    "          st = 4\n"
-    "        else\n"
-    "          redis.call('XADD', P .. 'in:{' .. aid .. '}', 'MAXLEN', '~', maxlen, '*', 'event', "
-    "ev)\n"
-    "          st = 0\n"
-    "        end\n"
-    "      else\n"
-    "        redis.call('XADD', P .. 'unrouted', 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
-    "        st = 2\n"
-    "      end\n"
-    "      local eid = redis.call('XADD', inbox, 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
-    "      if cv then\n"
-    "        if kind == 'status' then\n"
-    "          SBX.status(P, org, cv, mext, state)\n"
-    "        else\n"
-    "          SBX.item(P, org, cv, ev, eid, 'in', kind, mtype, preview, ts, now, '', mext, "
-    "maxlen)\n"
-    "          if kind == 'edit' then SBX.edit(P, org, cv, mext, efield, etext, ts, preview) end\n"
-    "        end\n"
-    "      end\n"
-    "      out[#out + 1] = st\n"
-    "    end\n"
-    "    redis.call('SET', dd, '1', 'EX', ttl)\n"
-    "  end\n"
-    "end\n"
-    "return out\n",
-    {0}};
+static sb_redis_script_t script_enqueue = {"enqueue", sb_lua_enqueue, {0}};
 
 static sb_redis_script_t *const scripts[] = {&script_enqueue, NULL};
 
@@ -330,8 +198,8 @@ static void enqueue(wjob_t *j, const char *org)
         ARG_IOV(ev->message.type);
         h2o_iovec_t ptype = ev->message.type;
         if (ptype.base == NULL)
-            ptype = h2o_iovec_init(sb_event_kind_name(ev->kind),
-                                   strlen(sb_event_kind_name(ev->kind)));
+            ptype =
+                h2o_iovec_init(sb_event_kind_name(ev->kind), strlen(sb_event_kind_name(ev->kind)));
         ARG_IOV(sb_inbox_preview(pool, ev->message.text, ptype));
         ARG_IOV(sb_pool_printf(pool, "%lld", (long long)ev->timestamp));
         const char *efield = "";
@@ -371,7 +239,7 @@ static void enqueue(wjob_t *j, const char *org)
  * (server.h, conn_generation). */
 
 #define CACHE_TTL_MS 1000
-#define CACHE_MAX 10000
+#define CACHE_MAX    10000
 
 typedef struct st_conn_entry_t {
     int64_t expires_ms;
@@ -420,8 +288,7 @@ static conn_entry_t *cache_put(sb_worker_t *w, const char *id, redisReply *r, sb
     if (sb_record_from_reply(r, &tmp, &rec) != 0)
         goto Exit;
     h2o_iovec_t org = sb_record_get(&rec, "org"), provider = sb_record_get(&rec, "provider");
-    json_t *creds =
-        sb_credentials_open(w->server->master_key, id, sb_record_get(&rec, "secrets"));
+    json_t *creds = sb_credentials_open(w->server->master_key, id, sb_record_get(&rec, "secrets"));
     if (creds == NULL || org.base == NULL || provider.base == NULL) {
         json_decref(creds);
         sb_logkv(SB_LOG_ERROR, SB_MODULE, (const char *[]){"conn", id, NULL},
