@@ -23,6 +23,7 @@
 #include <jansson.h>
 #include "base/log.h"
 #include "inbox.h"
+#include "keys.h"
 #include "store.h"
 #include "lua_scripts.h"
 
@@ -45,8 +46,8 @@ static sb_redis_script_t script_get = {"inbox_get", sb_lua_inbox_get, {0}};
  * (the pages after the first). */
 static sb_redis_script_t script_history = {"inbox_history", sb_lua_inbox_history, {0}};
 
-/* ARGV: prefix, org, conversation, receipt ('1'), author, maxlen, command id prefix
- * -> {0} | {1, row, command id or '', sb:out entry id or ''} */
+/* Every script here: KEYS[1] the org's stream (its slot), ARGV[1..2] prefix and org
+ * (gateway/scripts/inbox_*.lua say the rest). */
 static sb_redis_script_t script_read = {"inbox_read", sb_lua_inbox_read, {0}};
 
 static sb_redis_script_t *const scripts[] = {&script_list, &script_get, &script_history,
@@ -63,6 +64,10 @@ typedef struct st_ix_t {
     sb_job_t *job;
     int64_t take, page;
     int want_receipt;
+    const char *key_id;
+    /* the read receipt: the answer waits for its XADD sb:out (another slot) */
+    json_t *row;
+    h2o_iovec_t receipt_id;
 } ix_t;
 
 static ix_t *ix_new(const sb_inbox_call_t *call)
@@ -117,11 +122,18 @@ static int check_counted_reply(sb_job_t *job, redisReply *r)
 static void run(sb_job_t *job, sb_redis_script_t *script, int argc, const char **argv,
                 sb_redis_cb cb, void *data)
 {
-    size_t argvlen[32];
-    for (int i = 0; i < argc; ++i)
-        argvlen[i] = strlen(argv[i]);
+    /* KEYS[1]: the org's stream, which names the org's slot (argv: prefix, org, ...). */
+    const char *args[33];
+    size_t argvlen[33];
+    h2o_iovec_t slot = sb_key_org(&job->pool, argv[0], "inbox", argv[1], NULL);
+    args[0] = slot.base;
+    argvlen[0] = slot.len;
+    for (int i = 0; i < argc && i < 32; ++i) {
+        args[i + 1] = argv[i];
+        argvlen[i + 1] = strlen(argv[i]);
+    }
     sb_redis_t *redis = job->worker->redis;
-    if (redis == NULL || sb_redis_eval(redis, script, cb, data, 0, argc, argv, argvlen) != 0)
+    if (redis == NULL || sb_redis_eval(redis, script, cb, data, 1, argc + 1, args, argvlen) != 0)
         sb_job_respond_error(job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
 }
 
@@ -492,6 +504,27 @@ void sb_inbox_history(const sb_inbox_call_t *call)
 
 /* ---- Read ---- */
 
+static void on_receipt_queued(redisReply *r, void *data)
+{
+    ix_t *x = data;
+    json_t *o = x->row;
+    x->row = NULL;
+    if (check_reply(x->job, r) != 0) {
+        json_decref(o);
+        return;
+    }
+    if (r->type != REDIS_REPLY_STRING) {
+        json_decref(o);
+        sb_job_respond_error(x->job, SB_ERR_INTERNAL, NULL);
+        return;
+    }
+    json_t *receipt = json_object();
+    json_object_set_new(receipt, "command_id", json_stringn(x->receipt_id.base, x->receipt_id.len));
+    set_reply_str(receipt, "entry_id", r);
+    json_object_set_new(o, "receipt", receipt);
+    respond_json(x->job, 200, o);
+}
+
 static void on_read(redisReply *r, void *data)
 {
     ix_t *x = data;
@@ -504,15 +537,30 @@ static void on_read(redisReply *r, void *data)
         return;
     }
     if (x->want_receipt) {
-        const redisReply *id = r->element[2], *entry = r->element[3];
-        if (id->type == REDIS_REPLY_STRING && id->len != 0) {
-            json_t *receipt = json_object();
-            set_reply_str(receipt, "command_id", id);
-            set_reply_str(receipt, "entry_id", entry);
-            json_object_set_new(o, "receipt", receipt);
-        } else {
-            json_object_set_new(o, "receipt", json_null());
+        const redisReply *id = r->element[2], *cmd = r->element[3];
+        if (id->type == REDIS_REPLY_STRING && id->len != 0 && cmd->type == REDIS_REPLY_STRING) {
+            /* The read receipt is an sb:out command: a second step, in sb:out's slot. */
+            sb_job_t *job = x->job;
+            const sb_conf_t *conf = job->worker->server->conf;
+            h2o_iovec_t out = sb_pool_printf(&job->pool, "%sout", conf->redis_prefix);
+            h2o_iovec_t maxlen = sb_pool_printf(&job->pool, "%lld", (long long)conf->stream_maxlen);
+            h2o_iovec_t author =
+                sb_pool_printf(&job->pool, "{\"type\":\"person\",\"key\":\"%s\"}", x->key_id);
+            x->receipt_id = sb_pool_strdup(&job->pool, id->str, id->len);
+            const char *argv[10] = {"XADD", out.base, "MAXLEN", "~",      maxlen.base,
+                                    "*",    "cmd",    cmd->str, "author", author.base};
+            size_t argvlen[10] = {4, out.len, 6, 1, maxlen.len, 1, 3, cmd->len, 6, author.len};
+            x->row = o;
+            if (job->worker->redis == NULL ||
+                sb_redis_command(job->worker->redis, on_receipt_queued, x, 10, argv, argvlen) !=
+                    0) {
+                x->row = NULL;
+                json_decref(o);
+                sb_job_respond_error(job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+            }
+            return;
         }
+        json_object_set_new(o, "receipt", json_null());
     }
     respond_json(x->job, 200, o);
 }
@@ -538,11 +586,8 @@ void sb_inbox_read(const sb_inbox_call_t *call)
             x->want_receipt = json_is_true(v);
         }
     }
-    const char *author =
-        sb_pool_printf(&job->pool, "{\"type\":\"person\",\"key\":\"%s\"}", call->key_id).base;
-    const char *argv[7] = {call->prefix,  call->org,
-                           call->conv_id, x->want_receipt ? "1" : "0",
-                           author,        istr(job, job->worker->server->conf->stream_maxlen),
+    x->key_id = call->key_id;
+    const char *argv[5] = {call->prefix, call->org, call->conv_id, x->want_receipt ? "1" : "0",
                            "read_"};
-    run(job, &script_read, 7, argv, on_read, x);
+    run(job, &script_read, 5, argv, on_read, x);
 }

@@ -1,16 +1,18 @@
 /*
  * Lua scripts of the management API. Each operation that reads and writes several keys is
  * one script, so it is atomic (a binding's uniqueness check and insert, a cascade delete,
- * the creation limit and the creation) and costs one round trip. Key names are built from
- * the prefix passed as ARGV[1]; docs/architecture.md lists them.
+ * the creation limit and the creation) and costs one round trip. Each touches keys of one
+ * hash slot: KEYS[1] is the org's stream (mgmt.c run_script), the names follow keys.h and
+ * gateway/scripts/lib/keys.lua; the text of each is gateway/scripts/<name>.lua.
  */
 #include "inbox.h"
 #include "mgmt_scripts.h"
 #include "lua_scripts.h"
 
-/* ARGV: prefix, ip, now_ms, limit, window_ms, unique member, key hash.
- * -> {"limited", retry_ms} | {"unauthorized"} | {"ok", org} */
-sb_redis_script_t sb_script_auth = {"auth", sb_lua_auth, {0}};
+/* KEYS: ratelimit:{address}; ARGV: now_ms, limit, window_ms, unique member
+ * -> {"limited", retry_ms} | {"ok"}. The API key is looked up after it (apikey:{sha256},
+ * another slot). */
+sb_redis_script_t sb_script_ratelimit = {"ratelimit", sb_lua_ratelimit, {0}};
 
 /* ARGV: prefix, zset (no prefix), start, stop, owner key (no prefix, or ''), org,
  * object key prefix (no prefix). -> {-1} (owner not found) | {total, hash, hash, ...} */
@@ -20,7 +22,7 @@ sb_redis_script_t sb_script_list = {"list", sb_lua_list, {0}};
  * when the object does not exist or belongs to another org. */
 sb_redis_script_t sb_script_update = {"update", sb_lua_update, {0}};
 
-/* ARGV: prefix, id -> {hash, external id of its first binding or ''} */
+/* ARGV: prefix, id, org -> {hash, external id of its first binding or ''} */
 sb_redis_script_t sb_script_conn_load = {"conn_load", sb_lua_conn_load, {0}};
 
 /* ARGV: prefix, org, id, provider, now, field, value, ... -> 1 */
@@ -47,10 +49,9 @@ sb_redis_script_t sb_script_binding_delete = {"binding_delete", sb_lua_binding_d
 /* ARGV: prefix, org, id, status, now -> the contact's hash, or nil */
 sb_redis_script_t sb_script_contact_patch = {"contact_patch", sb_lua_contact_patch, {0}};
 
-/* ARGV: prefix, org, conversation id, command JSON, maxlen, author JSON -> entry id, or 0
- * when the conversation does not exist or belongs to another org. The entry's "author" field
- * says a person wrote it (outbound.c). */
-sb_redis_script_t sb_script_conv_enqueue = {"conv_enqueue", sb_lua_conv_enqueue, {0}};
+/* ARGV: prefix, org, conversation id -> 1 when the conversation is the org's, else 0. The
+ * command is then added to sb:out (mgmt.c). */
+sb_redis_script_t sb_script_conv_check = {"conv_check", sb_lua_conv_check, {0}};
 
 /* ---- Outbound commands and dead letters. Each script touches only keys of the org's hash
  * tag: sb:cmd:{org}:{id} (the command state, outbound.c) and sb:deadletters:{org}. ---- */
@@ -81,14 +82,14 @@ sb_redis_script_t sb_script_dead_discard = {"dead_discard", sb_lua_dead_discard,
  * records the error, a refused token also sets it inactive. */
 sb_redis_script_t sb_script_conn_checked = {"conn_checked", sb_lua_conn_checked, {0}};
 
-static sb_redis_script_t *const scripts[] = {&sb_script_auth,
+static sb_redis_script_t *const scripts[] = {&sb_script_ratelimit,
                                              &sb_script_cmd_cancel,
                                              &sb_script_dead_list,
                                              &sb_script_dead_retry,
                                              &sb_script_dead_restore,
                                              &sb_script_dead_discard,
                                              &sb_script_conn_checked,
-                                             &sb_script_conv_enqueue,
+                                             &sb_script_conv_check,
                                              &sb_script_list,
                                              &sb_script_update,
                                              &sb_script_conn_load,

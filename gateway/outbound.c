@@ -67,6 +67,7 @@
 #include "store.h"
 #include "templates.h"
 #include "lua_scripts.h"
+#include "keys.h"
 
 #define SB_MODULE  "gateway/outbound"
 #define GROUP      "switchboard"
@@ -692,8 +693,9 @@ static void on_failed_recorded(redisReply *r, void *data)
     if (c->result.outcome == SB_SEND_TOKEN_INVALID && c->conn_id.len != 0) {
         /* The connection becomes inactive (its own key), and joins the set behind the
          * connections_inactive gauge (a key of its own hash slot). */
-        h2o_iovec_t ckey = sb_pool_printf(&c->pool, "%sconnection:%.*s", ob->prefix,
-                                          (int)c->conn_id.len, c->conn_id.base);
+        h2o_iovec_t ckey =
+            sb_pool_printf(&c->pool, "%sconnection:{%.*s}:%.*s", ob->prefix, (int)c->org.len,
+                           c->org.base, (int)c->conn_id.len, c->conn_id.base);
         h2o_iovec_t now = ipool(c, sb_now_ms());
         h2o_iovec_t title =
             c->result.error_title.base != NULL ? c->result.error_title : iov("failed");
@@ -1598,10 +1600,11 @@ static void on_conv_read(redisReply *r, void *data)
     }
     /* The connection and the binding: reads of their own keys (their own slots), pipelined. */
     h2o_iovec_t bid = c->binding_id.base != NULL ? c->binding_id : iov("");
-    h2o_iovec_t ckey = sb_pool_printf(&c->pool, "%sconnection:%.*s", ob->prefix,
-                                      (int)c->conn_id.len, c->conn_id.base);
-    h2o_iovec_t bkey =
-        sb_pool_printf(&c->pool, "%sbinding:%.*s", ob->prefix, (int)bid.len, bid.base);
+    h2o_iovec_t ckey =
+        sb_pool_printf(&c->pool, "%sconnection:{%.*s}:%.*s", ob->prefix, (int)c->org.len,
+                       c->org.base, (int)c->conn_id.len, c->conn_id.base);
+    h2o_iovec_t bkey = sb_pool_printf(&c->pool, "%sbinding:{%.*s}:%.*s", ob->prefix,
+                                      (int)c->org.len, c->org.base, (int)bid.len, bid.base);
     const char *cargv[2] = {"HGETALL", ckey.base};
     size_t cargvlen[2] = {7, ckey.len};
     const char *bargv[3] = {"HGET", bkey.base, "assistant_id"};
@@ -1627,8 +1630,8 @@ static void on_conv_read(redisReply *r, void *data)
     /* The contact's status (who may write to it), a read of its own key. */
     h2o_iovec_t cid = sb_record_get(&c->conv_rec, "contact_id");
     if (cid.base != NULL && cid.len != 0) {
-        h2o_iovec_t tkey =
-            sb_pool_printf(&c->pool, "%scontact:%.*s", ob->prefix, (int)cid.len, cid.base);
+        h2o_iovec_t tkey = sb_pool_printf(&c->pool, "%scontact:{%.*s}:%.*s", ob->prefix,
+                                          (int)c->org.len, c->org.base, (int)cid.len, cid.base);
         const char *targv[3] = {"HGET", tkey.base, "status"};
         size_t targvlen[3] = {4, tkey.len, 6};
         busy(c, 1);
@@ -1645,8 +1648,9 @@ static void on_conv_read(redisReply *r, void *data)
 static void load_cmd(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
-    h2o_iovec_t key = sb_pool_printf(&c->pool, "%sconv:%.*s", ob->prefix,
-                                     (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
+    h2o_iovec_t key =
+        sb_pool_printf(&c->pool, "%sconv:{%.*s}:%.*s", ob->prefix, (int)c->org.len, c->org.base,
+                       (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
     const char *argv[2] = {"HGETALL", key.base};
     size_t argvlen[2] = {7, key.len};
     c->wait = WAIT_REDIS;
@@ -2121,12 +2125,12 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
         watch_intent(c);
         return;
     }
-    h2o_iovec_t key = sb_pool_printf(&c->pool, "%sconv:%.*s", ob->prefix,
-                                     (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
-    const char *argv[3] = {"HGET", key.base, "org"};
-    size_t argvlen[3] = {4, key.len, 3};
+    h2o_iovec_t key = sb_key_own(&c->pool, ob->prefix, "convorg", c->cmd.conversation_id.base,
+                                 c->cmd.conversation_id.len);
+    const char *argv[2] = {"GET", key.base};
+    size_t argvlen[2] = {3, key.len};
     busy(c, 1);
-    if (sb_redis_command(ob->w->redis, on_org, c, 3, argv, argvlen) != 0) {
+    if (sb_redis_command(ob->w->redis, on_org, c, 2, argv, argvlen) != 0) {
         busy(c, -1);
         cmd_done(c);
     }

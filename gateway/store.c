@@ -8,6 +8,7 @@
 #include <openssl/crypto.h>
 #include "queue/redis.h"
 #include "store.h"
+#include "keys.h"
 
 int sb_record_from_reply(const redisReply *reply, h2o_mem_pool_t *pool, sb_record_t *rec)
 {
@@ -179,15 +180,17 @@ static int probe_store(redisContext *c, const char *prefix, const sb_keyset_t *s
         const redisReply *keys = r->element[1];
         for (size_t i = 0; i < keys->elements; ++i) {
             const char *k = keys->element[i]->str;
-            if (strchr(k + plen, ':') != NULL)
-                continue; /* connection:{id}:bindings */
+            char idbuf[256];
+            const char *cid = sb_key_connection_id(k + plen, idbuf, sizeof(idbuf));
+            if (cid == NULL)
+                continue; /* connection:{org}:{id}:bindings */
             redisReply *h = redisCommand(c, "HGET %s secrets", k);
             if (h != NULL && h->type == REDIS_REPLY_STRING) {
                 json_t *creds = sb_credentials_open_with(
-                    set, k + plen, h2o_iovec_init(h->str, h->len), NULL);
+                    set, cid, h2o_iovec_init(h->str, h->len), NULL);
                 int ok = creds != NULL;
                 json_decref(creds);
-                snprintf(id_out, idlen, "%s", k + plen);
+                snprintf(id_out, idlen, "%s", cid);
                 freeReplyObject(h);
                 freeReplyObject(r);
                 return ok;

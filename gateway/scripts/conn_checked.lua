@@ -1,5 +1,6 @@
+--! include lib/keys.lua
 local P, id, org, ok, tok, hint, code, msg, now = unpack(ARGV, 1, 9)
-local key = P .. 'connection:' .. id
+local key = SBK(P, org)('connection', id)
 if redis.call('HGET', key, 'org') ~= org then return false end
 redis.call('HSET', key, 'last_checked_at', now)
 if ok == '1' then

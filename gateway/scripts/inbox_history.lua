@@ -1,7 +1,7 @@
 local P, org, cv, take, before, after, skip = unpack(ARGV, 1, 7)
 skip = tonumber(skip)
 local count = tonumber(take) + skip
-local c = redis.call('HMGET', P .. 'conv:' .. cv, 'org', 'listed')
+local c = redis.call('HMGET', P .. 'conv:{' .. org .. '}:' .. cv, 'org', 'listed')
 if c[1] ~= org or not c[2] then return {-1} end
 local tag = '{' .. org .. '}'
 local h = P .. 'hist:' .. tag .. ':' .. cv

@@ -10,7 +10,7 @@ end
 if #sets <= 1 then
   local z = sets[1] or L
   local out = {redis.call('ZCARD', z)}
-  for _, cv in ipairs(redis.call('ZREVRANGE', z, start, stop)) do out[#out + 1] = row(P, cv) end
+  for _, cv in ipairs(redis.call('ZREVRANGE', z, start, stop)) do out[#out + 1] = row(P, org, cv) end
   return out
 end
 table.sort(sets, function(a, b) return card[a] < card[b] end)
@@ -26,7 +26,7 @@ while found <= stop and out[1] > 0 do
       if not redis.call('ZSCORE', sets[k], cv) then ok = false; break end
     end
     if ok then
-      if found >= start then out[#out + 1] = row(P, cv) end
+      if found >= start then out[#out + 1] = row(P, org, cv) end
       found = found + 1
       if found > stop then break end
     end

@@ -1,12 +1,11 @@
 --! include lib/pad.lua
 --! include lib/inbox.lua
---! include lib/item_ok.lua
 local id, entry, raw, reason, code, ev, maxlen, ttl, rcode, now, st, did =
   unpack(ARGV, 1, 12)
 local P, org, cv, mtype, preview, author, at = unpack(ARGV, 13, 19)
 if ev ~= '' then
   local eid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'event', ev)
-  if item_ok(P, cv) then
+  if cv ~= '' then
     SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, '', maxlen)
   end
 end

@@ -1,6 +1,5 @@
 --! include lib/pad.lua
 --! include lib/inbox.lua
---! include lib/item_ok.lua
 local n, msgid, last, ev, entry, maxlen, ttl, now = unpack(ARGV, 1, 8)
 local P, org, cv, mtype, preview, author, at = unpack(ARGV, 9, 15)
 local key = KEYS[1]
@@ -13,7 +12,7 @@ end
 redis.call('HSET', key, 'part:' .. n, msgid, 'parts', n, 'updated_at', now)
 if ev ~= '' then
   local eid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'event', ev)
-  if item_ok(P, cv) then
+  if cv ~= '' then
     SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, msgid, maxlen)
   end
 end

@@ -30,7 +30,7 @@ function SBX.status(P, org, cv, ext, state)
 end
 function SBX.item(P, org, cv, ev, eid, dir, kind, mtype, preview, ts, now, author, ext, maxlen)
   local tag = '{' .. org .. '}'
-  local ck = P .. 'conv:' .. cv
+  local ck = P .. 'conv:' .. tag .. ':' .. cv
   local mi = P .. 'msgidx:' .. tag .. ':' .. cv
   redis.pcall('XADD', P .. 'hist:' .. tag .. ':' .. cv, 'MAXLEN', '~', maxlen, eid, 'e', ev)
   local c = redis.call('HMGET', ck, 'channel', 'connection_id', 'assistant_id', 'contact_id', 'listed', 'window_expires_at', 'unread')
@@ -75,7 +75,7 @@ function SBX.item(P, org, cv, ev, eid, dir, kind, mtype, preview, ts, now, autho
   redis.call('ZADD', L .. ':cn:' .. c[2], now, cv)
   if c[3] and c[3] ~= '' then redis.call('ZADD', L .. ':as:' .. c[3], now, cv) end
   local st = 'SUBSCRIBED'
-  if c[4] then st = redis.call('HGET', P .. 'contact:' .. c[4], 'status') or st end
+  if c[4] then st = redis.call('HGET', P .. 'contact:' .. tag .. ':' .. c[4], 'status') or st end
   redis.call('ZADD', L .. ':st:' .. st, now, cv)
   if unread > 0 then redis.call('ZADD', L .. ':unread', now, cv) end
 end
@@ -101,7 +101,7 @@ function SBX.edit(P, org, cv, ext, field, text, ts, preview)
   if type(old) == 'string' then prev[field] = old end
   edits[#edits + 1] = prev
   redis.call('HSET', mi, 'f:' .. eid, field, 't:' .. eid, text, 'a:' .. eid, ts, 'e:' .. eid, cjson.encode(edits))
-  local ck = P .. 'conv:' .. cv
+  local ck = P .. 'conv:' .. tag .. ':' .. cv
   if redis.call('HGET', ck, 'last_entry') == eid then
     redis.call('HSET', ck, 'last_preview', preview)
   end
