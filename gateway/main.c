@@ -88,7 +88,7 @@ static redisReply *keys_command(const sb_redis_url_t *url, int argc, const char 
 
 static int keys_check_store(const sb_conf_t *conf, sb_redis_url_t *url)
 {
-    char err[1024];
+    char err[2048];
     if (sb_redis_url_parse(conf->redis_url, url, err, sizeof(err)) != 0) {
         fprintf(stderr, "switchboard: redis.url: %s\n", err);
         return -1;
