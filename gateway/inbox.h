@@ -19,7 +19,7 @@
  *   contactconvs:{org}:<contact>  set   the contact's conversations (status moves)
  *
  * The conversation's own state (last message, activity, unread, WhatsApp window) is kept in
- * its conv:<id> hash beside the routing fields.
+ * its conv:{org}:<id> hash beside the routing fields.
  */
 #ifndef SB_INBOX_H
 #define SB_INBOX_H

@@ -1598,7 +1598,7 @@ static void on_conv_read(redisReply *r, void *data)
         fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
         return;
     }
-    /* The connection and the binding: reads of their own keys (their own slots), pipelined. */
+    /* The connection and the binding: reads in the org's slot (keys.h), pipelined. */
     h2o_iovec_t bid = c->binding_id.base != NULL ? c->binding_id : iov("");
     h2o_iovec_t ckey =
         sb_pool_printf(&c->pool, "%sconnection:{%.*s}:%.*s", ob->prefix, (int)c->org.len,
