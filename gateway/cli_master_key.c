@@ -26,6 +26,7 @@
 #include <openssl/rand.h>
 #include "cli.h"
 #include "store.h"
+#include "keys.h"
 
 redisContext *sb_cli_open_store(const sb_conf_t *conf, sb_keyset_t *set)
 {
@@ -108,9 +109,10 @@ static int reseal_pass(redisContext *c, const char *prefix, const sb_keyset_t *s
         snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
         for (size_t i = 0; i < r->element[1]->elements; ++i) {
             const char *k = r->element[1]->element[i]->str;
-            const char *id = k + plen;
-            if (strchr(id, ':') != NULL)
-                continue;
+            char idbuf[256];
+            const char *id = sb_key_connection_id(k + plen, idbuf, sizeof(idbuf));
+            if (id == NULL)
+                continue; /* connection:{org}:{id}:bindings */
             for (int attempt = 0; attempt < 10; ++attempt) {
                 redisReply *h = redisCommand(c, "HGET %s secrets", k);
                 if (h == NULL || h->type != REDIS_REPLY_STRING) {

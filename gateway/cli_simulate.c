@@ -135,13 +135,13 @@ static size_t collect(char *data, size_t size, size_t n, void *user)
 }
 
 /* The first binding's external id of the connection (into 'out'), or "" when it has none. */
-static void first_binding(redisContext *c, const char *prefix, const char *id, char *out,
-                          size_t outlen)
+static void first_binding(redisContext *c, const char *prefix, const char *org, const char *id,
+                          char *out, size_t outlen)
 {
     out[0] = '\0';
-    redisReply *r = redisCommand(c, "SRANDMEMBER %sconnection:%s:bindings", prefix, id);
+    redisReply *r = redisCommand(c, "SRANDMEMBER %sconnection:{%s}:%s:bindings", prefix, org, id);
     if (r != NULL && r->type == REDIS_REPLY_STRING) {
-        redisReply *e = redisCommand(c, "HGET %sbinding:%s external_id", prefix, r->str);
+        redisReply *e = redisCommand(c, "HGET %sbinding:{%s}:%s external_id", prefix, org, r->str);
         if (e != NULL && e->type == REDIS_REPLY_STRING)
             snprintf(out, outlen, "%s", e->str);
         if (e != NULL)
@@ -175,8 +175,15 @@ int sb_cli_simulate(const sb_conf_t *conf, const sb_simulate_opts_t *o)
     redisContext *c = sb_cli_open_store(conf, &set);
     if (c == NULL)
         return 1;
-    redisReply *h = redisCommand(c, "HMGET %sconnection:%s provider secrets bot_id", conf->redis_prefix,
-                                 o->connection);
+    /* The connection's org names its keys (keys.h). */
+    char org[256] = "";
+    redisReply *g = redisCommand(c, "GET %sconnorg:{%s}", conf->redis_prefix, o->connection);
+    if (g != NULL && g->type == REDIS_REPLY_STRING && g->len < sizeof(org))
+        memcpy(org, g->str, g->len + 1);
+    if (g != NULL)
+        freeReplyObject(g);
+    redisReply *h = redisCommand(c, "HMGET %sconnection:{%s}:%s provider secrets bot_id",
+                                 conf->redis_prefix, org, o->connection);
     if (h == NULL || h->type != REDIS_REPLY_ARRAY || h->elements != 3 ||
         h->element[0]->type != REDIS_REPLY_STRING || h->element[1]->type != REDIS_REPLY_STRING) {
         fprintf(stderr, "switchboard: no connection \"%s\" under prefix \"%s\"\n", o->connection,
@@ -196,7 +203,7 @@ int sb_cli_simulate(const sb_conf_t *conf, const sb_simulate_opts_t *o)
     if (o->to != NULL)
         snprintf(to, sizeof(to), "%s", o->to);
     else
-        first_binding(c, conf->redis_prefix, o->connection, to, sizeof(to));
+        first_binding(c, conf->redis_prefix, org, o->connection, to, sizeof(to));
     if (to[0] == '\0' && strcmp(provider, "telegram") == 0 &&
         h->element[2]->type == REDIS_REPLY_STRING)
         snprintf(to, sizeof(to), "%s", h->element[2]->str);

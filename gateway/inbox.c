@@ -24,148 +24,31 @@
 #include <jansson.h>
 #include "base/log.h"
 #include "inbox.h"
+#include "keys.h"
 #include "store.h"
+#include "lua_scripts.h"
 
 #define SB_MODULE "gateway/inbox"
 
-/* One row of the list: {conv hash, contact fields (id, external_id, name, username, phone,
- * status)} */
-#define LUA_ROW                                                                                    \
-    "local function row(P, cv)\n"                                                                  \
-    "  local ck = P .. 'conv:' .. cv\n"                                                            \
-    "  local cid = redis.call('HGET', ck, 'contact_id')\n"                                         \
-    "  local ct = {}\n"                                                                            \
-    "  if cid then\n"                                                                              \
-    "    ct = redis.call('HMGET', P .. 'contact:' .. cid, 'id', 'external_id', 'name', "           \
-    "'username', 'phone', 'status')\n"                                                             \
-    "  end\n"                                                                                      \
-    "  return {redis.call('HGETALL', ck), ct}\n"                                                   \
-    "end\n"
-
 /* ARGV: prefix, org, start, stop, zset suffixes of the filters...
  * -> {total, row, row, ...} most recent activity first.
- * One filter (or none) is a range of its zset. Several: the total is the count kept for the
- * combination in convs:{org}:counts (ZINTERCARD for an org whose counts are not kept), and
- * the smallest zset is walked in order in batches (twice what the page still lacks, 20 to 200
- * members), each batch checked in the others with one ZMSCORE each, until the page is filled
- * or every match was seen. */
-static sb_redis_script_t script_list = {
-    "inbox_list",
-    LUA_ROW
-    "local P, org, start, stop = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
-    "local L = P .. 'convs:{' .. org .. '}'\n"
-    "local sets, card, names = {}, {}, {}\n"
-    "for i = 5, #ARGV do\n"
-    "  local z = L .. ARGV[i]\n"
-    "  sets[#sets + 1] = z\n"
-    "  names[#names + 1] = ARGV[i]\n"
-    "  card[z] = redis.call('ZCARD', z)\n"
-    "end\n"
-    "if #sets <= 1 then\n"
-    "  local z = sets[1] or L\n"
-    "  local out = {redis.call('ZCARD', z)}\n"
-    "  for _, cv in ipairs(redis.call('ZREVRANGE', z, start, stop)) do out[#out + 1] = row(P, cv) "
-    "end\n"
-    "  return out\n"
-    "end\n"
-    "table.sort(sets, function(a, b) return card[a] < card[b] end)\n"
-    "table.sort(names)\n"
-    "local total\n"
-    "if redis.call('HEXISTS', L .. ':counts', 'on') == 1 then\n"
-    "  total = tonumber(redis.call('HGET', L .. ':counts', table.concat(names, '|')) or '0')\n"
-    "else\n"
-    "  total = redis.call('ZINTERCARD', #sets, unpack(sets))\n"
-    "end\n"
-    "local out = {total}\n"
-    "local found, pos = 0, 0\n"
-    "while found <= stop and found < total do\n"
-    "  local want = math.min(200, math.max(20, 2 * (stop + 1 - found)))\n"
-    "  local chunk = redis.call('ZREVRANGE', sets[1], pos, pos + want - 1)\n"
-    "  if #chunk == 0 then break end\n"
-    "  pos = pos + #chunk\n"
-    "  local ok = {}\n"
-    "  for k = 2, #sets do\n"
-    "    local sc = redis.call('ZMSCORE', sets[k], unpack(chunk))\n"
-    "    for j = 1, #chunk do if not sc[j] then ok[j] = false end end\n"
-    "  end\n"
-    "  for j, cv in ipairs(chunk) do\n"
-    "    if ok[j] ~= false then\n"
-    "      if found >= start then out[#out + 1] = row(P, cv) end\n"
-    "      found = found + 1\n"
-    "      if found > stop then break end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return out\n",
-    {0}};
+ * One filter (or none) is a range of its zset; several: the count kept per combination and
+ * a walk of the smallest zset in batches (gateway/scripts/inbox_list.lua). */
+static sb_redis_script_t script_list = {"inbox_list", sb_lua_inbox_list, {0}};
 
 /* ARGV: prefix, org, conversation -> row | false (missing, another org's, or no history) */
-static sb_redis_script_t script_get = {
-    "inbox_get",
-    LUA_ROW "local P, org, cv = ARGV[1], ARGV[2], ARGV[3]\n"
-            "local c = redis.call('HMGET', P .. 'conv:' .. cv, 'org', 'listed')\n"
-            "if c[1] ~= org or not c[2] then return false end\n"
-            "return row(P, cv)\n",
-    {0}};
+static sb_redis_script_t script_get = {"inbox_get", sb_lua_inbox_get, {0}};
 
 /* ARGV: prefix, org, conversation, take, before ('' none), after ('' none), skip
  * -> {-1} | {total, {entry id, event, delivery, edited field, its text, edits}, ...}
  * newest first. With 'after', the items right after it (up to 'before'); else the items
  * right before 'before' (or the newest); 'skip' items of that side are passed over first
  * (the pages after the first). */
-static sb_redis_script_t script_history = {
-    "inbox_history",
-    "local P, org, cv, take, before, after, skip = unpack(ARGV, 1, 7)\n"
-    "skip = tonumber(skip)\n"
-    "local count = tonumber(take) + skip\n"
-    "local c = redis.call('HMGET', P .. 'conv:' .. cv, 'org', 'listed')\n"
-    "if c[1] ~= org or not c[2] then return {-1} end\n"
-    "local tag = '{' .. org .. '}'\n"
-    "local h = P .. 'hist:' .. tag .. ':' .. cv\n"
-    "local mi = P .. 'msgidx:' .. tag .. ':' .. cv\n"
-    "local es\n"
-    "if after ~= '' then\n"
-    "  local hi = '+'\n"
-    "  if before ~= '' then hi = '(' .. before end\n"
-    "  local asc = redis.call('XRANGE', h, '(' .. after, hi, 'COUNT', count)\n"
-    "  es = {}\n"
-    "  for i = #asc, skip + 1, -1 do es[#es + 1] = asc[i] end\n"
-    "else\n"
-    "  local hi = '+'\n"
-    "  if before ~= '' then hi = '(' .. before end\n"
-    "  local desc = redis.call('XREVRANGE', h, hi, '-', 'COUNT', count)\n"
-    "  es = {}\n"
-    "  for i = skip + 1, #desc do es[#es + 1] = desc[i] end\n"
-    "end\n"
-    "local out = {redis.call('XLEN', h)}\n"
-    "for _, e in ipairs(es) do\n"
-    "  local id = e[1]\n"
-    "  local x = redis.call('HMGET', mi, 'd:' .. id, 'f:' .. id, 't:' .. id, 'e:' .. id)\n"
-    "  out[#out + 1] = {id, e[2][2], x[1], x[2], x[3], x[4]}\n"
-    "end\n"
-    "return out\n",
-    {0}};
+static sb_redis_script_t script_history = {"inbox_history", sb_lua_inbox_history, {0}};
 
-/* ARGV: prefix, org, conversation, receipt ('1'), author, maxlen, command id prefix
- * -> {0} | {1, row, command id or '', sb:out entry id or ''} */
-static sb_redis_script_t script_read = {
-    "inbox_read",
-    SB_INBOX_LUA LUA_ROW
-    "local P, org, cv, receipt, author, maxlen, idp = unpack(ARGV, 1, 7)\n"
-    "local ck = P .. 'conv:' .. cv\n"
-    "local c = redis.call('HMGET', ck, 'org', 'listed', 'last_in_ext')\n"
-    "if c[1] ~= org or not c[2] then return {0} end\n"
-    "redis.call('HSET', ck, 'unread', '0')\n"
-    "SBX.read_off(P, org, cv)\n"
-    "local id, entry = '', ''\n"
-    "if receipt == '1' and c[3] then\n"
-    "  id = idp .. string.sub(redis.sha1hex(c[3]), 1, 24)\n"
-    "  local cmd = cjson.encode({id = id, conversation_id = cv, type = 'read', reply_to = c[3]})\n"
-    "  entry = redis.call('XADD', P .. 'out', 'MAXLEN', '~', maxlen, '*', 'cmd', cmd, 'author', "
-    "author)\n"
-    "end\n"
-    "return {1, row(P, cv), id, entry}\n",
-    {0}};
+/* Every script here: KEYS[1] the org's stream (its slot), ARGV[1..2] prefix and org
+ * (gateway/scripts/inbox_*.lua say the rest). */
+static sb_redis_script_t script_read = {"inbox_read", sb_lua_inbox_read, {0}};
 
 static sb_redis_script_t *const scripts[] = {&script_list, &script_get, &script_history,
                                              &script_read, NULL};
@@ -181,6 +64,10 @@ typedef struct st_ix_t {
     sb_job_t *job;
     int64_t take, page;
     int want_receipt;
+    const char *key_id;
+    /* the read receipt: the answer waits for its XADD sb:out (another slot) */
+    json_t *row;
+    h2o_iovec_t receipt_id;
 } ix_t;
 
 static ix_t *ix_new(const sb_inbox_call_t *call)
@@ -235,11 +122,18 @@ static int check_counted_reply(sb_job_t *job, redisReply *r)
 static void run(sb_job_t *job, sb_redis_script_t *script, int argc, const char **argv,
                 sb_redis_cb cb, void *data)
 {
-    size_t argvlen[32];
-    for (int i = 0; i < argc; ++i)
-        argvlen[i] = strlen(argv[i]);
+    /* KEYS[1]: the org's stream, which names the org's slot (argv: prefix, org, ...). */
+    const char *args[33];
+    size_t argvlen[33];
+    h2o_iovec_t slot = sb_key_org(&job->pool, argv[0], "inbox", argv[1], NULL);
+    args[0] = slot.base;
+    argvlen[0] = slot.len;
+    for (int i = 0; i < argc && i < 32; ++i) {
+        args[i + 1] = argv[i];
+        argvlen[i + 1] = strlen(argv[i]);
+    }
     sb_redis_t *redis = job->worker->redis;
-    if (redis == NULL || sb_redis_eval(redis, script, cb, data, 0, argc, argv, argvlen) != 0)
+    if (redis == NULL || sb_redis_eval(redis, script, cb, data, 1, argc + 1, args, argvlen) != 0)
         sb_job_respond_error(job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
 }
 
@@ -610,6 +504,27 @@ void sb_inbox_history(const sb_inbox_call_t *call)
 
 /* ---- Read ---- */
 
+static void on_receipt_queued(redisReply *r, void *data)
+{
+    ix_t *x = data;
+    json_t *o = x->row;
+    x->row = NULL;
+    if (check_reply(x->job, r) != 0) {
+        json_decref(o);
+        return;
+    }
+    if (r->type != REDIS_REPLY_STRING) {
+        json_decref(o);
+        sb_job_respond_error(x->job, SB_ERR_INTERNAL, NULL);
+        return;
+    }
+    json_t *receipt = json_object();
+    json_object_set_new(receipt, "command_id", json_stringn(x->receipt_id.base, x->receipt_id.len));
+    set_reply_str(receipt, "entry_id", r);
+    json_object_set_new(o, "receipt", receipt);
+    respond_json(x->job, 200, o);
+}
+
 static void on_read(redisReply *r, void *data)
 {
     ix_t *x = data;
@@ -622,15 +537,30 @@ static void on_read(redisReply *r, void *data)
         return;
     }
     if (x->want_receipt) {
-        const redisReply *id = r->element[2], *entry = r->element[3];
-        if (id->type == REDIS_REPLY_STRING && id->len != 0) {
-            json_t *receipt = json_object();
-            set_reply_str(receipt, "command_id", id);
-            set_reply_str(receipt, "entry_id", entry);
-            json_object_set_new(o, "receipt", receipt);
-        } else {
-            json_object_set_new(o, "receipt", json_null());
+        const redisReply *id = r->element[2], *cmd = r->element[3];
+        if (id->type == REDIS_REPLY_STRING && id->len != 0 && cmd->type == REDIS_REPLY_STRING) {
+            /* The read receipt is an sb:out command: a second step, in sb:out's slot. */
+            sb_job_t *job = x->job;
+            const sb_conf_t *conf = job->worker->server->conf;
+            h2o_iovec_t out = sb_pool_printf(&job->pool, "%sout", conf->redis_prefix);
+            h2o_iovec_t maxlen = sb_pool_printf(&job->pool, "%lld", (long long)conf->stream_maxlen);
+            h2o_iovec_t author =
+                sb_pool_printf(&job->pool, "{\"type\":\"person\",\"key\":\"%s\"}", x->key_id);
+            x->receipt_id = sb_pool_strdup(&job->pool, id->str, id->len);
+            const char *argv[10] = {"XADD", out.base, "MAXLEN", "~",      maxlen.base,
+                                    "*",    "cmd",    cmd->str, "author", author.base};
+            size_t argvlen[10] = {4, out.len, 6, 1, maxlen.len, 1, 3, cmd->len, 6, author.len};
+            x->row = o;
+            if (job->worker->redis == NULL ||
+                sb_redis_command(job->worker->redis, on_receipt_queued, x, 10, argv, argvlen) !=
+                    0) {
+                x->row = NULL;
+                json_decref(o);
+                sb_job_respond_error(job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+            }
+            return;
         }
+        json_object_set_new(o, "receipt", json_null());
     }
     respond_json(x->job, 200, o);
 }
@@ -656,11 +586,8 @@ void sb_inbox_read(const sb_inbox_call_t *call)
             x->want_receipt = json_is_true(v);
         }
     }
-    const char *author =
-        sb_pool_printf(&job->pool, "{\"type\":\"person\",\"key\":\"%s\"}", call->key_id).base;
-    const char *argv[7] = {call->prefix,  call->org,
-                           call->conv_id, x->want_receipt ? "1" : "0",
-                           author,        istr(job, job->worker->server->conf->stream_maxlen),
+    x->key_id = call->key_id;
+    const char *argv[5] = {call->prefix, call->org, call->conv_id, x->want_receipt ? "1" : "0",
                            "read_"};
-    run(job, &script_read, 7, argv, on_read, x);
+    run(job, &script_read, 5, argv, on_read, x);
 }

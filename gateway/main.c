@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <jansson.h>
 #include <hiredis/hiredis.h>
 #include "queue/redis.h"
@@ -19,6 +20,7 @@
 #include "cli.h"
 #include "server.h"
 #include "store.h"
+#include "keys.h"
 
 #define SB_MODULE "gateway/main"
 
@@ -65,12 +67,79 @@ static int usage_error(const char *fmt, ...)
     return 2;
 }
 
-static redisContext *connect_sync(const sb_conf_t *conf)
+/*
+ * The API key subcommands write through sb_redis_sync_command(), which tries every seed of
+ * redis.url and follows MOVED and ASK, so they work on a single instance and on a Cluster
+ * alike. Before writing, the key file is checked against the store: on a single instance
+ * with the gateway's own check (sb_master_key_open); on a Cluster against the record
+ * {prefix}{master-key} read through the same client.
+ */
+static redisReply *keys_command(const sb_redis_url_t *url, int argc, const char **argv)
 {
+    char err[256];
+    size_t argvlen[8];
+    for (int i = 0; i < argc; ++i)
+        argvlen[i] = strlen(argv[i]);
+    redisReply *r = sb_redis_sync_command(url, 5000, argc, argv, argvlen, err, sizeof(err));
+    if (r == NULL)
+        fprintf(stderr, "switchboard: %s\n", err);
+    return r;
+}
+
+static int keys_check_store(const sb_conf_t *conf, sb_redis_url_t *url)
+{
+    char err[2048];
+    if (sb_redis_url_parse(conf->redis_url, url, err, sizeof(err)) != 0) {
+        fprintf(stderr, "switchboard: redis.url: %s\n", err);
+        return -1;
+    }
+    redisReply *r = keys_command(url, 2, (const char *[]){"INFO", "cluster"});
+    if (r == NULL)
+        return -1;
+    int cluster = r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1") != NULL;
+    freeReplyObject(r);
     sb_keyset_t set;
-    redisContext *c = sb_cli_open_store(conf, &set);
+    if (!cluster) {
+        redisContext *c = sb_cli_open_store(conf, &set);
+        sb_keyset_cleanse(&set);
+        if (c == NULL)
+            return -1;
+        redisFree(c);
+        return 0;
+    }
+    char path[1024], key[512];
+    sb_conf_master_key_path(conf, path, sizeof(path));
+    snprintf(key, sizeof(key), "%s{master-key}", conf->redis_prefix);
+    r = keys_command(url, 5, (const char *[]){"HMGET", key, "current", "previous", "next"});
+    if (r == NULL)
+        return -1;
+    sb_key_record_t rec;
+    memset(&rec, 0, sizeof(rec));
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+        char *fields[3] = {rec.current, rec.previous, rec.next};
+        for (int i = 0; i < 3; ++i)
+            if (r->element[i]->type == REDIS_REPLY_STRING && r->element[i]->len == 64)
+                memcpy(fields[i], r->element[i]->str, 65);
+    }
+    freeReplyObject(r);
+    rec.exists = rec.current[0] != '\0';
+    if (!rec.exists)
+        return 0; /* the first gateway records its key */
+    int rc = sb_keyset_read(path, &set, err, sizeof(err));
+    if (rc == 1)
+        snprintf(err, sizeof(err),
+                 "master key file %s does not exist, but the store under prefix \"%s\" is sealed "
+                 "with key %.16s",
+                 path, conf->redis_prefix, rec.current);
+    if (rc == 0 &&
+        sb_key_record_accepts(&rec, &set, conf->redis_prefix, path, err, sizeof(err)) != 0)
+        rc = -1;
     sb_keyset_cleanse(&set);
-    return c;
+    if (rc != 0) {
+        fprintf(stderr, "switchboard: %s\n", err);
+        return -1;
+    }
+    return 0;
 }
 
 static int keys_create(const sb_conf_t *conf, const char *org)
@@ -80,36 +149,40 @@ static int keys_create(const sb_conf_t *conf, const char *org)
                 SB_ID_MAX);
         return 2;
     }
-    redisContext *c = connect_sync(conf);
-    if (c == NULL)
+    sb_redis_url_t url;
+    if (keys_check_store(conf, &url) != 0)
         return 1;
-    char key[64], hash[65], created[32];
+    char key[64], hash[65], created[32], name[512];
     memcpy(key, "sbk_", 4);
     sb_random_alnum(key + 4, 40);
     sb_crypto_sha256_hex(key, strlen(key), hash);
     snprintf(created, sizeof(created), "%lld", (long long)sb_now_ms());
-    redisReply *r = redisCommand(c, "HSET %sapikey:%s org %s created_at %s", conf->redis_prefix,
-                                 hash, org, created);
-    int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+    sb_key_own_buf(name, sizeof(name), conf->redis_prefix, "apikey", hash);
+    redisReply *r =
+        keys_command(&url, 6, (const char *[]){"HSET", name, "org", org, "created_at", created});
+    int ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
+    if (r != NULL && !ok)
+        fprintf(stderr, "switchboard: cannot store the key: %s\n",
+                r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
     if (r != NULL)
         freeReplyObject(r);
-    redisFree(c);
-    if (!ok) {
-        fprintf(stderr, "switchboard: cannot store the key\n");
+    OPENSSL_cleanse(&url, sizeof(url));
+    if (!ok)
         return 1;
-    }
     printf("%s\n", key);
     return 0;
 }
 
 static int keys_revoke(const sb_conf_t *conf, const char *key)
 {
-    redisContext *c = connect_sync(conf);
-    if (c == NULL)
+    sb_redis_url_t url;
+    if (keys_check_store(conf, &url) != 0)
         return 1;
-    char hash[65];
+    char hash[65], name[512];
     sb_crypto_sha256_hex(key, strlen(key), hash);
-    redisReply *r = redisCommand(c, "DEL %sapikey:%s", conf->redis_prefix, hash);
+    sb_key_own_buf(name, sizeof(name), conf->redis_prefix, "apikey", hash);
+    redisReply *r = keys_command(&url, 2, (const char *[]){"DEL", name});
+    OPENSSL_cleanse(&url, sizeof(url));
     int ret = 1;
     if (r == NULL || r->type == REDIS_REPLY_ERROR)
         fprintf(stderr, "switchboard: cannot revoke the key\n");
@@ -120,7 +193,6 @@ static int keys_revoke(const sb_conf_t *conf, const char *key)
         fprintf(stderr, "switchboard: no such key\n");
     if (r != NULL)
         freeReplyObject(r);
-    redisFree(c);
     return ret;
 }
 

@@ -35,6 +35,7 @@
 #include "gateway/media.h"
 #include "gateway/mgmt_scripts.h"
 #include "gateway/store.h"
+#include "gateway/keys.h"
 
 #define SB_MODULE "gateway/media"
 #define MAC_LEN   16
@@ -942,10 +943,12 @@ static void start_fetch(sb_worker_t *w, h2o_req_t *req, sb_route_t route, uint64
     CP(file_name);
 #undef CP
     f->limit = sb_media_limit(f->m.channel, f->m.type);
-    const char *argv[2] = {conf->redis_prefix, f->m.conn};
-    size_t argvlen[2] = {strlen(argv[0]), strlen(argv[1])};
+    /* KEYS[1]: the org's stream, the slot of the connection (mgmt_scripts.h, keys.h) */
+    h2o_iovec_t slot = sb_key_org(pool, conf->redis_prefix, "inbox", f->m.org, NULL);
+    const char *argv[4] = {slot.base, conf->redis_prefix, f->m.conn, f->m.org};
+    size_t argvlen[4] = {slot.len, strlen(argv[1]), strlen(argv[2]), strlen(argv[3])};
     if (w->redis == NULL ||
-        sb_redis_eval(w->redis, &sb_script_conn_load, on_connection, f, 0, 2, argv, argvlen) != 0)
+        sb_redis_eval(w->redis, &sb_script_conn_load, on_connection, f, 1, 4, argv, argvlen) != 0)
         fail(f, 503, "unavailable", "redis is unavailable", "unavailable");
 }
 

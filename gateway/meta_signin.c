@@ -49,6 +49,7 @@
 #include "adapters/provider.h"
 #include "base/log.h"
 #include "http_client.h"
+#include "keys.h"
 #include "meta_signin.h"
 #include "metrics.h"
 #include "mgmt.h"
@@ -699,16 +700,21 @@ static void app_callback_next(signin_t *s)
             continue;
         const sb_conf_t *conf = s->job->worker->server->conf;
         /* the list script: prefix, zset, start, stop, owner key (none), org, hash prefix */
-        char *set =
-            sb_pool_printf(&s->job->pool, "org:%s:connections:%s", s->org, app_channels[s->cursor])
-                .base;
-        const char *args[] = {conf->redis_prefix, set, "0", "-1", "", s->org, "connection:"};
-        size_t lens[7];
-        for (size_t i = 0; i < 7; ++i)
+        h2o_mem_pool_t *pool = &s->job->pool;
+        char *set = sb_key_org(pool, "", "org", s->org,
+                               sb_pool_printf(pool, "connections:%s", app_channels[s->cursor]).base)
+                        .base;
+        char *stem = sb_pool_printf(pool, "%s:", sb_key_org(pool, "", "connection", s->org, NULL).base)
+                         .base;
+        /* KEYS[1]: the org's stream (its slot) */
+        const char *args[] = {sb_key_org(pool, conf->redis_prefix, "inbox", s->org, NULL).base,
+                              conf->redis_prefix, set, "0", "-1", "", s->org, stem};
+        size_t lens[8];
+        for (size_t i = 0; i < 8; ++i)
             lens[i] = strlen(args[i]);
         sb_redis_t *redis = s->job->worker->redis;
         if (redis == NULL ||
-            sb_redis_eval(redis, &sb_script_list, on_channel_listed, s, 0, 7, args, lens) != 0)
+            sb_redis_eval(redis, &sb_script_list, on_channel_listed, s, 1, 8, args, lens) != 0)
             sb_job_respond_error(s->job, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
         return;
     }

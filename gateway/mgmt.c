@@ -25,6 +25,7 @@
 #include "mgmt.h"
 #include "mgmt_scripts.h"
 #include "meta_signin.h"
+#include "keys.h"
 #include "oauth.h"
 #include "outbound.h"
 #include "provider.h"
@@ -90,6 +91,9 @@ typedef struct st_mjob_t {
     char ip[64];
     char key_hash[65];
     char *org;
+    /* POST .../messages: the command and its author, added to sb:out once the conversation
+     * was found in the org's slot */
+    const char *out_cmd, *out_author;
     json_t *json;  /* parsed body (new) */
     json_t *creds; /* plaintext credentials being worked on (new) */
     int64_t page, take;
@@ -210,11 +214,44 @@ static int check_reply(mjob_t *j, redisReply *r)
     return 0;
 }
 
-static void run_script(mjob_t *j, sb_redis_script_t *script, args_t *a, sb_redis_cb cb)
+/* Runs 'script' in the org's slot: KEYS[1] is the org's stream {prefix}inbox:{org}, which
+ * names the slot of every key a management script touches (keys.h), then the arguments. */
+/* Runs 'script' in the org's slot: KEYS[1] is the org's stream, then 'a' as ARGV; 'cb' gets
+ * 'data'. */
+static void run_script_for(mjob_t *j, sb_redis_script_t *script, args_t *a, sb_redis_cb cb,
+                           void *data)
 {
     sb_redis_t *redis = j->super.worker->redis;
-    if (redis == NULL || sb_redis_eval(redis, script, cb, j, 0, a->n, a->v, a->l) != 0)
+    h2o_iovec_t slot = sb_key_org(&j->super.pool, j->super.worker->server->conf->redis_prefix,
+                                  "inbox", j->org != NULL ? j->org : "", NULL);
+    const char *v[MAX_ARGS + 1];
+    size_t l[MAX_ARGS + 1];
+    v[0] = slot.base;
+    l[0] = slot.len;
+    memcpy(v + 1, a->v, sizeof(*v) * (size_t)a->n);
+    memcpy(l + 1, a->l, sizeof(*l) * (size_t)a->n);
+    if (redis == NULL || sb_redis_eval(redis, script, cb, data, 1, a->n + 1, v, l) != 0)
         fail(j, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+}
+
+static void run_script(mjob_t *j, sb_redis_script_t *script, args_t *a, sb_redis_cb cb)
+{
+    run_script_for(j, script, a, cb, j);
+}
+
+/* The name of the org's key {prefix}{kind}:{org}:{rest} (keys.h); 'bare' without the prefix
+ * (what the list and update scripts are given). */
+static const char *okey(mjob_t *j, int bare, const char *kind, const char *rest)
+{
+    return sb_key_org(&j->super.pool, bare ? "" : j->super.worker->server->conf->redis_prefix, kind,
+                      j->org, rest)
+        .base;
+}
+
+/* "{kind}:{org}:", the start of the names of the org's objects of one kind (no prefix). */
+static const char *ostem(mjob_t *j, const char *kind)
+{
+    return sb_pool_printf(&j->super.pool, "%s:", okey(j, 1, kind, NULL)).base;
 }
 
 static void run_command(mjob_t *j, args_t *a, sb_redis_cb cb)
@@ -626,7 +663,7 @@ static void start_get(mjob_t *j, const char *kind)
 {
     args_t a = {.n = 0};
     arg(&a, "HGETALL");
-    arg(&a, sb_pool_printf(&j->super.pool, "%s%s:%s", prefix(j), kind, j->id1).base);
+    arg(&a, okey(j, 0, kind, j->id1));
     run_command(j, &a, on_get);
 }
 
@@ -732,7 +769,7 @@ static void assistant_patch(mjob_t *j)
     }
     args_t a = {.n = 0};
     arg(&a, prefix(j));
-    arg(&a, sb_pool_printf(&j->super.pool, "assistant:%s", j->id1).base);
+    arg(&a, okey(j, 1, "assistant", j->id1));
     arg(&a, j->org);
     json_t *name = json_object_get(j->json, "name");
     if (name != NULL) {
@@ -826,11 +863,11 @@ static void contact_list(mjob_t *j)
                  "status must be ALL, SUBSCRIBED, UNSUBSCRIBED, BLOCKED or AI_REPLIES_DISABLED");
             return;
         }
-        zset = sb_pool_printf(&j->super.pool, "org:%s:contacts:%s", j->org, status).base;
+        zset = okey(j, 1, "org", sb_pool_printf(&j->super.pool, "contacts:%s", status).base);
     } else {
-        zset = sb_pool_printf(&j->super.pool, "org:%s:contacts", j->org).base;
+        zset = okey(j, 1, "org", "contacts");
     }
-    start_list(j, zset, "", "contact:");
+    start_list(j, zset, "", ostem(j, "contact"));
 }
 
 static void contact_patch(mjob_t *j)
@@ -862,7 +899,7 @@ static void on_command_enqueued(redisReply *r, void *data)
     if (check_reply(j, r) != 0)
         return;
     if (r->type != REDIS_REPLY_STRING) {
-        fail(j, SB_ERR_NOT_FOUND, NULL);
+        fail(j, SB_ERR_INTERNAL, NULL);
         return;
     }
     json_t *o = json_object();
@@ -873,6 +910,30 @@ static void on_command_enqueued(redisReply *r, void *data)
 }
 
 static void conversation_message(mjob_t *j);
+
+/* The conversation is the org's: the command goes to sb:out (its own slot). */
+static void on_conversation_checked(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) {
+        fail(j, SB_ERR_NOT_FOUND, NULL);
+        return;
+    }
+    args_t a = {.n = 0};
+    arg(&a, "XADD");
+    arg(&a, sb_pool_printf(&j->super.pool, "%sout", prefix(j)).base);
+    arg(&a, "MAXLEN");
+    arg(&a, "~");
+    arg_int(&a, j, j->super.worker->server->conf->stream_maxlen);
+    arg(&a, "*");
+    arg(&a, "cmd");
+    arg(&a, j->out_cmd);
+    arg(&a, "author");
+    arg(&a, j->out_author);
+    run_command(j, &a, on_command_enqueued);
+}
 
 static void on_upload_stored(redisReply *r, void *data)
 {
@@ -954,18 +1015,20 @@ static void conversation_message(mjob_t *j)
         fail(j, SB_ERR_BAD_REQUEST, reason);
         return;
     }
+    /* Two steps: the conversation is checked in the org's slot, then the command is added to
+     * sb:out; a conversation's org never changes, so they need not be atomic. */
+    j->out_cmd = pool_str(j, text, strlen(text));
+    free(text);
+    /* A person wrote it: the inbox shows the key, and a hand-off does not stop it. */
+    char key_id[24];
+    sb_inbox_key_id(j->key_hash, key_id);
+    j->out_author =
+        sb_pool_printf(&j->super.pool, "{\"type\":\"person\",\"key\":\"%s\"}", key_id).base;
     args_t a = {.n = 0};
     arg(&a, prefix(j));
     arg(&a, j->org);
     arg(&a, j->id1);
-    arg(&a, pool_str(j, text, strlen(text)));
-    arg_int(&a, j, j->super.worker->server->conf->stream_maxlen);
-    /* A person wrote it: the inbox shows the key, and a hand-off does not stop it. */
-    char key_id[24];
-    sb_inbox_key_id(j->key_hash, key_id);
-    arg(&a, sb_pool_printf(&j->super.pool, "{\"type\":\"person\",\"key\":\"%s\"}", key_id).base);
-    free(text);
-    run_script(j, &sb_script_conv_enqueue, &a, on_command_enqueued);
+    run_script(j, &sb_script_conv_check, &a, on_conversation_checked);
 }
 
 /* ---- Commands and dead letters ---- */
@@ -1258,7 +1321,7 @@ static void on_conn_stored(redisReply *r, void *data)
         /* New credentials: active again, the old error goes. */
         args_t d = {.n = 0};
         arg(&d, "HDEL");
-        arg(&d, sb_pool_printf(&j->super.pool, "%sconnection:%s", prefix(j), j->id1).base);
+        arg(&d, okey(j, 0, "connection", j->id1));
         arg(&d, "error_code");
         arg(&d, "error_message");
         arg(&d, "error_at");
@@ -1269,7 +1332,7 @@ static void on_conn_stored(redisReply *r, void *data)
         /* Render what was stored. */
         args_t a = {.n = 0};
         arg(&a, "HGETALL");
-        arg(&a, sb_pool_printf(&j->super.pool, "%sconnection:%s", prefix(j), j->new_id).base);
+        arg(&a, okey(j, 0, "connection", j->new_id));
         j->id1 = j->new_id;
         run_command(j, &a, on_get);
         return;
@@ -1277,8 +1340,34 @@ static void on_conn_stored(redisReply *r, void *data)
     respond_record(j, r, 200);
 }
 
-/* Stores a new connection (create) or its updated fields (patch). */
+static void store_connection_fields(mjob_t *j);
+
+static void on_connorg_set(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    store_connection_fields(j);
+}
+
+/* Stores a new connection (create: first its immutable index connorg:{id}, which a webhook
+ * reads to find the org, then the connection in the org's slot; a crash in between leaves
+ * an index that names nothing) or its updated fields (patch). */
 static void store_connection(mjob_t *j)
+{
+    if (j->op != OP_CONN_CREATE) {
+        store_connection_fields(j);
+        return;
+    }
+    args_t a = {.n = 0};
+    arg(&a, "SET");
+    arg(&a, sb_key_own(&j->super.pool, prefix(j), "connorg", j->new_id, strlen(j->new_id)).base);
+    arg(&a, j->org);
+    arg(&a, "NX");
+    run_command(j, &a, on_connorg_set);
+}
+
+static void store_connection_fields(mjob_t *j)
 {
     const sb_keyring_t *key = j->super.worker->server->master_key;
     char now[32];
@@ -1320,7 +1409,7 @@ static void store_connection(mjob_t *j)
             arg(&a, pool_str(j, token, (size_t)(strchr(token, ':') - token)));
         }
     } else {
-        arg(&a, sb_pool_printf(&j->super.pool, "connection:%s", j->id1).base);
+        arg(&a, okey(j, 1, "connection", j->id1));
         arg(&a, j->org);
         json_t *name = json_object_get(j->json, "name");
         if (name != NULL) {
@@ -1463,6 +1552,7 @@ static void load_connection(mjob_t *j)
     args_t a = {.n = 0};
     arg(&a, prefix(j));
     arg(&a, j->id1);
+    arg(&a, j->org);
     run_script(j, &sb_script_conn_load, &a, on_conn_loaded);
 }
 
@@ -2092,11 +2182,11 @@ static void connection_list(mjob_t *j)
             fail(j, SB_ERR_BAD_REQUEST, provider_error(j));
             return;
         }
-        zset = sb_pool_printf(&j->super.pool, "org:%s:connections:%s", j->org, provider).base;
+        zset = okey(j, 1, "org", sb_pool_printf(&j->super.pool, "connections:%s", provider).base);
     } else {
-        zset = sb_pool_printf(&j->super.pool, "org:%s:connections", j->org).base;
+        zset = okey(j, 1, "org", "connections");
     }
-    start_list(j, zset, "", "connection:");
+    start_list(j, zset, "", ostem(j, "connection"));
 }
 
 /* ---- Connections found by a sign-in (gateway/meta_signin.c) ---- */
@@ -2118,9 +2208,7 @@ static void on_save_dispose(void *p)
 
 static void save_run(save_t *s, sb_redis_script_t *script, args_t *a, sb_redis_cb cb)
 {
-    sb_redis_t *redis = s->j->super.worker->redis;
-    if (redis == NULL || sb_redis_eval(redis, script, cb, s, 0, a->n, a->v, a->l) != 0)
-        fail(s->j, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+    run_script_for(s->j, script, a, cb, s);
 }
 
 static void on_saved(redisReply *r, void *data)
@@ -2148,7 +2236,7 @@ static void on_save_created(redisReply *r, void *data)
         return;
     args_t a = {.n = 0};
     arg(&a, prefix(j));
-    arg(&a, sb_pool_printf(&j->super.pool, "connection:%s", s->id).base);
+    arg(&a, okey(j, 1, "connection", s->id));
     arg(&a, s->org);
     save_run(s, &sb_script_update, &a, on_saved);
 }
@@ -2178,12 +2266,12 @@ static void save_write(save_t *s, int create)
             arg(&a, pool_str(j, fields[i][1], strlen(fields[i][1])));
         }
     } else {
-        arg(&a, sb_pool_printf(&j->super.pool, "connection:%s", s->id).base);
+        arg(&a, okey(j, 1, "connection", s->id));
         arg(&a, s->org);
         /* an earlier error is over: the sign-in gave working credentials */
         args_t d = {.n = 0};
         arg(&d, "HDEL");
-        arg(&d, sb_pool_printf(&j->super.pool, "%sconnection:%s", prefix(j), s->id).base);
+        arg(&d, okey(j, 0, "connection", s->id));
         arg(&d, "error_code");
         arg(&d, "error_message");
         arg(&d, "error_at");
@@ -2198,6 +2286,14 @@ static void save_write(save_t *s, int create)
     }
     save_run(s, create ? &sb_script_conn_create : &sb_script_update, &a,
              create ? on_save_created : on_saved);
+}
+
+static void on_save_indexed(redisReply *r, void *data)
+{
+    save_t *s = data;
+    if (check_reply(s->j, r) != 0)
+        return;
+    save_write(s, 1);
 }
 
 static void on_save_listed(redisReply *r, void *data)
@@ -2225,8 +2321,16 @@ static void on_save_listed(redisReply *r, void *data)
         save_write(s, 0);
         return;
     }
+    /* a new connection: first its immutable index connorg:{id}, as store_connection does */
     sb_new_id(s->id, "cn_");
-    save_write(s, 1);
+    args_t a = {.n = 0};
+    arg(&a, "SET");
+    arg(&a, sb_key_own(&j->super.pool, prefix(j), "connorg", s->id, strlen(s->id)).base);
+    arg(&a, s->org);
+    arg(&a, "NX");
+    sb_redis_t *redis = j->super.worker->redis;
+    if (redis == NULL || sb_redis_command(redis, on_save_indexed, s, a.n, a.v, a.l) != 0)
+        fail(j, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
 }
 
 void sb_mgmt_connection_save(sb_job_t *job, const char *org, const char *provider,
@@ -2249,12 +2353,12 @@ void sb_mgmt_connection_save(sb_job_t *job, const char *org, const char *provide
     s->data = data;
     args_t a = {.n = 0};
     arg(&a, prefix(j));
-    arg(&a, sb_pool_printf(&j->super.pool, "org:%s:connections:%s", org, provider).base);
+    arg(&a, okey(j, 1, "org", sb_pool_printf(&j->super.pool, "connections:%s", provider).base));
     arg(&a, "0");
     arg(&a, "-1");
     arg(&a, "");
     arg(&a, org);
-    arg(&a, "connection:");
+    arg(&a, ostem(j, "connection"));
     save_run(s, &sb_script_list, &a, on_save_listed);
 }
 
@@ -2345,8 +2449,7 @@ static void dispatch(mjob_t *j)
         sb_meta_signin_start(&j->super, j->org, j->json);
         break;
     case OP_ASST_LIST:
-        start_list(j, sb_pool_printf(&j->super.pool, "org:%s:assistants", j->org).base, "",
-                   "assistant:");
+        start_list(j, okey(j, 1, "org", "assistants"), "", ostem(j, "assistant"));
         break;
     case OP_ASST_CREATE:
         assistant_create(j);
@@ -2361,8 +2464,9 @@ static void dispatch(mjob_t *j)
         start_delete(j, &sb_script_assistant_delete);
         break;
     case OP_BIND_LIST:
-        start_list(j, sb_pool_printf(&j->super.pool, "assistant:%s:bindings", j->id1).base,
-                   sb_pool_printf(&j->super.pool, "assistant:%s", j->id1).base, "binding:");
+        start_list(
+            j, okey(j, 1, "assistant", sb_pool_printf(&j->super.pool, "%s:bindings", j->id1).base),
+            okey(j, 1, "assistant", j->id1), ostem(j, "binding"));
         break;
     case OP_BIND_CREATE:
         binding_create(j);
@@ -2432,7 +2536,30 @@ static void dispatch(mjob_t *j)
     }
 }
 
-static void on_auth(redisReply *r, void *data)
+static void unauthorized(mjob_t *j)
+{
+    /* The feed also takes a one-use ticket in place of the key (EventSource). */
+    if (j->op == OP_INBOX_EVENTS && j->route_err == SB_OK && j->key_hash[0] == '\0' &&
+        sb_feed_redeem(&j->super, j->query) == 0)
+        return;
+    fail(j, SB_ERR_UNAUTHORIZED, NULL);
+}
+
+static void on_key(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    if (r->type != REDIS_REPLY_STRING || r->len == 0) {
+        unauthorized(j);
+        return;
+    }
+    j->org = pool_str(j, r->str, r->len);
+    dispatch(j);
+}
+
+/* The client's window (its own slot), then the key's org (the key's slot). */
+static void on_window(redisReply *r, void *data)
 {
     mjob_t *j = data;
     if (check_reply(j, r) != 0)
@@ -2442,8 +2569,7 @@ static void on_auth(redisReply *r, void *data)
         fail(j, SB_ERR_INTERNAL, NULL);
         return;
     }
-    const char *what = r->element[0]->str;
-    if (strcmp(what, "limited") == 0 && r->elements == 2) {
+    if (strcmp(r->element[0]->str, "limited") == 0 && r->elements == 2) {
         long long ms = strtoll(r->element[1]->str, NULL, 10);
         char buf[32];
         snprintf(buf, sizeof(buf), "%lld", ms <= 0 ? 1 : (ms + 999) / 1000);
@@ -2451,16 +2577,15 @@ static void on_auth(redisReply *r, void *data)
         fail(j, SB_ERR_RATE_LIMITED, "too many requests from this address");
         return;
     }
-    if (strcmp(what, "ok") != 0 || r->elements != 2) {
-        /* The feed also takes a one-use ticket in place of the key (EventSource). */
-        if (j->op == OP_INBOX_EVENTS && j->route_err == SB_OK && j->key_hash[0] == '\0' &&
-            sb_feed_redeem(&j->super, j->query) == 0)
-            return;
-        fail(j, SB_ERR_UNAUTHORIZED, NULL);
+    if (j->key_hash[0] == '\0') {
+        unauthorized(j);
         return;
     }
-    j->org = pool_str(j, r->element[1]->str, r->element[1]->len);
-    dispatch(j);
+    args_t a = {.n = 0};
+    arg(&a, "HGET");
+    arg(&a, sb_key_own(&j->super.pool, prefix(j), "apikey", j->key_hash, strlen(j->key_hash)).base);
+    arg(&a, "org");
+    run_command(j, &a, on_key);
 }
 
 /* Resolves the route of 'segs' (after /orgs/c/) and 'method' into j->op or j->route_err. */
@@ -2683,13 +2808,16 @@ void sb_mgmt_handle(sb_worker_t *w, h2o_req_t *req, uint64_t started_us)
     const sb_conf_t *conf = w->server->conf;
     char member[40];
     sb_random_alnum(member, 24);
+    h2o_iovec_t window =
+        sb_key_own(&j->super.pool, conf->redis_prefix, "ratelimit", j->ip, strlen(j->ip));
     args_t a = {.n = 0};
-    arg(&a, conf->redis_prefix);
-    arg(&a, j->ip);
+    arg(&a, window.base);
     arg_int(&a, j, sb_now_ms());
     arg_int(&a, j, conf->rate_limit_per_minute);
     arg(&a, "60000");
     arg(&a, pool_str(j, member, strlen(member)));
-    arg(&a, j->key_hash);
-    run_script(j, &sb_script_auth, &a, on_auth);
+    sb_redis_t *redis = w->redis;
+    if (redis == NULL ||
+        sb_redis_eval(redis, &sb_script_ratelimit, on_window, j, 1, a.n, a.v, a.l) != 0)
+        fail(j, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
 }

@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include "base/log.h"
 #include "oauth.h"
+#include "keys.h"
 #include "outbound.h"
 #include "store.h"
 
@@ -38,6 +39,9 @@ typedef struct st_op_t {
     int timer_active;
     sb_oauth_cb cb;
     void *data;
+    /* the connection's org (connorg:{id}), which names the slot of its hash */
+    const char *org;
+    void (*with_org)(struct st_op_t *op);
 } op_t;
 
 static const char *prefix(op_t *op)
@@ -88,7 +92,38 @@ static void command(op_t *op, sb_redis_cb cb, int argc, const char **argv)
 
 static const char *conn_key(op_t *op)
 {
-    return sb_pool_printf(&op->pool, "%sconnection:%s", prefix(op), op->id).base;
+    return sb_key_org(&op->pool, prefix(op), "connection", op->org, op->id).base;
+}
+
+static void on_org(redisReply *r, void *data)
+{
+    op_t *op = data;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        finish(op, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+        return;
+    }
+    if (r->type != REDIS_REPLY_STRING) {
+        finish(op, SB_ERR_NOT_FOUND, "no such connection");
+        return;
+    }
+    op->org = sb_pool_strdup(&op->pool, r->str, r->len).base;
+    op->with_org(op);
+}
+
+/* Runs 'next' once op->org is known (the connection's index connorg:{id}, or the worker's
+ * copy of it). */
+static void resolve_org(op_t *op, void (*next)(op_t *op))
+{
+    const char *org = sb_map_get(&op->worker->conn_orgs, op->id);
+    if (org != NULL) {
+        op->org = sb_pool_strdup(&op->pool, org, strlen(org)).base;
+        next(op);
+        return;
+    }
+    op->with_org = next;
+    const char *argv[] = {
+        "GET", sb_key_own(&op->pool, prefix(op), "connorg", op->id, strlen(op->id)).base};
+    command(op, on_org, 2, argv);
 }
 
 static const char *lock_key(op_t *op)
@@ -357,6 +392,12 @@ int sb_oauth_due(json_t *creds)
     return at != NULL && strtoll(at, NULL, 10) - sb_now_ms() < DUE_AHEAD_MS;
 }
 
+static void lock(op_t *op)
+{
+    const char *argv[] = {"SET", lock_key(op), op->lock_token, "NX", "PX", "15000"};
+    command(op, on_locked, 6, argv);
+}
+
 void sb_oauth_fresh(sb_worker_t *w, const sb_provider_t *p, const char *id, json_t *creds,
                     int force, sb_oauth_cb cb, void *data)
 {
@@ -373,8 +414,7 @@ void sb_oauth_fresh(sb_worker_t *w, const sb_provider_t *p, const char *id, json
     op_t *op = op_new(w, p, id, creds, cb, data);
     token_hash(json_string_value(json_object_get(creds, "access_token")), op->old_access);
     sb_random_alnum(op->lock_token, 32);
-    const char *argv[] = {"SET", lock_key(op), op->lock_token, "NX", "PX", "15000"};
-    command(op, on_locked, 6, argv);
+    resolve_org(op, lock);
 }
 
 void sb_oauth_exchange(sb_worker_t *w, const sb_provider_t *p, const char *id, json_t *creds,
@@ -386,7 +426,7 @@ void sb_oauth_exchange(sb_worker_t *w, const sb_provider_t *p, const char *id, j
     op->redirect_uri =
         sb_pool_printf(&op->pool, "%s/oauth/callback", w->server->conf->public_url).base;
     op->tries = MAX_TRIES - 1; /* a code is spent once: no retry */
-    send_token_request(op);
+    resolve_org(op, send_token_request);
 }
 
 void sb_oauth_renew(sb_worker_t *w, const sb_provider_t *p, const char *id, json_t *creds,

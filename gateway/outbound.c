@@ -67,6 +67,8 @@
 #include "provider.h"
 #include "store.h"
 #include "templates.h"
+#include "lua_scripts.h"
+#include "keys.h"
 
 #define SB_MODULE  "gateway/outbound"
 #define GROUP      "switchboard"
@@ -94,25 +96,6 @@
  * -> "entry\nid\ncommand JSON"), cqlease:{org}:{cv} (the holder's consumer name, PX). Plus
  * pace:{org}:{connection} (GCRA: the theoretical arrival time in us) and, in sb:out's slot,
  * cqwatch:{sb:out} (zset "org cv", score: the lease's expiry in ms). */
-#define LUA_PAD                                                                                   \
-    "local function pad(e)\n"                                                                     \
-    "  local a, b = string.match(e, '^(%d+)-(%d+)$')\n"                                           \
-    "  return string.rep('0', 20 - #a) .. a .. '-' .. string.rep('0', 20 - #b) .. b\n"            \
-    "end\n"
-
-/* Whether the conversation's history item (SBX.item, inbox.h) can be written by this
- * script: always on a single Redis. Its history, index and lists carry the org's tag, but the
- * conversation and contact hashes do not yet; on a Cluster node that does not serve them,
- * the send is recorded without the item rather than not at all. */
-#define LUA_ITEM_OK                                                                                \
-    "local function item_ok(P, cv)\n"                                                              \
-    "  if cv == '' then return false end\n"                                                        \
-    "  local ok, cid = pcall(redis.call, 'HGET', P .. 'conv:' .. cv, 'contact_id')\n"              \
-    "  if not ok then return false end\n"                                                          \
-    "  if cid then return (pcall(redis.call, 'EXISTS', P .. 'contact:' .. cid)) end\n"             \
-    "  return true\n"                                                                              \
-    "end\n"
-
 /* The command state sb:cmd:{org}:{id} (a hash): id, conversation_id, type, entry (the sb:out
  * entry that owns the id), state (queued | sending | retrying | sent | failed | cancelled),
  * done (sent | failed | cancelled: nothing more is sent), attempts, parts and part:n (provider
@@ -131,36 +114,7 @@
  * acknowledged without sending, even while the first is still in flight, unless it carries
  * the token of a dead letter sent again (POST /orgs/c/dead-letters/{id}/retry). Moving one
  * entry twice changes nothing. */
-static sb_redis_script_t script_queue = {
-    "out_queue",
-    LUA_PAD
-    "local entry, raw, tok, cv, id, typ, now, ttl, node, lms, author = unpack(ARGV, 1, 11)\n"
-    "local key = KEYS[4]\n"
-    "local owner = redis.call('HGET', key, 'entry')\n"
-    "if owner and owner ~= entry then\n"
-    "  if tok == '' or redis.call('HGET', key, 'redrive') ~= tok then return {2} end\n"
-    "  redis.call('HDEL', key, 'redrive')\n"
-    "  owner = nil\n"
-    "end\n"
-    "if not owner then\n"
-    "  redis.call('HSET', key, 'id', id, 'entry', entry, 'conversation_id', cv, 'type', typ,\n"
-    "             'updated_at', now)\n"
-    "  redis.call('HSETNX', key, 'created_at', now)\n"
-    "  if author ~= '' then redis.call('HSET', key, 'author', author) end\n"
-    "  redis.call('EXPIRE', key, ttl)\n"
-    "elseif redis.call('HGET', key, 'done') then\n"
-    "  return {3}\n"
-    "end\n"
-    "local m = pad(entry)\n"
-    "if redis.call('ZADD', KEYS[1], 'NX', 0, m) == 1 then\n"
-    "  redis.call('HSET', KEYS[2], m, entry .. '\\n' .. id .. '\\n' .. raw)\n"
-    "  if not redis.call('HGET', key, 'done') then redis.call('HSET', key, 'state', 'queued') end\n"
-    "end\n"
-    "local l = redis.call('GET', KEYS[3])\n"
-    "if l == node then redis.call('PEXPIRE', KEYS[3], lms) return {1, 1} end\n"
-    "if not l then redis.call('SET', KEYS[3], node, 'PX', lms) return {1, 1} end\n"
-    "return {1, 0}\n",
-    {0}};
+static sb_redis_script_t script_queue = {"out_queue", sb_lua_out_queue, {0}};
 
 /* KEYS: cq, cqd, lease
  * ARGV: node, lease ms, mark, mark inclusive ("1": with nothing pending, the last entry
@@ -169,170 +123,48 @@ static sb_redis_script_t script_queue = {
  *    | {2} the head is newer than the mark (an older entry may still be on its way) |
  *    {4} a head without data was dropped | {3, entry, command JSON, command state}
  * Takes (or renews) the lease when it is free or ours. */
-static sb_redis_script_t script_head = {
-    "out_head",
-    LUA_PAD
-    "local node, lms, w, incl, ckp = unpack(ARGV, 1, 5)\n"
-    "local l = redis.call('GET', KEYS[3])\n"
-    "if l and l ~= node then return {0} end\n"
-    "local h = redis.call('ZRANGE', KEYS[1], 0, 0)\n"
-    "if #h == 0 then\n"
-    "  if l then redis.call('DEL', KEYS[3]) end\n"
-    "  return {1}\n"
-    "end\n"
-    "redis.call('SET', KEYS[3], node, 'PX', lms)\n"
-    "local m = h[1]\n"
-    "if w == '' then return {2} end\n"
-    "local pw = pad(w)\n"
-    "if m > pw or (m == pw and incl ~= '1') then return {2} end\n"
-    "local v = redis.call('HGET', KEYS[2], m)\n"
-    "if not v then redis.call('ZREM', KEYS[1], m) return {4} end\n"
-    "local a = string.find(v, '\\n', 1, true)\n"
-    "local b = string.find(v, '\\n', a + 1, true)\n"
-    "local id = string.sub(v, a + 1, b - 1)\n"
-    "return {3, string.sub(v, 1, a - 1), string.sub(v, b + 1), redis.call('HGETALL', ckp .. id)}\n",
-    {0}};
+static sb_redis_script_t script_head = {"out_head", sb_lua_out_head, {0}};
 
 /* KEYS: cq, cqd; ARGV: entry -> 1: the entry leaves its queue unsent (cancelled, or its id
  * done or owned by another entry). */
-static sb_redis_script_t script_drop = {
-    "out_drop",
-    LUA_PAD
-    "local m = pad(ARGV[1])\n"
-    "redis.call('ZREM', KEYS[1], m)\n"
-    "redis.call('HDEL', KEYS[2], m)\n"
-    "return 1\n",
-    {0}};
+static sb_redis_script_t script_drop = {"out_drop", sb_lua_out_drop, {0}};
 
 /* KEYS: lease; ARGV: node, lease ms -> 1 renewed | 0 not ours any more */
-static sb_redis_script_t script_renew = {
-    "out_renew",
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
-    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "return 1\n",
-    {0}};
+static sb_redis_script_t script_renew = {"out_renew", sb_lua_out_renew, {0}};
 
 /* KEYS: lease; ARGV: node -> 1 released | 0 not ours */
-static sb_redis_script_t script_release = {
-    "out_release",
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
-    "redis.call('DEL', KEYS[1])\n"
-    "return 1\n",
-    {0}};
+static sb_redis_script_t script_release = {"out_release", sb_lua_out_release, {0}};
 
 /* KEYS: cqwatch:{sb:out}; ARGV: member, score -> removes the member while its score is not
  * above 'score' (a later holder's newer expiry keeps it). */
-static sb_redis_script_t script_unwatch = {
-    "out_unwatch",
-    "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
-    "if s and tonumber(s) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end\n"
-    "return 1\n",
-    {0}};
+static sb_redis_script_t script_unwatch = {"out_unwatch", sb_lua_out_unwatch, {0}};
 
 /* KEYS: sb:out; ARGV: group -> {the oldest pending entry, "0"}, or with none pending {the last
  * entry delivered to the group, "1"}: every entry before it (or up to it) was moved. */
-static sb_redis_script_t script_mark = {
-    "out_mark",
-    "local p = redis.call('XPENDING', KEYS[1], ARGV[1])\n"
-    "if p[1] > 0 then return {p[2], '0'} end\n"
-    "for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do\n"
-    "  if g[2] == ARGV[1] then\n"
-    "    for i = 1, #g, 2 do\n"
-    "      if g[i] == 'last-delivered-id' then return {g[i + 1], '1'} end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "return {'', '1'}\n",
-    {0}};
+static sb_redis_script_t script_mark = {"out_mark", sb_lua_out_mark, {0}};
 
 /* KEYS: pace:{org}:{connection}; ARGV: interval (us), burst tolerance (us), pause (us)
  * -> 0: send now | the ms to wait. GCRA on Redis's clock, so that every gateway shares one
  * budget per connection; a pause (Telegram's flood wait) holds every send back that long. */
-static sb_redis_script_t script_pace = {
-    "out_pace",
-    "local T, tau, pause = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0\n"
-    "if tat < now then tat = now end\n"
-    "if pause > 0 then\n"
-    "  if now + pause + tau > tat then tat = now + pause + tau end\n"
-    "elseif tat - now > tau then\n"
-    "  return math.floor((tat - tau - now) / 1000) + 1\n"
-    "else\n"
-    "  tat = tat + T\n"
-    "end\n"
-    "redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',\n"
-    "           math.floor((tat - now) / 1000) + 1000)\n"
-    "return 0\n",
-    {0}};
+static sb_redis_script_t script_pace = {"out_pace", sb_lua_out_pace, {0}};
 
 /* KEYS: cmd, lease; ARGV: entry, now, mode ("send" | "peek"), node
  * -> -1 the lease is not ours any more | 0 when the command must not be sent (cancelled, or
  *    owned by another entry now) | else the attempt number ("send": state sending) or 1
  *    ("peek": nothing changed).
  * Run before the first part and after every retry wait (and each second of a long wait). */
-static sb_redis_script_t script_begin = {
-    "out_begin",
-    "local entry, now, mode, node = unpack(ARGV, 1, 4)\n"
-    "if redis.call('GET', KEYS[2]) ~= node then return -1 end\n"
-    "local s = redis.call('HMGET', KEYS[1], 'entry', 'done')\n"
-    "if s[2] or (s[1] and s[1] ~= entry) then return 0 end\n"
-    "if mode ~= 'send' then return 1 end\n"
-    "redis.call('HSET', KEYS[1], 'state', 'sending', 'updated_at', now)\n"
-    "redis.call('HDEL', KEYS[1], 'next_attempt_at')\n"
-    "return redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n",
-    {0}};
+static sb_redis_script_t script_begin = {"out_begin", sb_lua_out_begin, {0}};
 
 /* KEYS: cmd; ARGV: entry, now, next attempt (ms), provider code, message, HTTP status
  * -> 1 | 0 (not this entry's, or done) */
-static sb_redis_script_t script_retrying = {
-    "out_retrying",
-    "local entry, now, nexta, code, msg, st = unpack(ARGV, 1, 6)\n"
-    "local s = redis.call('HMGET', KEYS[1], 'entry', 'done')\n"
-    "if s[2] or s[1] ~= entry then return 0 end\n"
-    "redis.call('HSET', KEYS[1], 'state', 'retrying', 'next_attempt_at', nexta, 'error_code',\n"
-    "           code, 'error_message', msg, 'error_status', st, 'error_at', now, 'updated_at',\n"
-    "           now)\n"
-    "return 1\n",
-    {0}};
+static sb_redis_script_t script_retrying = {"out_retrying", sb_lua_out_retrying, {0}};
 
 /* KEYS: cmd, cq, cqd, inbox:{org}
  * ARGV: part, provider message id, last, event, entry, maxlen, ttl, now, prefix, org,
  *       conversation, message type, preview, author (JSON), the event's time
  * The last part (or a cancel found here) takes the entry out of its queue. The inbox event
  * also enters the conversation's history and list (inbox.h: keys of the org's tag). */
-static sb_redis_script_t script_sent = {
-    "out_sent",
-    LUA_PAD
-    SB_INBOX_LUA
-    LUA_ITEM_OK
-    "local n, msgid, last, ev, entry, maxlen, ttl, now = unpack(ARGV, 1, 8)\n"
-    "local P, org, cv, mtype, preview, author, at = unpack(ARGV, 9, 15)\n"
-    "local key = KEYS[1]\n"
-    "local m = pad(entry)\n"
-    "if redis.call('HGET', key, 'done') == 'cancelled' then\n"
-    "  redis.call('ZREM', KEYS[2], m)\n"
-    "  redis.call('HDEL', KEYS[3], m)\n"
-    "  return 1\n"
-    "end\n"
-    "redis.call('HSET', key, 'part:' .. n, msgid, 'parts', n, 'updated_at', now)\n"
-    "if ev ~= '' then\n"
-    "  local eid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
-    "  if item_ok(P, cv) then\n"
-    "    SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, msgid, "
-    "maxlen)\n"
-    "  end\n"
-    "end\n"
-    "if last == '1' then\n"
-    "  redis.call('HSET', key, 'done', 'sent', 'state', 'sent', 'sent_at', now)\n"
-    "  redis.call('HDEL', key, 'next_attempt_at')\n"
-    "  redis.call('ZREM', KEYS[2], m)\n"
-    "  redis.call('HDEL', KEYS[3], m)\n"
-    "end\n"
-    "redis.call('EXPIRE', key, ttl)\n"
-    "return 1\n",
-    {0}};
+static sb_redis_script_t script_sent = {"out_sent", sb_lua_out_sent, {0}};
 
 /* KEYS: cmd, cq, cqd, inbox:{org}, deadletters:{org}
  * ARGV: command id, entry, raw command, reason, code, event, maxlen, ttl, reason code, now,
@@ -341,40 +173,12 @@ static sb_redis_script_t script_sent = {
  *       history and list, inbox.h)
  * Run after the XADD to sb:dead (another slot), so a crash in between leaves the command in
  * its queue and at worst one more sb:dead entry, never a failure without a dead letter. */
-static sb_redis_script_t script_failed = {
-    "out_failed",
-    LUA_PAD
-    SB_INBOX_LUA
-    LUA_ITEM_OK
-    "local id, entry, raw, reason, code, ev, maxlen, ttl, rcode, now, st, did =\n"
-    "  unpack(ARGV, 1, 12)\n"
-    "local P, org, cv, mtype, preview, author, at = unpack(ARGV, 13, 19)\n"
-    "if ev ~= '' then\n"
-    "  local eid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
-    "  if item_ok(P, cv) then\n"
-    "    SBX.item(P, org, cv, ev, eid, 'out', 'outbound', mtype, preview, at, at, author, '', "
-    "maxlen)\n"
-    "  end\n"
-    "end\n"
-    "local key = KEYS[1]\n"
-    "redis.call('HSET', key, 'done', 'failed', 'state', 'failed', 'reason', rcode,\n"
-    "           'error_code', code, 'error_message', reason, 'error_status', st,\n"
-    "           'error_at', now, 'failed_at', now, 'dead_id', did, 'cmd', raw,\n"
-    "           'updated_at', now)\n"
-    "redis.call('HDEL', key, 'next_attempt_at')\n"
-    "redis.call('EXPIRE', key, ttl)\n"
-    "redis.call('ZADD', KEYS[5], now, id)\n"
-    "redis.call('EXPIRE', KEYS[5], ttl)\n"
-    "local m = pad(entry)\n"
-    "redis.call('ZREM', KEYS[2], m)\n"
-    "redis.call('HDEL', KEYS[3], m)\n"
-    "return 1\n",
-    {0}};
+static sb_redis_script_t script_failed = {"out_failed", sb_lua_out_failed, {0}};
 
 static sb_redis_script_t *const scripts[] = {
-    &script_queue, &script_head,  &script_drop,  &script_renew,    &script_release,
-    &script_unwatch, &script_mark, &script_pace, &script_begin,
-    &script_retrying, &script_sent, &script_failed, NULL};
+    &script_queue,   &script_head,   &script_drop, &script_renew, &script_release,
+    &script_unwatch, &script_mark,   &script_pace, &script_begin, &script_retrying,
+    &script_sent,    &script_failed, NULL};
 
 sb_redis_script_t *const *sb_outbound_scripts(void)
 {
@@ -405,10 +209,10 @@ struct st_sb_outbound_t {
     char stream[256];
     char watch[300];
     int reading, stopping, group_ready, history_done;
-    sb_map_t inflight; /* entry id -> ob_cmd_t being moved into its queue */
-    sb_map_t convs;    /* conversation id -> ob_conv_t */
+    sb_map_t inflight;  /* entry id -> ob_cmd_t being moved into its queue */
+    sb_map_t convs;     /* conversation id -> ob_conv_t */
     size_t convs_alive; /* ob_conv_t not freed yet (some may be out of the map) */
-    sb_map_t orgs;     /* conversation id -> its org (strdup), a conversation never moves */
+    sb_map_t orgs;      /* conversation id -> its org (strdup), a conversation never moves */
     uv_timer_t reclaim_timer, heartbeat_timer, mark_timer;
     char reclaim_cursor[64];
     int reclaiming, scanning;
@@ -514,7 +318,6 @@ static void collect_conv(const char *key, void *value, void *data)
     heartbeat_t *h = data;
     h->convs[h->n++] = value;
 }
-
 
 static void args_push(const char **argv, size_t *argvlen, int *argc, h2o_iovec_t v)
 {
@@ -870,8 +673,7 @@ static void on_dead_added(redisReply *r, void *data)
     ob_cmd_t *c = data;
     if (!recorded(c, r, record_failure))
         return;
-    c->dead_id = r->type == REDIS_REPLY_STRING ? sb_pool_strdup(&c->pool, r->str, r->len)
-                                               : iov("");
+    c->dead_id = r->type == REDIS_REPLY_STRING ? sb_pool_strdup(&c->pool, r->str, r->len) : iov("");
     record_failure(c);
 }
 
@@ -885,14 +687,15 @@ static void on_failed_recorded(redisReply *r, void *data)
     if (c->result.outcome == SB_SEND_TOKEN_INVALID && c->conn_id.len != 0) {
         /* The connection becomes inactive (its own key), and joins the set behind the
          * connections_inactive gauge (a key of its own hash slot). */
-        h2o_iovec_t ckey = sb_pool_printf(&c->pool, "%sconnection:%.*s", ob->prefix,
-                                          (int)c->conn_id.len, c->conn_id.base);
+        h2o_iovec_t ckey =
+            sb_pool_printf(&c->pool, "%sconnection:{%.*s}:%.*s", ob->prefix, (int)c->org.len,
+                           c->org.base, (int)c->conn_id.len, c->conn_id.base);
         h2o_iovec_t now = ipool(c, sb_now_ms());
         h2o_iovec_t title =
             c->result.error_title.base != NULL ? c->result.error_title : iov("failed");
-        const char *hargv[12] = {"HSET",        ckey.base,     "status",        "inactive",
-                                 "error_code",  "token_invalid", "error_message", title.base,
-                                 "error_at",    now.base,      "last_checked_at", now.base};
+        const char *hargv[12] = {"HSET",       ckey.base,       "status",          "inactive",
+                                 "error_code", "token_invalid", "error_message",   title.base,
+                                 "error_at",   now.base,        "last_checked_at", now.base};
         size_t hargvlen[12];
         for (int i = 0; i < 12; ++i)
             hargvlen[i] = strlen(hargv[i]);
@@ -1012,7 +815,6 @@ static uint64_t backoff_ms(ob_cmd_t *c)
     RAND_bytes(&r, 1);
     return (uint64_t)(base / 2 + base / 2 * (r / 255.0));
 }
-
 
 /* ---- Retry waits, cancels ---- */
 
@@ -1716,8 +1518,7 @@ static void on_loaded(ob_cmd_t *c)
         fail_cmd(c, SB_SEND_PERMANENT, "handed_off", 0, "handed_off");
         return;
     }
-    if (c->cmd.media.upload.base != NULL && c->upload.base == NULL &&
-        c->next_part < c->plan.size) {
+    if (c->cmd.media.upload.base != NULL && c->upload.base == NULL && c->next_part < c->plan.size) {
         load_upload(c);
         return;
     }
@@ -1792,12 +1593,13 @@ static void on_conv_read(redisReply *r, void *data)
         fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
         return;
     }
-    /* The connection and the binding: reads of their own keys (their own slots), pipelined. */
+    /* The connection and the binding: reads in the org's slot (keys.h), pipelined. */
     h2o_iovec_t bid = c->binding_id.base != NULL ? c->binding_id : iov("");
-    h2o_iovec_t ckey = sb_pool_printf(&c->pool, "%sconnection:%.*s", ob->prefix,
-                                      (int)c->conn_id.len, c->conn_id.base);
-    h2o_iovec_t bkey =
-        sb_pool_printf(&c->pool, "%sbinding:%.*s", ob->prefix, (int)bid.len, bid.base);
+    h2o_iovec_t ckey =
+        sb_pool_printf(&c->pool, "%sconnection:{%.*s}:%.*s", ob->prefix, (int)c->org.len,
+                       c->org.base, (int)c->conn_id.len, c->conn_id.base);
+    h2o_iovec_t bkey = sb_pool_printf(&c->pool, "%sbinding:{%.*s}:%.*s", ob->prefix,
+                                      (int)c->org.len, c->org.base, (int)bid.len, bid.base);
     const char *cargv[2] = {"HGETALL", ckey.base};
     size_t cargvlen[2] = {7, ckey.len};
     const char *bargv[3] = {"HGET", bkey.base, "assistant_id"};
@@ -1823,8 +1625,8 @@ static void on_conv_read(redisReply *r, void *data)
     /* The contact's status (who may write to it), a read of its own key. */
     h2o_iovec_t cid = sb_record_get(&c->conv_rec, "contact_id");
     if (cid.base != NULL && cid.len != 0) {
-        h2o_iovec_t tkey =
-            sb_pool_printf(&c->pool, "%scontact:%.*s", ob->prefix, (int)cid.len, cid.base);
+        h2o_iovec_t tkey = sb_pool_printf(&c->pool, "%scontact:{%.*s}:%.*s", ob->prefix,
+                                          (int)c->org.len, c->org.base, (int)cid.len, cid.base);
         const char *targv[3] = {"HGET", tkey.base, "status"};
         size_t targvlen[3] = {4, tkey.len, 6};
         busy(c, 1);
@@ -1841,8 +1643,9 @@ static void on_conv_read(redisReply *r, void *data)
 static void load_cmd(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
-    h2o_iovec_t key = sb_pool_printf(&c->pool, "%sconv:%.*s", ob->prefix,
-                                     (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
+    h2o_iovec_t key =
+        sb_pool_printf(&c->pool, "%sconv:{%.*s}:%.*s", ob->prefix, (int)c->org.len, c->org.base,
+                       (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
     const char *argv[2] = {"HGETALL", key.base};
     size_t argvlen[2] = {7, key.len};
     c->wait = WAIT_REDIS;
@@ -2094,8 +1897,8 @@ static void on_mark(redisReply *r, void *data)
         r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len < sizeof(ob->mark) &&
         r->element[1]->type == REDIS_REPLY_STRING) {
         int incl = r->element[1]->str[0] == '1';
-        changed = !ob->mark_ready || strcmp(ob->mark, r->element[0]->str) != 0 ||
-                  incl != ob->mark_incl;
+        changed =
+            !ob->mark_ready || strcmp(ob->mark, r->element[0]->str) != 0 || incl != ob->mark_incl;
         snprintf(ob->mark, sizeof(ob->mark), "%s", r->element[0]->str);
         ob->mark_incl = incl;
         ob->mark_ready = 1;
@@ -2152,7 +1955,7 @@ static void on_queued(redisReply *r, void *data)
     }
     xack(c);
     if (r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER &&
-               r->element[1]->integer == 1 && !ob->stopping) {
+        r->element[1]->integer == 1 && !ob->stopping) {
         char org[ID_MAX + 1];
         snprintf(org, sizeof(org), "%.*s", (int)c->org.len, c->org.base);
         hold_conv(ob, org, c->cmd.conversation_id.base);
@@ -2207,9 +2010,9 @@ static void on_watched(redisReply *r, void *data)
 static void watch_intent(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
-    h2o_iovec_t member = sb_pool_printf(&c->pool, "%.*s %.*s", (int)c->org.len, c->org.base,
-                                        (int)c->cmd.conversation_id.len,
-                                        c->cmd.conversation_id.base);
+    h2o_iovec_t member =
+        sb_pool_printf(&c->pool, "%.*s %.*s", (int)c->org.len, c->org.base,
+                       (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
     h2o_iovec_t score = ipool(c, sb_now_ms() + lease_ms(ob));
     const char *argv[5] = {"ZADD", ob->watch, "NX", score.base, member.base};
     size_t argvlen[5] = {4, strlen(ob->watch), 2, score.len, member.len};
@@ -2317,12 +2120,12 @@ static void take_entry(sb_outbound_t *ob, const redisReply *e)
         watch_intent(c);
         return;
     }
-    h2o_iovec_t key = sb_pool_printf(&c->pool, "%sconv:%.*s", ob->prefix,
-                                     (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
-    const char *argv[3] = {"HGET", key.base, "org"};
-    size_t argvlen[3] = {4, key.len, 3};
+    h2o_iovec_t key = sb_key_own(&c->pool, ob->prefix, "convorg", c->cmd.conversation_id.base,
+                                 c->cmd.conversation_id.len);
+    const char *argv[2] = {"GET", key.base};
+    size_t argvlen[2] = {3, key.len};
     busy(c, 1);
-    if (sb_redis_command(ob->w->redis, on_org, c, 3, argv, argvlen) != 0) {
+    if (sb_redis_command(ob->w->redis, on_org, c, 2, argv, argvlen) != 0) {
         busy(c, -1);
         cmd_done(c);
     }
@@ -2509,9 +2312,12 @@ static void on_reclaim_timer(uv_timer_t *t)
         char max[32], off[32];
         snprintf(max, sizeof(max), "%lld", (long long)sb_now_ms());
         snprintf(off, sizeof(off), "%lld", (long long)ob->start_scan_offset);
-        const char *argv[7] = {"ZRANGEBYSCORE", ob->watch, "-inf",
+        const char *argv[7] = {"ZRANGEBYSCORE",
+                               ob->watch,
+                               "-inf",
                                ob->start_scan_done ? max : "+inf",
-                               "LIMIT", ob->start_scan_done ? "0" : off,
+                               "LIMIT",
+                               ob->start_scan_done ? "0" : off,
                                ob->start_scan_done ? "100" : "200"};
         size_t argvlen[7];
         for (int i = 0; i < 7; ++i)
@@ -2621,7 +2427,6 @@ static void on_gauge_timer(uv_timer_t *t)
     snprintf(key, sizeof(key), "%s" SB_INACTIVE_CONNECTIONS_KEY, ob->prefix);
     gauge_command(ob, on_inactive_count, "SCARD", "", key);
 }
-
 
 /* ---- Leases: renewed every third of their life, with the watch set's expiry ---- */
 

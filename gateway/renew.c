@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include "base/log.h"
 #include "adapters/provider.h"
+#include "keys.h"
 #include "mgmt_scripts.h"
 #include "oauth.h"
 #include "renew.h"
@@ -44,6 +45,7 @@ struct st_sb_renew_t {
 typedef struct st_item_t {
     sb_renew_t *r;
     char id[SB_ID_MAX + 1];
+    char org[SB_ID_MAX + 1];
     json_t *creds; /* new */
 } item_t;
 
@@ -66,7 +68,7 @@ sb_redis_script_t *const *sb_renew_scripts(void)
 
 static const char *schedule_key(sb_worker_t *w, char *out, size_t cap)
 {
-    snprintf(out, cap, "%srenew:{tokens}", w->server->conf->redis_prefix);
+    sb_key_own_buf(out, cap, w->server->conf->redis_prefix, "renew", "tokens");
     return out;
 }
 
@@ -173,6 +175,34 @@ static void on_loaded(redisReply *reply, void *data)
     sb_oauth_renew(w, p, it->id, it->creds, on_renewed, it);
 }
 
+/* The connection's org (connorg:{id}) is known: load the connection in the org's slot. */
+static void on_org(redisReply *reply, void *data)
+{
+    item_t *it = data;
+    sb_worker_t *w = it->r->w;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        item_done(it); /* Redis is away: the lease brings it back */
+        return;
+    }
+    if (reply->type != REDIS_REPLY_STRING || !sb_id_valid(reply->str, reply->len)) {
+        unschedule(w, it->id); /* no such connection */
+        item_done(it);
+        return;
+    }
+    snprintf(it->org, sizeof(it->org), "%.*s", (int)reply->len, reply->str);
+    const char *prefix = w->server->conf->redis_prefix;
+    h2o_mem_pool_t pool;
+    h2o_mem_init_pool(&pool);
+    h2o_iovec_t inbox = sb_key_org(&pool, prefix, "inbox", it->org, NULL);
+    const char *argv[] = {inbox.base, prefix, it->id, it->org};
+    size_t len[] = {inbox.len, strlen(prefix), strlen(it->id), strlen(it->org)};
+    int rc = w->redis == NULL ||
+             sb_redis_eval(w->redis, &sb_script_conn_load, on_loaded, it, 1, 4, argv, len) != 0;
+    h2o_mem_clear_pool(&pool);
+    if (rc)
+        item_done(it);
+}
+
 static void on_taken(redisReply *reply, void *data)
 {
     sb_renew_t *r = data;
@@ -192,10 +222,11 @@ static void on_taken(redisReply *reply, void *data)
         snprintf(it->id, sizeof(it->id), "%s", e->str);
         r->inflight++;
         w->outbound_busy++;
-        const char *argv[] = {w->server->conf->redis_prefix, it->id};
-        size_t len[] = {strlen(argv[0]), strlen(argv[1])};
-        if (w->redis == NULL ||
-            sb_redis_eval(w->redis, &sb_script_conn_load, on_loaded, it, 0, 2, argv, len) != 0)
+        char key[256];
+        sb_key_own_buf(key, sizeof(key), w->server->conf->redis_prefix, "connorg", it->id);
+        const char *argv[] = {"GET", key};
+        size_t len[] = {3, strlen(key)};
+        if (w->redis == NULL || sb_redis_command(w->redis, on_org, it, 2, argv, len) != 0)
             item_done(it);
     }
 }

@@ -380,6 +380,7 @@ static int worker_init(sb_server_t *server, sb_worker_t *w, int index, sb_redis_
     w->index = index;
     w->server = server;
     sb_map_init(&w->conn_cache);
+    sb_map_init(&w->conn_orgs);
     sb_random_alnum(w->id_prefix, 10);
     uv_loop_init(&w->loop);
     h2o_context_init(&w->ctx, &w->loop, &server->h2o);

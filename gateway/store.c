@@ -8,6 +8,9 @@
 #include <openssl/crypto.h>
 #include "queue/redis.h"
 #include "store.h"
+#include "keys.h"
+#include "lua_scripts.h"
+#include "base/log.h"
 
 int sb_record_from_reply(const redisReply *reply, h2o_mem_pool_t *pool, sb_record_t *rec)
 {
@@ -179,15 +182,17 @@ static int probe_store(redisContext *c, const char *prefix, const sb_keyset_t *s
         const redisReply *keys = r->element[1];
         for (size_t i = 0; i < keys->elements; ++i) {
             const char *k = keys->element[i]->str;
-            if (strchr(k + plen, ':') != NULL)
-                continue; /* connection:{id}:bindings */
+            char idbuf[256];
+            const char *cid = sb_key_connection_id(k + plen, idbuf, sizeof(idbuf));
+            if (cid == NULL)
+                continue; /* connection:{org}:{id}:bindings */
             redisReply *h = redisCommand(c, "HGET %s secrets", k);
             if (h != NULL && h->type == REDIS_REPLY_STRING) {
                 json_t *creds = sb_credentials_open_with(
-                    set, k + plen, h2o_iovec_init(h->str, h->len), NULL);
+                    set, cid, h2o_iovec_init(h->str, h->len), NULL);
                 int ok = creds != NULL;
                 json_decref(creds);
-                snprintf(id_out, idlen, "%s", k + plen);
+                snprintf(id_out, idlen, "%s", cid);
                 freeReplyObject(h);
                 freeReplyObject(r);
                 return ok;
@@ -200,9 +205,44 @@ static int probe_store(redisContext *c, const char *prefix, const sb_keyset_t *s
     return 2;
 }
 
+int sb_store_migrate(redisContext *c, const char *prefix, char *err, size_t errlen)
+{
+    redisReply *r = redisCommand(c, "INFO cluster");
+    if (r == NULL || r->type != REDIS_REPLY_STRING) {
+        snprintf(err, errlen, "redis: %s",
+                 r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+        if (r != NULL)
+            freeReplyObject(r);
+        return -1;
+    }
+    int cluster = strstr(r->str, "cluster_enabled:1") != NULL;
+    freeReplyObject(r);
+    if (cluster)
+        return 0;
+    char schema[512], version[16];
+    snprintf(schema, sizeof(schema), "%s{schema}", prefix);
+    snprintf(version, sizeof(version), "%d", SB_SCHEMA_VERSION);
+    r = redisCommand(c, "EVAL %s 1 %s %s %s", sb_lua_migrate, schema, prefix, version);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
+        snprintf(err, errlen, "redis: store migration: %s",
+                 r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+        if (r != NULL)
+            freeReplyObject(r);
+        return -1;
+    }
+    if (r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER)
+        sb_log(SB_LOG_INFO, "gateway/store",
+               "store under prefix \"%s\" moved to key layout %d (%lld keys renamed)", prefix,
+               SB_SCHEMA_VERSION, r->element[1]->integer);
+    freeReplyObject(r);
+    return 0;
+}
+
 int sb_master_key_open(redisContext *c, const char *prefix, const char *path, int create,
                        sb_keyset_t *set, char *err, size_t errlen)
 {
+    if (sb_store_migrate(c, prefix, err, errlen) != 0)
+        return -2;
     sb_key_record_t rec;
     char rerr[256], id[128] = "";
     memset(set, 0, sizeof(*set));

@@ -75,6 +75,13 @@ int sb_key_record_accepts(const sb_key_record_t *rec, const sb_keyset_t *set, co
 int sb_master_key_open(redisContext *c, const char *prefix, const char *path, int create,
                        sb_keyset_t *set, char *err, size_t errlen);
 /**
+ * Moves a store of the layout before hash tags to the tagged one (keys.h), once: a single
+ * script (gateway/scripts/migrate.lua) on a single instance, nothing on a Cluster (which
+ * never held the old layout). Run by sb_master_key_open, so before the gateway serves and
+ * before any command reads the store. Returns 0, or -1 with a reason in 'err' (Redis).
+ */
+int sb_store_migrate(redisContext *c, const char *prefix, char *err, size_t errlen);
+/**
  * A blocking connection to the Redis of 'url' (AUTH and SELECT done), for start-up checks
  * and the command line; NULL with a reason in 'err'.
  */

@@ -2,18 +2,24 @@
  * Webhook endpoints: /webhooks/{channel}/{connection_id} (contract section 2).
  *
  * DESIGN
- *   lookup connection (HGETALL) -> verify (adapter) -> parse (adapter) -> enqueue (one Lua
- *   script for the whole body) -> 200
+ *   lookup connection (connorg:{id} once per worker, then HGETALL connection:{org}:{id}) ->
+ *   verify (adapter) -> parse (adapter) -> enqueue (the org's script for the whole body,
+ *   then one script per target stream) -> 200
  *
- * "200 only after every event of the body is durably in Redis": the answer is sent from the
- * reply callback of the enqueue script, never before. The script is atomic: for each event it
- * checks the event's identity key (sb:dd:{connection}:{identity}), upserts the contact,
- * resolves the binding and assistant, appends to the assistant's stream, the inbox and/or
- * sb:unrouted, and sets the identity key, all or nothing. A crash between the duplicate
- * check and the append cannot lose or double an event, because there is no "between": a
- * retry of the same body finds the identity keys and appends nothing. When Redis cannot take
- * the events (down, error, timeout) the answer is 503 and nothing was stored, so the
- * provider's retry is stored once.
+ * "200 only after every event of the body is durably in Redis": the answer is sent once
+ * every step answered (and, with redis.wait_replicas, every step's WAIT), never before. The
+ * steps touch one hash slot each, so they run on a Redis Cluster as on one instance:
+ *   1. the org's script (enqueue.lua): for each event the identity record
+ *      dd:{org}:{connection}:{identity} is checked; a new event upserts the contact and the
+ *      conversation, is appended to inbox:{org} with its history and list, and its record
+ *      keeps the event JSON and its target stream; a duplicate gets the record's back;
+ *   2. conversations new to this body: convorg:{cv} -> org (SET NX; what outbound reads);
+ *   3. per target stream (in:{assistant}, unrouted) one script (enqueue_target.lua) that
+ *      appends each event whose guard ddin:... it sets (SET NX): at most once per stream.
+ * Each step is idempotent, so a crash between steps is completed by the provider's retry (no
+ * 200 was sent): the retry finds the records, appends nothing to the inbox again and hands
+ * the same events to steps 2 and 3. When Redis cannot take the events (down, error,
+ * timeout) the answer is 503; the retry stores each event once.
  *
  * Identity keys expire after dedup_ttl_seconds (8 days by default: Meta retries for up to 7).
  * Event JSON is assembled in two halves: the adapter-dependent content is serialized here
@@ -30,21 +36,25 @@
 #include "base/map.h"
 #include "inbox.h"
 #include "webhook.h"
+#include "lua_scripts.h"
 
 #define SB_MODULE      "gateway/webhook"
 #define ARGS_PER_EVENT 21
 #define FIXED_ARGS     8
+#include "keys.h"
 
-/* ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, then per event:
+/* KEYS: inbox:{org}, then each event's identity record dd:{org}:{connection}:{identity}.
+ * ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, then per event:
  *   identity, recipient, contact ext id, name, phone, username, chat id, kind, event id,
  *   contact members but external_id (JSON), content members (JSON), new contact id,
  *   contact user id (WhatsApp BSUID), thread id (Telegram forum topic), the provider
  *   message id the event is about (its own, or the one a status or reaction names), status
  *   state, message type, preview (inbox.h), timestamp (ms), the field an edit changes
  *   (text or caption, else '') and its new value
- * -> one status per event: 0 routed, 1 duplicate, 2 unrouted, 3 blocked, 4 inbox only
+ * -> per event {status, target, event JSON, conversation, conversation new}: status 0 routed,
+ * 1 duplicate, 2 unrouted, 3 blocked, 4 inbox only; target "a:<assistant>", "u" or ""
  *
- * A contact is indexed by every id it arrived by (sb:contactidx:<org>:<channel>:<id>): a
+ * A contact is indexed by every id it arrived by (sb:contactidx:{org}:<channel>:<id>): a
  * WhatsApp user by phone and by BSUID, linked as soon as one body carries both; its
  * external_id stays the first id seen, and the event says that one. A WhatsApp contact has
  * one conversation per binding whichever id a message came by (its address is the phone
@@ -54,142 +64,13 @@
  *
  * In the same call each event of a conversation updates the inbox (inbox.h): history,
  * list, unread count, delivery of the message a status names, the text an edit replaces. */
-static sb_redis_script_t script_enqueue = {
-    "enqueue",
-    SB_INBOX_LUA
-    "local P, conn, org, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
-    "local maxlen, ttl, now, n = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])\n"
-    "local out = {}\n"
-    "local inbox = P .. 'inbox:{' .. org .. '}'\n"
-    "for i = 0, n - 1 do\n"
-    "  local b = 9 + i * 21\n"
-    "  local identity, recipient, cext, name, phone, username, chat, kind, evid, crest, tail, "
-    "newcid, uid, thread =\n"
-    "    unpack(ARGV, b, b + 13)\n"
-    "  local mext, state, mtype, preview, ts, efield, etext = unpack(ARGV, b + 14, b + 20)\n"
-    "  local dd = P .. 'dd:' .. conn .. ':' .. identity\n"
-    "  if redis.call('EXISTS', dd) == 1 then\n"
-    "    out[#out + 1] = 1\n"
-    "  else\n"
-    "    local cid, status, ext, cuid = nil, 'SUBSCRIBED', cext, uid\n"
-    "    if cext ~= '' then\n"
-    "      local cidx = P .. 'contactidx:' .. org .. ':' .. channel .. ':'\n"
-    "      local byext = redis.call('GET', cidx .. cext)\n"
-    "      cid = byext\n"
-    "      if not cid and uid ~= '' and uid ~= cext then cid = redis.call('GET', cidx .. uid) end\n"
-    "      if not cid then\n"
-    "        cid = newcid\n"
-    "        local ckey = P .. 'contact:' .. cid\n"
-    "        redis.call('HSET', ckey, 'id', cid, 'org', org, 'channel', channel, 'external_id', "
-    "cext,\n"
-    "                   'status', 'SUBSCRIBED', 'created_at', now, 'updated_at', now)\n"
-    "        if name ~= '' then redis.call('HSET', ckey, 'name', name) end\n"
-    "        if phone ~= '' then redis.call('HSET', ckey, 'phone', phone) end\n"
-    "        if username ~= '' then redis.call('HSET', ckey, 'username', username) end\n"
-    "        if uid ~= '' then redis.call('HSET', ckey, 'user_id', uid) end\n"
-    "        local score = tonumber(now) * 1000 + redis.call('INCR', P .. 'seq') % 1000\n"
-    "        redis.call('ZADD', P .. 'org:' .. org .. ':contacts', score, cid)\n"
-    "        redis.call('ZADD', P .. 'org:' .. org .. ':contacts:SUBSCRIBED', score, cid)\n"
-    "      else\n"
-    "        local ckey = P .. 'contact:' .. cid\n"
-    "        local c = redis.call('HMGET', ckey, 'status', 'name', 'phone', 'username', "
-    "'user_id', 'external_id')\n"
-    "        status = c[1] or 'SUBSCRIBED'\n"
-    "        ext = c[6] or cext\n"
-    "        if cuid == '' and c[5] then cuid = c[5] end\n"
-    "        local changed = false\n"
-    "        if name ~= '' and c[2] ~= name then redis.call('HSET', ckey, 'name', name); changed = "
-    "true end\n"
-    "        if phone ~= '' and c[3] ~= phone then redis.call('HSET', ckey, 'phone', phone); "
-    "changed = true end\n"
-    "        if username ~= '' and c[4] ~= username then redis.call('HSET', ckey, 'username', "
-    "username); changed = true end\n"
-    "        if uid ~= '' and c[5] ~= uid then redis.call('HSET', ckey, 'user_id', uid); changed = "
-    "true end\n"
-    "        if changed then redis.call('HSET', ckey, 'updated_at', now) end\n"
-    "      end\n"
-    "      if byext ~= cid then redis.call('SET', cidx .. cext, cid) end\n"
-    "      if uid ~= '' and uid ~= cext and redis.call('GET', cidx .. uid) ~= cid then\n"
-    "        redis.call('SET', cidx .. uid, cid)\n"
-    "      end\n"
-    "    end\n"
-    "    if status == 'BLOCKED' then\n"
-    "      out[#out + 1] = 3\n"
-    "    else\n"
-    "      local bid = redis.call('GET', P .. 'route:' .. conn .. ':' .. recipient)\n"
-    "      local aid, enabled = nil, nil\n"
-    "      if bid then\n"
-    "        aid = redis.call('HGET', P .. 'binding:' .. bid, 'assistant_id')\n"
-    "        if aid then enabled = redis.call('HGET', P .. 'assistant:' .. aid, 'enabled') end\n"
-    "        if not enabled then bid, aid = nil, nil end\n"
-    "      end\n"
-    "      local ev = '{\"v\":1,\"id\":\"' .. evid .. '\",\"kind\":\"' .. kind ..\n"
-    "        '\",\"direction\":\"in\",\"channel\":\"' .. channel .. '\",\"org_id\":\"' .. org ..\n"
-    "        '\",\"connection_id\":\"' .. conn .. '\"'\n"
-    "      local cv = nil\n"
-    "      if bid then\n"
-    "        local addr = chat ~= '' and chat or cext\n"
-    "        local key = addr\n"
-    "        if cuid ~= '' and cid then key = ext end\n"
-    "        if thread ~= '' then key = key .. '#' .. thread end\n"
-    "        cv = 'cv_' .. string.sub(redis.sha1hex(bid .. '|' .. key), 1, 24)\n"
-    "        local cvkey = P .. 'conv:' .. cv\n"
-    "        if redis.call('EXISTS', cvkey) == 0 then\n"
-    "          redis.call('HSET', cvkey, 'id', cv, 'org', org, 'connection_id', conn, "
-    "'binding_id', bid,\n"
-    "                     'channel', channel, 'chat_id', addr, 'sender_id', recipient, "
-    "'created_at', now, 'assistant_id', aid)\n"
-    "          if cid then redis.call('HSET', cvkey, 'contact_id', cid) end\n"
-    "          if thread ~= '' then redis.call('HSET', cvkey, 'thread_id', thread) end\n"
-    "          if cuid ~= '' then redis.call('HSET', cvkey, 'user_id', cuid) end\n"
-    "        elseif cuid ~= '' then\n"
-    "          local cc = redis.call('HMGET', cvkey, 'chat_id', 'user_id')\n"
-    "          if cc[2] ~= cuid then redis.call('HSET', cvkey, 'user_id', cuid) end\n"
-    "          if addr ~= cuid and cc[1] ~= addr then redis.call('HSET', cvkey, 'chat_id', addr) end\n"
-    "        end\n"
-    "        if kind ~= 'status' and tonumber(ts) > tonumber(redis.call('HGET', cvkey, "
-    "'last_inbound_at') or '0') then redis.call('HSET', cvkey, 'last_inbound_at', ts) end\n"
-    "        ev = ev .. ',\"binding_id\":\"' .. bid .. '\",\"assistant_id\":\"' .. aid ..\n"
-    "          '\",\"conversation_id\":\"' .. cv .. '\"'\n"
-    "      end\n"
-    "      ev = ev .. ',\"contact\":{'\n"
-    "      if cid then\n"
-    "        ev = ev .. '\"id\":\"' .. cid .. '\",\"external_id\":' .. cjson.encode(ext)\n"
-    "        if crest ~= '' then ev = ev .. ',' end\n"
-    "      end\n"
-    "      ev = ev .. crest .. '}' .. tail .. ',\"received_at\":' .. now .. '}'\n"
-    "      local st\n"
-    "      if bid and enabled == '1' then\n"
-    "        if status == 'AI_REPLIES_DISABLED' then\n"
-    "          st = 4\n"
-    "        else\n"
-    "          redis.call('XADD', P .. 'in:{' .. aid .. '}', 'MAXLEN', '~', maxlen, '*', 'event', "
-    "ev)\n"
-    "          st = 0\n"
-    "        end\n"
-    "      else\n"
-    "        redis.call('XADD', P .. 'unrouted', 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
-    "        st = 2\n"
-    "      end\n"
-    "      local eid = redis.call('XADD', inbox, 'MAXLEN', '~', maxlen, '*', 'event', ev)\n"
-    "      if cv then\n"
-    "        if kind == 'status' then\n"
-    "          SBX.status(P, org, cv, mext, state)\n"
-    "        else\n"
-    "          SBX.item(P, org, cv, ev, eid, 'in', kind, mtype, preview, ts, now, '', mext, "
-    "maxlen)\n"
-    "          if kind == 'edit' then SBX.edit(P, org, cv, mext, efield, etext, ts, preview) end\n"
-    "        end\n"
-    "      end\n"
-    "      out[#out + 1] = st\n"
-    "    end\n"
-    "    redis.call('SET', dd, '1', 'EX', ttl)\n"
-    "  end\n"
-    "end\n"
-    "return out\n",
-    {0}};
+static sb_redis_script_t script_enqueue = {"enqueue", sb_lua_enqueue, {0}};
 
-static sb_redis_script_t *const scripts[] = {&script_enqueue, NULL};
+/* KEYS: the stream, then the events' guards; ARGV: maxlen, ttl_s, the events' JSON
+ * -> the number appended */
+static sb_redis_script_t script_target = {"enqueue_target", sb_lua_enqueue_target, {0}};
+
+static sb_redis_script_t *const scripts[] = {&script_enqueue, &script_target, NULL};
 
 sb_redis_script_t *const *sb_webhook_scripts(void)
 {
@@ -207,7 +88,20 @@ typedef struct st_wjob_t {
     h2o_iovec_t query;
     sb_event_list_t events;
     uint64_t enqueue_started_us;
+    /* the enqueue's steps: what the org's step answered per event, the step running, the
+     * commands of it not answered yet, whether one failed */
+    const char *org;
+    struct st_wevent_t *out;
+    int step;
+    size_t pending, dups;
+    int failed, unacked;
 } wjob_t;
+
+typedef struct st_wevent_t {
+    long long status;
+    h2o_iovec_t target, ev, cv;
+    int cvnew;
+} wevent_t;
 
 static void finish(wjob_t *j, sb_err_t err, int duplicate_only)
 {
@@ -220,36 +114,249 @@ static void finish(wjob_t *j, sb_err_t err, int duplicate_only)
         sb_job_respond_error(&j->super, err, NULL);
 }
 
-static void on_enqueued(redisReply *r, void *data)
+/* Whether a step's reply is a success; logs and counts what is not. */
+static int step_ok(wjob_t *j, redisReply *r)
 {
-    wjob_t *j = data;
-    sb_metrics_enqueue_latency(sb_mono_us() - j->enqueue_started_us);
     if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOREPLICAS", 10) == 0) {
         /* Stored on the primary but not on enough replicas: 503, the provider retries and
-         * the identity keys store each event once. */
+         * the identity records store each event once. */
         sb_metrics_replica_timeout();
         sb_logkv(SB_LOG_WARN, SB_MODULE, (const char *[]){"conn", j->conn_id, NULL},
                  "enqueue not acknowledged by enough replicas: %.*s", (int)r->len, r->str);
-        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
-        return;
+        return 0;
     }
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != j->events.size) {
-        if (r != NULL && r->type == REDIS_REPLY_ERROR)
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        if (r != NULL)
             sb_logkv(SB_LOG_ERROR, SB_MODULE, (const char *[]){"conn", j->conn_id, NULL},
                      "enqueue failed: %.*s", (int)r->len, r->str);
+        return 0;
+    }
+    return 1;
+}
+
+static void next_step(wjob_t *j);
+
+static void on_step(redisReply *r, void *data)
+{
+    wjob_t *j = data;
+    if (!step_ok(j, r))
+        j->failed = 1;
+    if (--j->pending == 0)
+        next_step(j);
+}
+
+/* Step 2: convorg:{cv} -> org for the conversations this body created (or may have: a
+ * duplicate's), so that outbound finds a conversation's slot. */
+static void start_convorgs(wjob_t *j)
+{
+    const char *prefix = j->super.worker->server->conf->redis_prefix;
+    j->pending = 1; /* held until every command is sent */
+    for (size_t i = 0; i < j->events.size; ++i) {
+        wevent_t *e = j->out + i;
+        if (!e->cvnew || e->cv.len == 0)
+            continue;
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; ++k)
+            seen = j->out[k].cvnew &&
+                   h2o_memis(j->out[k].cv.base, j->out[k].cv.len, e->cv.base, e->cv.len);
+        if (seen)
+            continue;
+        h2o_iovec_t key = sb_key_own(&j->super.pool, prefix, "convorg", e->cv.base, e->cv.len);
+        const char *argv[4] = {"SET", key.base, j->org, "NX"};
+        size_t argvlen[4] = {3, key.len, strlen(j->org), 2};
+        if (sb_redis_command(j->super.worker->redis, on_step, j, 4, argv, argvlen) == 0)
+            j->pending++;
+        else
+            j->failed = 1;
+    }
+    on_step(&(redisReply){.type = REDIS_REPLY_STATUS}, j);
+}
+
+/* Step 3: one script per target stream with its events in the body's order. */
+static void start_targets(wjob_t *j)
+{
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    h2o_mem_pool_t *pool = &j->super.pool;
+    size_t n = j->events.size;
+    const char **argv = h2o_mem_alloc_pool(pool, sizeof(*argv) * (2 * n + 3));
+    size_t *argvlen = h2o_mem_alloc_pool(pool, sizeof(*argvlen) * (2 * n + 3));
+    h2o_iovec_t maxlen = sb_pool_printf(pool, "%lld", (long long)conf->stream_maxlen);
+    h2o_iovec_t ttl = sb_pool_printf(pool, "%lld", (long long)conf->dedup_ttl_seconds);
+    j->pending = 1;
+    for (size_t i = 0; i < n; ++i) {
+        h2o_iovec_t t = j->out[i].target;
+        if (t.len == 0)
+            continue;
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; ++k)
+            seen = h2o_memis(j->out[k].target.base, j->out[k].target.len, t.base, t.len);
+        if (seen)
+            continue;
+        const char *aid = NULL;
+        h2o_iovec_t stream;
+        if (t.len > 2 && t.base[0] == 'a' && t.base[1] == ':') {
+            aid = sb_pool_strdup(pool, t.base + 2, t.len - 2).base;
+            stream = sb_key_own(pool, conf->redis_prefix, "in", aid, t.len - 2);
+        } else {
+            stream = sb_key_unrouted(pool, conf->redis_prefix);
+        }
+        size_t m = 0;
+        for (size_t k = i; k < n; ++k)
+            m += h2o_memis(j->out[k].target.base, j->out[k].target.len, t.base, t.len);
+        argv[0] = stream.base;
+        argvlen[0] = stream.len;
+        argv[m + 1] = maxlen.base;
+        argvlen[m + 1] = maxlen.len;
+        argv[m + 2] = ttl.base;
+        argvlen[m + 2] = ttl.len;
+        size_t q = 0;
+        for (size_t k = i; k < n; ++k) {
+            if (!h2o_memis(j->out[k].target.base, j->out[k].target.len, t.base, t.len))
+                continue;
+            h2o_iovec_t guard = sb_key_stream_guard(pool, conf->redis_prefix, aid, j->conn_id,
+                                                    j->events.entries[k].identity);
+            argv[1 + q] = guard.base;
+            argvlen[1 + q] = guard.len;
+            argv[m + 3 + q] = j->out[k].ev.base;
+            argvlen[m + 3 + q] = j->out[k].ev.len;
+            q++;
+        }
+        if (sb_redis_eval(j->super.worker->redis, &script_target, on_step, j, (int)(m + 1),
+                          (int)(2 * m + 3), argv, argvlen) == 0)
+            j->pending++;
+        else
+            j->failed = 1;
+    }
+    on_step(&(redisReply){.type = REDIS_REPLY_STATUS}, j);
+}
+
+static void on_waited(redisReply *r, void *data)
+{
+    wjob_t *j = data;
+    long long want = (long long)j->super.worker->server->conf->redis_wait_replicas;
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer < want) {
+        /* Stored on the primary but not on enough replicas: 503, the provider retries and
+         * the identity records store each event once. */
+        if (!j->unacked)
+            sb_metrics_replica_timeout();
+        j->unacked = 1;
+        sb_logkv(SB_LOG_WARN, SB_MODULE, (const char *[]){"conn", j->conn_id, NULL},
+                 "enqueue not acknowledged by enough replicas: %lld of %lld", r->integer, want);
+    } else if (!step_ok(j, r)) {
+        j->failed = 1;
+    }
+    if (--j->pending == 0)
+        next_step(j);
+}
+
+/* redis.wait_replicas: WAIT on the connection of every node the steps wrote to (a node's
+ * WAIT covers every write sent on it before), within half the command timeout, so the
+ * connection's watchdog never fires first. */
+static void start_waits(wjob_t *j)
+{
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    sb_redis_t *redis = j->super.worker->redis;
+    h2o_mem_pool_t *pool = &j->super.pool;
+    size_t n = j->events.size, nkeys = 0;
+    h2o_iovec_t *keys = h2o_mem_alloc_pool(pool, sizeof(*keys) * (2 * n + 1));
+    keys[nkeys++] = sb_key_org(pool, conf->redis_prefix, "inbox", j->org, NULL);
+    if (sb_redis_is_cluster(redis)) {
+        for (size_t i = 0; i < n; ++i) {
+            if (j->out[i].cvnew && j->out[i].cv.len != 0)
+                keys[nkeys++] = sb_key_own(pool, conf->redis_prefix, "convorg", j->out[i].cv.base,
+                                           j->out[i].cv.len);
+            h2o_iovec_t t = j->out[i].target;
+            if (t.len > 2 && t.base[0] == 'a')
+                keys[nkeys++] = sb_key_own(pool, conf->redis_prefix, "in", t.base + 2, t.len - 2);
+            else if (t.len != 0)
+                keys[nkeys++] = sb_key_unrouted(pool, conf->redis_prefix);
+        }
+    }
+    h2o_iovec_t want = sb_pool_printf(pool, "%u", (unsigned)conf->redis_wait_replicas);
+    h2o_iovec_t ms = sb_pool_printf(pool, "%u", (unsigned)conf->redis_timeout_ms / 2);
+    const char *argv[3] = {"WAIT", want.base, ms.base};
+    size_t argvlen[3] = {4, want.len, ms.len};
+    j->pending = 1;
+    for (size_t i = 0; i < nkeys; ++i) {
+        unsigned slot = sb_redis_key_slot(keys[i].base, keys[i].len);
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; ++k)
+            seen = sb_redis_key_slot(keys[k].base, keys[k].len) == slot;
+        if (seen)
+            continue;
+        sb_redis_route_t route = {.key = keys[i].base, .keylen = keys[i].len};
+        if (sb_redis_command_routed(redis, &route, on_waited, j, 3, argv, argvlen) == 0)
+            j->pending++;
+        else
+            j->failed = 1;
+    }
+    on_waited(&(redisReply){.type = REDIS_REPLY_STATUS}, j);
+}
+
+static void next_step(wjob_t *j)
+{
+    if (j->failed) {
         finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
         return;
     }
-    size_t dups = 0;
+    if (++j->step == 2) {
+        start_convorgs(j);
+    } else if (j->step == 3) {
+        start_targets(j);
+    } else if (j->step == 4 && j->super.worker->server->conf->redis_wait_replicas > 0) {
+        start_waits(j);
+    } else if (j->unacked) {
+        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+    } else {
+        sb_metrics_enqueue_latency(sb_mono_us() - j->enqueue_started_us);
+        finish(j, SB_OK, j->dups == j->events.size);
+    }
+}
+
+static h2o_iovec_t reply_str(wjob_t *j, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_STRING)
+        return h2o_iovec_init("", 0);
+    return sb_pool_strdup(&j->super.pool, r->str, r->len);
+}
+
+/* Step 1 answered: what became of each event, counted; then the next steps. */
+static void on_enqueued(redisReply *r, void *data)
+{
+    wjob_t *j = data;
+    if (!step_ok(j, r)) {
+        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != j->events.size) {
+        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+        return;
+    }
+    j->out = h2o_mem_alloc_pool(&j->super.pool, sizeof(*j->out) * r->elements);
     for (size_t i = 0; i < r->elements; ++i) {
-        long long st = r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer : -1;
-        switch (st) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 5 ||
+            e->element[0]->type != REDIS_REPLY_INTEGER) {
+            finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+            return;
+        }
+        wevent_t *w = j->out + i;
+        w->status = e->element[0]->integer;
+        w->target = reply_str(j, e->element[1]);
+        w->ev = reply_str(j, e->element[2]);
+        w->cv = reply_str(j, e->element[3]);
+        w->cvnew = e->element[4]->type == REDIS_REPLY_INTEGER && e->element[4]->integer == 1;
+        if (w->ev.len == 0)
+            w->target = h2o_iovec_init("", 0);
+    }
+    for (size_t i = 0; i < r->elements; ++i) {
+        switch (j->out[i].status) {
         case 0:
         case 4:
             sb_metrics_events(j->channel, (int)j->events.entries[i].kind, 1);
             break;
         case 1:
-            dups++;
+            j->dups++;
             sb_metrics_duplicates(j->channel, 1);
             break;
         case 2:
@@ -261,7 +368,8 @@ static void on_enqueued(redisReply *r, void *data)
             break;
         }
     }
-    finish(j, SB_OK, dups == r->elements);
+    j->step = 1;
+    next_step(j);
 }
 
 static h2o_iovec_t or_empty(h2o_iovec_t v)
@@ -273,7 +381,7 @@ static void enqueue(wjob_t *j, const char *org)
 {
     const sb_conf_t *conf = j->super.worker->server->conf;
     h2o_mem_pool_t *pool = &j->super.pool;
-    size_t n = j->events.size, argc = FIXED_ARGS + n * ARGS_PER_EVENT;
+    size_t n = j->events.size, argc = 1 + n + FIXED_ARGS + n * ARGS_PER_EVENT;
     const char **argv = h2o_mem_alloc_pool(pool, sizeof(*argv) * argc);
     size_t *argvlen = h2o_mem_alloc_pool(pool, sizeof(*argvlen) * argc);
     size_t k = 0;
@@ -285,6 +393,13 @@ static void enqueue(wjob_t *j, const char *org)
     } while (0)
 #define ARG_STR(s) ARG_IOV(h2o_iovec_init((s), strlen(s)))
 
+    j->org = org;
+    ARG_IOV(sb_key_org(pool, conf->redis_prefix, "inbox", org, NULL));
+    for (size_t i = 0; i < n; ++i) {
+        h2o_iovec_t id = j->events.entries[i].identity;
+        h2o_iovec_t rest = sb_pool_printf(pool, "%s:%.*s", j->conn_id, (int)id.len, id.base);
+        ARG_IOV(sb_key_org_n(pool, conf->redis_prefix, "dd", org, rest.base, rest.len));
+    }
     ARG_STR(conf->redis_prefix);
     ARG_STR(j->conn_id);
     ARG_STR(org);
@@ -330,8 +445,8 @@ static void enqueue(wjob_t *j, const char *org)
         ARG_IOV(ev->message.type);
         h2o_iovec_t ptype = ev->message.type;
         if (ptype.base == NULL)
-            ptype = h2o_iovec_init(sb_event_kind_name(ev->kind),
-                                   strlen(sb_event_kind_name(ev->kind)));
+            ptype =
+                h2o_iovec_init(sb_event_kind_name(ev->kind), strlen(sb_event_kind_name(ev->kind)));
         ARG_IOV(sb_inbox_preview(pool, ev->message.text, ptype));
         ARG_IOV(sb_pool_printf(pool, "%lld", (long long)ev->timestamp));
         const char *efield = "";
@@ -352,13 +467,8 @@ static void enqueue(wjob_t *j, const char *org)
 #undef ARG_STR
     j->enqueue_started_us = sb_mono_us();
     sb_redis_t *redis = j->super.worker->redis;
-    /* redis.wait_replicas: a WAIT right after the script, on its connection; the reply comes
-     * once enough replicas have the events (or as NOREPLICAS), within half the command
-     * timeout, so the connection's watchdog never fires first. */
-    sb_redis_route_t route = {.wait_replicas = (int)conf->redis_wait_replicas,
-                              .wait_timeout_ms = (uint32_t)conf->redis_timeout_ms / 2};
-    if (redis == NULL || sb_redis_eval_routed(redis, &route, &script_enqueue, on_enqueued, j, 0,
-                                              (int)argc, argv, argvlen) != 0)
+    if (redis == NULL || sb_redis_eval(redis, &script_enqueue, on_enqueued, j, (int)(1 + n),
+                                       (int)argc, argv, argvlen) != 0)
         finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
 }
 
@@ -371,7 +481,7 @@ static void enqueue(wjob_t *j, const char *org)
  * (server.h, conn_generation). */
 
 #define CACHE_TTL_MS 1000
-#define CACHE_MAX 10000
+#define CACHE_MAX    10000
 
 typedef struct st_conn_entry_t {
     int64_t expires_ms;
@@ -385,6 +495,12 @@ static void entry_free(conn_entry_t *e)
 {
     h2o_mem_clear_pool(&e->pool);
     free(e);
+}
+
+static void free_org(const char *key, void *value, void *data)
+{
+    (void)key, (void)data;
+    free(value);
 }
 
 static void free_entry(const char *key, void *value, void *data)
@@ -420,8 +536,7 @@ static conn_entry_t *cache_put(sb_worker_t *w, const char *id, redisReply *r, sb
     if (sb_record_from_reply(r, &tmp, &rec) != 0)
         goto Exit;
     h2o_iovec_t org = sb_record_get(&rec, "org"), provider = sb_record_get(&rec, "provider");
-    json_t *creds =
-        sb_credentials_open(w->server->master_key, id, sb_record_get(&rec, "secrets"));
+    json_t *creds = sb_credentials_open(w->server->master_key, id, sb_record_get(&rec, "secrets"));
     if (creds == NULL || org.base == NULL || provider.base == NULL) {
         json_decref(creds);
         sb_logkv(SB_LOG_ERROR, SB_MODULE, (const char *[]){"conn", id, NULL},
@@ -514,6 +629,46 @@ static void on_connection(redisReply *r, void *data)
     process(j, conn);
 }
 
+/* The connection's hash, in its org's slot. */
+static void read_connection(wjob_t *j, const char *org)
+{
+    h2o_iovec_t key = sb_key_org(&j->super.pool, j->super.worker->server->conf->redis_prefix,
+                                 "connection", org, j->conn_id);
+    const char *argv[2] = {"HGETALL", key.base};
+    size_t argvlen[2] = {7, key.len};
+    if (sb_redis_command(j->super.worker->redis, on_connection, j, 2, argv, argvlen) != 0)
+        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+}
+
+/* connorg:{id} answered: the org, kept by the worker for good (it never changes). */
+static void on_connorg(redisReply *r, void *data)
+{
+    wjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+        return;
+    }
+    if (r->type != REDIS_REPLY_STRING || !sb_id_valid(r->str, r->len)) {
+        finish(j, SB_ERR_UNKNOWN_CONNECTION, 0);
+        return;
+    }
+    sb_map_t *orgs = &j->super.worker->conn_orgs;
+    if (orgs->size >= CACHE_MAX) {
+        sb_map_foreach(orgs, free_org, NULL);
+        sb_map_dispose(orgs);
+        sb_map_init(orgs);
+    }
+    char *org = sb_mem_alloc(r->len + 1);
+    memcpy(org, r->str, r->len + 1);
+    free(sb_map_remove(orgs, j->conn_id));
+    sb_map_set(orgs, j->conn_id, org);
+    read_connection(j, org);
+}
+
 void sb_webhook_handle(sb_worker_t *w, h2o_req_t *req, h2o_iovec_t channel, h2o_iovec_t conn_id,
                        uint64_t started_us)
 {
@@ -581,12 +736,15 @@ void sb_webhook_handle(sb_worker_t *w, h2o_req_t *req, h2o_iovec_t channel, h2o_
     if (j->auth.base != NULL)
         j->auth = sb_pool_strdup(&j->super.pool, j->auth.base, j->auth.len);
 
-    const char *argv[2] = {"HGETALL", NULL};
-    size_t argvlen[2] = {7, 0};
-    h2o_iovec_t key = sb_pool_printf(&j->super.pool, "%sconnection:%s",
-                                     w->server->conf->redis_prefix, j->conn_id);
-    argv[1] = key.base;
-    argvlen[1] = key.len;
-    if (sb_redis_command(w->redis, on_connection, j, 2, argv, argvlen) != 0)
+    const char *org = sb_map_get(&w->conn_orgs, j->conn_id);
+    if (org != NULL) {
+        read_connection(j, org);
+        return;
+    }
+    h2o_iovec_t key = sb_key_own(&j->super.pool, w->server->conf->redis_prefix, "connorg",
+                                 j->conn_id, strlen(j->conn_id));
+    const char *argv[2] = {"GET", key.base};
+    size_t argvlen[2] = {3, key.len};
+    if (sb_redis_command(w->redis, on_connorg, j, 2, argv, argvlen) != 0)
         finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
 }

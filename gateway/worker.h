@@ -47,6 +47,8 @@ typedef struct st_sb_worker_t {
     uint64_t id_counter;
     /** Connections recently seen by webhooks (webhook.c). */
     sb_map_t conn_cache;
+    /** Connection id -> its org (webhook.c), kept for good: a connection never changes org. */
+    sb_map_t conn_orgs;
     /** Outbound provider calls and scripts in flight (outbound.c): shutdown waits for them. */
     int outbound_busy;
     /** The sb:out consumer (worker 0 only). */

@@ -2,8 +2,8 @@
 The gateway on a Redis Cluster (three primaries, three replicas; tests/integration/cluster.py):
 found out at connect from a seed list, /readyz 503 while a slot has no primary (a primary
 SIGKILLed) and 200 again once its replica is promoted, a clean SIGTERM afterwards.
-The gateway's own scripts do not run on a cluster yet (docs/architecture.md), so no webhook
-or management call is made here.
+Webhooks, the management API and replies on a cluster, through two gateways, are in
+test_cluster_e2e.py; order and pacing across gateways in test_order.py.
 """
 
 import os

@@ -213,8 +213,8 @@ class TestFixtures(unittest.TestCase):
         firsts = [ev for ev in events if ev["kind"] in ("message", "edit", "postback")]
         if fx.get("reply_target") is not None:
             self.assertTrue(firsts, name)
-            chat = self.env.r.command("HGET", "sb:conv:" + firsts[0]["conversation_id"],
-                                      "chat_id")
+            chat = self.env.r.command("HGET", "sb:conv:{%s}:%s" % (
+                firsts[0]["org_id"], firsts[0]["conversation_id"]), "chat_id")
             self.assertEqual(chat.decode(), fx["reply_target"], "%s: reply target" % name)
 
     def run_fixture(self, fx, form):

@@ -238,6 +238,9 @@ class TestOnCluster(OrderBase):
     def copy_into_cluster(self):
         e = self.env
         n = 0
+        for pattern in ("sb:convorg:*", "sb:connorg:*"):
+            for key in e.r.keys(pattern):
+                self.on_cluster("SET", key, e.r.command("GET", key))
         for pattern in ("sb:conv:*", "sb:connection:*", "sb:binding:*", "sb:{master-key}"):
             for key in e.r.keys(pattern):
                 if e.r.command("TYPE", key) not in (b"hash", "hash"):

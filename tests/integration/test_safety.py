@@ -99,7 +99,8 @@ class SafetyTest(H.GatewayTestCase):
         path = os.path.join(self.gw.data_dir, "master.key")
         store_fp = fingerprint(key_lines(path)[0])
         before = self.store_dump(self.PREFIX)
-        self.assertTrue(any(b"connection:" + conn["id"].encode() in k for k in before))
+        self.assertTrue(any(b"connection:{" in k and k.endswith(b":" + conn["id"].encode())
+                            for k in before))
 
         d = tempfile.mkdtemp(prefix="sb-otherkey-")
         self.addCleanup(lambda: shutil.rmtree(d, ignore_errors=True))
@@ -226,8 +227,8 @@ class TrustedProxiesTest(H.GatewayTestCase):
         # Forwarded: for= when there is no X-Forwarded-For
         self.assertEqual(self.get(gw, key, Forwarded='for="[2001:db8::7]:443";proto=https'),
                          200)
-        self.assertTrue(self.redis.command("EXISTS", "sf_tp1:ratelimit:2001:db8::7"))
-        self.assertTrue(self.redis.command("EXISTS", "sf_tp1:ratelimit:203.0.113.1"))
+        self.assertTrue(self.redis.command("EXISTS", "sf_tp1:ratelimit:{2001:db8::7}"))
+        self.assertTrue(self.redis.command("EXISTS", "sf_tp1:ratelimit:{203.0.113.1}"))
         # the proxy's own requests (no header) have a window of their own
         self.assertEqual(self.get(gw, key), 200)
         gw.stop()
@@ -239,7 +240,7 @@ class TrustedProxiesTest(H.GatewayTestCase):
         self.assertEqual(self.get(gw, key, **{"X-Forwarded-For": "203.0.113.99"}), 429)
         self.assertEqual(self.get(gw, key, Forwarded="for=192.0.2.1"), 429)
         keys = self.redis.command("KEYS", "sf_tp2:ratelimit:*")
-        self.assertEqual(keys, [b"sf_tp2:ratelimit:127.0.0.1"])
+        self.assertEqual(keys, [b"sf_tp2:ratelimit:{127.0.0.1}"])
         gw.stop()
 
     def test_bad_trusted_proxies_stop_the_process(self):
@@ -351,7 +352,7 @@ class RotationTest(unittest.TestCase):
 
         # every connection is sealed with the new key and still decrypts
         for ch, cid in e.conns.items():
-            sealed = e.r.command("HGET", "%sconnection:%s" % (e.prefix, cid), "secrets")
+            sealed = e.r.command("HGET", "%sconnection:{org_in}:%s" % (e.prefix, cid), "secrets")
             self.assertTrue(sealed.startswith(new_fp[:16].encode() + b":"), (ch, sealed[:20]))
             r = gw.http("POST", "/orgs/c/connections/%s/test" % cid, key=e.key)
             self.assertEqual(r.status, 200, (ch, r))

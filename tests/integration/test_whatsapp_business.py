@@ -372,7 +372,7 @@ class TestWhatsAppBusiness(harness.GatewayTestCase):
         conn = self.whatsapp()
         self.graph.templates[conn["waba"]] = [template("order_update")]
         old = self.inbound(conn, hours_ago=25, phone="15550100025")
-        rec = self.r.command("HGET", "sb:conv:%s" % old, "last_inbound_at")
+        rec = self.r.command("HGET", "sb:conv:{%s}:%s" % (self.org, old), "last_inbound_at")
         self.assertAlmostEqual(int(rec) / 1000, time.time() - 25 * HOUR_S, delta=60)
         self.assertFailed(old, conn, "outside_window", type="text", text="Too late")
         self.assertFailed(old, conn, "outside_window", type="image",
@@ -404,11 +404,11 @@ class TestWhatsAppBusiness(harness.GatewayTestCase):
         # A record that keeps only the end of the window (window_expires_at, the inbox's
         # view of it, 24 h after the last inbound message) is held to it as well.
         other = self.inbound(conn, hours_ago=2, phone="15550100099")
-        self.r.command("HDEL", "sb:conv:%s" % other, "last_inbound_at")
-        self.r.command("HSET", "sb:conv:%s" % other, "window_expires_at",
+        self.r.command("HDEL", "sb:conv:{%s}:%s" % (self.org, other), "last_inbound_at")
+        self.r.command("HSET", "sb:conv:{%s}:%s" % (self.org, other), "window_expires_at",
                        str(int((time.time() - HOUR_S) * 1000)))
         self.assertFailed(other, conn, "outside_window", type="text", text="Closed")
-        self.r.command("HSET", "sb:conv:%s" % other, "window_expires_at",
+        self.r.command("HSET", "sb:conv:{%s}:%s" % (self.org, other), "window_expires_at",
                        str(int((time.time() + HOUR_S) * 1000)))
         self.assertSent(other, conn, type="text", text="Open")
 

@@ -1,0 +1,9 @@
+--! include lib/keys.lua
+-- The caller has written connorg:{id} (SET NX) before: a webhook finds the org there.
+local P, org, id = ARGV[1], ARGV[2], ARGV[3]
+local K = SBK(P, org)
+redis.call('HSET', K('connection', id), unpack(ARGV, 6))
+local score = tonumber(ARGV[5]) * 1000 + redis.call('INCR', K('seq')) % 1000
+redis.call('ZADD', K('org', 'connections'), score, id)
+redis.call('ZADD', K('org', 'connections:' .. ARGV[4]), score, id)
+return 1
