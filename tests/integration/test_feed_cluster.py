@@ -12,11 +12,8 @@ management scripts do not all run on a cluster yet): each on the primary that al
 rate-limit window of 127.0.0.1, since the authentication script touches both.
 """
 
-import hashlib
 import os
-import secrets
 import sys
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -61,15 +58,7 @@ class FeedOnClusterTest(unittest.TestCase):
 
     @classmethod
     def make_key(cls, org):
-        home = cls.rc.primary_of_key(("%sratelimit:127.0.0.1" % PREFIX).encode())
-        for _ in range(100000):
-            key = "sk_" + secrets.token_hex(16)
-            name = "%sapikey:%s" % (PREFIX, hashlib.sha256(key.encode()).hexdigest())
-            if cls.rc.primary_of_key(name.encode()) == home:
-                cls.rc.node(home).command("HSET", name, "org", org,
-                                          "created_at", str(int(time.time() * 1000)))
-                return key
-        raise AssertionError("no key on the rate limit's primary")
+        return cls.gw.keys_create(org)
 
     def on_cluster(self, *args):
         return self.rc.node(self.rc.primary_of_key(args[1].encode())).command(*args)
@@ -79,9 +68,8 @@ class FeedOnClusterTest(unittest.TestCase):
                                event_json(org, n=n)).decode()
 
     def open(self, org, headers=None):
-        """A stream of 'org' with status 200 and its retry: line. The authentication script
-        runs on any primary while the management scripts do not all run on a cluster yet;
-        an answer other than 200 is asked again until the deadline."""
+        """A stream of 'org' with status 200 and its retry: line (asked again until the
+        deadline while the gateway's slot map settles)."""
         got = []
 
         def attempt():
