@@ -117,11 +117,14 @@ static sb_redis_script_t script_queue = {"out_queue", sb_lua_out_queue, {0}};
 
 /* KEYS: cq, cqd, lease
  * ARGV: node, lease ms, mark, mark inclusive ("1": with nothing pending, the last entry
- *       delivered), prefix of the command keys (sb:cmd:{org}:)
+ *       delivered), prefix, org, conversation
  * -> {0} another gateway holds the lease | {1} the queue is empty: the lease is released
  *    | {2} the head is newer than the mark (an older entry may still be on its way) |
- *    {4} a head without data was dropped | {3, entry, command JSON, command state}
- * Takes (or renews) the lease when it is free or ours. */
+ *    {4} a head without data was dropped | {3, entry, command JSON, command state} (a
+ *    command done, or another entry's) | {3, entry, command JSON, command state,
+ *    conversation, connection (hashes), assistant id, contact status ("" when none)}
+ * Takes (or renews) the lease when it is free or ours. Reading what the send needs in the
+ * same step (keys of the org's slot) saves the round trips of separate reads. */
 static sb_redis_script_t script_head = {"out_head", sb_lua_out_head, {0}};
 
 /* KEYS: cq, cqd; ARGV: entry -> 1: the entry leaves its queue unsent (cancelled, or its id
@@ -147,10 +150,12 @@ static sb_redis_script_t script_mark = {"out_mark", sb_lua_out_mark, {0}};
  * budget per connection; a pause (Telegram's flood wait) holds every send back that long. */
 static sb_redis_script_t script_pace = {"out_pace", sb_lua_out_pace, {0}};
 
-/* KEYS: cmd, lease; ARGV: entry, now, mode ("send" | "peek"), node
- * -> -1 the lease is not ours any more | 0 when the command must not be sent (cancelled, or
- *    owned by another entry now) | else the attempt number ("send": state sending) or 1
- *    ("peek": nothing changed).
+/* KEYS: cmd, lease, pace:{org}:{connection}
+ * ARGV: entry, now, mode ("send" | "peek"), node, pacing interval (us), burst tolerance (us)
+ * -> {-1, 0} the lease is not ours any more | {0, 0} when the command must not be sent
+ *    (cancelled, or owned by another entry now) | {attempt, wait}: "send": state sending,
+ *    the attempt number, and the connection's budget asked as out_pace does (wait: 0 send
+ *    now, else the ms to wait, then out_pace again) | {1, 0} ("peek": nothing changed).
  * Run before the first part and after every retry wait (and each second of a long wait). */
 static sb_redis_script_t script_begin = {"out_begin", sb_lua_out_begin, {0}};
 
@@ -158,11 +163,15 @@ static sb_redis_script_t script_begin = {"out_begin", sb_lua_out_begin, {0}};
  * -> 1 | 0 (not this entry's, or done) */
 static sb_redis_script_t script_retrying = {"out_retrying", sb_lua_out_retrying, {0}};
 
-/* KEYS: cmd, cq, cqd, inbox:{org}
+/* KEYS: cmd, cq, cqd, inbox:{org}[, lease]
  * ARGV: part, provider message id, last, event, entry, maxlen, ttl, now, prefix, org,
- *       conversation, message type, preview, author (JSON), the event's time
+ *       conversation, message type, preview, author (JSON), the event's time[, node, lease
+ *       ms, mark, mark inclusive, conversation]
+ * -> {1} | {1, the next head as out_head answers it} (with the lease, once the entry left
+ *    its queue)
  * The last part (or a cancel found here) takes the entry out of its queue. The inbox event
- * also enters the conversation's history and list (inbox.h: keys of the org's tag). */
+ * also enters the conversation's history and list (inbox.h: keys of the org's tag). With
+ * the lease it also reads the conversation's next head, saving out_head's round trip. */
 static sb_redis_script_t script_sent = {"out_sent", sb_lua_out_sent, {0}};
 
 /* KEYS: cmd, cq, cqd, inbox:{org}, deadletters:{org}
@@ -265,9 +274,9 @@ struct st_ob_cmd_t {
     const char *reason;
     int http_status;
     h2o_iovec_t redrive;
-    /* The load: the conversation and connection hashes and the replies still to come. */
+    /* The conversation and connection hashes (out_head). */
     sb_record_t conv_rec, conn_rec;
-    int have_conn, loads_pending, load_failed;
+    int have_conn;
     /* The contact's status (contact:<id> status: who may write), or NULL. */
     h2o_iovec_t contact_status;
     /* The sb:dead entry of a failure, once added. */
@@ -755,13 +764,19 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[19];
-    size_t argvlen[19];
+    ob_conv_t *conv = c->conv;
+    /* The last part also asks for the next head (as out_head does), with a mark read before. */
+    int with_head = last && conv != NULL && ob->mark_ready && !ob->stopping && !conv->lost &&
+                    !conv->dropped;
+    const char *argv[25];
+    size_t argvlen[25];
     int argc = 0;
     args_push(argv, argvlen, &argc, cmd_key(c));
     args_push(argv, argvlen, &argc, conv_key(c, "cq"));
     args_push(argv, argvlen, &argc, conv_key(c, "cqd"));
     args_push(argv, argvlen, &argc, org_key(c, "inbox"));
+    if (with_head)
+        args_push(argv, argvlen, &argc, conv_key(c, "cqlease"));
     args_push(argv, argvlen, &argc, ipool(c, (int64_t)part));
     args_push(argv, argvlen, &argc, msgid.base != NULL ? msgid : iov(""));
     args_push(argv, argvlen, &argc, iov(last ? "1" : "0"));
@@ -774,10 +789,17 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
     args_push(argv, argvlen, &argc, c->org);
     inbox_args(c, part >= 1 && part <= c->plan.size ? c->plan.entries + part - 1 : NULL, argv,
                argvlen, &argc);
+    if (with_head) {
+        args_push(argv, argvlen, &argc, iov(ob->node));
+        args_push(argv, argvlen, &argc, ipool(c, lease_ms(ob)));
+        args_push(argv, argvlen, &argc, sb_pool_strdup(&c->pool, ob->mark, strlen(ob->mark)));
+        args_push(argv, argvlen, &argc, iov(ob->mark_incl ? "1" : "0"));
+        args_push(argv, argvlen, &argc, iov(conv->cv));
+    }
     c->wait = WAIT_REDIS;
     busy(c, 1);
-    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 4, argc, argv, argvlen) !=
-        0) {
+    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, with_head ? 5 : 4, argc,
+                      argv, argvlen) != 0) {
         busy(c, -1);
         after(c, 1000, again);
     }
@@ -791,13 +813,36 @@ static void record_sent(ob_cmd_t *c)
               has_event ? outbound_event(c, c->next_part + 1, p, 0) : iov(""), record_sent);
 }
 
+static void on_head(redisReply *r, void *data);
+
+/* The command left its queue: done, and the next head that out_sent read with it (NULL:
+ * none was asked) goes on as out_head's answer would. */
+static void cmd_done_next(ob_cmd_t *c, redisReply *next)
+{
+    ob_conv_t *conv = c->conv;
+    sb_outbound_t *ob = c->ob;
+    if (next == NULL || conv == NULL || conv->dropped || conv->lost || ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    /* As if out_head were in flight: cmd_done asks for no head of its own. */
+    conv->fetching = 1;
+    ob->replies_pending++;
+    cmd_done(c);
+    on_head(next, conv);
+}
+
 static void on_sent_recorded(redisReply *r, void *data)
 {
     ob_cmd_t *c = data;
     if (!recorded(c, r, c->next_part >= c->plan.size ? record_done : record_sent))
         return;
+    redisReply *next = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                               r->element[1]->type == REDIS_REPLY_ARRAY
+                           ? r->element[1]
+                           : NULL;
     if (c->next_part >= c->plan.size) {
-        cmd_done(c); /* record_done */
+        cmd_done_next(c, next); /* record_done */
         return;
     }
     sb_metrics_outbound(channel_index(c->adapter), SB_OUTBOUND_SENT);
@@ -806,7 +851,7 @@ static void on_sent_recorded(redisReply *r, void *data)
     c->http_status = 0;
     memset(&c->result, 0, sizeof(c->result));
     if (c->next_part >= c->plan.size)
-        cmd_done(c);
+        cmd_done_next(c, next);
     else
         send_part(c);
 }
@@ -826,6 +871,9 @@ static uint64_t backoff_ms(ob_cmd_t *c)
 
 static void begin_send(ob_cmd_t *c);
 static void retry_tick(ob_cmd_t *c);
+static void post_part(ob_cmd_t *c);
+static h2o_iovec_t pace_key(ob_cmd_t *c);
+static void pace_args(ob_cmd_t *c, h2o_iovec_t *interval_s, h2o_iovec_t *tau_s);
 
 /* Logs the retry and records it on the command (state retrying, next_attempt_at, the
  * error); the record is not waited for: the command's own later scripts follow it. */
@@ -915,11 +963,13 @@ static void on_begin(redisReply *r, void *data)
         return;
     }
     int peek = c->retry_wait;
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
         after(c, 1000, peek ? retry_tick : begin_send);
         return;
     }
-    if (r->integer < 0) {
+    long long n = r->element[0]->integer, wait_ms = r->element[1]->integer;
+    if (n < 0) {
         /* The lease expired and another gateway holds the conversation now: it sends. */
         sb_logkv(SB_LOG_WARN, SB_MODULE,
                  (const char *[]){"command_id", c->cmd.id.base, "entry", c->entry,
@@ -930,7 +980,7 @@ static void on_begin(redisReply *r, void *data)
         cmd_done(c);
         return;
     }
-    if (r->integer == 0) {
+    if (n == 0) {
         ack_cancelled(c);
         return;
     }
@@ -940,27 +990,37 @@ static void on_begin(redisReply *r, void *data)
         after(c, left < PEEK_MS ? left : PEEK_MS, retry_tick);
         return;
     }
-    c->attempts = r->integer;
-    send_part(c);
+    c->attempts = n;
+    /* The first admission of the connection's budget came with it (out_begin). */
+    if (wait_ms > 0)
+        after(c, (uint64_t)wait_ms, send_part);
+    else
+        post_part(c);
 }
 
 /* Runs out_begin: "send" before an attempt (checks the lease and that the command was not
- * cancelled, and counts the attempt), "peek" during a retry wait. */
+ * cancelled, counts the attempt and asks the connection's budget), "peek" during a retry
+ * wait. */
 static void run_begin(ob_cmd_t *c, const char *mode)
 {
     sb_outbound_t *ob = c->ob;
-    const char *argv[6];
-    size_t argvlen[6];
+    const char *argv[9];
+    size_t argvlen[9];
     int argc = 0;
+    h2o_iovec_t interval, tau;
+    pace_args(c, &interval, &tau);
     args_push(argv, argvlen, &argc, cmd_key(c));
     args_push(argv, argvlen, &argc, conv_key(c, "cqlease"));
+    args_push(argv, argvlen, &argc, pace_key(c));
     args_push(argv, argvlen, &argc, iov(c->entry));
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
     args_push(argv, argvlen, &argc, iov(mode));
     args_push(argv, argvlen, &argc, iov(ob->node));
+    args_push(argv, argvlen, &argc, interval);
+    args_push(argv, argvlen, &argc, tau);
     c->wait = WAIT_REDIS;
     busy(c, 1);
-    if (sb_redis_eval(ob->w->redis, &script_begin, on_begin, c, 2, argc, argv, argvlen) != 0) {
+    if (sb_redis_eval(ob->w->redis, &script_begin, on_begin, c, 3, argc, argv, argvlen) != 0) {
         busy(c, -1);
         after(c, 1000, c->retry_wait ? retry_tick : begin_send);
     }
@@ -984,9 +1044,14 @@ static void retry_tick(ob_cmd_t *c)
         run_begin(c, "peek");
 }
 
-/* Runs out_pace on the connection's shared budget; pause_ms > 0 holds every send of the
- * connection back that long (fire and forget). */
-static void eval_pace(ob_cmd_t *c, uint64_t pause_ms, sb_redis_cb cb)
+static h2o_iovec_t pace_key(ob_cmd_t *c)
+{
+    return sb_pool_printf(&c->pool, "%space:{%.*s}:%.*s", c->ob->prefix, (int)c->org.len,
+                          c->org.base, (int)c->conn_id.len, c->conn_id.base);
+}
+
+/* The GCRA interval and burst tolerance (us) of the command's connection, as strings. */
+static void pace_args(ob_cmd_t *c, h2o_iovec_t *interval_s, h2o_iovec_t *tau_s)
 {
     double rate = channel_rate(c->ob, c->channel);
     if (rate < 1.0)
@@ -998,14 +1063,22 @@ static void eval_pace(ob_cmd_t *c, uint64_t pause_ms, sb_redis_cb cb)
     double burst = floor(rate / 4.0);
     if (burst < 1.0)
         burst = 1.0;
+    *interval_s = sb_pool_printf(&c->pool, "%.0f", interval);
+    *tau_s = sb_pool_printf(&c->pool, "%.0f", (burst - 1.0) * interval);
+}
+
+/* Runs out_pace on the connection's shared budget; pause_ms > 0 holds every send of the
+ * connection back that long (fire and forget). */
+static void eval_pace(ob_cmd_t *c, uint64_t pause_ms, sb_redis_cb cb)
+{
+    h2o_iovec_t interval, tau;
+    pace_args(c, &interval, &tau);
     const char *argv[4];
     size_t argvlen[4];
     int argc = 0;
-    args_push(argv, argvlen, &argc,
-              sb_pool_printf(&c->pool, "%space:{%.*s}:%.*s", c->ob->prefix, (int)c->org.len,
-                             c->org.base, (int)c->conn_id.len, c->conn_id.base));
-    args_push(argv, argvlen, &argc, sb_pool_printf(&c->pool, "%.0f", interval));
-    args_push(argv, argvlen, &argc, sb_pool_printf(&c->pool, "%.0f", (burst - 1.0) * interval));
+    args_push(argv, argvlen, &argc, pace_key(c));
+    args_push(argv, argvlen, &argc, interval);
+    args_push(argv, argvlen, &argc, tau);
     args_push(argv, argvlen, &argc, ipool(c, (int64_t)pause_ms * 1000));
     if (cb != NULL) {
         c->wait = WAIT_REDIS;
@@ -1473,15 +1546,20 @@ static void start_cmd(ob_cmd_t *c)
     check_before_send(c);
 }
 
-/* ---- Loading (the head of a conversation) ---- */
+/* ---- The head of a conversation ---- */
 
-static void load_cmd(ob_cmd_t *c);
-
-/* The conversation, its connection and its binding's assistant are read: send. */
+/* out_head read the conversation, its connection, its binding's assistant and the contact's
+ * status with the head: send. */
 static void on_loaded(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
     sb_record_t conv = c->conv_rec, conn = c->conn_rec;
+    c->conn_id = sb_record_get(&conv, "connection_id");
+    c->binding_id = sb_record_get(&conv, "binding_id");
+    if (c->conn_id.base == NULL) {
+        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
+        return;
+    }
     c->channel = sb_record_get(&conv, "channel");
     c->contact_id = sb_record_get(&conv, "contact_id");
     c->last_inbound_at = sb_record_get(&conv, "last_inbound_at");
@@ -1530,137 +1608,6 @@ static void on_loaded(ob_cmd_t *c)
     start_cmd(c);
 }
 
-/* One reply of the connection and binding reads; the last one goes on. */
-static void load_step(ob_cmd_t *c)
-{
-    if (--c->loads_pending > 0)
-        return;
-    if (c->ob->stopping)
-        cmd_done(c);
-    else if (c->load_failed)
-        after(c, 1000, load_cmd); /* Redis went away: the command stays at its queue's head */
-    else
-        on_loaded(c);
-}
-
-static void load_done(ob_cmd_t *c, redisReply *r)
-{
-    busy(c, -1);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR)
-        c->load_failed = 1;
-    load_step(c);
-}
-
-static void on_conn_read(redisReply *r, void *data)
-{
-    ob_cmd_t *c = data;
-    if (r != NULL && r->type == REDIS_REPLY_ARRAY)
-        c->have_conn = sb_record_from_reply(r, &c->pool, &c->conn_rec) == 0;
-    load_done(c, r);
-}
-
-static void on_assistant_read(redisReply *r, void *data)
-{
-    ob_cmd_t *c = data;
-    if (r != NULL && r->type == REDIS_REPLY_STRING)
-        c->assistant_id = sb_pool_strdup(&c->pool, r->str, r->len);
-    load_done(c, r);
-}
-
-static void on_contact_read(redisReply *r, void *data)
-{
-    ob_cmd_t *c = data;
-    if (r != NULL && r->type == REDIS_REPLY_STRING)
-        c->contact_status = sb_pool_strdup(&c->pool, r->str, r->len);
-    load_done(c, r);
-}
-
-static void on_conv_read(redisReply *r, void *data)
-{
-    ob_cmd_t *c = data;
-    sb_outbound_t *ob = c->ob;
-    busy(c, -1);
-    if (ob->stopping) {
-        cmd_done(c);
-        return;
-    }
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-        after(c, 1000, load_cmd); /* Redis went away: the command stays at its queue's head */
-        return;
-    }
-    if (sb_record_from_reply(r, &c->pool, &c->conv_rec) != 0) {
-        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
-        return;
-    }
-    c->conn_id = sb_record_get(&c->conv_rec, "connection_id");
-    c->binding_id = sb_record_get(&c->conv_rec, "binding_id");
-    if (c->conn_id.base == NULL) {
-        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
-        return;
-    }
-    /* The connection and the binding: reads of their own keys (their own slots), pipelined. */
-    h2o_iovec_t bid = c->binding_id.base != NULL ? c->binding_id : iov("");
-    h2o_iovec_t ckey =
-        sb_pool_printf(&c->pool, "%sconnection:{%.*s}:%.*s", ob->prefix, (int)c->org.len,
-                       c->org.base, (int)c->conn_id.len, c->conn_id.base);
-    h2o_iovec_t bkey = sb_pool_printf(&c->pool, "%sbinding:{%.*s}:%.*s", ob->prefix,
-                                      (int)c->org.len, c->org.base, (int)bid.len, bid.base);
-    const char *cargv[2] = {"HGETALL", ckey.base};
-    size_t cargvlen[2] = {7, ckey.len};
-    const char *bargv[3] = {"HGET", bkey.base, "assistant_id"};
-    size_t bargvlen[3] = {4, bkey.len, 12};
-    c->have_conn = 0;
-    c->load_failed = 0;
-    c->contact_status = h2o_iovec_init(NULL, 0);
-    c->loads_pending = 1; /* held until all are sent */
-    busy(c, 1);
-    if (sb_redis_command(ob->w->redis, on_conn_read, c, 2, cargv, cargvlen) == 0) {
-        c->loads_pending++;
-    } else {
-        busy(c, -1);
-        c->load_failed = 1;
-    }
-    busy(c, 1);
-    if (sb_redis_command(ob->w->redis, on_assistant_read, c, 3, bargv, bargvlen) == 0) {
-        c->loads_pending++;
-    } else {
-        busy(c, -1);
-        c->load_failed = 1;
-    }
-    /* The contact's status (who may write to it), a read of its own key. */
-    h2o_iovec_t cid = sb_record_get(&c->conv_rec, "contact_id");
-    if (cid.base != NULL && cid.len != 0) {
-        h2o_iovec_t tkey = sb_pool_printf(&c->pool, "%scontact:{%.*s}:%.*s", ob->prefix,
-                                          (int)c->org.len, c->org.base, (int)cid.len, cid.base);
-        const char *targv[3] = {"HGET", tkey.base, "status"};
-        size_t targvlen[3] = {4, tkey.len, 6};
-        busy(c, 1);
-        if (sb_redis_command(ob->w->redis, on_contact_read, c, 3, targv, targvlen) == 0) {
-            c->loads_pending++;
-        } else {
-            busy(c, -1);
-            c->load_failed = 1;
-        }
-    }
-    load_step(c);
-}
-
-static void load_cmd(ob_cmd_t *c)
-{
-    sb_outbound_t *ob = c->ob;
-    h2o_iovec_t key =
-        sb_pool_printf(&c->pool, "%sconv:{%.*s}:%.*s", ob->prefix, (int)c->org.len, c->org.base,
-                       (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
-    const char *argv[2] = {"HGETALL", key.base};
-    size_t argvlen[2] = {7, key.len};
-    c->wait = WAIT_REDIS;
-    busy(c, 1);
-    if (sb_redis_command(ob->w->redis, on_conv_read, c, 2, argv, argvlen) != 0) {
-        busy(c, -1);
-        after(c, 1000, load_cmd);
-    }
-}
-
 static ob_cmd_t *new_cmd(sb_outbound_t *ob, const char *entry, size_t len)
 {
     ob_cmd_t *c = sb_mem_calloc(1, sizeof(*c));
@@ -1676,13 +1623,23 @@ static ob_cmd_t *new_cmd(sb_outbound_t *ob, const char *entry, size_t len)
     return c;
 }
 
-/* out_head gave the conversation's head: {3, entry, command JSON, command state}. */
+/* A string element of a reply copied into the pool; absent ("" or not a string): NULL. */
+static h2o_iovec_t reply_str(ob_cmd_t *c, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_STRING || r->len == 0)
+        return h2o_iovec_init(NULL, 0);
+    return sb_pool_strdup(&c->pool, r->str, r->len);
+}
+
+/* out_head gave the conversation's head: {3, entry, command JSON, command state} when the
+ * command is done or another entry's, else {3, entry, command JSON, command state,
+ * conversation, connection, assistant id, contact status}. */
 static void take_head(ob_conv_t *conv, const redisReply *r)
 {
     sb_outbound_t *ob = conv->ob;
     const redisReply *entry = r->element[1], *raw = r->element[2];
-    if (r->elements != 4 || entry->type != REDIS_REPLY_STRING || entry->len >= 64 ||
-        raw->type != REDIS_REPLY_STRING) {
+    if ((r->elements != 4 && r->elements != 8) || entry->type != REDIS_REPLY_STRING ||
+        entry->len >= 64 || raw->type != REDIS_REPLY_STRING) {
         fetch_head(conv);
         return;
     }
@@ -1701,7 +1658,7 @@ static void take_head(ob_conv_t *conv, const redisReply *r)
     sb_record_t state;
     sb_record_from_reply(r->element[3], &c->pool, &state);
     h2o_iovec_t owner = sb_record_get(&state, "entry");
-    if (sb_record_get(&state, "done").base != NULL ||
+    if (r->elements != 8 || sb_record_get(&state, "done").base != NULL ||
         (owner.base != NULL && !sb_iov_eq(owner, c->entry))) {
         /* Sent, failed or cancelled already, or its id went to another entry. */
         if (sb_iov_eq(sb_record_get(&state, "done"), "cancelled"))
@@ -1719,7 +1676,14 @@ static void take_head(ob_conv_t *conv, const redisReply *r)
     if (p.base != NULL)
         sb_parse_int64(p.base, p.len, 0, INT32_MAX, &parts);
     c->next_part = (size_t)parts;
-    load_cmd(c);
+    if (sb_record_from_reply(r->element[4], &c->pool, &c->conv_rec) != 0) {
+        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
+        return;
+    }
+    c->have_conn = sb_record_from_reply(r->element[5], &c->pool, &c->conn_rec) == 0;
+    c->assistant_id = reply_str(c, r->element[6]);
+    c->contact_status = reply_str(c, r->element[7]);
+    on_loaded(c);
 }
 
 /* ---- Conversations: leases, heads, the mark ---- */
@@ -1854,17 +1818,17 @@ static void fetch_head(ob_conv_t *conv)
         wait_mark(conv);
         return;
     }
-    char kq[512], kd[512], kl[512], ckp[512], lms[32];
+    char kq[512], kd[512], kl[512], lms[32];
     conv_key_buf(conv, "cq", kq, sizeof(kq));
     conv_key_buf(conv, "cqd", kd, sizeof(kd));
     conv_key_buf(conv, "cqlease", kl, sizeof(kl));
-    snprintf(ckp, sizeof(ckp), "%scmd:{%s}:", ob->prefix, conv->org);
     snprintf(lms, sizeof(lms), "%lld", (long long)lease_ms(ob));
-    const char *argv[8] = {kq, kd, kl, ob->node, lms, ob->mark, ob->mark_incl ? "1" : "0", ckp};
-    size_t argvlen[8];
-    for (int i = 0; i < 8; ++i)
+    const char *argv[10] = {kq, kd, kl, ob->node, lms, ob->mark, ob->mark_incl ? "1" : "0",
+                            ob->prefix, conv->org, conv->cv};
+    size_t argvlen[10];
+    for (int i = 0; i < 10; ++i)
         argvlen[i] = strlen(argv[i]);
-    if (sb_redis_eval(ob->w->redis, &script_head, on_head, conv, 3, 8, argv, argvlen) == 0) {
+    if (sb_redis_eval(ob->w->redis, &script_head, on_head, conv, 3, 10, argv, argvlen) == 0) {
         conv->fetching = 1;
         ob->replies_pending++;
     } else {
