@@ -88,6 +88,8 @@
 #define ID_MAX 128
 /* Conversation -> org entries kept before the cache is emptied. */
 #define ORG_CACHE_MAX 65536
+/* Entries acknowledged by one XACK at most. */
+#define ACK_MAX 128
 
 /* The keys of a conversation (all in the org's hash slot, as sb:inbox:{org} and
  * sb:cmd:{org}:{id}): cq:{org}:{cv} (zset of the conversation's sb:out entries, members the
@@ -244,6 +246,14 @@ struct st_sb_outbound_t {
     int64_t gauge_pel, gauge_queued, gauge_rounds;
     /* Commands of this process waiting for their next attempt. */
     int64_t retrying;
+    /* Entries to acknowledge (NUL-separated ids), sent as one XACK by ack_timer. */
+    uv_timer_t ack_timer;
+    char acks_buf[ACK_MAX * 48];
+    size_t acks_len, acks_n;
+    /* Commands whose conversations join the watch set in one ZADD (a read's batch). */
+    ob_cmd_t **intents;
+    size_t intents_n, intents_cap;
+    int batching;
 };
 
 static void maybe_free(sb_outbound_t *ob);
@@ -575,13 +585,49 @@ static h2o_iovec_t org_key(ob_cmd_t *c, const char *kind)
                           c->org.base);
 }
 
-/* Acknowledges the command's sb:out entry (fire and forget). */
+static void flush_acks(sb_outbound_t *ob);
+
+static void on_ack_timer(uv_timer_t *t)
+{
+    flush_acks(t->data);
+}
+
+/* Acknowledges the command's sb:out entry (fire and forget): the entries acknowledged in
+ * one turn of the loop go in one XACK (at most ACK_MAX). */
 static void xack(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
-    const char *argv[4] = {"XACK", ob->stream, GROUP, c->entry};
-    size_t argvlen[4] = {4, strlen(ob->stream), strlen(GROUP), strlen(c->entry)};
-    sb_redis_command(ob->w->redis, NULL, NULL, 4, argv, argvlen);
+    size_t len = strlen(c->entry);
+    if (ob->acks_n == ACK_MAX || ob->acks_len + len + 1 > sizeof(ob->acks_buf))
+        flush_acks(ob);
+    memcpy(ob->acks_buf + ob->acks_len, c->entry, len + 1);
+    ob->acks_len += len + 1;
+    ob->acks_n++;
+    if (!ob->stopping && !uv_is_active((uv_handle_t *)&ob->ack_timer))
+        uv_timer_start(&ob->ack_timer, on_ack_timer, 0, 0);
+    else if (ob->stopping)
+        flush_acks(ob);
+}
+
+static void flush_acks(sb_outbound_t *ob)
+{
+    if (ob->acks_n == 0)
+        return;
+    const char *argv[3 + ACK_MAX];
+    size_t argvlen[3 + ACK_MAX];
+    argv[0] = "XACK", argvlen[0] = 4;
+    argv[1] = ob->stream, argvlen[1] = strlen(ob->stream);
+    argv[2] = GROUP, argvlen[2] = strlen(GROUP);
+    int argc = 3;
+    for (size_t off = 0; off < ob->acks_len; ++argc) {
+        argv[argc] = ob->acks_buf + off;
+        argvlen[argc] = strlen(ob->acks_buf + off);
+        off += argvlen[argc] + 1;
+    }
+    /* Lost (Redis down): the entries stay pending and are moved again (harmless). */
+    sb_redis_command(ob->w->redis, NULL, NULL, argc, argv, argvlen);
+    ob->acks_len = 0;
+    ob->acks_n = 0;
 }
 
 /* A failure is recorded in up to two steps, each in one slot: XADD sb:dead, then (for a
@@ -1963,34 +2009,80 @@ static void enqueue_cmd(ob_cmd_t *c)
     }
 }
 
-/* The conversation is in the watch set before its queue can hold anything: a gateway that
- * dies right after taking the lease leaves a conversation that the others find. */
+/* The conversations are in the watch set before their queues can hold anything: a gateway
+ * that dies right after taking a lease leaves a conversation that the others find. One
+ * ZADD NX for the commands of a read (watch_flush), then each is moved. */
+typedef struct st_intents_t {
+    sb_outbound_t *ob;
+    size_t n;
+    ob_cmd_t *cmds[];
+} intents_t;
+
 static void on_watched(redisReply *r, void *data)
 {
-    ob_cmd_t *c = data;
-    busy(c, -1);
-    if (c->ob->stopping || r == NULL || r->type == REDIS_REPLY_ERROR) {
-        cmd_done(c);
-        return;
+    intents_t *in = data;
+    for (size_t i = 0; i < in->n; ++i) {
+        ob_cmd_t *c = in->cmds[i];
+        busy(c, -1);
+        if (c->ob->stopping || r == NULL || r->type == REDIS_REPLY_ERROR)
+            cmd_done(c);
+        else
+            enqueue_cmd(c);
     }
-    enqueue_cmd(c);
+    free(in);
+}
+
+static void watch_flush(sb_outbound_t *ob)
+{
+    size_t n = ob->intents_n;
+    if (n == 0)
+        return;
+    ob->intents_n = 0;
+    intents_t *in = sb_mem_alloc(sizeof(*in) + n * sizeof(ob_cmd_t *));
+    in->ob = ob;
+    in->n = n;
+    memcpy(in->cmds, ob->intents, n * sizeof(ob_cmd_t *));
+    size_t argc = 3 + 2 * n;
+    const char **argv = sb_mem_alloc(argc * sizeof(char *));
+    size_t *argvlen = sb_mem_alloc(argc * sizeof(size_t));
+    argv[0] = "ZADD", argvlen[0] = 4;
+    argv[1] = ob->watch, argvlen[1] = strlen(ob->watch);
+    argv[2] = "NX", argvlen[2] = 2;
+    h2o_iovec_t score = h2o_iovec_init(NULL, 0);
+    for (size_t i = 0; i < n; ++i) {
+        ob_cmd_t *c = in->cmds[i];
+        h2o_iovec_t member =
+            sb_pool_printf(&c->pool, "%.*s %.*s", (int)c->org.len, c->org.base,
+                           (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
+        if (score.base == NULL)
+            score = ipool(c, sb_now_ms() + lease_ms(ob));
+        argv[3 + 2 * i] = score.base, argvlen[3 + 2 * i] = score.len;
+        argv[4 + 2 * i] = member.base, argvlen[4 + 2 * i] = member.len;
+        c->wait = WAIT_REDIS;
+        busy(c, 1);
+    }
+    int rc = sb_redis_command(ob->w->redis, on_watched, in, (int)argc, argv, argvlen);
+    free(argv);
+    free(argvlen);
+    if (rc != 0) {
+        for (size_t i = 0; i < n; ++i) {
+            busy(in->cmds[i], -1);
+            cmd_done(in->cmds[i]);
+        }
+        free(in);
+    }
 }
 
 static void watch_intent(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
-    h2o_iovec_t member =
-        sb_pool_printf(&c->pool, "%.*s %.*s", (int)c->org.len, c->org.base,
-                       (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
-    h2o_iovec_t score = ipool(c, sb_now_ms() + lease_ms(ob));
-    const char *argv[5] = {"ZADD", ob->watch, "NX", score.base, member.base};
-    size_t argvlen[5] = {4, strlen(ob->watch), 2, score.len, member.len};
-    c->wait = WAIT_REDIS;
-    busy(c, 1);
-    if (sb_redis_command(ob->w->redis, on_watched, c, 5, argv, argvlen) != 0) {
-        busy(c, -1);
-        cmd_done(c);
+    if (ob->intents_n == ob->intents_cap) {
+        ob->intents_cap = ob->intents_cap != 0 ? ob->intents_cap * 2 : 128;
+        ob->intents = sb_mem_realloc(ob->intents, ob->intents_cap * sizeof(ob_cmd_t *));
     }
+    ob->intents[ob->intents_n++] = c;
+    if (!ob->batching)
+        watch_flush(ob);
 }
 
 static void on_org(redisReply *r, void *data)
@@ -2106,8 +2198,11 @@ static void take_entries(sb_outbound_t *ob, const redisReply *list)
 {
     if (list == NULL || list->type != REDIS_REPLY_ARRAY)
         return;
+    ob->batching = 1;
     for (size_t i = 0; i < list->elements; ++i)
         take_entry(ob, list->element[i]);
+    ob->batching = 0;
+    watch_flush(ob);
 }
 
 /* Called first by every reply callback of the consumer's own commands: returns 1 when the
@@ -2502,6 +2597,8 @@ sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url)
     ob->heartbeat_timer.data = ob;
     uv_timer_init(&w->loop, &ob->mark_timer);
     ob->mark_timer.data = ob;
+    uv_timer_init(&w->loop, &ob->ack_timer);
+    ob->ack_timer.data = ob;
     uint64_t idle = (uint64_t)conf->reclaim_idle_ms;
     uint64_t scan = idle / 4 < SCAN_MS ? idle / 4 + 1 : SCAN_MS;
     uv_timer_start(&ob->reclaim_timer, on_reclaim_timer, 50, scan);
@@ -2529,6 +2626,7 @@ static void maybe_free(sb_outbound_t *ob)
     sb_map_dispose(&ob->orgs);
     sb_map_dispose(&ob->convs);
     sb_map_dispose(&ob->inflight);
+    free(ob->intents);
     free(ob);
 }
 
@@ -2556,7 +2654,9 @@ void sb_outbound_stop(sb_outbound_t *ob)
     ob->stopping = 1;
     sb_redis_close(ob->reader);
     ob->reader = NULL;
-    ob->handles_open = 4;
+    flush_acks(ob);
+    ob->handles_open = 5;
+    uv_close((uv_handle_t *)&ob->ack_timer, on_ob_timer_closed);
     uv_close((uv_handle_t *)&ob->reclaim_timer, on_ob_timer_closed);
     uv_close((uv_handle_t *)&ob->heartbeat_timer, on_ob_timer_closed);
     uv_close((uv_handle_t *)&ob->mark_timer, on_ob_timer_closed);
