@@ -90,6 +90,8 @@
 #define ORG_CACHE_MAX 65536
 /* Entries acknowledged by one XACK at most. */
 #define ACK_MAX 128
+/* Connections whose decrypted credentials are kept before the cache is emptied. */
+#define CRED_CACHE_MAX 256
 
 /* The keys of a conversation (all in the org's hash slot, as sb:inbox:{org} and
  * sb:cmd:{org}:{id}): cq:{org}:{cv} (zset of the conversation's sb:out entries, members the
@@ -250,6 +252,8 @@ struct st_sb_outbound_t {
     uv_timer_t ack_timer;
     char acks_buf[ACK_MAX * 48];
     size_t acks_len, acks_n;
+    /* connection id -> cred_cache_t: decrypted credentials, by their sealed value. */
+    sb_map_t creds;
     /* Commands whose conversations join the watch set in one ZADD (a read's batch). */
     ob_cmd_t **intents;
     size_t intents_n, intents_cap;
@@ -1592,6 +1596,75 @@ static void start_cmd(ob_cmd_t *c)
     check_before_send(c);
 }
 
+/* ---- Credentials, decrypted once per sealed value ----
+ *
+ * Opening a connection's sealed credentials (AES-256-GCM, then JSON) is done once per
+ * connection and sealed value, not per command: the value read with the head is compared
+ * byte for byte with the one the cache entry was opened from, so new credentials or a
+ * re-seal under another master key are opened again. Each command gets its own copy. */
+
+typedef struct st_cred_cache_t {
+    h2o_mem_pool_t pool;
+    h2o_iovec_t sealed;
+    sb_credentials_t cred;
+} cred_cache_t;
+
+static void free_cred_cb(const char *key, void *value, void *data)
+{
+    (void)key, (void)data;
+    cred_cache_t *e = value;
+    h2o_mem_clear_pool(&e->pool);
+    free(e);
+}
+
+static void creds_dispose(sb_outbound_t *ob)
+{
+    sb_map_foreach(&ob->creds, free_cred_cb, NULL);
+    sb_map_dispose(&ob->creds);
+}
+
+static h2o_iovec_t cred_copy(ob_cmd_t *c, h2o_iovec_t v)
+{
+    return v.base != NULL ? sb_pool_strdup(&c->pool, v.base, v.len) : v;
+}
+
+/* Fills c->cred from the connection's sealed credentials; returns -1 when they cannot be
+ * opened. */
+static int open_creds(ob_cmd_t *c, h2o_iovec_t sealed)
+{
+    sb_outbound_t *ob = c->ob;
+    if (sealed.base == NULL)
+        return -1;
+    cred_cache_t *e = sb_map_get(&ob->creds, c->conn_id.base);
+    if (e == NULL || !h2o_memis(e->sealed.base, e->sealed.len, sealed.base, sealed.len)) {
+        json_t *creds = sb_credentials_open(ob->w->server->master_key, c->conn_id.base, sealed);
+        if (creds == NULL)
+            return -1;
+        if (e == NULL) {
+            if (ob->creds.size >= CRED_CACHE_MAX) {
+                creds_dispose(ob);
+                sb_map_init(&ob->creds);
+            }
+            e = sb_mem_calloc(1, sizeof(*e));
+            h2o_mem_init_pool(&e->pool);
+            sb_map_set(&ob->creds, c->conn_id.base, e);
+        } else {
+            h2o_mem_clear_pool(&e->pool);
+        }
+        e->sealed = sb_pool_strdup(&e->pool, sealed.base, sealed.len);
+        memset(&e->cred, 0, sizeof(e->cred));
+        sb_credentials_fill(creds, &e->pool, &e->cred);
+        json_decref(creds);
+    }
+    c->cred.app_secret = cred_copy(c, e->cred.app_secret);
+    c->cred.verify_token = cred_copy(c, e->cred.verify_token);
+    c->cred.access_token = cred_copy(c, e->cred.access_token);
+    c->cred.waba_id = cred_copy(c, e->cred.waba_id);
+    c->cred.bot_token = cred_copy(c, e->cred.bot_token);
+    c->cred.webhook_secret = cred_copy(c, e->cred.webhook_secret);
+    return 0;
+}
+
 /* ---- The head of a conversation ---- */
 
 /* out_head read the conversation, its connection, its binding's assistant and the contact's
@@ -1616,16 +1689,11 @@ static void on_loaded(ob_cmd_t *c)
         return;
     }
     c->adapter = sb_adapter_find(c->channel.base, c->channel.len);
-    json_t *creds = sb_credentials_open(ob->w->server->master_key, c->conn_id.base,
-                                        sb_record_get(&conn, "secrets"));
-    if (c->adapter == NULL || creds == NULL) {
-        json_decref(creds);
+    if (c->adapter == NULL || open_creds(c, sb_record_get(&conn, "secrets")) != 0) {
         fail_cmd(c, SB_SEND_PERMANENT, "credentials_unreadable", 0,
                  "the connection's credentials cannot be decrypted");
         return;
     }
-    sb_credentials_fill(creds, &c->pool, &c->cred);
-    json_decref(creds);
     const sb_conf_t *conf = ob->w->server->conf;
     c->target.chat_id = sb_record_get(&conv, "chat_id");
     c->target.sender_id = sb_record_get(&conv, "sender_id");
@@ -2590,6 +2658,7 @@ sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url)
     sb_map_init(&ob->inflight);
     sb_map_init(&ob->convs);
     sb_map_init(&ob->orgs);
+    sb_map_init(&ob->creds);
     h2o_linklist_init_anchor(&ob->mark_waiters);
     uv_timer_init(&w->loop, &ob->reclaim_timer);
     ob->reclaim_timer.data = ob;
@@ -2626,6 +2695,7 @@ static void maybe_free(sb_outbound_t *ob)
     sb_map_dispose(&ob->orgs);
     sb_map_dispose(&ob->convs);
     sb_map_dispose(&ob->inflight);
+    creds_dispose(ob);
     free(ob->intents);
     free(ob);
 }
