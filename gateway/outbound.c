@@ -1745,14 +1745,47 @@ static h2o_iovec_t reply_str(ob_cmd_t *c, const redisReply *r)
     return sb_pool_strdup(&c->pool, r->str, r->len);
 }
 
+/* The fields out_head reads (HMGET, in this order) of the command state, the conversation
+ * and the connection. */
+static const char *const STATE_FIELDS[] = {"entry", "done", "author", "parts", NULL};
+static const char *const CONV_FIELDS[] = {"connection_id", "binding_id",      "contact_id",
+                                          "channel",       "chat_id",         "sender_id",
+                                          "thread_id",     "user_id",         "last_inbound_at",
+                                          "window_expires_at", NULL};
+static const char *const CONN_FIELDS[] = {"id", "secrets", NULL};
+
+/* The record of an HMGET reply of 'names' (its fields that are set); returns their count. */
+static size_t record_from_values(ob_cmd_t *c, const redisReply *r, const char *const *names,
+                                 sb_record_t *rec)
+{
+    size_t max = 0;
+    while (names[max] != NULL)
+        max++;
+    memset(rec, 0, sizeof(*rec));
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != max)
+        return 0;
+    rec->names = h2o_mem_alloc_pool(&c->pool, sizeof(h2o_iovec_t) * max);
+    rec->values = h2o_mem_alloc_pool(&c->pool, sizeof(h2o_iovec_t) * max);
+    for (size_t i = 0; i < max; ++i) {
+        const redisReply *v = r->element[i];
+        if (v->type != REDIS_REPLY_STRING)
+            continue;
+        rec->names[rec->n] = iov(names[i]);
+        rec->values[rec->n++] = sb_pool_strdup(&c->pool, v->str, v->len);
+    }
+    return rec->n;
+}
+
 /* out_head gave the conversation's head: {3, entry, command JSON, command state} when the
- * command is done or another entry's, else {3, entry, command JSON, command state,
- * conversation, connection, assistant id, contact status}. */
+ * command is done or another entry's, {3, ..., command state, conversation} for a
+ * conversation without a connection, else {3, entry, command JSON, command state,
+ * conversation, connection, assistant id, contact status} (the records as HMGET replies of
+ * STATE_FIELDS, CONV_FIELDS and CONN_FIELDS). */
 static void take_head(ob_conv_t *conv, const redisReply *r)
 {
     sb_outbound_t *ob = conv->ob;
     const redisReply *entry = r->element[1], *raw = r->element[2];
-    if ((r->elements != 4 && r->elements != 8) || entry->type != REDIS_REPLY_STRING ||
+    if (r->elements < 4 || r->elements > 8 || entry->type != REDIS_REPLY_STRING ||
         entry->len >= 64 || raw->type != REDIS_REPLY_STRING) {
         fetch_head(conv);
         return;
@@ -1770,9 +1803,9 @@ static void take_head(ob_conv_t *conv, const redisReply *r)
     }
     c->parsed = 1;
     sb_record_t state;
-    sb_record_from_reply(r->element[3], &c->pool, &state);
+    record_from_values(c, r->element[3], STATE_FIELDS, &state);
     h2o_iovec_t owner = sb_record_get(&state, "entry");
-    if (r->elements != 8 || sb_record_get(&state, "done").base != NULL ||
+    if (r->elements < 5 || sb_record_get(&state, "done").base != NULL ||
         (owner.base != NULL && !sb_iov_eq(owner, c->entry))) {
         /* Sent, failed or cancelled already, or its id went to another entry. */
         if (sb_iov_eq(sb_record_get(&state, "done"), "cancelled"))
@@ -1790,11 +1823,14 @@ static void take_head(ob_conv_t *conv, const redisReply *r)
     if (p.base != NULL)
         sb_parse_int64(p.base, p.len, 0, INT32_MAX, &parts);
     c->next_part = (size_t)parts;
-    if (sb_record_from_reply(r->element[4], &c->pool, &c->conv_rec) != 0) {
-        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
+    if (record_from_values(c, r->element[4], CONV_FIELDS, &c->conv_rec) == 0 ||
+        r->elements != 8) {
+        /* no such conversation, or one without a connection (on_loaded says which) */
+        c->have_conn = 0;
+        on_loaded(c);
         return;
     }
-    c->have_conn = sb_record_from_reply(r->element[5], &c->pool, &c->conn_rec) == 0;
+    c->have_conn = record_from_values(c, r->element[5], CONN_FIELDS, &c->conn_rec) != 0;
     c->assistant_id = reply_str(c, r->element[6]);
     c->contact_status = reply_str(c, r->element[7]);
     on_loaded(c);

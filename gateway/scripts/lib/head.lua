@@ -3,9 +3,10 @@
 -- head(cq, cqd, lease, node, lease ms, mark, mark inclusive, prefix, org, conversation)
 --   -> {0} another gateway holds the lease | {1} the queue is empty: the lease is released
 --      | {2} the head is newer than the mark | {4} a head without data was dropped
---      | {3, entry, command JSON, command state} (done, or another entry's)
---      | {3, entry, command JSON, command state, conversation, connection, assistant id,
---         contact status}
+--      | {3, entry, command JSON, command state} (done, or another entry's; the state is
+--         HMGET entry, done, author, parts) | {3, ..., state, conversation} (no connection)
+--      | {3, entry, command JSON, state, conversation (HMGET of CONV_FIELDS in outbound.c),
+--         connection (HMGET id, secrets), assistant id, contact status}
 -- Takes (or renews) the lease when it is free or ours.
 local function head(cq, cqd, lease, node, lms, w, incl, P, org, cv)
   local l = redis.call('GET', lease)
@@ -26,25 +27,18 @@ local function head(cq, cqd, lease, node, lms, w, incl, P, org, cv)
   local b = string.find(v, '\n', a + 1, true)
   local entry, id = string.sub(v, 1, a - 1), string.sub(v, a + 1, b - 1)
   local K = SBK(P, org)
-  local st = redis.call('HGETALL', K('cmd', id))
-  for i = 1, #st, 2 do
-    if st[i] == 'done' or (st[i] == 'entry' and st[i + 1] ~= entry) then
-      return {3, entry, string.sub(v, b + 1), st}
-    end
-  end
-  -- What the send needs: the conversation, its connection, its binding's assistant and the
-  -- contact's status (keys of the org's slot).
-  local conv = redis.call('HGETALL', K('conv', cv))
-  local conn, bind, contact = '', '', ''
-  for i = 1, #conv, 2 do
-    local f = conv[i]
-    if f == 'connection_id' then conn = conv[i + 1]
-    elseif f == 'binding_id' then bind = conv[i + 1]
-    elseif f == 'contact_id' then contact = conv[i + 1] end
-  end
-  local ch, asst, cst = {}, '', ''
-  if conn ~= '' then ch = redis.call('HGETALL', K('connection', conn)) end
-  if bind ~= '' then asst = redis.call('HGET', K('binding', bind), 'assistant_id') or '' end
-  if contact ~= '' then cst = redis.call('HGET', K('contact', contact), 'status') or '' end
-  return {3, entry, string.sub(v, b + 1), st, conv, ch, asst, cst}
+  local raw = string.sub(v, b + 1)
+  local st = redis.call('HMGET', K('cmd', id), 'entry', 'done', 'author', 'parts')
+  if st[2] or (st[1] and st[1] ~= entry) then return {3, entry, raw, st} end
+  -- What the send needs: fields of the conversation, its connection's credentials, its
+  -- binding's assistant and the contact's status (keys of the org's slot).
+  local conv = redis.call('HMGET', K('conv', cv), 'connection_id', 'binding_id', 'contact_id',
+                          'channel', 'chat_id', 'sender_id', 'thread_id', 'user_id',
+                          'last_inbound_at', 'window_expires_at')
+  if not conv[1] then return {3, entry, raw, st, conv} end
+  local ch = redis.call('HMGET', K('connection', conv[1]), 'id', 'secrets')
+  local asst, cst = '', ''
+  if conv[2] then asst = redis.call('HGET', K('binding', conv[2]), 'assistant_id') or '' end
+  if conv[3] then cst = redis.call('HGET', K('contact', conv[3]), 'status') or '' end
+  return {3, entry, raw, st, conv, ch, asst, cst}
 end
