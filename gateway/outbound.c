@@ -7,13 +7,18 @@
  * it lives in Redis, not in a process:
  *
  *   reader (own connection, XREADGROUP BLOCK) | XAUTOCLAIM (entries read, not moved)
- *     --> move (out_queue: the conversation's queue cq:{org}:{cv}, command ownership, the
- *         conversation's lease) --> XACK sb:out
+ *     --> ZADD NX of the read's conversations into the watch set --> move (out_queue: the
+ *         conversation's queue cq:{org}:{cv}, command ownership, the conversation's lease)
+ *     --> XACK sb:out (the entries of one turn of the loop together)
  *   lease holder of a conversation: out_head (the head of its queue, once every earlier
- *     sb:out entry has been moved) --> load (conversation, connection, binding)
- *     --> out_begin --> out_pace (the connection's shared budget) --> adapter->build_send
+ *     sb:out entry has been moved, with the conversation, connection and binding fields a
+ *     send needs) --> out_begin (with the connection's shared budget) --> adapter->build_send
  *     --> curl multi --> adapter->classify --> out_sent (progress, inbox event, the head
- *     leaves the queue) | retry timer | XADD sb:dead + out_failed
+ *     leaves the queue and the next head is read) | retry timer | XADD sb:dead + out_failed
+ *
+ *   So a one-part command costs three script calls (out_queue, out_begin, out_sent) and a
+ *   share of the batched ZADD, XACK and XREADGROUP; the scripts read and write keys of one
+ *   slot, so combining steps never crosses slots.
  *
  * - Order: each conversation has a queue in Redis, a sorted set of sb:out entry ids, and
  *   one sender, the gateway holding its lease (SET NX PX of the consumer name, renewed while
