@@ -7,13 +7,18 @@
  * it lives in Redis, not in a process:
  *
  *   reader (own connection, XREADGROUP BLOCK) | XAUTOCLAIM (entries read, not moved)
- *     --> move (out_queue: the conversation's queue cq:{org}:{cv}, command ownership, the
- *         conversation's lease) --> XACK sb:out
+ *     --> ZADD NX of the read's conversations into the watch set --> move (out_queue: the
+ *         conversation's queue cq:{org}:{cv}, command ownership, the conversation's lease)
+ *     --> XACK sb:out (the entries of one turn of the loop together)
  *   lease holder of a conversation: out_head (the head of its queue, once every earlier
- *     sb:out entry has been moved) --> load (conversation, connection, binding)
- *     --> out_begin --> out_pace (the connection's shared budget) --> adapter->build_send
+ *     sb:out entry has been moved, with the conversation, connection and binding fields a
+ *     send needs) --> out_begin (with the connection's shared budget) --> adapter->build_send
  *     --> curl multi --> adapter->classify --> out_sent (progress, inbox event, the head
- *     leaves the queue) | retry timer | XADD sb:dead + out_failed
+ *     leaves the queue and the next head is read) | retry timer | XADD sb:dead + out_failed
+ *
+ *   So a one-part command costs three script calls (out_queue, out_begin, out_sent) and a
+ *   share of the batched ZADD, XACK and XREADGROUP; the scripts read and write keys of one
+ *   slot, so combining steps never crosses slots.
  *
  * - Order: each conversation has a queue in Redis, a sorted set of sb:out entry ids, and
  *   one sender, the gateway holding its lease (SET NX PX of the consumer name, renewed while
@@ -89,6 +94,10 @@
 #define ID_MAX 128
 /* Conversation -> org entries kept before the cache is emptied. */
 #define ORG_CACHE_MAX 65536
+/* Entries acknowledged by one XACK at most. */
+#define ACK_MAX 128
+/* Connections whose decrypted credentials are kept before the cache is emptied. */
+#define CRED_CACHE_MAX 256
 
 /* The keys of a conversation (all in the org's hash slot, as sb:inbox:{org} and
  * sb:cmd:{org}:{id}): cq:{org}:{cv} (zset of the conversation's sb:out entries, members the
@@ -118,11 +127,14 @@ static sb_redis_script_t script_queue = {"out_queue", sb_lua_out_queue, {0}};
 
 /* KEYS: cq, cqd, lease
  * ARGV: node, lease ms, mark, mark inclusive ("1": with nothing pending, the last entry
- *       delivered), prefix of the command keys (sb:cmd:{org}:)
+ *       delivered), prefix, org, conversation
  * -> {0} another gateway holds the lease | {1} the queue is empty: the lease is released
  *    | {2} the head is newer than the mark (an older entry may still be on its way) |
- *    {4} a head without data was dropped | {3, entry, command JSON, command state}
- * Takes (or renews) the lease when it is free or ours. */
+ *    {4} a head without data was dropped | {3, entry, command JSON, command state} (a
+ *    command done, or another entry's) | {3, entry, command JSON, command state,
+ *    conversation, connection (hashes), assistant id, contact status ("" when none)}
+ * Takes (or renews) the lease when it is free or ours. Reading what the send needs in the
+ * same step (keys of the org's slot) saves the round trips of separate reads. */
 static sb_redis_script_t script_head = {"out_head", sb_lua_out_head, {0}};
 
 /* KEYS: cq, cqd; ARGV: entry -> 1: the entry leaves its queue unsent (cancelled, or its id
@@ -148,10 +160,12 @@ static sb_redis_script_t script_mark = {"out_mark", sb_lua_out_mark, {0}};
  * budget per connection; a pause (Telegram's flood wait) holds every send back that long. */
 static sb_redis_script_t script_pace = {"out_pace", sb_lua_out_pace, {0}};
 
-/* KEYS: cmd, lease; ARGV: entry, now, mode ("send" | "peek"), node
- * -> -1 the lease is not ours any more | 0 when the command must not be sent (cancelled, or
- *    owned by another entry now) | else the attempt number ("send": state sending) or 1
- *    ("peek": nothing changed).
+/* KEYS: cmd, lease, pace:{org}:{connection}
+ * ARGV: entry, now, mode ("send" | "peek"), node, pacing interval (us), burst tolerance (us)
+ * -> {-1, 0} the lease is not ours any more | {0, 0} when the command must not be sent
+ *    (cancelled, or owned by another entry now) | {attempt, wait}: "send": state sending,
+ *    the attempt number, and the connection's budget asked as out_pace does (wait: 0 send
+ *    now, else the ms to wait, then out_pace again) | {1, 0} ("peek": nothing changed).
  * Run before the first part and after every retry wait (and each second of a long wait). */
 static sb_redis_script_t script_begin = {"out_begin", sb_lua_out_begin, {0}};
 
@@ -159,11 +173,15 @@ static sb_redis_script_t script_begin = {"out_begin", sb_lua_out_begin, {0}};
  * -> 1 | 0 (not this entry's, or done) */
 static sb_redis_script_t script_retrying = {"out_retrying", sb_lua_out_retrying, {0}};
 
-/* KEYS: cmd, cq, cqd, inbox:{org}
+/* KEYS: cmd, cq, cqd, inbox:{org}[, lease]
  * ARGV: part, provider message id, last, event, entry, maxlen, ttl, now, prefix, org,
- *       conversation, message type, preview, author (JSON), the event's time
+ *       conversation, message type, preview, author (JSON), the event's time[, node, lease
+ *       ms, mark, mark inclusive, conversation]
+ * -> {1} | {1, the next head as out_head answers it} (with the lease, once the entry left
+ *    its queue)
  * The last part (or a cancel found here) takes the entry out of its queue. The inbox event
- * also enters the conversation's history and list (inbox.h: keys of the org's tag). */
+ * also enters the conversation's history and list (inbox.h: keys of the org's tag). With
+ * the lease it also reads the conversation's next head, saving out_head's round trip. */
 static sb_redis_script_t script_sent = {"out_sent", sb_lua_out_sent, {0}};
 
 /* KEYS: cmd, cq, cqd, inbox:{org}, deadletters:{org}
@@ -236,6 +254,16 @@ struct st_sb_outbound_t {
     int64_t gauge_pel, gauge_queued, gauge_rounds;
     /* Commands of this process waiting for their next attempt. */
     int64_t retrying;
+    /* Entries to acknowledge (NUL-separated ids), sent as one XACK by ack_timer. */
+    uv_timer_t ack_timer;
+    char acks_buf[ACK_MAX * 48];
+    size_t acks_len, acks_n;
+    /* connection id -> cred_cache_t: decrypted credentials, by their sealed value. */
+    sb_map_t creds;
+    /* Commands whose conversations join the watch set in one ZADD (a read's batch). */
+    ob_cmd_t **intents;
+    size_t intents_n, intents_cap;
+    int batching;
 };
 
 static void maybe_free(sb_outbound_t *ob);
@@ -266,9 +294,9 @@ struct st_ob_cmd_t {
     const char *reason;
     int http_status;
     h2o_iovec_t redrive;
-    /* The load: the conversation and connection hashes and the replies still to come. */
+    /* The conversation and connection hashes (out_head). */
     sb_record_t conv_rec, conn_rec;
-    int have_conn, loads_pending, load_failed;
+    int have_conn;
     /* The contact's status (contact:<id> status: who may write), or NULL. */
     h2o_iovec_t contact_status;
     /* The sb:dead entry of a failure, once added. */
@@ -560,13 +588,49 @@ static h2o_iovec_t org_key(ob_cmd_t *c, const char *kind)
                           c->org.base);
 }
 
-/* Acknowledges the command's sb:out entry (fire and forget). */
+static void flush_acks(sb_outbound_t *ob);
+
+static void on_ack_timer(uv_timer_t *t)
+{
+    flush_acks(t->data);
+}
+
+/* Acknowledges the command's sb:out entry (fire and forget): the entries acknowledged in
+ * one turn of the loop go in one XACK (at most ACK_MAX). */
 static void xack(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
-    const char *argv[4] = {"XACK", ob->stream, GROUP, c->entry};
-    size_t argvlen[4] = {4, strlen(ob->stream), strlen(GROUP), strlen(c->entry)};
-    sb_redis_command(ob->w->redis, NULL, NULL, 4, argv, argvlen);
+    size_t len = strlen(c->entry);
+    if (ob->acks_n == ACK_MAX || ob->acks_len + len + 1 > sizeof(ob->acks_buf))
+        flush_acks(ob);
+    memcpy(ob->acks_buf + ob->acks_len, c->entry, len + 1);
+    ob->acks_len += len + 1;
+    ob->acks_n++;
+    if (!ob->stopping && !uv_is_active((uv_handle_t *)&ob->ack_timer))
+        uv_timer_start(&ob->ack_timer, on_ack_timer, 0, 0);
+    else if (ob->stopping)
+        flush_acks(ob);
+}
+
+static void flush_acks(sb_outbound_t *ob)
+{
+    if (ob->acks_n == 0)
+        return;
+    const char *argv[3 + ACK_MAX];
+    size_t argvlen[3 + ACK_MAX];
+    argv[0] = "XACK", argvlen[0] = 4;
+    argv[1] = ob->stream, argvlen[1] = strlen(ob->stream);
+    argv[2] = GROUP, argvlen[2] = strlen(GROUP);
+    int argc = 3;
+    for (size_t off = 0; off < ob->acks_len; ++argc) {
+        argv[argc] = ob->acks_buf + off;
+        argvlen[argc] = strlen(ob->acks_buf + off);
+        off += argvlen[argc] + 1;
+    }
+    /* Lost (Redis down): the entries stay pending and are moved again (harmless). */
+    sb_redis_command(ob->w->redis, NULL, NULL, argc, argv, argvlen);
+    ob->acks_len = 0;
+    ob->acks_n = 0;
 }
 
 /* A failure is recorded in up to two steps, each in one slot: XADD sb:dead, then (for a
@@ -749,13 +813,19 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
 {
     sb_outbound_t *ob = c->ob;
     const sb_conf_t *conf = ob->w->server->conf;
-    const char *argv[19];
-    size_t argvlen[19];
+    ob_conv_t *conv = c->conv;
+    /* The last part also asks for the next head (as out_head does), with a mark read before. */
+    int with_head = last && conv != NULL && ob->mark_ready && !ob->stopping && !conv->lost &&
+                    !conv->dropped;
+    const char *argv[25];
+    size_t argvlen[25];
     int argc = 0;
     args_push(argv, argvlen, &argc, cmd_key(c));
     args_push(argv, argvlen, &argc, conv_key(c, "cq"));
     args_push(argv, argvlen, &argc, conv_key(c, "cqd"));
     args_push(argv, argvlen, &argc, org_key(c, "inbox"));
+    if (with_head)
+        args_push(argv, argvlen, &argc, conv_key(c, "cqlease"));
     args_push(argv, argvlen, &argc, ipool(c, (int64_t)part));
     args_push(argv, argvlen, &argc, msgid.base != NULL ? msgid : iov(""));
     args_push(argv, argvlen, &argc, iov(last ? "1" : "0"));
@@ -768,10 +838,17 @@ static void eval_sent(ob_cmd_t *c, size_t part, h2o_iovec_t msgid, int last, h2o
     args_push(argv, argvlen, &argc, c->org);
     inbox_args(c, part >= 1 && part <= c->plan.size ? c->plan.entries + part - 1 : NULL, argv,
                argvlen, &argc);
+    if (with_head) {
+        args_push(argv, argvlen, &argc, iov(ob->node));
+        args_push(argv, argvlen, &argc, ipool(c, lease_ms(ob)));
+        args_push(argv, argvlen, &argc, sb_pool_strdup(&c->pool, ob->mark, strlen(ob->mark)));
+        args_push(argv, argvlen, &argc, iov(ob->mark_incl ? "1" : "0"));
+        args_push(argv, argvlen, &argc, iov(conv->cv));
+    }
     c->wait = WAIT_REDIS;
     busy(c, 1);
-    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, 4, argc, argv, argvlen) !=
-        0) {
+    if (sb_redis_eval(ob->w->redis, &script_sent, on_sent_recorded, c, with_head ? 5 : 4, argc,
+                      argv, argvlen) != 0) {
         busy(c, -1);
         after(c, 1000, again);
     }
@@ -785,13 +862,36 @@ static void record_sent(ob_cmd_t *c)
               has_event ? outbound_event(c, c->next_part + 1, p, 0) : iov(""), record_sent);
 }
 
+static void on_head(redisReply *r, void *data);
+
+/* The command left its queue: done, and the next head that out_sent read with it (NULL:
+ * none was asked) goes on as out_head's answer would. */
+static void cmd_done_next(ob_cmd_t *c, redisReply *next)
+{
+    ob_conv_t *conv = c->conv;
+    sb_outbound_t *ob = c->ob;
+    if (next == NULL || conv == NULL || conv->dropped || conv->lost || ob->stopping) {
+        cmd_done(c);
+        return;
+    }
+    /* As if out_head were in flight: cmd_done asks for no head of its own. */
+    conv->fetching = 1;
+    ob->replies_pending++;
+    cmd_done(c);
+    on_head(next, conv);
+}
+
 static void on_sent_recorded(redisReply *r, void *data)
 {
     ob_cmd_t *c = data;
     if (!recorded(c, r, c->next_part >= c->plan.size ? record_done : record_sent))
         return;
+    redisReply *next = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                               r->element[1]->type == REDIS_REPLY_ARRAY
+                           ? r->element[1]
+                           : NULL;
     if (c->next_part >= c->plan.size) {
-        cmd_done(c); /* record_done */
+        cmd_done_next(c, next); /* record_done */
         return;
     }
     sb_metrics_outbound(channel_index(c->adapter), SB_OUTBOUND_SENT);
@@ -800,7 +900,7 @@ static void on_sent_recorded(redisReply *r, void *data)
     c->http_status = 0;
     memset(&c->result, 0, sizeof(c->result));
     if (c->next_part >= c->plan.size)
-        cmd_done(c);
+        cmd_done_next(c, next);
     else
         send_part(c);
 }
@@ -820,6 +920,9 @@ static uint64_t backoff_ms(ob_cmd_t *c)
 
 static void begin_send(ob_cmd_t *c);
 static void retry_tick(ob_cmd_t *c);
+static void post_part(ob_cmd_t *c);
+static h2o_iovec_t pace_key(ob_cmd_t *c);
+static void pace_args(ob_cmd_t *c, h2o_iovec_t *interval_s, h2o_iovec_t *tau_s);
 
 /* Logs the retry and records it on the command (state retrying, next_attempt_at, the
  * error); the record is not waited for: the command's own later scripts follow it. */
@@ -909,11 +1012,13 @@ static void on_begin(redisReply *r, void *data)
         return;
     }
     int peek = c->retry_wait;
-    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
         after(c, 1000, peek ? retry_tick : begin_send);
         return;
     }
-    if (r->integer < 0) {
+    long long n = r->element[0]->integer, wait_ms = r->element[1]->integer;
+    if (n < 0) {
         /* The lease expired and another gateway holds the conversation now: it sends. */
         sb_logkv(SB_LOG_WARN, SB_MODULE,
                  (const char *[]){"command_id", c->cmd.id.base, "entry", c->entry,
@@ -924,7 +1029,7 @@ static void on_begin(redisReply *r, void *data)
         cmd_done(c);
         return;
     }
-    if (r->integer == 0) {
+    if (n == 0) {
         ack_cancelled(c);
         return;
     }
@@ -934,27 +1039,37 @@ static void on_begin(redisReply *r, void *data)
         after(c, left < PEEK_MS ? left : PEEK_MS, retry_tick);
         return;
     }
-    c->attempts = r->integer;
-    send_part(c);
+    c->attempts = n;
+    /* The first admission of the connection's budget came with it (out_begin). */
+    if (wait_ms > 0)
+        after(c, (uint64_t)wait_ms, send_part);
+    else
+        post_part(c);
 }
 
 /* Runs out_begin: "send" before an attempt (checks the lease and that the command was not
- * cancelled, and counts the attempt), "peek" during a retry wait. */
+ * cancelled, counts the attempt and asks the connection's budget), "peek" during a retry
+ * wait. */
 static void run_begin(ob_cmd_t *c, const char *mode)
 {
     sb_outbound_t *ob = c->ob;
-    const char *argv[6];
-    size_t argvlen[6];
+    const char *argv[9];
+    size_t argvlen[9];
     int argc = 0;
+    h2o_iovec_t interval, tau;
+    pace_args(c, &interval, &tau);
     args_push(argv, argvlen, &argc, cmd_key(c));
     args_push(argv, argvlen, &argc, conv_key(c, "cqlease"));
+    args_push(argv, argvlen, &argc, pace_key(c));
     args_push(argv, argvlen, &argc, iov(c->entry));
     args_push(argv, argvlen, &argc, ipool(c, sb_now_ms()));
     args_push(argv, argvlen, &argc, iov(mode));
     args_push(argv, argvlen, &argc, iov(ob->node));
+    args_push(argv, argvlen, &argc, interval);
+    args_push(argv, argvlen, &argc, tau);
     c->wait = WAIT_REDIS;
     busy(c, 1);
-    if (sb_redis_eval(ob->w->redis, &script_begin, on_begin, c, 2, argc, argv, argvlen) != 0) {
+    if (sb_redis_eval(ob->w->redis, &script_begin, on_begin, c, 3, argc, argv, argvlen) != 0) {
         busy(c, -1);
         after(c, 1000, c->retry_wait ? retry_tick : begin_send);
     }
@@ -978,9 +1093,14 @@ static void retry_tick(ob_cmd_t *c)
         run_begin(c, "peek");
 }
 
-/* Runs out_pace on the connection's shared budget; pause_ms > 0 holds every send of the
- * connection back that long (fire and forget). */
-static void eval_pace(ob_cmd_t *c, uint64_t pause_ms, sb_redis_cb cb)
+static h2o_iovec_t pace_key(ob_cmd_t *c)
+{
+    return sb_pool_printf(&c->pool, "%space:{%.*s}:%.*s", c->ob->prefix, (int)c->org.len,
+                          c->org.base, (int)c->conn_id.len, c->conn_id.base);
+}
+
+/* The GCRA interval and burst tolerance (us) of the command's connection, as strings. */
+static void pace_args(ob_cmd_t *c, h2o_iovec_t *interval_s, h2o_iovec_t *tau_s)
 {
     double rate = channel_rate(c->ob, c->channel);
     if (rate < 1.0)
@@ -992,14 +1112,22 @@ static void eval_pace(ob_cmd_t *c, uint64_t pause_ms, sb_redis_cb cb)
     double burst = floor(rate / 4.0);
     if (burst < 1.0)
         burst = 1.0;
+    *interval_s = sb_pool_printf(&c->pool, "%.0f", interval);
+    *tau_s = sb_pool_printf(&c->pool, "%.0f", (burst - 1.0) * interval);
+}
+
+/* Runs out_pace on the connection's shared budget; pause_ms > 0 holds every send of the
+ * connection back that long (fire and forget). */
+static void eval_pace(ob_cmd_t *c, uint64_t pause_ms, sb_redis_cb cb)
+{
+    h2o_iovec_t interval, tau;
+    pace_args(c, &interval, &tau);
     const char *argv[4];
     size_t argvlen[4];
     int argc = 0;
-    args_push(argv, argvlen, &argc,
-              sb_pool_printf(&c->pool, "%space:{%.*s}:%.*s", c->ob->prefix, (int)c->org.len,
-                             c->org.base, (int)c->conn_id.len, c->conn_id.base));
-    args_push(argv, argvlen, &argc, sb_pool_printf(&c->pool, "%.0f", interval));
-    args_push(argv, argvlen, &argc, sb_pool_printf(&c->pool, "%.0f", (burst - 1.0) * interval));
+    args_push(argv, argvlen, &argc, pace_key(c));
+    args_push(argv, argvlen, &argc, interval);
+    args_push(argv, argvlen, &argc, tau);
     args_push(argv, argvlen, &argc, ipool(c, (int64_t)pause_ms * 1000));
     if (cb != NULL) {
         c->wait = WAIT_REDIS;
@@ -1467,15 +1595,89 @@ static void start_cmd(ob_cmd_t *c)
     check_before_send(c);
 }
 
-/* ---- Loading (the head of a conversation) ---- */
+/* ---- Credentials, decrypted once per sealed value ----
+ *
+ * Opening a connection's sealed credentials (AES-256-GCM, then JSON) is done once per
+ * connection and sealed value, not per command: the value read with the head is compared
+ * byte for byte with the one the cache entry was opened from, so new credentials or a
+ * re-seal under another master key are opened again. Each command gets its own copy. */
 
-static void load_cmd(ob_cmd_t *c);
+typedef struct st_cred_cache_t {
+    h2o_mem_pool_t pool;
+    h2o_iovec_t sealed;
+    sb_credentials_t cred;
+} cred_cache_t;
 
-/* The conversation, its connection and its binding's assistant are read: send. */
+static void free_cred_cb(const char *key, void *value, void *data)
+{
+    (void)key, (void)data;
+    cred_cache_t *e = value;
+    h2o_mem_clear_pool(&e->pool);
+    free(e);
+}
+
+static void creds_dispose(sb_outbound_t *ob)
+{
+    sb_map_foreach(&ob->creds, free_cred_cb, NULL);
+    sb_map_dispose(&ob->creds);
+}
+
+static h2o_iovec_t cred_copy(ob_cmd_t *c, h2o_iovec_t v)
+{
+    return v.base != NULL ? sb_pool_strdup(&c->pool, v.base, v.len) : v;
+}
+
+/* Fills c->cred from the connection's sealed credentials; returns -1 when they cannot be
+ * opened. */
+static int open_creds(ob_cmd_t *c, h2o_iovec_t sealed)
+{
+    sb_outbound_t *ob = c->ob;
+    if (sealed.base == NULL)
+        return -1;
+    cred_cache_t *e = sb_map_get(&ob->creds, c->conn_id.base);
+    if (e == NULL || !h2o_memis(e->sealed.base, e->sealed.len, sealed.base, sealed.len)) {
+        json_t *creds = sb_credentials_open(ob->w->server->master_key, c->conn_id.base, sealed);
+        if (creds == NULL)
+            return -1;
+        if (e == NULL) {
+            if (ob->creds.size >= CRED_CACHE_MAX) {
+                creds_dispose(ob);
+                sb_map_init(&ob->creds);
+            }
+            e = sb_mem_calloc(1, sizeof(*e));
+            h2o_mem_init_pool(&e->pool);
+            sb_map_set(&ob->creds, c->conn_id.base, e);
+        } else {
+            h2o_mem_clear_pool(&e->pool);
+        }
+        e->sealed = sb_pool_strdup(&e->pool, sealed.base, sealed.len);
+        memset(&e->cred, 0, sizeof(e->cred));
+        sb_credentials_fill(creds, &e->pool, &e->cred);
+        json_decref(creds);
+    }
+    c->cred.app_secret = cred_copy(c, e->cred.app_secret);
+    c->cred.verify_token = cred_copy(c, e->cred.verify_token);
+    c->cred.access_token = cred_copy(c, e->cred.access_token);
+    c->cred.waba_id = cred_copy(c, e->cred.waba_id);
+    c->cred.bot_token = cred_copy(c, e->cred.bot_token);
+    c->cred.webhook_secret = cred_copy(c, e->cred.webhook_secret);
+    return 0;
+}
+
+/* ---- The head of a conversation ---- */
+
+/* out_head read the conversation, its connection, its binding's assistant and the contact's
+ * status with the head: send. */
 static void on_loaded(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
     sb_record_t conv = c->conv_rec, conn = c->conn_rec;
+    c->conn_id = sb_record_get(&conv, "connection_id");
+    c->binding_id = sb_record_get(&conv, "binding_id");
+    if (c->conn_id.base == NULL) {
+        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
+        return;
+    }
     c->channel = sb_record_get(&conv, "channel");
     c->contact_id = sb_record_get(&conv, "contact_id");
     c->last_inbound_at = sb_record_get(&conv, "last_inbound_at");
@@ -1486,16 +1688,11 @@ static void on_loaded(ob_cmd_t *c)
         return;
     }
     c->adapter = sb_adapter_find(c->channel.base, c->channel.len);
-    json_t *creds = sb_credentials_open(ob->w->server->master_key, c->conn_id.base,
-                                        sb_record_get(&conn, "secrets"));
-    if (c->adapter == NULL || creds == NULL) {
-        json_decref(creds);
+    if (c->adapter == NULL || open_creds(c, sb_record_get(&conn, "secrets")) != 0) {
         fail_cmd(c, SB_SEND_PERMANENT, "credentials_unreadable", 0,
                  "the connection's credentials cannot be decrypted");
         return;
     }
-    sb_credentials_fill(creds, &c->pool, &c->cred);
-    json_decref(creds);
     const sb_conf_t *conf = ob->w->server->conf;
     c->target.chat_id = sb_record_get(&conv, "chat_id");
     c->target.sender_id = sb_record_get(&conv, "sender_id");
@@ -1525,137 +1722,6 @@ static void on_loaded(ob_cmd_t *c)
     start_cmd(c);
 }
 
-/* One reply of the connection and binding reads; the last one goes on. */
-static void load_step(ob_cmd_t *c)
-{
-    if (--c->loads_pending > 0)
-        return;
-    if (c->ob->stopping)
-        cmd_done(c);
-    else if (c->load_failed)
-        after(c, 1000, load_cmd); /* Redis went away: the command stays at its queue's head */
-    else
-        on_loaded(c);
-}
-
-static void load_done(ob_cmd_t *c, redisReply *r)
-{
-    busy(c, -1);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR)
-        c->load_failed = 1;
-    load_step(c);
-}
-
-static void on_conn_read(redisReply *r, void *data)
-{
-    ob_cmd_t *c = data;
-    if (r != NULL && r->type == REDIS_REPLY_ARRAY)
-        c->have_conn = sb_record_from_reply(r, &c->pool, &c->conn_rec) == 0;
-    load_done(c, r);
-}
-
-static void on_assistant_read(redisReply *r, void *data)
-{
-    ob_cmd_t *c = data;
-    if (r != NULL && r->type == REDIS_REPLY_STRING)
-        c->assistant_id = sb_pool_strdup(&c->pool, r->str, r->len);
-    load_done(c, r);
-}
-
-static void on_contact_read(redisReply *r, void *data)
-{
-    ob_cmd_t *c = data;
-    if (r != NULL && r->type == REDIS_REPLY_STRING)
-        c->contact_status = sb_pool_strdup(&c->pool, r->str, r->len);
-    load_done(c, r);
-}
-
-static void on_conv_read(redisReply *r, void *data)
-{
-    ob_cmd_t *c = data;
-    sb_outbound_t *ob = c->ob;
-    busy(c, -1);
-    if (ob->stopping) {
-        cmd_done(c);
-        return;
-    }
-    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-        after(c, 1000, load_cmd); /* Redis went away: the command stays at its queue's head */
-        return;
-    }
-    if (sb_record_from_reply(r, &c->pool, &c->conv_rec) != 0) {
-        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
-        return;
-    }
-    c->conn_id = sb_record_get(&c->conv_rec, "connection_id");
-    c->binding_id = sb_record_get(&c->conv_rec, "binding_id");
-    if (c->conn_id.base == NULL) {
-        fail_cmd(c, SB_SEND_PERMANENT, "unknown_conversation", 0, "unknown conversation");
-        return;
-    }
-    /* The connection and the binding: reads in the org's slot (keys.h), pipelined. */
-    h2o_iovec_t bid = c->binding_id.base != NULL ? c->binding_id : iov("");
-    h2o_iovec_t ckey =
-        sb_pool_printf(&c->pool, "%sconnection:{%.*s}:%.*s", ob->prefix, (int)c->org.len,
-                       c->org.base, (int)c->conn_id.len, c->conn_id.base);
-    h2o_iovec_t bkey = sb_pool_printf(&c->pool, "%sbinding:{%.*s}:%.*s", ob->prefix,
-                                      (int)c->org.len, c->org.base, (int)bid.len, bid.base);
-    const char *cargv[2] = {"HGETALL", ckey.base};
-    size_t cargvlen[2] = {7, ckey.len};
-    const char *bargv[3] = {"HGET", bkey.base, "assistant_id"};
-    size_t bargvlen[3] = {4, bkey.len, 12};
-    c->have_conn = 0;
-    c->load_failed = 0;
-    c->contact_status = h2o_iovec_init(NULL, 0);
-    c->loads_pending = 1; /* held until all are sent */
-    busy(c, 1);
-    if (sb_redis_command(ob->w->redis, on_conn_read, c, 2, cargv, cargvlen) == 0) {
-        c->loads_pending++;
-    } else {
-        busy(c, -1);
-        c->load_failed = 1;
-    }
-    busy(c, 1);
-    if (sb_redis_command(ob->w->redis, on_assistant_read, c, 3, bargv, bargvlen) == 0) {
-        c->loads_pending++;
-    } else {
-        busy(c, -1);
-        c->load_failed = 1;
-    }
-    /* The contact's status (who may write to it), a read of its own key. */
-    h2o_iovec_t cid = sb_record_get(&c->conv_rec, "contact_id");
-    if (cid.base != NULL && cid.len != 0) {
-        h2o_iovec_t tkey = sb_pool_printf(&c->pool, "%scontact:{%.*s}:%.*s", ob->prefix,
-                                          (int)c->org.len, c->org.base, (int)cid.len, cid.base);
-        const char *targv[3] = {"HGET", tkey.base, "status"};
-        size_t targvlen[3] = {4, tkey.len, 6};
-        busy(c, 1);
-        if (sb_redis_command(ob->w->redis, on_contact_read, c, 3, targv, targvlen) == 0) {
-            c->loads_pending++;
-        } else {
-            busy(c, -1);
-            c->load_failed = 1;
-        }
-    }
-    load_step(c);
-}
-
-static void load_cmd(ob_cmd_t *c)
-{
-    sb_outbound_t *ob = c->ob;
-    h2o_iovec_t key =
-        sb_pool_printf(&c->pool, "%sconv:{%.*s}:%.*s", ob->prefix, (int)c->org.len, c->org.base,
-                       (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
-    const char *argv[2] = {"HGETALL", key.base};
-    size_t argvlen[2] = {7, key.len};
-    c->wait = WAIT_REDIS;
-    busy(c, 1);
-    if (sb_redis_command(ob->w->redis, on_conv_read, c, 2, argv, argvlen) != 0) {
-        busy(c, -1);
-        after(c, 1000, load_cmd);
-    }
-}
-
 static ob_cmd_t *new_cmd(sb_outbound_t *ob, const char *entry, size_t len)
 {
     ob_cmd_t *c = sb_mem_calloc(1, sizeof(*c));
@@ -1671,13 +1737,56 @@ static ob_cmd_t *new_cmd(sb_outbound_t *ob, const char *entry, size_t len)
     return c;
 }
 
-/* out_head gave the conversation's head: {3, entry, command JSON, command state}. */
+/* A string element of a reply copied into the pool; absent ("" or not a string): NULL. */
+static h2o_iovec_t reply_str(ob_cmd_t *c, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_STRING || r->len == 0)
+        return h2o_iovec_init(NULL, 0);
+    return sb_pool_strdup(&c->pool, r->str, r->len);
+}
+
+/* The fields out_head reads (HMGET, in this order) of the command state, the conversation
+ * and the connection. */
+static const char *const STATE_FIELDS[] = {"entry", "done", "author", "parts", NULL};
+static const char *const CONV_FIELDS[] = {"connection_id", "binding_id",      "contact_id",
+                                          "channel",       "chat_id",         "sender_id",
+                                          "thread_id",     "user_id",         "last_inbound_at",
+                                          "window_expires_at", NULL};
+static const char *const CONN_FIELDS[] = {"id", "secrets", NULL};
+
+/* The record of an HMGET reply of 'names' (its fields that are set); returns their count. */
+static size_t record_from_values(ob_cmd_t *c, const redisReply *r, const char *const *names,
+                                 sb_record_t *rec)
+{
+    size_t max = 0;
+    while (names[max] != NULL)
+        max++;
+    memset(rec, 0, sizeof(*rec));
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != max)
+        return 0;
+    rec->names = h2o_mem_alloc_pool(&c->pool, sizeof(h2o_iovec_t) * max);
+    rec->values = h2o_mem_alloc_pool(&c->pool, sizeof(h2o_iovec_t) * max);
+    for (size_t i = 0; i < max; ++i) {
+        const redisReply *v = r->element[i];
+        if (v->type != REDIS_REPLY_STRING)
+            continue;
+        rec->names[rec->n] = iov(names[i]);
+        rec->values[rec->n++] = sb_pool_strdup(&c->pool, v->str, v->len);
+    }
+    return rec->n;
+}
+
+/* out_head gave the conversation's head: {3, entry, command JSON, command state} when the
+ * command is done or another entry's, {3, ..., command state, conversation} for a
+ * conversation without a connection, else {3, entry, command JSON, command state,
+ * conversation, connection, assistant id, contact status} (the records as HMGET replies of
+ * STATE_FIELDS, CONV_FIELDS and CONN_FIELDS). */
 static void take_head(ob_conv_t *conv, const redisReply *r)
 {
     sb_outbound_t *ob = conv->ob;
     const redisReply *entry = r->element[1], *raw = r->element[2];
-    if (r->elements != 4 || entry->type != REDIS_REPLY_STRING || entry->len >= 64 ||
-        raw->type != REDIS_REPLY_STRING) {
+    if (r->elements < 4 || r->elements > 8 || entry->type != REDIS_REPLY_STRING ||
+        entry->len >= 64 || raw->type != REDIS_REPLY_STRING) {
         fetch_head(conv);
         return;
     }
@@ -1694,9 +1803,9 @@ static void take_head(ob_conv_t *conv, const redisReply *r)
     }
     c->parsed = 1;
     sb_record_t state;
-    sb_record_from_reply(r->element[3], &c->pool, &state);
+    record_from_values(c, r->element[3], STATE_FIELDS, &state);
     h2o_iovec_t owner = sb_record_get(&state, "entry");
-    if (sb_record_get(&state, "done").base != NULL ||
+    if (r->elements < 5 || sb_record_get(&state, "done").base != NULL ||
         (owner.base != NULL && !sb_iov_eq(owner, c->entry))) {
         /* Sent, failed or cancelled already, or its id went to another entry. */
         if (sb_iov_eq(sb_record_get(&state, "done"), "cancelled"))
@@ -1714,7 +1823,17 @@ static void take_head(ob_conv_t *conv, const redisReply *r)
     if (p.base != NULL)
         sb_parse_int64(p.base, p.len, 0, INT32_MAX, &parts);
     c->next_part = (size_t)parts;
-    load_cmd(c);
+    if (record_from_values(c, r->element[4], CONV_FIELDS, &c->conv_rec) == 0 ||
+        r->elements != 8) {
+        /* no such conversation, or one without a connection (on_loaded says which) */
+        c->have_conn = 0;
+        on_loaded(c);
+        return;
+    }
+    c->have_conn = record_from_values(c, r->element[5], CONN_FIELDS, &c->conn_rec) != 0;
+    c->assistant_id = reply_str(c, r->element[6]);
+    c->contact_status = reply_str(c, r->element[7]);
+    on_loaded(c);
 }
 
 /* ---- Conversations: leases, heads, the mark ---- */
@@ -1849,17 +1968,17 @@ static void fetch_head(ob_conv_t *conv)
         wait_mark(conv);
         return;
     }
-    char kq[512], kd[512], kl[512], ckp[512], lms[32];
+    char kq[512], kd[512], kl[512], lms[32];
     conv_key_buf(conv, "cq", kq, sizeof(kq));
     conv_key_buf(conv, "cqd", kd, sizeof(kd));
     conv_key_buf(conv, "cqlease", kl, sizeof(kl));
-    snprintf(ckp, sizeof(ckp), "%scmd:{%s}:", ob->prefix, conv->org);
     snprintf(lms, sizeof(lms), "%lld", (long long)lease_ms(ob));
-    const char *argv[8] = {kq, kd, kl, ob->node, lms, ob->mark, ob->mark_incl ? "1" : "0", ckp};
-    size_t argvlen[8];
-    for (int i = 0; i < 8; ++i)
+    const char *argv[10] = {kq, kd, kl, ob->node, lms, ob->mark, ob->mark_incl ? "1" : "0",
+                            ob->prefix, conv->org, conv->cv};
+    size_t argvlen[10];
+    for (int i = 0; i < 10; ++i)
         argvlen[i] = strlen(argv[i]);
-    if (sb_redis_eval(ob->w->redis, &script_head, on_head, conv, 3, 8, argv, argvlen) == 0) {
+    if (sb_redis_eval(ob->w->redis, &script_head, on_head, conv, 3, 10, argv, argvlen) == 0) {
         conv->fetching = 1;
         ob->replies_pending++;
     } else {
@@ -1994,34 +2113,80 @@ static void enqueue_cmd(ob_cmd_t *c)
     }
 }
 
-/* The conversation is in the watch set before its queue can hold anything: a gateway that
- * dies right after taking the lease leaves a conversation that the others find. */
+/* The conversations are in the watch set before their queues can hold anything: a gateway
+ * that dies right after taking a lease leaves a conversation that the others find. One
+ * ZADD NX for the commands of a read (watch_flush), then each is moved. */
+typedef struct st_intents_t {
+    sb_outbound_t *ob;
+    size_t n;
+    ob_cmd_t *cmds[];
+} intents_t;
+
 static void on_watched(redisReply *r, void *data)
 {
-    ob_cmd_t *c = data;
-    busy(c, -1);
-    if (c->ob->stopping || r == NULL || r->type == REDIS_REPLY_ERROR) {
-        cmd_done(c);
-        return;
+    intents_t *in = data;
+    for (size_t i = 0; i < in->n; ++i) {
+        ob_cmd_t *c = in->cmds[i];
+        busy(c, -1);
+        if (c->ob->stopping || r == NULL || r->type == REDIS_REPLY_ERROR)
+            cmd_done(c);
+        else
+            enqueue_cmd(c);
     }
-    enqueue_cmd(c);
+    free(in);
+}
+
+static void watch_flush(sb_outbound_t *ob)
+{
+    size_t n = ob->intents_n;
+    if (n == 0)
+        return;
+    ob->intents_n = 0;
+    intents_t *in = sb_mem_alloc(sizeof(*in) + n * sizeof(ob_cmd_t *));
+    in->ob = ob;
+    in->n = n;
+    memcpy(in->cmds, ob->intents, n * sizeof(ob_cmd_t *));
+    size_t argc = 3 + 2 * n;
+    const char **argv = sb_mem_alloc(argc * sizeof(char *));
+    size_t *argvlen = sb_mem_alloc(argc * sizeof(size_t));
+    argv[0] = "ZADD", argvlen[0] = 4;
+    argv[1] = ob->watch, argvlen[1] = strlen(ob->watch);
+    argv[2] = "NX", argvlen[2] = 2;
+    h2o_iovec_t score = h2o_iovec_init(NULL, 0);
+    for (size_t i = 0; i < n; ++i) {
+        ob_cmd_t *c = in->cmds[i];
+        h2o_iovec_t member =
+            sb_pool_printf(&c->pool, "%.*s %.*s", (int)c->org.len, c->org.base,
+                           (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
+        if (score.base == NULL)
+            score = ipool(c, sb_now_ms() + lease_ms(ob));
+        argv[3 + 2 * i] = score.base, argvlen[3 + 2 * i] = score.len;
+        argv[4 + 2 * i] = member.base, argvlen[4 + 2 * i] = member.len;
+        c->wait = WAIT_REDIS;
+        busy(c, 1);
+    }
+    int rc = sb_redis_command(ob->w->redis, on_watched, in, (int)argc, argv, argvlen);
+    free(argv);
+    free(argvlen);
+    if (rc != 0) {
+        for (size_t i = 0; i < n; ++i) {
+            busy(in->cmds[i], -1);
+            cmd_done(in->cmds[i]);
+        }
+        free(in);
+    }
 }
 
 static void watch_intent(ob_cmd_t *c)
 {
     sb_outbound_t *ob = c->ob;
-    h2o_iovec_t member =
-        sb_pool_printf(&c->pool, "%.*s %.*s", (int)c->org.len, c->org.base,
-                       (int)c->cmd.conversation_id.len, c->cmd.conversation_id.base);
-    h2o_iovec_t score = ipool(c, sb_now_ms() + lease_ms(ob));
-    const char *argv[5] = {"ZADD", ob->watch, "NX", score.base, member.base};
-    size_t argvlen[5] = {4, strlen(ob->watch), 2, score.len, member.len};
-    c->wait = WAIT_REDIS;
-    busy(c, 1);
-    if (sb_redis_command(ob->w->redis, on_watched, c, 5, argv, argvlen) != 0) {
-        busy(c, -1);
-        cmd_done(c);
+    if (ob->intents_n == ob->intents_cap) {
+        ob->intents_cap = ob->intents_cap != 0 ? ob->intents_cap * 2 : 128;
+        ob->intents = sb_mem_realloc(ob->intents, ob->intents_cap * sizeof(ob_cmd_t *));
     }
+    ob->intents[ob->intents_n++] = c;
+    if (!ob->batching)
+        watch_flush(ob);
 }
 
 static void on_org(redisReply *r, void *data)
@@ -2137,8 +2302,11 @@ static void take_entries(sb_outbound_t *ob, const redisReply *list)
 {
     if (list == NULL || list->type != REDIS_REPLY_ARRAY)
         return;
+    ob->batching = 1;
     for (size_t i = 0; i < list->elements; ++i)
         take_entry(ob, list->element[i]);
+    ob->batching = 0;
+    watch_flush(ob);
 }
 
 /* Called first by every reply callback of the consumer's own commands: returns 1 when the
@@ -2526,6 +2694,7 @@ sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url)
     sb_map_init(&ob->inflight);
     sb_map_init(&ob->convs);
     sb_map_init(&ob->orgs);
+    sb_map_init(&ob->creds);
     h2o_linklist_init_anchor(&ob->mark_waiters);
     uv_timer_init(&w->loop, &ob->reclaim_timer);
     ob->reclaim_timer.data = ob;
@@ -2533,6 +2702,8 @@ sb_outbound_t *sb_outbound_start(sb_worker_t *w, const sb_redis_url_t *url)
     ob->heartbeat_timer.data = ob;
     uv_timer_init(&w->loop, &ob->mark_timer);
     ob->mark_timer.data = ob;
+    uv_timer_init(&w->loop, &ob->ack_timer);
+    ob->ack_timer.data = ob;
     uint64_t idle = (uint64_t)conf->reclaim_idle_ms;
     uint64_t scan = idle / 4 < SCAN_MS ? idle / 4 + 1 : SCAN_MS;
     uv_timer_start(&ob->reclaim_timer, on_reclaim_timer, 50, scan);
@@ -2560,6 +2731,8 @@ static void maybe_free(sb_outbound_t *ob)
     sb_map_dispose(&ob->orgs);
     sb_map_dispose(&ob->convs);
     sb_map_dispose(&ob->inflight);
+    creds_dispose(ob);
+    free(ob->intents);
     free(ob);
 }
 
@@ -2587,7 +2760,9 @@ void sb_outbound_stop(sb_outbound_t *ob)
     ob->stopping = 1;
     sb_redis_close(ob->reader);
     ob->reader = NULL;
-    ob->handles_open = 4;
+    flush_acks(ob);
+    ob->handles_open = 5;
+    uv_close((uv_handle_t *)&ob->ack_timer, on_ob_timer_closed);
     uv_close((uv_handle_t *)&ob->reclaim_timer, on_ob_timer_closed);
     uv_close((uv_handle_t *)&ob->heartbeat_timer, on_ob_timer_closed);
     uv_close((uv_handle_t *)&ob->mark_timer, on_ob_timer_closed);
