@@ -1659,6 +1659,7 @@ static int open_creds(ob_cmd_t *c, h2o_iovec_t sealed)
     c->cred.verify_token = cred_copy(c, e->cred.verify_token);
     c->cred.access_token = cred_copy(c, e->cred.access_token);
     c->cred.waba_id = cred_copy(c, e->cred.waba_id);
+    c->cred.login = cred_copy(c, e->cred.login);
     c->cred.bot_token = cred_copy(c, e->cred.bot_token);
     c->cred.webhook_secret = cred_copy(c, e->cred.webhook_secret);
     return 0;
