@@ -180,5 +180,6 @@ function SBX.contact_status(P, org, contact, old, new)
         a[#a + 1] = ':st:' .. new
         SBX.counted(B .. ':counts', a, ':st:' .. new, 1)
       end
+    end
   end
 end
