@@ -494,6 +494,7 @@ class MetaSignInTest(H.GatewayTestCase):
         self.assertStatus(r, 201)
         by = {c["account_hint"]: c for c in r.json}
         page, shop, ig1, ig2 = by["Acme Page"], by["Acme Shop"], by["acme.ig"], by["acme.shop"]
+        wa1, wa2 = by["+1 555-010-0001"], by["+1 555-010-0002"]
         # the app's callback URL of each channel is its oldest signed-in connection's
         self.assertEqual(shop["webhook"]["url"], page["webhook_url"])
         self.assertEqual(ig2["webhook"]["url"], ig1["webhook_url"])
@@ -519,6 +520,8 @@ class MetaSignInTest(H.GatewayTestCase):
                                      ("pasted", pasted, "8002", self.key),
                                      ("ig1", ig1, "9001", self.key),
                                      ("ig2", ig2, "9002", self.key),
+                                     ("wa1", wa1, "7001", self.key),
+                                     ("wa2", wa2, "7002", self.key),
                                      ("b_shop", b_shop, "8002", key_b)):
             aid = self.create_assistant(name, key=key)["id"]
             self.bind(aid, conn["id"], external_id=ext, key=key)
@@ -553,6 +556,26 @@ class MetaSignInTest(H.GatewayTestCase):
         # a Page's entry at an Instagram URL is not of that channel: unrouted there
         self.assertEqual(self.post_meta(ig1, "instagram", [("8002", "i_x")]), 200)
         self.assertEqual(self.mids("unrouted", "i_x"), [("i_x", ig1["id"])])
+
+        # WhatsApp the same way: a number's entry at another number's URL (as before its
+        # override is set) reaches its own connection
+        wa_body = {"object": "whatsapp_business_account", "entry": [
+            {"id": "6001", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "1555010000" + n, "phone_number_id": pid},
+                "contacts": [{"profile": {"name": "Ann"}, "wa_id": "15557654321"}],
+                "messages": [{"from": "15557654321", "id": mid, "timestamp": "1700000000",
+                              "type": "text", "text": {"body": "hi"}}]}}]}
+            for pid, n, mid in (("7002", "2", "wamid.w2"), ("7001", "1", "wamid.w1"))]}
+        data = json.dumps(wa_body).encode()
+        sig = "sha256=" + hmac.new(APP_SECRET.encode(), data, hashlib.sha256).hexdigest()
+        for _ in range(2):
+            r = self.gw.http("POST", self.webhook_path(wa1), body=data,
+                             headers={"Content-Type": "application/json",
+                                      "X-Hub-Signature-256": sig})
+            self.assertStatus(r, 200)
+        self.assertEqual(self.mids(asst["wa1"], "wamid."), [("wamid.w1", wa1["id"])])
+        self.assertEqual(self.mids(asst["wa2"], "wamid."), [("wamid.w2", wa2["id"])])
 
         # the other org's Page URL routes to the other org's connection, never to this one's
         self.assertEqual(self.post_meta(b_page, "page", [("8002", "m_b1")]), 200)
