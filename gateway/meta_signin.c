@@ -29,7 +29,8 @@
  * the sign-in's new verify_token, the one the override carries. Pages and Instagram accounts
  * have no override: their webhooks go to the app's callback URL, which the operator sets once
  * per channel; the answer names it (the URL of the org's oldest signed-in connection of the
- * channel). Each connection of the answer says where its webhooks go (`webhook`), and an
+ * channel), and webhook.c routes what arrives there by entry to each Page's or account's
+ * connection (the index metaid:{org}:<provider> written with them). Each connection of the answer says where its webhooks go (`webhook`), and an
  * override Meta refuses is said there, not failed: the connections are stored by then.
  *
  * Every step can be run again: a fresh code repeats them all, Meta's subscriptions and
@@ -761,7 +762,7 @@ static void on_channel_listed(redisReply *r, void *data)
                         ? "Meta sends every Page's webhooks of a channel to the app's one callback "
                           "URL: set this URL once as the app's callback URL of the channel"
                         : "Meta sends this account's webhooks to the app's callback URL of the "
-                          "channel, another connection's URL: they arrive there, not here",
+                          "channel, another connection's URL, which routes them to this one",
                     NULL);
     }
     ++s->cursor;

@@ -2266,8 +2266,10 @@ static void save_write(save_t *s, int create)
             arg(&a, pool_str(j, fields[i][1], strlen(fields[i][1])));
         }
     } else {
-        arg(&a, okey(j, 1, "connection", s->id));
         arg(&a, s->org);
+        arg(&a, s->id);
+        arg(&a, s->provider);
+        arg(&a, s->meta_id);
         /* an earlier error is over: the sign-in gave working credentials */
         args_t d = {.n = 0};
         arg(&d, "HDEL");
@@ -2284,7 +2286,9 @@ static void save_write(save_t *s, int create)
         arg(&a, fields[i][0]);
         arg(&a, pool_str(j, fields[i][1], strlen(fields[i][1])));
     }
-    save_run(s, create ? &sb_script_conn_create : &sb_script_update, &a,
+    /* both write the index metaid:{org}:<provider> (meta id -> connection) with it, which
+     * routes the webhooks of the app's callback URL by entry (webhook.c) */
+    save_run(s, create ? &sb_script_conn_create : &sb_script_conn_signin, &a,
              create ? on_save_created : on_saved);
 }
 

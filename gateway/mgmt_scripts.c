@@ -28,7 +28,12 @@ sb_redis_script_t sb_script_conn_load = {"conn_load", sb_lua_conn_load, {0}};
 /* ARGV: prefix, org, id, provider, now, field, value, ... -> 1 */
 sb_redis_script_t sb_script_conn_create = {"conn_create", sb_lua_conn_create, {0}};
 
-/* ARGV: prefix, org, id -> 1 deleted (with its bindings) | 0 not found */
+/* ARGV: prefix, org, id, provider, meta id, field, value, ... -> the hash after the update,
+ * or nil (a connection found again by a sign-in; its meta id indexed, metaid:{org}:<provider>) */
+sb_redis_script_t sb_script_conn_signin = {"conn_signin", sb_lua_conn_signin, {0}};
+
+/* ARGV: prefix, org, id -> 1 deleted (with its bindings and its meta id's index) | 0 not
+ * found */
 sb_redis_script_t sb_script_conn_delete = {"conn_delete", sb_lua_conn_delete, {0}};
 
 /* ARGV: prefix, org, id, now, limit, window_ms, name, enabled
@@ -95,6 +100,7 @@ static sb_redis_script_t *const scripts[] = {&sb_script_ratelimit,
                                              &sb_script_conn_load,
                                              &sb_script_conn_create,
                                              &sb_script_conn_delete,
+                                             &sb_script_conn_signin,
                                              &sb_script_assistant_create,
                                              &sb_script_assistant_delete,
                                              &sb_script_binding_create,

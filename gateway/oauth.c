@@ -436,5 +436,6 @@ void sb_oauth_renew(sb_worker_t *w, const sb_provider_t *p, const char *id, json
     op->hook = p->renew;
     token_hash(json_string_value(json_object_get(creds, "access_token")), op->old_access);
     sb_random_alnum(op->lock_token, 32);
+    /* the org names the slot of the connection's hash, where the renewed token is stored */
     resolve_org(op, lock);
 }

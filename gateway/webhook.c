@@ -3,8 +3,9 @@
  *
  * DESIGN
  *   lookup connection (connorg:{id} once per worker, then HGETALL connection:{org}:{id}) ->
- *   verify (adapter) -> parse (adapter) -> enqueue (the org's script for the whole body,
- *   then one script per target stream) -> 200
+ *   verify (adapter) -> parse (adapter) -> [route by entry: a Meta body whose recipients are
+ *   not all the connection's own meta_id, below] -> enqueue (the org's script for the whole
+ *   body, then one script per target stream) -> 200
  *
  * "200 only after every event of the body is durably in Redis": the answer is sent once
  * every step answered (and, with redis.wait_replicas, every step's WAIT), never before. The
@@ -28,6 +29,7 @@
  */
 #include <stdio.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include "media.h"
 #include "adapters/adapter.h"
 #include "base/log.h"
@@ -39,7 +41,7 @@
 #include "lua_scripts.h"
 
 #define SB_MODULE      "gateway/webhook"
-#define ARGS_PER_EVENT 21
+#define ARGS_PER_EVENT 22
 #define FIXED_ARGS     8
 #include "keys.h"
 
@@ -50,7 +52,8 @@
  *   contact user id (WhatsApp BSUID), thread id (Telegram forum topic), the provider
  *   message id the event is about (its own, or the one a status or reaction names), status
  *   state, message type, preview (inbox.h), timestamp (ms), the field an edit changes
- *   (text or caption, else '') and its new value
+ *   (text or caption, else '') and its new value, the event's connection ('': the URL's; another
+ *   when the body was routed by entry, below)
  * -> per event {status, target, event JSON, conversation, conversation new}: status 0 routed,
  * 1 duplicate, 2 unrouted, 3 blocked, 4 inbox only; target "a:<assistant>", "u" or ""
  *
@@ -95,7 +98,21 @@ typedef struct st_wjob_t {
     int step;
     size_t pending, dups;
     int failed, unacked;
+    /* routing by entry: per event the connection it is enqueued as (NULL: the URL's), the
+     * other recipients of the body, and the URL connection's app secret */
+    const char **ev_conn;
+    struct st_wsib_t *sibs;
+    size_t nsibs;
+    h2o_iovec_t app_secret;
 } wjob_t;
+
+/* A recipient of the body other than the URL's connection: its Meta id, the connection the
+ * org's index names for it, and that connection when it is accepted. */
+typedef struct st_wsib_t {
+    wjob_t *j;
+    h2o_iovec_t meta;
+    const char *cand, *conn;
+} wsib_t;
 
 typedef struct st_wevent_t {
     long long status;
@@ -108,6 +125,9 @@ static void finish(wjob_t *j, sb_err_t err, int duplicate_only)
     sb_metrics_webhook(j->channel, err, duplicate_only);
     if (err == SB_OK)
         sb_metrics_webhook_seen(j->conn_id);
+    for (size_t i = 0; err == SB_OK && i < j->nsibs; ++i)
+        if (j->sibs[i].conn != NULL)
+            sb_metrics_webhook_seen(j->sibs[i].conn);
     if (err == SB_OK)
         sb_job_respond(&j->super, 200, "text/plain", SB_STRLIT("ok\n"));
     else
@@ -135,6 +155,12 @@ static int step_ok(wjob_t *j, redisReply *r)
 }
 
 static void next_step(wjob_t *j);
+
+/* The connection event 'i' is enqueued as: the URL's, or the one it was routed to by entry. */
+static const char *event_conn(const wjob_t *j, size_t i)
+{
+    return j->ev_conn != NULL && j->ev_conn[i] != NULL ? j->ev_conn[i] : j->conn_id;
+}
 
 static void on_step(redisReply *r, void *data)
 {
@@ -213,7 +239,7 @@ static void start_targets(wjob_t *j)
         for (size_t k = i; k < n; ++k) {
             if (!h2o_memis(j->out[k].target.base, j->out[k].target.len, t.base, t.len))
                 continue;
-            h2o_iovec_t guard = sb_key_stream_guard(pool, conf->redis_prefix, aid, j->conn_id,
+            h2o_iovec_t guard = sb_key_stream_guard(pool, conf->redis_prefix, aid, event_conn(j, k),
                                                     j->events.entries[k].identity);
             argv[1 + q] = guard.base;
             argvlen[1 + q] = guard.len;
@@ -393,11 +419,12 @@ static void enqueue(wjob_t *j, const char *org)
     } while (0)
 #define ARG_STR(s) ARG_IOV(h2o_iovec_init((s), strlen(s)))
 
-    j->org = org;
+    /* a copy: the cached connection that named the org may expire before the last step */
+    org = j->org = sb_pool_strdup(pool, org, strlen(org)).base;
     ARG_IOV(sb_key_org(pool, conf->redis_prefix, "inbox", org, NULL));
     for (size_t i = 0; i < n; ++i) {
         h2o_iovec_t id = j->events.entries[i].identity;
-        h2o_iovec_t rest = sb_pool_printf(pool, "%s:%.*s", j->conn_id, (int)id.len, id.base);
+        h2o_iovec_t rest = sb_pool_printf(pool, "%s:%.*s", event_conn(j, i), (int)id.len, id.base);
         ARG_IOV(sb_key_org_n(pool, conf->redis_prefix, "dd", org, rest.base, rest.len));
     }
     ARG_STR(conf->redis_prefix);
@@ -416,7 +443,7 @@ static void enqueue(wjob_t *j, const char *org)
         sb_buf_t contact = {0}, content = {0};
         /* The script writes external_id: the contact's first id, which may be another. */
         sb_event_append_contact(ev, 0, &contact);
-        sb_media_stamp(j->super.worker, org, j->conn_id, j->adapter->name, ev, pool);
+        sb_media_stamp(j->super.worker, org, event_conn(j, i), j->adapter->name, ev, pool);
         sb_event_append_content(ev, &content);
         char evid[SB_ID_MAX + 1], cid[SB_ID_MAX + 1];
         sb_worker_new_id(j->super.worker, "ev_", evid);
@@ -460,6 +487,7 @@ static void enqueue(wjob_t *j, const char *org)
         }
         ARG_STR(efield);
         ARG_IOV(etext);
+        ARG_STR(j->ev_conn != NULL && j->ev_conn[i] != NULL ? j->ev_conn[i] : "");
         sb_buf_dispose(&contact);
         sb_buf_dispose(&content);
     }
@@ -487,7 +515,7 @@ typedef struct st_conn_entry_t {
     int64_t expires_ms;
     uint64_t generation;
     h2o_mem_pool_t pool;
-    h2o_iovec_t org, provider;
+    h2o_iovec_t org, provider, meta_id; /* meta_id: "" unless a sign-in stored it */
     sb_credentials_t cred;
 } conn_entry_t;
 
@@ -550,6 +578,9 @@ static conn_entry_t *cache_put(sb_worker_t *w, const char *id, redisReply *r, sb
     e->generation = generation;
     e->org = sb_pool_strdup(&e->pool, org.base, org.len);
     e->provider = sb_pool_strdup(&e->pool, provider.base, provider.len);
+    h2o_iovec_t meta_id = sb_record_get(&rec, "meta_id");
+    e->meta_id = meta_id.base != NULL ? sb_pool_strdup(&e->pool, meta_id.base, meta_id.len)
+                                      : h2o_iovec_init("", 0);
     sb_credentials_fill(creds, &e->pool, &e->cred);
     json_decref(creds);
     if (w->conn_cache.size >= CACHE_MAX) {
@@ -565,6 +596,162 @@ static conn_entry_t *cache_put(sb_worker_t *w, const char *id, redisReply *r, sb
 Exit:
     h2o_mem_clear_pool(&tmp);
     return e;
+}
+
+/* ---- Routing by entry ----
+ *
+ * An app has one callback URL per channel, so the webhooks of every signed-in Page or
+ * Instagram account of an org arrive at the URL of one connection (the org's oldest
+ * signed-in one of the channel), verified there with the app secret that signs them all. A
+ * body whose events name another recipient (entry[].id) than the URL connection's meta_id
+ * is split by recipient: a recipient that the org's index metaid:{org}:<channel> names, under
+ * a connection of the same org and channel with the same app secret, is enqueued as that
+ * connection's (its identity records, guards, contacts, bindings and connection_id); any
+ * other stays the URL connection's. The common case (every recipient the URL's own) costs
+ * one comparison per event; the index is read only on a mismatch, and the connections it
+ * names come from the worker's cache like the URL's. */
+
+static int iov_same(h2o_iovec_t a, h2o_iovec_t b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.base, b.base, a.len) == 0);
+}
+
+static void routed(wjob_t *j)
+{
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (j->failed) {
+        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+        return;
+    }
+    size_t n = j->events.size;
+    for (size_t i = 0; i < n; ++i)
+        for (size_t k = 0; k < j->nsibs; ++k)
+            if (j->sibs[k].conn != NULL &&
+                iov_same(j->events.entries[i].recipient_id, j->sibs[k].meta)) {
+                if (j->ev_conn == NULL) {
+                    j->ev_conn = h2o_mem_alloc_pool(&j->super.pool, sizeof(*j->ev_conn) * n);
+                    memset(j->ev_conn, 0, sizeof(*j->ev_conn) * n);
+                }
+                j->ev_conn[i] = j->sibs[k].conn;
+            }
+    enqueue(j, j->org);
+}
+
+/* Whether connection 'e' (the index's 'sib->cand') takes the recipient's events: of the same
+ * org and channel, stored for that very Meta id, and with the same app secret, so that a
+ * connection of another app (or a stale index entry) is never written as. */
+static void sibling_check(wsib_t *sib, const conn_entry_t *e)
+{
+    wjob_t *j = sib->j;
+    h2o_iovec_t secret = e->cred.app_secret;
+    if (sb_iov_eq(e->org, j->org) && sb_iov_eq(e->provider, j->adapter->name) &&
+        iov_same(e->meta_id, sib->meta) && secret.len == j->app_secret.len && secret.len != 0 &&
+        CRYPTO_memcmp(secret.base, j->app_secret.base, secret.len) == 0)
+        sib->conn = sib->cand;
+}
+
+static void on_sibling(redisReply *r, void *data)
+{
+    wsib_t *sib = data;
+    wjob_t *j = sib->j;
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        j->failed = 1;
+    } else if (j->super.req != NULL) {
+        sb_err_t err;
+        conn_entry_t *e = cache_put(j->super.worker, sib->cand, r, &err);
+        if (e != NULL)
+            sibling_check(sib, e);
+    }
+    if (--j->pending == 0)
+        routed(j);
+}
+
+/* The index answered: per recipient the connection it names, checked from the cache or
+ * read (HGETALL in the org's slot) first. */
+static void on_index(redisReply *r, void *data)
+{
+    wjob_t *j = data;
+    if (j->super.req == NULL) {
+        sb_job_free(&j->super);
+        return;
+    }
+    if (r == NULL || r->type == REDIS_REPLY_ERROR || r->type != REDIS_REPLY_ARRAY ||
+        r->elements != j->nsibs) {
+        if (r != NULL && r->type == REDIS_REPLY_ERROR)
+            sb_logkv(SB_LOG_ERROR, SB_MODULE, (const char *[]){"conn", j->conn_id, NULL},
+                     "routing by entry failed: %.*s", (int)r->len, r->str);
+        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+        return;
+    }
+    const char *prefix = j->super.worker->server->conf->redis_prefix;
+    j->pending = 1; /* held until every read is sent */
+    for (size_t i = 0; i < j->nsibs; ++i) {
+        const redisReply *e = r->element[i];
+        wsib_t *sib = j->sibs + i;
+        if (e->type != REDIS_REPLY_STRING || !sb_id_valid(e->str, e->len) ||
+            (e->len == strlen(j->conn_id) && memcmp(e->str, j->conn_id, e->len) == 0))
+            continue;
+        sib->cand = sb_pool_strdup(&j->super.pool, e->str, e->len).base;
+        conn_entry_t *c = cache_get(j->super.worker, sib->cand);
+        if (c != NULL) {
+            sibling_check(sib, c);
+            continue;
+        }
+        h2o_iovec_t key = sb_key_org(&j->super.pool, prefix, "connection", j->org, sib->cand);
+        const char *argv[2] = {"HGETALL", key.base};
+        size_t argvlen[2] = {7, key.len};
+        if (sb_redis_command(j->super.worker->redis, on_sibling, sib, 2, argv, argvlen) == 0)
+            j->pending++;
+        else
+            j->failed = 1;
+    }
+    if (--j->pending == 0)
+        routed(j);
+}
+
+/* Starts the routing when an event's recipient is not the URL connection's meta_id: 1 when it
+ * runs (it enqueues), 0 when every recipient is the connection's own. */
+static int route_by_entry(wjob_t *j, const conn_entry_t *conn)
+{
+    h2o_mem_pool_t *pool = &j->super.pool;
+    size_t n = j->events.size;
+    for (size_t i = 0; i < n; ++i) {
+        h2o_iovec_t rcpt = j->events.entries[i].recipient_id;
+        if (rcpt.len == 0 || iov_same(rcpt, conn->meta_id))
+            continue;
+        int seen = 0;
+        for (size_t k = 0; k < j->nsibs && !seen; ++k)
+            seen = iov_same(j->sibs[k].meta, rcpt);
+        if (seen)
+            continue;
+        if (j->sibs == NULL)
+            j->sibs = h2o_mem_alloc_pool(pool, sizeof(*j->sibs) * n);
+        j->sibs[j->nsibs++] = (wsib_t){.j = j, .meta = rcpt};
+    }
+    if (j->nsibs == 0)
+        return 0;
+    /* copies: the cached connection may be gone when the index answers */
+    j->org = sb_pool_strdup(pool, conn->org.base, conn->org.len).base;
+    j->app_secret = sb_pool_strdup(pool, conn->cred.app_secret.base, conn->cred.app_secret.len);
+    const sb_conf_t *conf = j->super.worker->server->conf;
+    const char **argv = h2o_mem_alloc_pool(pool, sizeof(*argv) * (j->nsibs + 2));
+    size_t *argvlen = h2o_mem_alloc_pool(pool, sizeof(*argvlen) * (j->nsibs + 2));
+    h2o_iovec_t key = sb_key_org(pool, conf->redis_prefix, "metaid", j->org, j->adapter->name);
+    argv[0] = "HMGET";
+    argvlen[0] = 5;
+    argv[1] = key.base;
+    argvlen[1] = key.len;
+    for (size_t k = 0; k < j->nsibs; ++k) {
+        argv[2 + k] = j->sibs[k].meta.base;
+        argvlen[2 + k] = j->sibs[k].meta.len;
+    }
+    int argc = (int)(j->nsibs + 2);
+    if (sb_redis_command(j->super.worker->redis, on_index, j, argc, argv, argvlen) != 0)
+        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+    return 1;
 }
 
 /* Verifies, parses and enqueues (or answers the handshake) with the connection known. */
@@ -606,6 +793,8 @@ static void process(wjob_t *j, const conn_entry_t *conn)
         finish(j, SB_OK, 0);
         return;
     }
+    if (conn->meta_id.len != 0 && route_by_entry(j, conn))
+        return;
     enqueue(j, conn->org.base);
 }
 

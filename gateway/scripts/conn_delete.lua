@@ -5,6 +5,10 @@ local K = SBK(P, org)
 local key = K('connection', id)
 if redis.call('HGET', key, 'org') ~= org then return 0 end
 local provider = redis.call('HGET', key, 'provider')
+local meta = redis.call('HGET', key, 'meta_id')
+if meta and meta ~= '' and redis.call('HGET', K('metaid', provider), meta) == id then
+  redis.call('HDEL', K('metaid', provider), meta)
+end
 for _, bid in ipairs(redis.call('SMEMBERS', key .. ':bindings')) do
   local bkey = K('binding', bid)
   local b = redis.call('HMGET', bkey, 'assistant_id', 'external_id')

@@ -2,22 +2,24 @@
 --! include lib/inbox.lua
 -- The org's step of a webhook's enqueue (webhook.c): everything in the org's slot.
 -- KEYS: inbox:{org}, then each event's identity record dd:{org}:{conn}:{identity}
--- ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, then 21 per event
---   (webhook.c says which)
+-- ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, then 22 per event
+--   (webhook.c says which; the last, when not '', is the event's connection: another of the
+--   org's than the URL's, which a body of the app's callback URL is routed to by entry)
 -- -> per event {status, target, event JSON, conversation, conversation new (1/0)}: status
 --   0 routed, 1 duplicate, 2 unrouted, 3 blocked, 4 inbox only; target 'a:<assistant>',
 --   'u' (sb:unrouted) or '' (none). The identity record keeps the target and the event, so
 --   a retry (a duplicate) gets back the very same event and completes the target step.
-local P, conn, org, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local P, urlconn, org, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local maxlen, ttl, now, n = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
 local K = SBK(P, org)
 local out = {}
 local inbox = KEYS[1]
 for i = 0, n - 1 do
-  local b = 9 + i * 21
+  local b = 9 + i * 22
   local identity, recipient, cext, name, phone, username, chat, kind, evid, crest, tail, newcid, uid, thread =
     unpack(ARGV, b, b + 13)
-  local mext, state, mtype, preview, ts, efield, etext = unpack(ARGV, b + 14, b + 20)
+  local mext, state, mtype, preview, ts, efield, etext, conn = unpack(ARGV, b + 14, b + 21)
+  if conn == '' then conn = urlconn end
   local dd = KEYS[2 + i]
   local seen = redis.call('EXISTS', dd) == 1
   if seen then

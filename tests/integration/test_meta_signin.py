@@ -11,7 +11,9 @@ app secret appears in any answer or log line. The webhook overrides: the fake ve
 override's URL with Meta's GET handshake against the gateway before it accepts it (a number
 of a business account with several numbers by the number's override, the only number of an
 account by the account's); Pages answer the app's callback URL; without a public URL no
-override is set. A connection of Instagram Login sends through the fake Instagram API.
+override is set. Webhooks of the app's callback URL are routed by entry: each Page's or
+Instagram account's events reach its own connection once, never a pasted connection, another
+app's or another org's. A connection of Instagram Login sends through the fake Instagram API.
 """
 
 import hashlib
@@ -30,6 +32,7 @@ import harness as H  # noqa: E402
 
 APP_ID = "4242424242"
 APP_SECRET = "appsecret-" + "S3cr3tV4lu3" * 2
+OTHER_APP_SECRET = "otherapp-" + "S3cr3tV4lu3" * 2
 CONFIG_ID = "777000111"
 
 
@@ -46,6 +49,9 @@ class FakeMetaGraph:
         self.issued = []
         self.fail = {}         # path prefix -> (status, error object)
         self.reject_short = False
+        self.second_ig = False   # the second Page has an Instagram account too
+        self.only_pages = None   # the Page ids /me/accounts answers (None: all)
+        self.pasted = {}         # access token -> (id, name): GET /me of a pasted connection
         self.page_token = "pagetok-" + H_rand(24)
         self.issued.append(self.page_token)
         # webhook overrides: the gateway's address behind harness.PUBLIC_URL, each
@@ -118,7 +124,8 @@ class FakeMetaGraph:
         bad = {"error": {"message": "Invalid OAuth access token.", "type": "OAuthException",
                          "code": 190, "fbtrace_id": "Atrace190"}}
         if path == "/oauth/access_token":
-            if q.get("client_id") != APP_ID or q.get("client_secret") != APP_SECRET:
+            if q.get("client_id") != APP_ID or \
+                    q.get("client_secret") not in (APP_SECRET, OTHER_APP_SECRET):
                 return 400, {"error": {"message": "Error validating client secret.",
                                        "type": "OAuthException", "code": 1,
                                        "fbtrace_id": "Atrace1"}}
@@ -175,12 +182,18 @@ class FakeMetaGraph:
                 return 400, {"error": {"message": "bad register", "code": 100}}
             return 200, {"success": True}
         if path == "/me/accounts" and user_ok:
-            return 200, {"data": [{"id": "8001", "name": "Acme Page",
-                                   "access_token": self.page_token,
-                                   "instagram_business_account": {"id": "9001",
-                                                                  "username": "acme.ig"}},
-                                  {"id": "8002", "name": "Acme Shop",
-                                   "access_token": self.page_token}]}
+            pages = [{"id": "8001", "name": "Acme Page", "access_token": self.page_token,
+                      "instagram_business_account": {"id": "9001", "username": "acme.ig"}},
+                     {"id": "8002", "name": "Acme Shop", "access_token": self.page_token}]
+            if self.second_ig:
+                pages[1]["instagram_business_account"] = {"id": "9002",
+                                                          "username": "acme.shop"}
+            if self.only_pages is not None:
+                pages = [p for p in pages if p["id"] in self.only_pages]
+            return 200, {"data": pages}
+        if path == "/me" and (bearer or q.get("access_token")) in self.pasted:
+            pid, name = self.pasted[bearer or q.get("access_token")]
+            return 200, {"id": pid, "name": name}
         if path in ("/8001/subscribed_apps", "/8002/subscribed_apps") and \
                 h.command == "POST" and page_ok:
             return 200, {"success": True}
@@ -245,6 +258,8 @@ class MetaSignInTest(H.GatewayTestCase):
             self.fake.calls.clear()
             self.fake.overrides.clear()
             self.fake.tamper.clear()
+            self.fake.second_ig = False
+            self.fake.only_pages = None
 
     def metric(self, result):
         r = self.gw.http("GET", "/metrics")
@@ -442,6 +457,160 @@ class MetaSignInTest(H.GatewayTestCase):
                          {"code": 2200, "type": "OAuthException", "fbtrace_id": "Atrace2200"})
         self.assertTrue(w["+1 555-010-0001"]["subscribed"])
         self.assertTrue(w["+1 555-010-0003"]["subscribed"])
+        self.assertNoSecrets()
+
+    # --- routing by entry: the webhooks of the app's callback URL
+
+    def post_meta(self, conn, obj, entries, secret=APP_SECRET, gw=None):
+        """A signed Messenger or Instagram body with one text message per (recipient, mid)
+        in its own entry, POSTed to the connection's URL; the answer's status."""
+        now = int(time.time() * 1000)
+        body = {"object": obj, "entry": [
+            {"id": rcpt, "time": now, "messaging": [
+                {"sender": {"id": "user-" + mid}, "recipient": {"id": rcpt},
+                 "timestamp": now, "message": {"mid": mid, "text": "hello " + mid}}]}
+            for rcpt, mid in entries]}
+        data = json.dumps(body).encode()
+        sig = "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+        r = (gw or self.gw).http("POST", self.webhook_path(conn), body=data,
+                                 headers={"Content-Type": "application/json",
+                                          "X-Hub-Signature-256": sig})
+        return r.status
+
+    def stream(self, key):
+        """(message external id, connection id) of every event of a stream."""
+        out = []
+        for _, fields in self.redis.command("XRANGE", self.PREFIX + key, "-", "+") or []:
+            ev = json.loads(dict(zip(fields[::2], fields[1::2]))[b"event"])
+            out.append((ev["message"]["external_id"], ev["connection_id"]))
+        return out
+
+    def mids(self, key, prefix):
+        return [e for e in self.stream(key) if e[0].startswith(prefix)]
+
+    def test_webhooks_routed_by_entry(self):
+        self.fake.second_ig = True
+        r = self.sign_in()
+        self.assertStatus(r, 201)
+        by = {c["account_hint"]: c for c in r.json}
+        page, shop, ig1, ig2 = by["Acme Page"], by["Acme Shop"], by["acme.ig"], by["acme.shop"]
+        wa1, wa2 = by["+1 555-010-0001"], by["+1 555-010-0002"]
+        # the app's callback URL of each channel is its oldest signed-in connection's
+        self.assertEqual(shop["webhook"]["url"], page["webhook_url"])
+        self.assertEqual(ig2["webhook"]["url"], ig1["webhook_url"])
+        # the same Pages signed in by another org
+        org_b = self.new_org()
+        key_b = self.gw.keys_create(org_b)
+        r = self.gw.http("POST", "/orgs/c/connections/meta",
+                         body={"code": self.fake.new_code()}, key=key_b)
+        self.assertStatus(r, 201)
+        b_by = {c["account_hint"]: c for c in r.json}
+        b_page, b_shop = b_by["Acme Page"], b_by["Acme Shop"]
+        # a pasted connection of another app for the same Page
+        token = "pastedtok-" + H_rand(20)
+        self.fake.pasted[token] = ("8002", "Acme Shop")
+        r = self.api("POST", "/orgs/c/connections", {"provider": "messenger", "credentials": {
+            "app_secret": OTHER_APP_SECRET, "verify_token": "vt-" + H_rand(8),
+            "access_token": token}})
+        self.assertStatus(r, 201)
+        pasted = r.json
+        asst = {}
+        for name, conn, ext, key in (("page", page, "8001", self.key),
+                                     ("shop", shop, "8002", self.key),
+                                     ("pasted", pasted, "8002", self.key),
+                                     ("ig1", ig1, "9001", self.key),
+                                     ("ig2", ig2, "9002", self.key),
+                                     ("wa1", wa1, "7001", self.key),
+                                     ("wa2", wa2, "7002", self.key),
+                                     ("b_shop", b_shop, "8002", key_b)):
+            aid = self.create_assistant(name, key=key)["id"]
+            self.bind(aid, conn["id"], external_id=ext, key=key)
+            asst[name] = "in:{%s}" % aid
+        inbox = "inbox:{%s}" % self.org
+
+        # one body with entries of both Pages and of an unknown one, at the first Page's
+        # URL, twice (a retry): each event in its own connection's stream once
+        for _ in range(2):
+            self.assertEqual(self.post_meta(page, "page", [("8001", "m_p1"), ("8002", "m_s1"),
+                                                           ("8003", "m_u1")]), 200)
+        self.assertEqual(self.mids(asst["page"], "m_"), [("m_p1", page["id"])])
+        self.assertEqual(self.mids(asst["shop"], "m_"), [("m_s1", shop["id"])])
+        self.assertEqual(self.mids("unrouted", "m_u1"), [("m_u1", page["id"])])
+        self.assertEqual(sorted(self.mids(inbox, "m_")), [
+            ("m_p1", page["id"]), ("m_s1", shop["id"]), ("m_u1", page["id"])])
+        # the conversation replies through the Page's own connection
+        convs = self.api("GET", "/orgs/c/conversations?connection_id=" + shop["id"])
+        self.assertStatus(convs, 200)
+        self.assertEqual(len(convs.json), 1)
+        # a Page's own URL still takes its own events
+        self.assertEqual(self.post_meta(shop, "page", [("8002", "m_s2")]), 200)
+        self.assertEqual(self.mids(asst["shop"], "m_"), [("m_s1", shop["id"]),
+                                                         ("m_s2", shop["id"])])
+
+        # Instagram: both accounts' entries at the first account's URL
+        for _ in range(2):
+            self.assertEqual(self.post_meta(ig1, "instagram", [("9002", "i_2"),
+                                                               ("9001", "i_1")]), 200)
+        self.assertEqual(self.mids(asst["ig1"], "i_"), [("i_1", ig1["id"])])
+        self.assertEqual(self.mids(asst["ig2"], "i_"), [("i_2", ig2["id"])])
+        # a Page's entry at an Instagram URL is not of that channel: unrouted there
+        self.assertEqual(self.post_meta(ig1, "instagram", [("8002", "i_x")]), 200)
+        self.assertEqual(self.mids("unrouted", "i_x"), [("i_x", ig1["id"])])
+
+        # WhatsApp the same way: a number's entry at another number's URL (as before its
+        # override is set) reaches its own connection
+        wa_body = {"object": "whatsapp_business_account", "entry": [
+            {"id": "6001", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "1555010000" + n, "phone_number_id": pid},
+                "contacts": [{"profile": {"name": "Ann"}, "wa_id": "15557654321"}],
+                "messages": [{"from": "15557654321", "id": mid, "timestamp": "1700000000",
+                              "type": "text", "text": {"body": "hi"}}]}}]}
+            for pid, n, mid in (("7002", "2", "wamid.w2"), ("7001", "1", "wamid.w1"))]}
+        data = json.dumps(wa_body).encode()
+        sig = "sha256=" + hmac.new(APP_SECRET.encode(), data, hashlib.sha256).hexdigest()
+        for _ in range(2):
+            r = self.gw.http("POST", self.webhook_path(wa1), body=data,
+                             headers={"Content-Type": "application/json",
+                                      "X-Hub-Signature-256": sig})
+            self.assertStatus(r, 200)
+        self.assertEqual(self.mids(asst["wa1"], "wamid."), [("wamid.w1", wa1["id"])])
+        self.assertEqual(self.mids(asst["wa2"], "wamid."), [("wamid.w2", wa2["id"])])
+
+        # the other org's Page URL routes to the other org's connection, never to this one's
+        self.assertEqual(self.post_meta(b_page, "page", [("8002", "m_b1")]), 200)
+        self.assertEqual(self.mids(asst["b_shop"], "m_"), [("m_b1", b_shop["id"])])
+
+        # the second Page signed in again through another app (another app secret): its
+        # entries at the first Page's URL (this app's signature) are not routed to it (sent
+        # to the gateway that stored it, whose cache the change cleared; another sees it
+        # within its cache's second)
+        env = dict(self.DEFAULT_ENV, **self.EXTRA_ENV)
+        env["SWITCHBOARD_META_APP_SECRET"] = OTHER_APP_SECRET
+        gw2 = self.make_gateway(extra_env=env)
+        self.fake.only_pages = {"8002"}
+        r = gw2.http("POST", "/orgs/c/connections/meta", body={"code": self.fake.new_code()},
+                     key=gw2.keys_create(self.org))
+        self.assertStatus(r, 201)
+        self.assertIn(shop["id"], [c["id"] for c in r.json])
+        self.assertEqual(self.post_meta(page, "page", [("8002", "m_o1")], gw=gw2), 200)
+        self.assertEqual(self.mids("unrouted", "m_o1"), [("m_o1", page["id"])])
+        gw2.stop()
+
+        # the second Page's connection deleted: out of the index, its entries unrouted,
+        # neither the pasted connection nor the other org's same Page written as
+        r = self.api("DELETE", "/orgs/c/connections/" + shop["id"])
+        self.assertStatus(r, 204)
+        index = self.PREFIX + "metaid:{%s}:messenger" % self.org
+        self.assertIsNone(self.redis.command("HGET", index, "8002"))
+        self.assertEqual(self.redis.command("HGET", index, "8001"), page["id"].encode())
+        self.assertEqual(self.post_meta(page, "page", [("8002", "m_d1")]), 200)
+        self.assertEqual(self.mids("unrouted", "m_d1"), [("m_d1", page["id"])])
+        self.assertEqual(self.stream(asst["pasted"]), [])
+        self.assertEqual(self.mids(asst["b_shop"], "m_"), [("m_b1", b_shop["id"])])
+        self.assertEqual(self.mids(asst["page"], "m_"), [("m_p1", page["id"])])
+        self.assertEqual(self.mids(asst["shop"], "m_"), [("m_s1", shop["id"]),
+                                                         ("m_s2", shop["id"])])
         self.assertNoSecrets()
 
     def test_no_public_url_sets_no_override(self):
