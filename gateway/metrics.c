@@ -368,6 +368,12 @@ void sb_metrics_render(sb_buf_t *out)
                    "\n# TYPE switchboard_redis_reconnects_total counter\n"
                    "switchboard_redis_reconnects_total %llu\n",
                    (unsigned long long)sb_redis_reconnects_total());
+    sb_buf_appendf(out,
+                   "# HELP switchboard_redis_redirects_total Redis Cluster redirections "
+                   "followed (MOVED, ASK, TRYAGAIN, CLUSTERDOWN)."
+                   "\n# TYPE switchboard_redis_redirects_total counter\n"
+                   "switchboard_redis_redirects_total %llu\n",
+                   (unsigned long long)sb_redis_redirects_total());
 
     sb_buf_appendf(out, "# HELP switchboard_provider_calls_total Calls to provider APIs by "
                         "result.\n# TYPE switchboard_provider_calls_total counter\n");

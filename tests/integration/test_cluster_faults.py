@@ -112,6 +112,11 @@ class ClusterFaultsTest(unittest.TestCase):
         self.assertEqual(p.done, N)
         self.assertGreater(p.non_200, 0, "the failover was seen by the webhooks")
         self.assertLess(resharded_at, N, "the resharding ended before the load")
+        # the moved slots were followed (MOVED / ASK), and counted
+        redirects = sum(H.metric_sum(H.parse_prometheus(gw.http("GET", "/metrics").body.decode()),
+                                     "switchboard_redis_redirects_total")
+                        for gw in self.env.gws)
+        self.assertGreater(redirects, 0, "redirections counted in /metrics")
         want = ["load %d" % i for i in range(N)]
         for key in (stream, inbox):
             got = self.texts(key)
