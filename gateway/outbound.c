@@ -80,6 +80,7 @@
 #define READ_COUNT 100
 #define BLOCK_MS   "1000"
 #define GAUGE_MS   2000
+#define FORGET_ROUNDS 5 /* gauge rounds between two out_forget calls: ten seconds */
 /* A long retry wait looks at the command's state this often, so a cancel frees its
  * conversation at once instead of after the wait. */
 #define PEEK_MS 1000
@@ -193,10 +194,14 @@ static sb_redis_script_t script_sent = {"out_sent", sb_lua_out_sent, {0}};
  * its queue and at worst one more sb:dead entry, never a failure without a dead letter. */
 static sb_redis_script_t script_failed = {"out_failed", sb_lua_out_failed, {0}};
 
+/* KEYS: sb:out. ARGV: group, own consumer name, idle ms -> consumers deleted: the group's
+ * consumers of processes that are gone (nothing pending, idle longer than the idle time). */
+static sb_redis_script_t script_forget = {"out_forget", sb_lua_out_forget, {0}};
+
 static sb_redis_script_t *const scripts[] = {
-    &script_queue,   &script_head,   &script_drop, &script_renew, &script_release,
-    &script_unwatch, &script_mark,   &script_pace, &script_begin, &script_retrying,
-    &script_sent,    &script_failed, NULL};
+    &script_queue,   &script_head,   &script_drop,   &script_renew, &script_release,
+    &script_unwatch, &script_mark,   &script_pace,   &script_begin, &script_retrying,
+    &script_sent,    &script_failed, &script_forget, NULL};
 
 sb_redis_script_t *const *sb_outbound_scripts(void)
 {
@@ -2572,6 +2577,29 @@ static void gauge_command(sb_outbound_t *ob, sb_redis_cb cb, const char *a, cons
     }
 }
 
+static void on_forgot(redisReply *r, void *data)
+{
+    sb_outbound_t *ob = data;
+    const redisReply *g = gauge_reply(ob, r);
+    if (g != NULL && g->type == REDIS_REPLY_INTEGER && g->integer > 0)
+        sb_log(SB_LOG_INFO, SB_MODULE, "%lld consumers of gone processes left the group %s",
+               (long long)g->integer, GROUP);
+}
+
+/* Every ten seconds (and at start): the group forgets the consumers of processes that are gone
+ * (out_forget.lua), so that restarts under new names do not pile up consumers. */
+static void forget_gone(sb_outbound_t *ob)
+{
+    char idle[32];
+    snprintf(idle, sizeof(idle), "%lld", (long long)lease_ms(ob));
+    const char *argv[4] = {ob->stream, GROUP, ob->node, idle};
+    size_t argvlen[4] = {strlen(ob->stream), strlen(GROUP), strlen(ob->node), strlen(idle)};
+    if (sb_redis_eval(ob->w->redis, &script_forget, on_forgot, ob, 1, 4, argv, argvlen) == 0) {
+        ob->gauges_pending++;
+        ob->replies_pending++;
+    }
+}
+
 static void on_gauge_timer(uv_timer_t *t)
 {
     sb_outbound_t *ob = t->data;
@@ -2591,6 +2619,8 @@ static void on_gauge_timer(uv_timer_t *t)
     }
     free(h.convs);
     gauge_command(ob, on_group_info, "XINFO", "GROUPS", ob->stream);
+    if (ob->gauge_rounds % FORGET_ROUNDS == 1)
+        forget_gone(ob);
     snprintf(key, sizeof(key), "%sdead", ob->prefix);
     gauge_command(ob, on_dead_count, "XLEN", "", key);
     snprintf(key, sizeof(key), "%s" SB_INACTIVE_CONNECTIONS_KEY, ob->prefix);

@@ -516,6 +516,56 @@ class TestRestartSameNode(unittest.TestCase):
         self.assertEqual(len(e.tg.requests(method="sendmessage")), 1, "not sent again")
 
 
+class TestGoneConsumers(unittest.TestCase):
+    """The group forgets the consumers of processes that are gone (nothing pending, idle
+    longer than the reclaim idle time: gateway/scripts/out_forget.lua), so that restarts
+    under new names do not pile up consumers; a consumer with pending commands stays."""
+
+    def setUp(self):
+        self.env = OutEnv(extra_env={"SWITCHBOARD_NODE_ID": "gw-live",
+                                     "SWITCHBOARD_OUTBOUND_RECLAIM_IDLE_MS": "1000"})
+
+    def tearDown(self):
+        self.env.stop()
+
+    def names(self):
+        consumers = self.env.r.command("XINFO", "CONSUMERS", "sb:out", "switchboard")
+        return sorted(dict(zip(c[::2], c[1::2]))[b"name"] for c in consumers)
+
+    def test_idle_consumers_without_pending_are_forgotten(self):
+        e = self.env
+        for name in ("gone-1", "gone-2"):
+            e.r.command("XGROUP", "CREATECONSUMER", "sb:out", "switchboard", name)
+        self.assertEqual(self.names(), [b"gone-1", b"gone-2", b"gw-live"])
+        wait_until(lambda: self.names() == [b"gw-live"], 30, "the gone consumers forgotten")
+        self.assertIn("consumers of gone processes left the group",
+                      e.gw.stderr_text())
+
+    def test_the_script_keeps_pending_and_own_consumers(self):
+        lua_dir = os.environ.get("SB_LUA_DIR", "")
+        if not lua_dir:
+            self.skipTest("SB_LUA_DIR (the build's generated/lua) not set")
+        with open(os.path.join(lua_dir, "out_forget.lua"), encoding="utf-8") as f:
+            script = f.read()
+        r = self.env.r
+        r.command("XGROUP", "CREATE", "forget:s", "g", "0", "MKSTREAM")
+        r.command("XADD", "forget:s", "*", "f", "v")
+        r.command("XREADGROUP", "GROUP", "g", "holder", "COUNT", "1", "STREAMS", "forget:s", ">")
+        r.command("XGROUP", "CREATECONSUMER", "forget:s", "g", "idle")
+        r.command("XGROUP", "CREATECONSUMER", "forget:s", "g", "me")
+        wait_until(lambda: all(dict(zip(c[::2], c[1::2]))[b"idle"] > 50 for c in
+                               r.command("XINFO", "CONSUMERS", "forget:s", "g")),
+                   5, "every consumer idle over 50 ms")
+        self.assertEqual(r.command("EVAL", script, "1", "forget:s", "g", "me", "50"), 1)
+        consumers = r.command("XINFO", "CONSUMERS", "forget:s", "g")
+        self.assertEqual(sorted(dict(zip(c[::2], c[1::2]))[b"name"] for c in consumers),
+                         [b"holder", b"me"], "pending and own consumers stay")
+        # a long idle time forgets nobody; a group that does not exist is not an error
+        self.assertEqual(r.command("EVAL", script, "1", "forget:s", "g", "me", "600000"), 0)
+        self.assertEqual(r.command("EVAL", script, "1", "forget:none", "g", "me", "0"), 0)
+        r.command("DEL", "forget:s")
+
+
 class TestTakeOver(unittest.TestCase):
     """A dead gateway's commands are taken over; a live one's slow send is not."""
 
