@@ -1305,6 +1305,23 @@ static void probe_failed(mjob_t *j, const sb_probe_t *probe)
     fail(j, probe->err, probe->message[0] != '\0' ? probe->message : NULL);
 }
 
+/* Renders what was stored (201 for a creation, 200 for an update). */
+static void read_back_connection(mjob_t *j)
+{
+    args_t a = {.n = 0};
+    arg(&a, "HGETALL");
+    arg(&a, okey(j, 0, "connection", j->id1));
+    run_command(j, &a, on_get);
+}
+
+static void on_renew_scheduled(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    read_back_connection(j);
+}
+
 static void on_conn_stored(redisReply *r, void *data)
 {
     mjob_t *j = data;
@@ -1313,10 +1330,8 @@ static void on_conn_stored(redisReply *r, void *data)
     atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
     if (j->op == OP_CONN_CREATE && j->prov->refresh != NULL)
         track_inactive(j, j->new_id, 1);
-    if ((j->op == OP_CONN_CREATE || j->creds_changed) && j->prov->renew != NULL &&
-        j->prov->renewable(j->creds))
-        sb_renew_schedule(j->super.worker, j->op == OP_CONN_CREATE ? j->new_id : j->id1,
-                          sb_now_ms() + SB_RENEW_FIRST_DUE_MS);
+    int schedule = (j->op == OP_CONN_CREATE || j->creds_changed) && j->prov->renew != NULL &&
+                   j->prov->renewable(j->creds);
     if (j->op == OP_CONN_PATCH && j->creds_changed && j->prov->refresh == NULL) {
         /* New credentials: active again, the old error goes. */
         args_t d = {.n = 0};
@@ -1328,13 +1343,18 @@ static void on_conn_stored(redisReply *r, void *data)
         sb_redis_command(j->super.worker->redis, NULL, NULL, d.n, d.v, d.l);
         track_inactive(j, j->id1, 0);
     }
-    if (j->op == OP_CONN_CREATE) {
-        /* Render what was stored. */
-        args_t a = {.n = 0};
-        arg(&a, "HGETALL");
-        arg(&a, okey(j, 0, "connection", j->new_id));
+    if (j->op == OP_CONN_CREATE)
         j->id1 = j->new_id;
-        run_command(j, &a, on_get);
+    if (schedule) {
+        /* A token that renews itself: on the schedule before the answer, so that a stored
+         * token is never left off it (then read back, as a creation is). */
+        if (sb_renew_schedule(j->super.worker, j->id1, sb_now_ms() + SB_RENEW_FIRST_DUE_MS,
+                              on_renew_scheduled, j) != 0)
+            fail(j, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+        return;
+    }
+    if (j->op == OP_CONN_CREATE) {
+        read_back_connection(j);
         return;
     }
     respond_record(j, r, 200);

@@ -81,12 +81,16 @@ static void command(sb_worker_t *w, int argc, const char **argv)
         sb_redis_command(w->redis, NULL, NULL, argc, argv, len);
 }
 
-void sb_renew_schedule(sb_worker_t *w, const char *id, int64_t due_ms)
+int sb_renew_schedule(sb_worker_t *w, const char *id, int64_t due_ms, sb_redis_cb cb,
+                      void *data)
 {
     char key[256], score[32];
     snprintf(score, sizeof(score), "%lld", (long long)due_ms);
     const char *argv[] = {"ZADD", schedule_key(w, key, sizeof(key)), score, id};
-    command(w, 4, argv);
+    size_t len[4];
+    for (int i = 0; i < 4; ++i)
+        len[i] = strlen(argv[i]);
+    return w->redis != NULL && sb_redis_command(w->redis, cb, data, 4, argv, len) == 0 ? 0 : -1;
 }
 
 static void unschedule(sb_worker_t *w, const char *id)
@@ -130,7 +134,7 @@ static void on_renewed(sb_err_t err, const char *message, json_t *creds, void *d
         int64_t due = at != NULL ? strtoll(at, NULL, 10) - AHEAD_MS : 0;
         if (due <= sb_now_ms())
             due = sb_now_ms() + SB_RENEW_FIRST_DUE_MS;
-        sb_renew_schedule(w, it->id, due);
+        sb_renew_schedule(w, it->id, due, NULL, NULL);
         sb_log(SB_LOG_INFO, SB_MODULE, "connection %s: token renewed", it->id);
     } else if (err == SB_ERR_PROVIDER_REJECTED) {
         unschedule(w, it->id);

@@ -14,8 +14,10 @@ typedef struct st_sb_renew_t sb_renew_t;
  *  known). */
 #define SB_RENEW_FIRST_DUE_MS (24 * 3600 * 1000LL)
 
-/** Puts connection 'id' on the renewal schedule, due at 'due_ms' (not waited for). */
-void sb_renew_schedule(sb_worker_t *w, const char *id, int64_t due_ms);
+/** Puts connection 'id' on the renewal schedule, due at 'due_ms'; 'cb' (may be NULL: not
+ *  waited for) gets the reply. Returns 0 when sent, -1 when Redis is away ('cb' not called). */
+int sb_renew_schedule(sb_worker_t *w, const char *id, int64_t due_ms, sb_redis_cb cb,
+                      void *data);
 
 /** Starts taking due renewals every second on 'w' (worker 0). */
 sb_renew_t *sb_renew_start(sb_worker_t *w);

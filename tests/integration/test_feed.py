@@ -420,6 +420,9 @@ class FeedEventsTest(FeedTestCase):
 
 
 class FeedResumeTest(FeedTestCase):
+    # Resuming, not cutting off, is what this class checks: the default bound (1 MiB) holds a
+    # whole burst however slowly this process reads it (slow subscribers: FeedConnectionsTest).
+    EXTRA_ENV = dict(FeedTestCase.EXTRA_ENV, SWITCHBOARD_INBOX_MAX_PENDING_BYTES="1048576")
 
     def test_reconnect_mid_burst_gets_every_later_event_once_in_order(self):
         s = self.open_ok()
