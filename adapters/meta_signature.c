@@ -49,17 +49,6 @@ static int hmac_sha256(h2o_iovec_t key, h2o_iovec_t data, unsigned char *md)
     return ok ? 0 : -1;
 }
 
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 sb_err_t sb_meta_verify(const sb_credentials_t *cred, h2o_iovec_t header, h2o_iovec_t body)
 {
     static const char prefix[] = "sha256=";
@@ -72,8 +61,8 @@ sb_err_t sb_meta_verify(const sb_credentials_t *cred, h2o_iovec_t header, h2o_io
         return SB_ERR_BAD_SIGNATURE;
     const char *hex = header.base + sizeof(prefix) - 1;
     for (size_t i = 0; i < 32; ++i) {
-        int hi = hex_value((unsigned char)hex[2 * i]),
-            lo = hex_value((unsigned char)hex[2 * i + 1]);
+        int hi = sb_hex_value((unsigned char)hex[2 * i]),
+            lo = sb_hex_value((unsigned char)hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return SB_ERR_BAD_SIGNATURE;
         expected[i] = (unsigned char)(hi << 4 | lo);
@@ -95,8 +84,9 @@ static h2o_iovec_t query_decode(h2o_mem_pool_t *pool, const char *s, size_t len)
         int hi, lo;
         if (s[i] == '+') {
             p[n++] = ' ';
-        } else if (s[i] == '%' && i + 2 < len && (hi = hex_value((unsigned char)s[i + 1])) >= 0 &&
-                   (lo = hex_value((unsigned char)s[i + 2])) >= 0) {
+        } else if (s[i] == '%' && i + 2 < len &&
+                   (hi = sb_hex_value((unsigned char)s[i + 1])) >= 0 &&
+                   (lo = sb_hex_value((unsigned char)s[i + 2])) >= 0) {
             p[n++] = (char)(hi << 4 | lo);
             i += 2;
         } else {

@@ -136,6 +136,17 @@ void sb_hex_encode(char *out, const unsigned char *in, size_t len)
     out[2 * len] = '\0';
 }
 
+int sb_hex_value(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 int sb_parse_int64(const char *s, size_t len, int64_t min, int64_t max, int64_t *out)
 {
     size_t i = 0;

@@ -71,6 +71,8 @@ int sb_id_valid(const char *s, size_t len);
 
 /** Lower-case hex encoding of 'len' bytes; 'out' holds 2 * len + 1 bytes. */
 void sb_hex_encode(char *out, const unsigned char *in, size_t len);
+/** The value of hex digit 'c' (either case), or -1. */
+int sb_hex_value(int c);
 
 /** Parses a decimal integer of the whole string in [min, max]; returns 0 on success, -1 otherwise.
  */

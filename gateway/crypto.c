@@ -14,17 +14,6 @@
 #include <openssl/rand.h>
 #include "crypto.h"
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int mkdir_parents(const char *path)
 {
     char dir[1024];
@@ -55,7 +44,7 @@ static int parse_keys(const char *text, size_t n, sb_keyset_t *set)
         if (set->n == SB_KEYSET_MAX || n - pos < 2 * SB_MASTER_KEY_LEN)
             return -1;
         for (int i = 0; i < SB_MASTER_KEY_LEN; ++i) {
-            int hi = hex_value(text[pos + 2 * i]), lo = hex_value(text[pos + 2 * i + 1]);
+            int hi = sb_hex_value(text[pos + 2 * i]), lo = sb_hex_value(text[pos + 2 * i + 1]);
             if (hi < 0 || lo < 0)
                 return -1;
             set->key[set->n][i] = (unsigned char)(hi << 4 | lo);

@@ -257,13 +257,7 @@ static void on_list(redisReply *r, void *data)
         if (o != NULL)
             json_array_append_new(array, o);
     }
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%lld", r->element[0]->integer);
-    sb_job_add_header(x->job, "pagination-count", buf);
-    snprintf(buf, sizeof(buf), "%lld", (long long)x->page);
-    sb_job_add_header(x->job, "pagination-page", buf);
-    snprintf(buf, sizeof(buf), "%lld", (long long)x->take);
-    sb_job_add_header(x->job, "pagination-take", buf);
+    sb_job_add_pagination(x->job, (long long)r->element[0]->integer, x->page, x->take);
     respond_json(x->job, 200, array);
 }
 
@@ -432,13 +426,7 @@ static void on_history(redisReply *r, void *data)
         if (o != NULL)
             json_array_append_new(array, o);
     }
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%lld", r->element[0]->integer);
-    sb_job_add_header(x->job, "pagination-count", buf);
-    snprintf(buf, sizeof(buf), "%lld", (long long)x->page);
-    sb_job_add_header(x->job, "pagination-page", buf);
-    snprintf(buf, sizeof(buf), "%lld", (long long)x->take);
-    sb_job_add_header(x->job, "pagination-take", buf);
+    sb_job_add_pagination(x->job, (long long)r->element[0]->integer, x->page, x->take);
     respond_json(x->job, 200, array);
 }
 

@@ -189,6 +189,17 @@ void sb_job_add_header(sb_job_t *job, const char *name, const char *value)
     h2o_add_header_by_str(&req->pool, &req->res.headers, n, nlen, 0, NULL, v, vlen);
 }
 
+void sb_job_add_pagination(sb_job_t *job, long long count, long long page, long long take)
+{
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%lld", count);
+    sb_job_add_header(job, "pagination-count", buf);
+    snprintf(buf, sizeof(buf), "%lld", page);
+    sb_job_add_header(job, "pagination-page", buf);
+    snprintf(buf, sizeof(buf), "%lld", take);
+    sb_job_add_header(job, "pagination-take", buf);
+}
+
 void sb_job_respond(sb_job_t *job, int status, const char *content_type, const char *body,
                     size_t len)
 {

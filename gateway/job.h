@@ -51,5 +51,7 @@ void sb_job_respond(sb_job_t *job, int status, const char *content_type, const c
 void sb_job_respond_error(sb_job_t *job, sb_err_t err, const char *message);
 /** Adds a response header to the job's request (if still there); values are copied. */
 void sb_job_add_header(sb_job_t *job, const char *name, const char *value);
+/** Adds a list's headers: pagination-count (the total matching), -page and -take. */
+void sb_job_add_pagination(sb_job_t *job, long long count, long long page, long long take);
 
 #endif

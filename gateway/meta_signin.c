@@ -30,8 +30,9 @@
  * have no override: their webhooks go to the app's callback URL, which the operator sets once
  * per channel; the answer names it (the URL of the org's oldest signed-in connection of the
  * channel), and webhook.c routes what arrives there by entry to each Page's or account's
- * connection (the index metaid:{org}:<provider> written with them). Each connection of the answer says where its webhooks go (`webhook`), and an
- * override Meta refuses is said there, not failed: the connections are stored by then.
+ * connection (the index metaid:{org}:<provider> written with them). Each connection of the
+ * answer says where its webhooks go (`webhook`), and an override Meta refuses is said there,
+ * not failed: the connections are stored by then.
  *
  * Every step can be run again: a fresh code repeats them all, Meta's subscriptions and
  * registrations are idempotent, and a connection is found again by its `meta_id` (the
@@ -403,6 +404,16 @@ static void on_answer(const sb_http_response_t *res, void *data)
     next(s);
 }
 
+/* GET /oauth/access_token with the query 'q' (it carries the app secret: the query and the
+ * path are wiped once sent). */
+static void token_call(signin_t *s, const char *const q[][2], size_t n)
+{
+    char *qs = query(s, q, n);
+    char *path = sb_pool_printf(&s->job->pool, "/oauth/access_token?%s", qs).base;
+    wipe(qs);
+    graph(s, "GET", path, NULL, NULL); /* wipes 'path' */
+}
+
 /* Sends the next call of the current step, or moves on to the next step. */
 static void next(signin_t *s)
 {
@@ -415,10 +426,7 @@ static void next(signin_t *s)
                                             {"client_secret", conf->meta_app_secret},
                                             {"code", s->code},
                                             {"redirect_uri", s->redirect_uri}};
-                char *qs = query(s, q, 4);
-                char *path = sb_pool_printf(&s->job->pool, "/oauth/access_token?%s", qs).base;
-                wipe(qs);
-                graph(s, "GET", path, NULL, NULL); /* wipes 'path' */
+                token_call(s, q, 4);
                 return;
             }
             break;
@@ -428,10 +436,7 @@ static void next(signin_t *s)
                                             {"client_id", conf->meta_app_id},
                                             {"client_secret", conf->meta_app_secret},
                                             {"fb_exchange_token", s->token}};
-                char *qs = query(s, q, 4);
-                char *path = sb_pool_printf(&s->job->pool, "/oauth/access_token?%s", qs).base;
-                wipe(qs);
-                graph(s, "GET", path, NULL, NULL); /* wipes 'path' */
+                token_call(s, q, 4);
                 return;
             }
             break;
@@ -705,11 +710,17 @@ static void app_callback_next(signin_t *s)
         char *set = sb_key_org(pool, "", "org", s->org,
                                sb_pool_printf(pool, "connections:%s", app_channels[s->cursor]).base)
                         .base;
-        char *stem = sb_pool_printf(pool, "%s:", sb_key_org(pool, "", "connection", s->org, NULL).base)
-                         .base;
+        char *stem =
+            sb_pool_printf(pool, "%s:", sb_key_org(pool, "", "connection", s->org, NULL).base).base;
         /* KEYS[1]: the org's stream (its slot) */
         const char *args[] = {sb_key_org(pool, conf->redis_prefix, "inbox", s->org, NULL).base,
-                              conf->redis_prefix, set, "0", "-1", "", s->org, stem};
+                              conf->redis_prefix,
+                              set,
+                              "0",
+                              "-1",
+                              "",
+                              s->org,
+                              stem};
         size_t lens[8];
         for (size_t i = 0; i < 8; ++i)
             lens[i] = strlen(args[i]);

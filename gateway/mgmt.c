@@ -622,13 +622,7 @@ static void on_list(redisReply *r, void *data)
         if (sb_record_from_reply(r->element[i], &j->super.pool, &rec) == 0)
             json_array_append_new(array, render(j, &rec, NULL));
     }
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%lld", r->element[0]->integer);
-    sb_job_add_header(&j->super, "pagination-count", buf);
-    snprintf(buf, sizeof(buf), "%lld", (long long)j->page);
-    sb_job_add_header(&j->super, "pagination-page", buf);
-    snprintf(buf, sizeof(buf), "%lld", (long long)j->take);
-    sb_job_add_header(&j->super, "pagination-take", buf);
+    sb_job_add_pagination(&j->super, (long long)r->element[0]->integer, j->page, j->take);
     respond_json(j, 200, array);
 }
 
@@ -1802,13 +1796,7 @@ static void on_templates(const sb_templates_result_t *res, void *data)
     json_t *array = json_array();
     for (int64_t i = (j->page - 1) * j->take; i < j->page * j->take && (size_t)i < total; ++i)
         json_array_append(array, json_array_get(res->templates, (size_t)i));
-    char buf[32];
-    snprintf(buf, sizeof(buf), "%zu", total);
-    sb_job_add_header(&j->super, "pagination-count", buf);
-    snprintf(buf, sizeof(buf), "%lld", (long long)j->page);
-    sb_job_add_header(&j->super, "pagination-page", buf);
-    snprintf(buf, sizeof(buf), "%lld", (long long)j->take);
-    sb_job_add_header(&j->super, "pagination-take", buf);
+    sb_job_add_pagination(&j->super, (long long)total, j->page, j->take);
     respond_json(j, 200, array);
 }
 

@@ -361,17 +361,6 @@ unsigned sb_redis_key_slot(const char *key, size_t keylen)
 
 /* ---- URL parsing ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes [s, s+len) into out (NUL-terminated); returns 0, or -1 when too long or
  * malformed. */
 static int url_decode(const char *s, size_t len, char *out, size_t outsz)
@@ -381,7 +370,8 @@ static int url_decode(const char *s, size_t len, char *out, size_t outsz)
         char c = s[i];
         if (c == '%') {
             int hi, lo;
-            if (i + 2 >= len || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0)
+            if (i + 2 >= len || (hi = sb_hex_value(s[i + 1])) < 0 ||
+                (lo = sb_hex_value(s[i + 2])) < 0)
                 return -1;
             c = (char)(hi * 16 + lo);
             if (c == '\0')
