@@ -15,6 +15,13 @@
  * connect, lost connection, redisAsyncFree, clean disconnect), that a context is going away;
  * connection_gone() hangs off it.
  *
+ * Writes are deferred to the end of the loop iteration. hiredis asks for the write watch after
+ * every command it queues and drops it once its buffer is written, which is two epoll_ctl
+ * calls and one write per command. Once the context is connected the adapter instead starts a
+ * uv_prepare handle (run once per loop iteration, before the loop waits for I/O) and writes
+ * there: every command queued during the iteration goes out in one write, and the poll is
+ * armed for writing only when the socket would block.
+ *
  * Lifecycle. One sb_conn_t owns at most one redisAsyncContext at a time (r->ac). A context
  * is created by start_connect(), attached, and then the connect callback is set (in that order:
  * setting it arms the write watch through the adapter). When the TCP connection is up we send
@@ -125,7 +132,11 @@ static void connection_gone(sb_conn_t *r, const char *why);
 typedef struct st_uv_events_t {
     redisAsyncContext *ac; /* NULL once hiredis has cleaned up */
     uv_poll_t poll;
+    uv_prepare_t flush; /* the deferred write (DESIGN) */
     int events;
+    int flush_pending; /* hiredis has something to write: flush at the end of the iteration */
+    int flushing;      /* inside the deferred write: an addWrite now means the socket blocked */
+    int open_handles;
 } uv_events_t;
 
 static void uv_events_on_poll(uv_poll_t *handle, int status, int events)
@@ -164,9 +175,30 @@ static void uv_events_del_read(void *privdata)
     uv_events_update(p);
 }
 
+static void uv_events_on_flush(uv_prepare_t *handle)
+{
+    uv_events_t *p = handle->data;
+    uv_prepare_stop(handle);
+    if (p->ac == NULL || !p->flush_pending)
+        return;
+    p->flush_pending = 0;
+    p->flushing = 1;
+    redisAsyncHandleWrite(p->ac); /* may free the context: cleanup clears p->ac */
+    p->flushing = 0;
+}
+
 static void uv_events_add_write(void *privdata)
 {
     uv_events_t *p = privdata;
+    /* Before the connect completed, the watch is what tells hiredis it did; during the
+     * deferred write, hiredis asking again means the socket would block. */
+    if (p->ac != NULL && (p->ac->c.flags & REDIS_CONNECTED) && !p->flushing) {
+        if (!p->flush_pending && !(p->events & UV_WRITABLE)) {
+            p->flush_pending = 1;
+            uv_prepare_start(&p->flush, uv_events_on_flush);
+        }
+        return;
+    }
     p->events |= UV_WRITABLE;
     uv_events_update(p);
 }
@@ -174,13 +206,18 @@ static void uv_events_add_write(void *privdata)
 static void uv_events_del_write(void *privdata)
 {
     uv_events_t *p = privdata;
+    p->flush_pending = 0;
+    if (!(p->events & UV_WRITABLE))
+        return;
     p->events &= ~UV_WRITABLE;
     uv_events_update(p);
 }
 
 static void uv_events_on_close(uv_handle_t *handle)
 {
-    free(handle->data);
+    uv_events_t *p = handle->data;
+    if (--p->open_handles == 0)
+        free(p);
 }
 
 /* hiredis is freeing the context: called once per attached context, before the fd is closed
@@ -191,7 +228,9 @@ static void uv_events_cleanup(void *privdata)
     redisAsyncContext *ac = p->ac;
     p->ac = NULL;
     p->events = 0;
+    p->flush_pending = 0;
     uv_close((uv_handle_t *)&p->poll, uv_events_on_close);
+    uv_close((uv_handle_t *)&p->flush, uv_events_on_close);
     if (ac != NULL && ac->data != NULL)
         connection_gone(ac->data, ac->err != 0 && ac->errstr != NULL ? ac->errstr : "closed");
 }
@@ -206,7 +245,10 @@ static int uv_events_attach(redisAsyncContext *ac, uv_loop_t *loop)
         free(p); /* never initialized as a handle: plain free is right */
         return -1;
     }
+    uv_prepare_init(loop, &p->flush); /* cannot fail */
+    p->open_handles = 2;
     p->poll.data = p;
+    p->flush.data = p;
     p->ac = ac;
     ac->ev.addRead = uv_events_add_read;
     ac->ev.delRead = uv_events_del_read;
