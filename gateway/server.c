@@ -314,6 +314,7 @@ static int open_listener(sb_server_t *server, sb_worker_t *w)
 
 static void finish_worker(sb_worker_t *w)
 {
+    sb_webhook_worker_close(w);
     sb_redis_close(w->redis);
     w->redis = NULL;
     sb_http_client_close(w->http);

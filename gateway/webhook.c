@@ -17,6 +17,9 @@
  *   2. conversations new to this body: convorg:{cv} -> org (SET NX; what outbound reads);
  *   3. per target stream (in:{assistant}, unrouted) one script (enqueue_target.lua) that
  *      appends each event whose guard ddin:... it sets (SET NX): at most once per stream.
+ * On a single instance every key is on the one server, so the org's script does steps 2 and 3
+ * itself in the same atomic call (one round trip per webhook; the identity record then needs
+ * no copy of the event). On a cluster the stream and convorg:{cv} are on other slots.
  * Each step is idempotent, so a crash between steps is completed by the provider's retry (no
  * 200 was sent): the retry finds the records, appends nothing to the inbox again and hands
  * the same events to steps 2 and 3. When Redis cannot take the events (down, error,
@@ -42,11 +45,12 @@
 
 #define SB_MODULE      "gateway/webhook"
 #define ARGS_PER_EVENT 22
-#define FIXED_ARGS     8
+#define FIXED_ARGS     9
 #include "keys.h"
 
 /* KEYS: inbox:{org}, then each event's identity record dd:{org}:{connection}:{identity}.
- * ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, then per event:
+ * ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, one ("1" on a single
+ *   instance: the script then does steps 2 and 3 itself, below), then per event:
  *   identity, recipient, contact ext id, name, phone, username, chat id, kind, event id,
  *   contact members but external_id (JSON), content members (JSON), new contact id,
  *   contact user id (WhatsApp BSUID), thread id (Telegram forum topic), the provider
@@ -98,6 +102,11 @@ typedef struct st_wjob_t {
     int step;
     size_t pending, dups;
     int failed, unacked;
+    /* the org's step, prepared by enqueue() for the group commit: the events' identity keys
+     * and their ARGS_PER_EVENT arguments each, the time and the next job of the batch */
+    const char **ddkeys, **evargs;
+    size_t *ddlens, *evlens;
+    struct st_wjob_t *batch_next;
     /* routing by entry: per event the connection it is enqueued as (NULL: the URL's), the
      * other recipients of the body, and the URL connection's app secret */
     const char **ev_conn;
@@ -346,21 +355,13 @@ static h2o_iovec_t reply_str(wjob_t *j, const redisReply *r)
     return sb_pool_strdup(&j->super.pool, r->str, r->len);
 }
 
-/* Step 1 answered: what became of each event, counted; then the next steps. */
-static void on_enqueued(redisReply *r, void *data)
+/* Step 1 answered: what became of each event (the job's part of the batch's answer),
+ * counted; then the next steps. */
+static void enqueued(wjob_t *j, redisReply **element)
 {
-    wjob_t *j = data;
-    if (!step_ok(j, r)) {
-        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
-        return;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != j->events.size) {
-        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
-        return;
-    }
-    j->out = h2o_mem_alloc_pool(&j->super.pool, sizeof(*j->out) * r->elements);
-    for (size_t i = 0; i < r->elements; ++i) {
-        const redisReply *e = r->element[i];
+    j->out = h2o_mem_alloc_pool(&j->super.pool, sizeof(*j->out) * j->events.size);
+    for (size_t i = 0; i < j->events.size; ++i) {
+        const redisReply *e = element[i];
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 5 ||
             e->element[0]->type != REDIS_REPLY_INTEGER) {
             finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
@@ -375,7 +376,7 @@ static void on_enqueued(redisReply *r, void *data)
         if (w->ev.len == 0)
             w->target = h2o_iovec_init("", 0);
     }
-    for (size_t i = 0; i < r->elements; ++i) {
+    for (size_t i = 0; i < j->events.size; ++i) {
         switch (j->out[i].status) {
         case 0:
         case 4:
@@ -403,14 +404,214 @@ static h2o_iovec_t or_empty(h2o_iovec_t v)
     return v.base != NULL ? v : h2o_iovec_init("", 0);
 }
 
+/* ---- Group commit ----
+ *
+ * The webhooks of one org and channel that reach the enqueue in the same loop iteration go to
+ * Redis as one call of the org's script (the events of all of them, in their order), sent
+ * from a uv_check handle right after the iteration's I/O callbacks (with an idle handle beside
+ * it, so that a webhook that arrived from another phase never waits for the loop to block and
+ * wake): no webhook waits longer than it would alone, and under load the fixed cost of a
+ * script call and of its round trip is paid once
+ * per batch instead of once per webhook. Each job then takes its own part of the answer and
+ * goes on with its own steps; a failed call answers every job of it 503. */
+
+#define BATCH_MAX_EVENTS 256
+
+typedef struct st_wbatch_t {
+    uv_check_t check;
+    uv_idle_t idle;
+    int open_handles;
+    sb_worker_t *worker;
+    wjob_t *head, *tail;
+} wbatch_t;
+
+/* One script call of the batch: its jobs, in the order of their events in the call. */
+typedef struct st_wcall_t {
+    size_t njobs;
+    wjob_t *jobs[];
+} wcall_t;
+
+static void on_batch(redisReply *r, void *data)
+{
+    wcall_t *call = data;
+    size_t total = 0;
+    for (size_t i = 0; i < call->njobs; ++i)
+        total += call->jobs[i]->events.size;
+    int ok = step_ok(call->jobs[0], r) && r->type == REDIS_REPLY_ARRAY && r->elements == total;
+    for (size_t i = 0, off = 0; i < call->njobs; ++i) {
+        wjob_t *j = call->jobs[i];
+        size_t n = j->events.size; /* the job may be gone once it went on */
+        int good = ok;
+        for (size_t k = 0; good && k < n; ++k) {
+            const redisReply *e = r->element[off + k];
+            good = e->type == REDIS_REPLY_ARRAY && e->elements == 5 &&
+                   e->element[0]->type == REDIS_REPLY_INTEGER;
+        }
+        if (good)
+            enqueued(j, r->element + off);
+        else
+            finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+        off += n;
+    }
+    free(call);
+}
+
+static int same_group(const wjob_t *a, const wjob_t *b)
+{
+    return a->channel == b->channel && strcmp(a->org, b->org) == 0;
+}
+
+/* Sends the jobs of 'first''s org and channel from the list (taking them out of it), at most
+ * BATCH_MAX_EVENTS events (one job alone may have more), as one call. */
+static void send_group(sb_worker_t *w, wjob_t **list, wjob_t *first)
+{
+    const sb_conf_t *conf = w->server->conf;
+    /* the group's jobs in their order, up to the first that would not fit (the rest of the
+     * group goes in the next call, after these) */
+    size_t njobs = 0, nev = 0;
+    for (wjob_t *j = *list; j != NULL; j = j->batch_next) {
+        if (!same_group(j, first))
+            continue;
+        if (njobs != 0 && nev + j->events.size > BATCH_MAX_EVENTS)
+            break;
+        njobs++;
+        nev += j->events.size;
+    }
+    wcall_t *call = sb_mem_alloc(sizeof(*call) + sizeof(wjob_t *) * njobs);
+    call->njobs = 0;
+    for (wjob_t **pp = list; *pp != NULL && call->njobs < njobs;) {
+        wjob_t *j = *pp;
+        if (same_group(j, first)) {
+            call->jobs[call->njobs++] = j;
+            *pp = j->batch_next;
+            j->batch_next = NULL;
+        } else {
+            pp = &j->batch_next;
+        }
+    }
+    size_t argc = 1 + nev + FIXED_ARGS + nev * ARGS_PER_EVENT, k = 0;
+    const char **argv = sb_mem_alloc(sizeof(*argv) * argc);
+    size_t *argvlen = sb_mem_alloc(sizeof(*argvlen) * argc);
+    char now[24], count[24], maxlen[24], ttl[24];
+    snprintf(now, sizeof(now), "%lld", (long long)sb_now_ms());
+    snprintf(count, sizeof(count), "%zu", nev);
+    snprintf(maxlen, sizeof(maxlen), "%lld", (long long)conf->stream_maxlen);
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)conf->dedup_ttl_seconds);
+    const char *org = call->jobs[0]->org;
+    h2o_iovec_t inbox = sb_key_org(&call->jobs[0]->super.pool, conf->redis_prefix, "inbox", org, NULL);
+    argv[k] = inbox.base;
+    argvlen[k++] = inbox.len;
+    for (size_t i = 0; i < call->njobs; ++i)
+        for (size_t e = 0; e < call->jobs[i]->events.size; ++e) {
+            argv[k] = call->jobs[i]->ddkeys[e];
+            argvlen[k++] = call->jobs[i]->ddlens[e];
+        }
+    const char *fixed[FIXED_ARGS] = {conf->redis_prefix,
+                                     call->jobs[0]->conn_id,
+                                     org,
+                                     call->jobs[0]->adapter->name,
+                                     maxlen,
+                                     ttl,
+                                     now,
+                                     count,
+                                     sb_redis_is_single(w->redis) ? "1" : "0"};
+    for (size_t i = 0; i < FIXED_ARGS; ++i) {
+        argv[k] = fixed[i];
+        argvlen[k++] = strlen(fixed[i]);
+    }
+    for (size_t i = 0; i < call->njobs; ++i) {
+        size_t m = call->jobs[i]->events.size * ARGS_PER_EVENT;
+        memcpy(argv + k, call->jobs[i]->evargs, sizeof(*argv) * m);
+        memcpy(argvlen + k, call->jobs[i]->evlens, sizeof(*argvlen) * m);
+        k += m;
+    }
+    uint64_t started = sb_mono_us();
+    for (size_t i = 0; i < call->njobs; ++i)
+        call->jobs[i]->enqueue_started_us = started;
+    /* hiredis (and the cluster client) copy the command: argv may go right after */
+    if (w->redis == NULL || sb_redis_eval(w->redis, &script_enqueue, on_batch, call, (int)(1 + nev),
+                                          (int)argc, argv, argvlen) != 0) {
+        for (size_t i = 0; i < call->njobs; ++i)
+            finish(call->jobs[i], SB_ERR_QUEUE_UNAVAILABLE, 0);
+        free(call);
+    }
+    free(argv);
+    free(argvlen);
+}
+
+static void batch_flush(wbatch_t *b)
+{
+    sb_worker_t *w = b->worker;
+    uv_check_stop(&b->check);
+    uv_idle_stop(&b->idle);
+    wjob_t *list = b->head;
+    b->head = b->tail = NULL;
+    while (list != NULL)
+        send_group(w, &list, list);
+}
+
+static void on_batch_check(uv_check_t *handle)
+{
+    batch_flush(handle->data);
+}
+
+static void on_batch_idle(uv_idle_t *handle)
+{
+    batch_flush(handle->data);
+}
+
+static void on_batch_closed(uv_handle_t *handle)
+{
+    wbatch_t *b = handle->data;
+    if (--b->open_handles == 0)
+        free(b);
+}
+
+void sb_webhook_worker_close(sb_worker_t *w)
+{
+    wbatch_t *b = w->webhook_batch;
+    if (b == NULL)
+        return;
+    w->webhook_batch = NULL;
+    if (b->head != NULL)
+        batch_flush(b);
+    uv_close((uv_handle_t *)&b->check, on_batch_closed);
+    uv_close((uv_handle_t *)&b->idle, on_batch_closed);
+}
+
+static void batch_add(wjob_t *j)
+{
+    sb_worker_t *w = j->super.worker;
+    wbatch_t *b = w->webhook_batch;
+    if (b == NULL) {
+        b = w->webhook_batch = sb_mem_calloc(1, sizeof(*b));
+        uv_check_init(&w->loop, &b->check);
+        uv_idle_init(&w->loop, &b->idle);
+        b->check.data = b->idle.data = b;
+        b->open_handles = 2;
+        b->worker = w;
+    }
+    if (b->head == NULL) {
+        b->head = j;
+        uv_check_start(&b->check, on_batch_check);
+        uv_idle_start(&b->idle, on_batch_idle);
+    } else {
+        b->tail->batch_next = j;
+    }
+    b->tail = j;
+}
+
+/* Prepares the job's part of the org's step (its identity keys and per-event arguments),
+ * then adds it to the batch of this loop iteration. */
 static void enqueue(wjob_t *j, const char *org)
 {
     const sb_conf_t *conf = j->super.worker->server->conf;
     h2o_mem_pool_t *pool = &j->super.pool;
-    size_t n = j->events.size, argc = 1 + n + FIXED_ARGS + n * ARGS_PER_EVENT;
-    const char **argv = h2o_mem_alloc_pool(pool, sizeof(*argv) * argc);
-    size_t *argvlen = h2o_mem_alloc_pool(pool, sizeof(*argvlen) * argc);
-    size_t k = 0;
+    size_t n = j->events.size, k = 0;
+    j->ddkeys = h2o_mem_alloc_pool(pool, sizeof(*j->ddkeys) * n);
+    j->ddlens = h2o_mem_alloc_pool(pool, sizeof(*j->ddlens) * n);
+    const char **argv = j->evargs = h2o_mem_alloc_pool(pool, sizeof(*argv) * n * ARGS_PER_EVENT);
+    size_t *argvlen = j->evlens = h2o_mem_alloc_pool(pool, sizeof(*argvlen) * n * ARGS_PER_EVENT);
 #define ARG_IOV(v)                                                                                 \
     do {                                                                                           \
         h2o_iovec_t sb__v = or_empty(v);                                                           \
@@ -421,21 +622,14 @@ static void enqueue(wjob_t *j, const char *org)
 
     /* a copy: the cached connection that named the org may expire before the last step */
     org = j->org = sb_pool_strdup(pool, org, strlen(org)).base;
-    ARG_IOV(sb_key_org(pool, conf->redis_prefix, "inbox", org, NULL));
     for (size_t i = 0; i < n; ++i) {
         h2o_iovec_t id = j->events.entries[i].identity;
         h2o_iovec_t rest = sb_pool_printf(pool, "%s:%.*s", event_conn(j, i), (int)id.len, id.base);
-        ARG_IOV(sb_key_org_n(pool, conf->redis_prefix, "dd", org, rest.base, rest.len));
+        h2o_iovec_t key = sb_key_org_n(pool, conf->redis_prefix, "dd", org, rest.base, rest.len);
+        j->ddkeys[i] = key.base;
+        j->ddlens[i] = key.len;
     }
-    ARG_STR(conf->redis_prefix);
-    ARG_STR(j->conn_id);
-    ARG_STR(org);
-    ARG_STR(j->adapter->name);
-    ARG_IOV(sb_pool_printf(pool, "%lld", (long long)conf->stream_maxlen));
-    ARG_IOV(sb_pool_printf(pool, "%lld", (long long)conf->dedup_ttl_seconds));
     int64_t now = sb_now_ms();
-    ARG_IOV(sb_pool_printf(pool, "%lld", (long long)now));
-    ARG_IOV(sb_pool_printf(pool, "%zu", n));
     /* Every event has a time: the provider's, else the time it was received. */
     sb_event_default_time(&j->events, now);
     for (size_t i = 0; i < n; ++i) {
@@ -487,17 +681,13 @@ static void enqueue(wjob_t *j, const char *org)
         }
         ARG_STR(efield);
         ARG_IOV(etext);
-        ARG_STR(j->ev_conn != NULL && j->ev_conn[i] != NULL ? j->ev_conn[i] : "");
+        ARG_STR(event_conn(j, i));
         sb_buf_dispose(&contact);
         sb_buf_dispose(&content);
     }
 #undef ARG_IOV
 #undef ARG_STR
-    j->enqueue_started_us = sb_mono_us();
-    sb_redis_t *redis = j->super.worker->redis;
-    if (redis == NULL || sb_redis_eval(redis, &script_enqueue, on_enqueued, j, (int)(1 + n),
-                                       (int)argc, argv, argvlen) != 0)
-        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
+    batch_add(j);
 }
 
 /* ---- The connection cache ----

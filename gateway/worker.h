@@ -55,6 +55,8 @@ typedef struct st_sb_worker_t {
     struct st_sb_outbound_t *outbound;
     /** Worker 0: the renewal of long-lived tokens (renew.c). */
     struct st_sb_renew_t *renew;
+    /** Webhooks waiting for the end of this loop iteration to be enqueued (webhook.c). */
+    struct st_wbatch_t *webhook_batch;
     /** The live inbox feed of this worker (feed.c). */
     struct st_sb_feed_t *feed;
 } sb_worker_t;

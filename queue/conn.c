@@ -18,9 +18,10 @@
  * Writes are deferred to the end of the loop iteration. hiredis asks for the write watch after
  * every command it queues and drops it once its buffer is written, which is two epoll_ctl
  * calls and one write per command. Once the context is connected the adapter instead starts a
- * uv_prepare handle (run once per loop iteration, before the loop waits for I/O) and writes
- * there: every command queued during the iteration goes out in one write, and the poll is
- * armed for writing only when the socket would block.
+ * uv_idle handle and writes from it: every command queued until then goes out in one write,
+ * and the poll is armed for writing only when the socket would block. An active idle handle
+ * keeps the loop from blocking, so the write is at most one (non-waiting) poll later, whatever
+ * phase of the loop queued the command.
  *
  * Lifecycle. One sb_conn_t owns at most one redisAsyncContext at a time (r->ac). A context
  * is created by start_connect(), attached, and then the connect callback is set (in that order:
@@ -132,7 +133,7 @@ static void connection_gone(sb_conn_t *r, const char *why);
 typedef struct st_uv_events_t {
     redisAsyncContext *ac; /* NULL once hiredis has cleaned up */
     uv_poll_t poll;
-    uv_prepare_t flush; /* the deferred write (DESIGN) */
+    uv_idle_t flush;    /* the deferred write (DESIGN) */
     int events;
     int flush_pending; /* hiredis has something to write: flush at the end of the iteration */
     int flushing;      /* inside the deferred write: an addWrite now means the socket blocked */
@@ -175,10 +176,10 @@ static void uv_events_del_read(void *privdata)
     uv_events_update(p);
 }
 
-static void uv_events_on_flush(uv_prepare_t *handle)
+static void uv_events_on_flush(uv_idle_t *handle)
 {
     uv_events_t *p = handle->data;
-    uv_prepare_stop(handle);
+    uv_idle_stop(handle);
     if (p->ac == NULL || !p->flush_pending)
         return;
     p->flush_pending = 0;
@@ -195,7 +196,7 @@ static void uv_events_add_write(void *privdata)
     if (p->ac != NULL && (p->ac->c.flags & REDIS_CONNECTED) && !p->flushing) {
         if (!p->flush_pending && !(p->events & UV_WRITABLE)) {
             p->flush_pending = 1;
-            uv_prepare_start(&p->flush, uv_events_on_flush);
+            uv_idle_start(&p->flush, uv_events_on_flush);
         }
         return;
     }
@@ -245,7 +246,7 @@ static int uv_events_attach(redisAsyncContext *ac, uv_loop_t *loop)
         free(p); /* never initialized as a handle: plain free is right */
         return -1;
     }
-    uv_prepare_init(loop, &p->flush); /* cannot fail */
+    uv_idle_init(loop, &p->flush); /* cannot fail */
     p->open_handles = 2;
     p->poll.data = p;
     p->flush.data = p;

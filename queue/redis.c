@@ -174,6 +174,11 @@ int sb_redis_is_cluster(const sb_redis_t *r)
     return r != NULL && r->mode == MODE_CLUSTER;
 }
 
+int sb_redis_is_single(const sb_redis_t *r)
+{
+    return r != NULL && r->mode == MODE_SINGLE;
+}
+
 int sb_redis_key_ready(const sb_redis_t *r, const char *key, size_t keylen)
 {
     if (r == NULL || r->closing)

@@ -111,6 +111,12 @@ int sb_redis_connected(const sb_redis_t *r);
 int sb_redis_is_cluster(const sb_redis_t *r);
 
 /**
+ * True once the client found a single instance at connect (not while it is still probing):
+ * every key is then on one server, so one script may touch keys of any slot.
+ */
+int sb_redis_is_single(const sb_redis_t *r);
+
+/**
  * True while a command to 'key' can be sent: on a single instance sb_redis_connected(); on a
  * cluster, the key's slot has a primary whose connection is ready.
  */

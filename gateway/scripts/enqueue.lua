@@ -2,20 +2,24 @@
 --! include lib/inbox.lua
 -- The org's step of a webhook's enqueue (webhook.c): everything in the org's slot.
 -- KEYS: inbox:{org}, then each event's identity record dd:{org}:{conn}:{identity}
--- ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, then 22 per event
+-- ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, one, then 22 per event
 --   (webhook.c says which; the last, when not '', is the event's connection: another of the
 --   org's than the URL's, which a body of the app's callback URL is routed to by entry)
 -- -> per event {status, target, event JSON, conversation, conversation new (1/0)}: status
 --   0 routed, 1 duplicate, 2 unrouted, 3 blocked, 4 inbox only; target 'a:<assistant>',
 --   'u' (sb:unrouted) or '' (none). The identity record keeps the target and the event, so
 --   a retry (a duplicate) gets back the very same event and completes the target step.
+-- one = '1' when every key is on this server (a single instance, not a cluster): then this
+--   script also appends each event to its target stream and sets convorg:{cv} itself, in the
+--   same atomic call, and answers target '' and conversation new 0 (nothing left to do); the
+--   identity record then keeps no copy of the event.
 local P, urlconn, org, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local maxlen, ttl, now, n = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local maxlen, ttl, now, n, one = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1'
 local K = SBK(P, org)
 local out = {}
 local inbox = KEYS[1]
 for i = 0, n - 1 do
-  local b = 9 + i * 22
+  local b = 10 + i * 22
   local identity, recipient, cext, name, phone, username, chat, kind, evid, crest, tail, newcid, uid, thread =
     unpack(ARGV, b, b + 13)
   local mext, state, mtype, preview, ts, efield, etext, conn = unpack(ARGV, b + 14, b + 21)
@@ -80,7 +84,7 @@ for i = 0, n - 1 do
       local ev = '{"v":1,"id":"' .. evid .. '","kind":"' .. kind ..
         '","direction":"in","channel":"' .. channel .. '","org_id":"' .. org ..
         '","connection_id":"' .. conn .. '"'
-      local cv, cvnew = nil, 0
+      local cv, cvnew, pre = nil, 0, nil
       if bid then
         local addr = chat ~= '' and chat or cext
         local key = addr
@@ -88,19 +92,31 @@ for i = 0, n - 1 do
         if thread ~= '' then key = key .. '#' .. thread end
         cv = 'cv_' .. string.sub(redis.sha1hex(bid .. '|' .. key), 1, 24)
         local cvkey = K('conv', cv)
-        if redis.call('EXISTS', cvkey) == 0 then
+        -- what the inbox update (SBX.item) reads, with the record's own fields, in one call
+        local c = redis.call('HMGET', cvkey, 'channel', 'connection_id', 'assistant_id', 'contact_id',
+                             'listed', 'window_expires_at', 'unread', 'id', 'chat_id', 'user_id',
+                             'last_inbound_at')
+        local extra = {}
+        if not c[8] then
           cvnew = 1
           redis.call('HSET', cvkey, 'id', cv, 'org', org, 'connection_id', conn, 'binding_id', bid,
                      'channel', channel, 'chat_id', addr, 'sender_id', recipient, 'created_at', now, 'assistant_id', aid)
           if cid then redis.call('HSET', cvkey, 'contact_id', cid) end
           if thread ~= '' then redis.call('HSET', cvkey, 'thread_id', thread) end
           if cuid ~= '' then redis.call('HSET', cvkey, 'user_id', cuid) end
+          c = {channel, conn, aid, cid or false, false, false, false}
         elseif cuid ~= '' then
-          local cc = redis.call('HMGET', cvkey, 'chat_id', 'user_id')
-          if cc[2] ~= cuid then redis.call('HSET', cvkey, 'user_id', cuid) end
-          if addr ~= cuid and cc[1] ~= addr then redis.call('HSET', cvkey, 'chat_id', addr) end
+          if c[10] ~= cuid then extra[#extra + 1] = 'user_id'; extra[#extra + 1] = cuid end
+          if addr ~= cuid and c[9] ~= addr then extra[#extra + 1] = 'chat_id'; extra[#extra + 1] = addr end
         end
-        if kind ~= 'status' and tonumber(ts) > tonumber(redis.call('HGET', cvkey, 'last_inbound_at') or '0') then redis.call('HSET', cvkey, 'last_inbound_at', ts) end
+        if kind ~= 'status' and tonumber(ts) > tonumber(c[11] or '0') then
+          extra[#extra + 1] = 'last_inbound_at'; extra[#extra + 1] = ts
+        end
+        if kind == 'status' and #extra > 0 then redis.call('HSET', cvkey, unpack(extra)) end
+        -- the contact's status, when the conversation's contact is this event's
+        local cst = nil
+        if (c[4] or nil) == cid then cst = cid and status or 'SUBSCRIBED' end
+        pre = {c = c, st = cst, extra = extra}
         ev = ev .. ',"binding_id":"' .. bid .. '","assistant_id":"' .. aid ..
           '","conversation_id":"' .. cv .. '"'
       end
@@ -121,15 +137,26 @@ for i = 0, n - 1 do
         if kind == 'status' then
           SBX.status(P, org, cv, mext, state)
         else
-          SBX.item(P, org, cv, ev, eid, 'in', kind, mtype, preview, ts, now, '', mext, maxlen)
+          SBX.item(P, org, cv, ev, eid, 'in', kind, mtype, preview, ts, now, '', mext, maxlen, pre)
           if kind == 'edit' then SBX.edit(P, org, cv, mext, efield, etext, ts, preview) end
         end
       end
-      out[#out + 1] = {st, target, ev, cv or '', cvnew}
-      if target ~= '' then
-        redis.call('HSET', dd, 't', target, 'e', ev, 'c', cv or '')
-      else
+      if one then
+        -- the other steps, here: the target stream and the conversation's org
+        if target ~= '' then
+          local stream = target == 'u' and P .. 'unrouted' or P .. 'in:{' .. aid .. '}'
+          redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'event', ev)
+        end
+        if cvnew == 1 then redis.call('SET', P .. 'convorg:{' .. cv .. '}', org, 'NX') end
+        out[#out + 1] = {st, '', '', cv or '', 0}
         redis.call('HSET', dd, 't', '', 'c', cv or '')
+      else
+        out[#out + 1] = {st, target, ev, cv or '', cvnew}
+        if target ~= '' then
+          redis.call('HSET', dd, 't', target, 'e', ev, 'c', cv or '')
+        else
+          redis.call('HSET', dd, 't', '', 'c', cv or '')
+        end
       end
     end
     redis.call('EXPIRE', dd, ttl)

@@ -2,11 +2,15 @@
 -- outbound.c's record scripts) and by the contact status change: include this file in a
 -- script (--! include lib/inbox.lua), then call SBX.item / SBX.status / SBX.edit / SBX.contact_status.
 --
--- SBX.item(P, org, cv, ev, eid, dir, kind, mtype, preview, ts, now, author, ext, maxlen)
+-- SBX.item(P, org, cv, ev, eid, dir, kind, mtype, preview, ts, now, author, ext, maxlen, pre)
 --   adds the inbox entry 'eid' (event JSON 'ev') to the history of conversation 'cv' and
 --   updates the list: activity 'now', last message (message, postback, referral, outbound),
 --   unread (+1 for inbound message, postback, referral), the WhatsApp window (inbound
 --   'ts' + 24 h), provider message id 'ext' -> entry, statuses that came before it.
+--   'pre' (optional) is what the caller already read: pre.c the conversation's channel,
+--   connection_id, assistant_id, contact_id, listed, window_expires_at and unread (HMGET
+--   order), pre.st the contact's status (nil: read it), pre.extra more field/value pairs of
+--   the conversation record to write in the same HSET.
 -- SBX.status(P, org, cv, ext, state): the delivery of the message of provider id 'ext'
 --   rises to 'state' (sent < delivered < read < failed; never back).
 -- SBX.edit(P, org, cv, ext, field, text, ts, preview): the message 'ext' now has 'text' in
@@ -69,13 +73,22 @@ function SBX.status(P, org, cv, ext, state)
     if not cur or SBX_RANK[cur] < r then redis.call('SET', pk, state, 'EX', 3600) end
   end
 end
-function SBX.item(P, org, cv, ev, eid, dir, kind, mtype, preview, ts, now, author, ext, maxlen)
+SBX.on = {} -- per counts hash: whether it counts (read once per script call)
+function SBX.item(P, org, cv, ev, eid, dir, kind, mtype, preview, ts, now, author, ext, maxlen, pre)
   local tag = '{' .. org .. '}'
   local ck = P .. 'conv:' .. tag .. ':' .. cv
   local mi = P .. 'msgidx:' .. tag .. ':' .. cv
   redis.pcall('XADD', P .. 'hist:' .. tag .. ':' .. cv, 'MAXLEN', '~', maxlen, eid, 'e', ev)
-  local c = redis.call('HMGET', ck, 'channel', 'connection_id', 'assistant_id', 'contact_id', 'listed', 'window_expires_at', 'unread')
+  local c
+  if pre then
+    c = pre.c
+  else
+    c = redis.call('HMGET', ck, 'channel', 'connection_id', 'assistant_id', 'contact_id', 'listed', 'window_expires_at', 'unread')
+  end
   local f = {'activity_at', now}
+  if pre then
+    for k = 1, #pre.extra do f[#f + 1] = pre.extra[k] end
+  end
   if not c[5] then
     f[#f + 1] = 'listed'; f[#f + 1] = '1'
     if c[4] then redis.call('SADD', P .. 'contactconvs:' .. tag .. ':' .. c[4], cv) end
@@ -112,16 +125,23 @@ function SBX.item(P, org, cv, ev, eid, dir, kind, mtype, preview, ts, now, autho
   redis.call('HSET', ck, unpack(f))
   local L = P .. 'convs:' .. tag
   local H = L .. ':counts'
-  local counting = redis.call('HEXISTS', H, 'on') == 1
+  local counting = SBX.on[H]
+  if counting == nil then
+    counting = redis.call('HEXISTS', H, 'on') == 1
+    SBX.on[H] = counting
+  end
   if not c[5] and not counting and redis.call('ZCARD', L) == 0 then
-    redis.call('HSET', H, 'on', '1'); counting = true
+    redis.call('HSET', H, 'on', '1'); counting = true; SBX.on[H] = true
   end
   redis.call('ZADD', L, now, cv)
   redis.call('ZADD', L .. ':ch:' .. c[1], now, cv)
   redis.call('ZADD', L .. ':cn:' .. c[2], now, cv)
   if c[3] and c[3] ~= '' then redis.call('ZADD', L .. ':as:' .. c[3], now, cv) end
-  local st = 'SUBSCRIBED'
-  if c[4] then st = redis.call('HGET', P .. 'contact:' .. tag .. ':' .. c[4], 'status') or st end
+  local st = pre and pre.st
+  if not st then
+    st = 'SUBSCRIBED'
+    if c[4] then st = redis.call('HGET', P .. 'contact:' .. tag .. ':' .. c[4], 'status') or st end
+  end
   redis.call('ZADD', L .. ':st:' .. st, now, cv)
   if unread > 0 then redis.call('ZADD', L .. ':unread', now, cv) end
   if counting then
