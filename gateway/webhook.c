@@ -19,7 +19,7 @@
  *      appends each event whose guard ddin:... it sets (SET NX): at most once per stream.
  * On a single instance every key is on the one server, so the org's script does steps 2 and 3
  * itself in the same atomic call (one round trip per webhook; the identity record then needs
- * no copy of the event). On a cluster the stream and convorg:{cv} are on other slots.
+ * only a mark, set first with SET NX EX). On a cluster the stream and convorg:{cv} are on other slots.
  * Each step is idempotent, so a crash between steps is completed by the provider's retry (no
  * 200 was sent): the retry finds the records, appends nothing to the inbox again and hands
  * the same events to steps 2 and 3. When Redis cannot take the events (down, error,

@@ -12,7 +12,7 @@
 -- one = '1' when every key is on this server (a single instance, not a cluster): then this
 --   script also appends each event to its target stream and sets convorg:{cv} itself, in the
 --   same atomic call, and answers target '' and conversation new 0 (nothing left to do); the
---   identity record then keeps no copy of the event.
+--   identity record is then a mark (SET NX EX, the first call for the event), not a hash.
 local P, urlconn, org, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local maxlen, ttl, now, n, one = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1'
 local K = SBK(P, org)
@@ -25,7 +25,13 @@ for i = 0, n - 1 do
   local mext, state, mtype, preview, ts, efield, etext, conn = unpack(ARGV, b + 14, b + 21)
   if conn == '' then conn = urlconn end
   local dd = KEYS[2 + i]
-  local seen = redis.call('EXISTS', dd) == 1
+  local seen
+  if one then
+    -- the record is only a mark here (nothing is left for a retry to complete)
+    seen = not redis.call('SET', dd, '1', 'NX', 'EX', ttl)
+  else
+    seen = redis.call('EXISTS', dd) == 1
+  end
   if seen then
     local d = redis.pcall('HMGET', dd, 't', 'e', 'c')
     if d.err or not d[1] then
@@ -72,7 +78,7 @@ for i = 0, n - 1 do
     end
     if status == 'BLOCKED' then
       out[#out + 1] = {3, '', '', '', 0}
-      redis.call('HSET', dd, 't', '')
+      if not one then redis.call('HSET', dd, 't', '') end
     else
       local bid = redis.call('GET', K('route', conn .. ':' .. recipient))
       local aid, enabled = nil, nil
@@ -149,7 +155,6 @@ for i = 0, n - 1 do
         end
         if cvnew == 1 then redis.call('SET', P .. 'convorg:{' .. cv .. '}', org, 'NX') end
         out[#out + 1] = {st, '', '', cv or '', 0}
-        redis.call('HSET', dd, 't', '', 'c', cv or '')
       else
         out[#out + 1] = {st, target, ev, cv or '', cvnew}
         if target ~= '' then
@@ -159,7 +164,7 @@ for i = 0, n - 1 do
         end
       end
     end
-    redis.call('EXPIRE', dd, ttl)
+    if not one then redis.call('EXPIRE', dd, ttl) end
   end
 end
 return out
