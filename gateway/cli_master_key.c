@@ -14,7 +14,10 @@
  *   4. record the new key as "current" and the old one as "previous";
  *   5. re-seal every connection's credentials whose key id is not the new key, each with a
  *      compare-and-set script (a credential changed through the API meanwhile is read
- *      again), in passes until one finds nothing left.
+ *      again), in passes until one finds nothing left. Each pass scans every primary of a
+ *      cluster (a key whose slot moved meanwhile is found on its new node by the next pass).
+ * The key record and the heartbeats share the {master-key} hash tag: one connection, to the
+ * node that serves them (sb_store_connect), reads and writes both.
  * Interrupted at any step, running it again continues: a key file whose first key is the
  * recorded "next" resumes at step 3.
  */
@@ -31,13 +34,13 @@
 redisContext *sb_cli_open_store(const sb_conf_t *conf, sb_keyset_t *set)
 {
     char err[1024], path[1024];
-    redisContext *c = sb_store_connect(conf->redis_url, 5000, err, sizeof(err));
+    redisContext *c = sb_store_connect(conf->redis_url, conf->redis_prefix, 5000, err, sizeof(err));
     if (c == NULL) {
         fprintf(stderr, "switchboard: %s\n", err);
         return NULL;
     }
     sb_conf_master_key_path(conf, path, sizeof(path));
-    int rc = sb_master_key_open(c, conf->redis_prefix, path, 0, set, err, sizeof(err));
+    int rc = sb_master_key_open(c, conf->redis_url, conf->redis_prefix, path, 0, set, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "switchboard: %s\n", err);
         redisFree(c);
@@ -89,16 +92,29 @@ static const char cas_script[] =
     "redis.call('HSET', KEYS[1], 'secrets', ARGV[2]) return 1 end return 0";
 
 typedef struct st_pass_t {
-    size_t resealed, current, failed;
+    const char *prefix;
+    const sb_keyset_t *set;
+    size_t resealed, current, failed, moved;
 } pass_t;
 
-/* One pass over the connections: re-seals what 'set' (new key first) does not seal yet. */
-static int reseal_pass(redisContext *c, const char *prefix, const sb_keyset_t *set, pass_t *p)
+static int redirected(const redisReply *r)
 {
+    return r != NULL && r->type == REDIS_REPLY_ERROR &&
+           (strncmp(r->str, "MOVED ", 6) == 0 || strncmp(r->str, "ASK ", 4) == 0);
+}
+
+/* One pass over the connections of one primary (every primary of a cluster in turn, through
+ * sb_store_each_primary): re-seals what 'set' (new key first) does not seal yet. A key whose
+ * slot moved away meanwhile is counted in 'moved' and left for the next pass, which scans
+ * its new node. */
+static int reseal_node(redisContext *c, void *data)
+{
+    pass_t *p = data;
+    const char *prefix = p->prefix;
+    const sb_keyset_t *set = p->set;
     char pattern[512], cursor[32] = "0";
     sb_key_pattern(prefix, "connection:*", pattern, sizeof(pattern));
     size_t plen = strlen(prefix) + strlen("connection:");
-    memset(p, 0, sizeof(*p));
     do {
         redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 500", cursor, pattern);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
@@ -116,9 +132,10 @@ static int reseal_pass(redisContext *c, const char *prefix, const sb_keyset_t *s
             for (int attempt = 0; attempt < 10; ++attempt) {
                 redisReply *h = redisCommand(c, "HGET %s secrets", k);
                 if (h == NULL || h->type != REDIS_REPLY_STRING) {
+                    p->moved += redirected(h);
                     if (h != NULL)
                         freeReplyObject(h);
-                    break; /* deleted meanwhile, or not a connection */
+                    break; /* deleted or moved meanwhile, or not a connection */
                 }
                 if (h->len > SB_KEY_ID_LEN && h->str[SB_KEY_ID_LEN] == ':' &&
                     memcmp(h->str, set->fp[0], SB_KEY_ID_LEN) == 0) {
@@ -144,7 +161,9 @@ static int reseal_pass(redisContext *c, const char *prefix, const sb_keyset_t *s
                 freeReplyObject(h);
                 sb_buf_dispose(&sealed);
                 int done = w != NULL && w->type == REDIS_REPLY_INTEGER && w->integer == 1;
-                int err = w == NULL || w->type == REDIS_REPLY_ERROR;
+                int moved = redirected(w);
+                int err = !moved && (w == NULL || w->type == REDIS_REPLY_ERROR);
+                p->moved += moved;
                 if (w != NULL)
                     freeReplyObject(w);
                 if (err)
@@ -153,6 +172,8 @@ static int reseal_pass(redisContext *c, const char *prefix, const sb_keyset_t *s
                     p->resealed++;
                     break;
                 }
+                if (moved)
+                    break;
                 /* changed meanwhile: read it again */
             }
         }
@@ -250,15 +271,17 @@ int sb_cli_master_key_rotate(const sb_conf_t *conf, int wait_seconds)
     /* 5. re-seal */
     size_t total = 0, failed = 0, current = 0;
     for (int passes = 0; passes < 5; ++passes) {
-        pass_t p;
-        if (reseal_pass(c, prefix, &next, &p) != 0) {
-            fprintf(stderr, "switchboard: redis failed while re-sealing; run it again\n");
+        pass_t p = {.prefix = prefix, .set = &next};
+        err[0] = '\0';
+        if (sb_store_each_primary(conf->redis_url, reseal_node, &p, err, sizeof(err)) != 0) {
+            fprintf(stderr, "switchboard: redis failed while re-sealing (%s); run it again\n",
+                    err);
             goto Exit;
         }
         total += p.resealed;
         failed = p.failed;
         current = p.current;
-        if (p.resealed == 0)
+        if (p.resealed == 0 && p.moved == 0)
             break;
     }
     printf("master key rotated: key %.16s seals the store under prefix \"%s\"; %zu "

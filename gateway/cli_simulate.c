@@ -13,8 +13,10 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <openssl/crypto.h>
 #include <openssl/hmac.h>
 #include "cli.h"
+#include "queue/redis.h"
 #include "store.h"
 
 static json_t *media_telegram(const char *media, const char *uniq, json_t *msg)
@@ -134,14 +136,37 @@ static size_t collect(char *data, size_t size, size_t n, void *user)
     return size * n;
 }
 
-/* The first binding's external id of the connection (into 'out'), or "" when it has none. */
-static void first_binding(redisContext *c, const char *prefix, const char *org, const char *id,
-                          char *out, size_t outlen)
+/* One command on the node that serves its key (the keys read here are of several slots on
+ * a cluster): MOVED and ASK followed. */
+static redisReply *store_command(const sb_conf_t *conf, const char *cmd, const char *key,
+                                 const char *a1, const char *a2, const char *a3)
 {
+    sb_redis_url_t url;
+    char err[256];
+    if (sb_redis_url_parse(conf->redis_url, &url, err, sizeof(err)) != 0)
+        return NULL;
+    const char *argv[5] = {cmd, key, a1, a2, a3};
+    size_t argvlen[5];
+    int argc = 2 + (a1 != NULL) + (a2 != NULL) + (a3 != NULL);
+    for (int i = 0; i < argc; ++i)
+        argvlen[i] = strlen(argv[i]);
+    redisReply *r = sb_redis_sync_command(&url, 5000, argc, argv, argvlen, err, sizeof(err));
+    OPENSSL_cleanse(&url, sizeof(url));
+    return r;
+}
+
+/* The first binding's external id of the connection (into 'out'), or "" when it has none. */
+static void first_binding(const sb_conf_t *conf, const char *org, const char *id, char *out,
+                          size_t outlen)
+{
+    const char *prefix = conf->redis_prefix;
+    char key[512];
     out[0] = '\0';
-    redisReply *r = redisCommand(c, "SRANDMEMBER %sconnection:{%s}:%s:bindings", prefix, org, id);
+    snprintf(key, sizeof(key), "%sconnection:{%s}:%s:bindings", prefix, org, id);
+    redisReply *r = store_command(conf, "SRANDMEMBER", key, NULL, NULL, NULL);
     if (r != NULL && r->type == REDIS_REPLY_STRING) {
-        redisReply *e = redisCommand(c, "HGET %sbinding:{%s}:%s external_id", prefix, org, r->str);
+        snprintf(key, sizeof(key), "%sbinding:{%s}:%s", prefix, org, r->str);
+        redisReply *e = store_command(conf, "HGET", key, "external_id", NULL, NULL);
         if (e != NULL && e->type == REDIS_REPLY_STRING)
             snprintf(out, outlen, "%s", e->str);
         if (e != NULL)
@@ -177,13 +202,15 @@ int sb_cli_simulate(const sb_conf_t *conf, const sb_simulate_opts_t *o)
         return 1;
     /* The connection's org names its keys (keys.h). */
     char org[256] = "";
-    redisReply *g = redisCommand(c, "GET %sconnorg:{%s}", conf->redis_prefix, o->connection);
+    char key[512];
+    snprintf(key, sizeof(key), "%sconnorg:{%s}", conf->redis_prefix, o->connection);
+    redisReply *g = store_command(conf, "GET", key, NULL, NULL, NULL);
     if (g != NULL && g->type == REDIS_REPLY_STRING && g->len < sizeof(org))
         memcpy(org, g->str, g->len + 1);
     if (g != NULL)
         freeReplyObject(g);
-    redisReply *h = redisCommand(c, "HMGET %sconnection:{%s}:%s provider secrets bot_id",
-                                 conf->redis_prefix, org, o->connection);
+    snprintf(key, sizeof(key), "%sconnection:{%s}:%s", conf->redis_prefix, org, o->connection);
+    redisReply *h = store_command(conf, "HMGET", key, "provider", "secrets", "bot_id");
     if (h == NULL || h->type != REDIS_REPLY_ARRAY || h->elements != 3 ||
         h->element[0]->type != REDIS_REPLY_STRING || h->element[1]->type != REDIS_REPLY_STRING) {
         fprintf(stderr, "switchboard: no connection \"%s\" under prefix \"%s\"\n", o->connection,
@@ -203,7 +230,7 @@ int sb_cli_simulate(const sb_conf_t *conf, const sb_simulate_opts_t *o)
     if (o->to != NULL)
         snprintf(to, sizeof(to), "%s", o->to);
     else
-        first_binding(c, conf->redis_prefix, org, o->connection, to, sizeof(to));
+        first_binding(conf, org, o->connection, to, sizeof(to));
     if (to[0] == '\0' && strcmp(provider, "telegram") == 0 &&
         h->element[2]->type == REDIS_REPLY_STRING)
         snprintf(to, sizeof(to), "%s", h->element[2]->str);

@@ -70,9 +70,8 @@ static int usage_error(const char *fmt, ...)
 /*
  * The API key subcommands write through sb_redis_sync_command(), which tries every seed of
  * redis.url and follows MOVED and ASK, so they work on a single instance and on a Cluster
- * alike. Before writing, the key file is checked against the store: on a single instance
- * with the gateway's own check (sb_master_key_open); on a Cluster against the record
- * {prefix}{master-key} read through the same client.
+ * alike. Before writing, the key file is checked against the store with the gateway's own
+ * check (sb_master_key_open, on the node of the key record, every primary scanned).
  */
 static redisReply *keys_command(const sb_redis_url_t *url, int argc, const char **argv)
 {
@@ -93,52 +92,12 @@ static int keys_check_store(const sb_conf_t *conf, sb_redis_url_t *url)
         fprintf(stderr, "switchboard: redis.url: %s\n", err);
         return -1;
     }
-    redisReply *r = keys_command(url, 2, (const char *[]){"INFO", "cluster"});
-    if (r == NULL)
-        return -1;
-    int cluster = r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1") != NULL;
-    freeReplyObject(r);
     sb_keyset_t set;
-    if (!cluster) {
-        redisContext *c = sb_cli_open_store(conf, &set);
-        sb_keyset_cleanse(&set);
-        if (c == NULL)
-            return -1;
-        redisFree(c);
-        return 0;
-    }
-    char path[1024], key[512];
-    sb_conf_master_key_path(conf, path, sizeof(path));
-    snprintf(key, sizeof(key), "%s{master-key}", conf->redis_prefix);
-    r = keys_command(url, 5, (const char *[]){"HMGET", key, "current", "previous", "next"});
-    if (r == NULL)
-        return -1;
-    sb_key_record_t rec;
-    memset(&rec, 0, sizeof(rec));
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
-        char *fields[3] = {rec.current, rec.previous, rec.next};
-        for (int i = 0; i < 3; ++i)
-            if (r->element[i]->type == REDIS_REPLY_STRING && r->element[i]->len == 64)
-                memcpy(fields[i], r->element[i]->str, 65);
-    }
-    freeReplyObject(r);
-    rec.exists = rec.current[0] != '\0';
-    if (!rec.exists)
-        return 0; /* the first gateway records its key */
-    int rc = sb_keyset_read(path, &set, err, sizeof(err));
-    if (rc == 1)
-        snprintf(err, sizeof(err),
-                 "master key file %s does not exist, but the store under prefix \"%s\" is sealed "
-                 "with key %.16s",
-                 path, conf->redis_prefix, rec.current);
-    if (rc == 0 &&
-        sb_key_record_accepts(&rec, &set, conf->redis_prefix, path, err, sizeof(err)) != 0)
-        rc = -1;
+    redisContext *c = sb_cli_open_store(conf, &set);
     sb_keyset_cleanse(&set);
-    if (rc != 0) {
-        fprintf(stderr, "switchboard: %s\n", err);
+    if (c == NULL)
         return -1;
-    }
+    redisFree(c);
     return 0;
 }
 

@@ -453,10 +453,10 @@ static int load_master_key(sb_server_t *server)
     char err[1024];
     sb_keyset_t set;
     sb_conf_master_key_path(conf, server->key_path, sizeof(server->key_path));
-    redisContext *c = sb_store_connect(conf->redis_url, 2000, err, sizeof(err));
+    redisContext *c = sb_store_connect(conf->redis_url, conf->redis_prefix, 2000, err, sizeof(err));
     int rc = -2;
     if (c != NULL) {
-        rc = sb_master_key_open(c, conf->redis_prefix, server->key_path, 1, &set, err, sizeof(err));
+        rc = sb_master_key_open(c, conf->redis_url, conf->redis_prefix, server->key_path, 1, &set, err, sizeof(err));
         if (rc == 0)
             server->watch_redis = c;
         else
@@ -528,7 +528,7 @@ static int watch_master_key(sb_server_t *server)
     sb_conf_t *conf = server->conf;
     char err[1024];
     if (server->watch_redis == NULL) {
-        server->watch_redis = sb_store_connect(conf->redis_url, 1000, err, sizeof(err));
+        server->watch_redis = sb_store_connect(conf->redis_url, conf->redis_prefix, 1000, err, sizeof(err));
         if (server->watch_redis == NULL)
             return 0;
     }
@@ -537,7 +537,7 @@ static int watch_master_key(sb_server_t *server)
     int broken = 0;
     if (!server->key_verified) {
         sb_keyset_t set;
-        int rc = sb_master_key_open(c, conf->redis_prefix, server->key_path, 0, &set, err,
+        int rc = sb_master_key_open(c, conf->redis_url, conf->redis_prefix, server->key_path, 0, &set, err,
                                     sizeof(err));
         if (rc == -1) {
             sb_log(SB_LOG_ERROR, SB_MODULE, "%s; stopping", err);

@@ -164,13 +164,20 @@ int sb_key_record_accepts(const sb_key_record_t *rec, const sb_keyset_t *set, co
     return -1;
 }
 
-/* Finds one stored credential and tells whether 'set' opens it (1), not (0), none found (2). */
-static int probe_store(redisContext *c, const char *prefix, const sb_keyset_t *set, char *id_out,
-                       size_t idlen)
+typedef struct st_probe_t {
+    const char *prefix;
+    const sb_keyset_t *set;
+    char *id_out;
+    size_t idlen;
+} probe_t;
+
+/* One node of probe_store: 1 or 0 (found one), 2 (none here), -1 (Redis failed). */
+static int probe_node(redisContext *c, void *data)
 {
+    probe_t *pr = data;
     char pattern[512], cursor[32] = "0";
-    sb_key_pattern(prefix, "connection:*", pattern, sizeof(pattern));
-    size_t plen = strlen(prefix) + strlen("connection:");
+    sb_key_pattern(pr->prefix, "connection:*", pattern, sizeof(pattern));
+    size_t plen = strlen(pr->prefix) + strlen("connection:");
     do {
         redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
@@ -189,10 +196,10 @@ static int probe_store(redisContext *c, const char *prefix, const sb_keyset_t *s
             redisReply *h = redisCommand(c, "HGET %s secrets", k);
             if (h != NULL && h->type == REDIS_REPLY_STRING) {
                 json_t *creds = sb_credentials_open_with(
-                    set, cid, h2o_iovec_init(h->str, h->len), NULL);
+                    pr->set, cid, h2o_iovec_init(h->str, h->len), NULL);
                 int ok = creds != NULL;
                 json_decref(creds);
-                snprintf(id_out, idlen, "%s", cid);
+                snprintf(pr->id_out, pr->idlen, "%s", cid);
                 freeReplyObject(h);
                 freeReplyObject(r);
                 return ok;
@@ -203,6 +210,28 @@ static int probe_store(redisContext *c, const char *prefix, const sb_keyset_t *s
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0);
     return 2;
+}
+
+static int probe_each(redisContext *c, void *data)
+{
+    int r = probe_node(c, data);
+    return r == 2 ? 0 : r == 0 ? 3 : r; /* go on to the next node only when none was here */
+}
+
+/* Finds one stored credential (on every primary of a cluster) and tells whether 'set' opens
+ * it (1), not (0), none found (2); -1 when Redis failed. */
+static int probe_store(const char *url, const char *prefix, const sb_keyset_t *set, char *id_out,
+                       size_t idlen, char *err, size_t errlen)
+{
+    probe_t pr = {prefix, set, id_out, idlen};
+    int r = sb_store_each_primary(url, probe_each, &pr, err, errlen);
+    if (r == 0)
+        return 2;
+    if (r == 3)
+        return 0;
+    if (r < 0 && err[0] == '\0')
+        snprintf(err, errlen, "SCAN failed");
+    return r;
 }
 
 int sb_store_migrate(redisContext *c, const char *prefix, char *err, size_t errlen)
@@ -238,8 +267,8 @@ int sb_store_migrate(redisContext *c, const char *prefix, char *err, size_t errl
     return 0;
 }
 
-int sb_master_key_open(redisContext *c, const char *prefix, const char *path, int create,
-                       sb_keyset_t *set, char *err, size_t errlen)
+int sb_master_key_open(redisContext *c, const char *url, const char *prefix, const char *path,
+                       int create, sb_keyset_t *set, char *err, size_t errlen)
 {
     if (sb_store_migrate(c, prefix, err, errlen) != 0)
         return -2;
@@ -262,9 +291,10 @@ int sb_master_key_open(redisContext *c, const char *prefix, const char *path, in
                      path, prefix, rec.current);
             return -1;
         }
-        int p = probe_store(c, prefix, set, id, sizeof(id));
+        char perr[256] = "";
+        int p = probe_store(url, prefix, set, id, sizeof(id), perr, sizeof(perr));
         if (p < 0) {
-            snprintf(err, errlen, "redis: %s", c->errstr[0] ? c->errstr : "SCAN failed");
+            snprintf(err, errlen, "redis: %s", perr);
             return -2;
         }
         if (p != 2) {
@@ -285,9 +315,10 @@ int sb_master_key_open(redisContext *c, const char *prefix, const char *path, in
         }
         return 0;
     } else {
-        int p = probe_store(c, prefix, set, id, sizeof(id));
+        char perr[256] = "";
+        int p = probe_store(url, prefix, set, id, sizeof(id), perr, sizeof(perr));
         if (p < 0) {
-            snprintf(err, errlen, "redis: %s", c->errstr[0] ? c->errstr : "SCAN failed");
+            snprintf(err, errlen, "redis: %s", perr);
             return -2;
         }
         if (p == 0) {
@@ -343,47 +374,33 @@ void sb_mask_secret(const char *value, char out[16])
         snprintf(out, 16, "****%s", value + n - 4);
 }
 
-redisContext *sb_store_connect(const char *url_text, int timeout_ms, char *err, size_t errlen)
+redisContext *sb_store_connect(const char *url_text, const char *prefix, int timeout_ms,
+                               char *err, size_t errlen)
+{
+    sb_redis_url_t url;
+    char uerr[256], key[512], cerr[512];
+    if (sb_redis_url_parse(url_text, &url, uerr, sizeof(uerr)) != 0) {
+        snprintf(err, errlen, "redis.url: %s", uerr);
+        return NULL;
+    }
+    snprintf(key, sizeof(key), "%s{master-key}", prefix);
+    redisContext *c = sb_redis_sync_connect_key(&url, key, (uint32_t)timeout_ms, cerr, sizeof(cerr));
+    OPENSSL_cleanse(&url, sizeof(url));
+    if (c == NULL)
+        snprintf(err, errlen, "cannot connect to redis: %s", cerr);
+    return c;
+}
+
+int sb_store_each_primary(const char *url_text, int (*fn)(redisContext *c, void *data), void *data,
+                          char *err, size_t errlen)
 {
     sb_redis_url_t url;
     char uerr[256];
     if (sb_redis_url_parse(url_text, &url, uerr, sizeof(uerr)) != 0) {
         snprintf(err, errlen, "redis.url: %s", uerr);
-        return NULL;
+        return -1;
     }
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    redisContext *c = url.unix_path[0] != '\0' ? redisConnectUnixWithTimeout(url.unix_path, tv)
-                                               : redisConnectWithTimeout(url.host, url.port, tv);
-    if (c == NULL || c->err) {
-        snprintf(err, errlen, "cannot connect to redis: %s", c ? c->errstr : "out of memory");
-        redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
-    redisReply *r = NULL;
-    if (url.password[0] != '\0') {
-        r = url.username[0] != '\0' ? redisCommand(c, "AUTH %s %s", url.username, url.password)
-                                    : redisCommand(c, "AUTH %s", url.password);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "redis AUTH failed");
-            goto Error;
-        }
-        freeReplyObject(r);
-    }
-    if (url.db != 0) {
-        r = redisCommand(c, "SELECT %d", url.db);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "redis SELECT failed");
-            goto Error;
-        }
-        freeReplyObject(r);
-    }
+    int r = sb_redis_sync_each_primary(&url, 5000, fn, data, err, errlen);
     OPENSSL_cleanse(&url, sizeof(url));
-    return c;
-Error:
-    OPENSSL_cleanse(&url, sizeof(url));
-    if (r != NULL)
-        freeReplyObject(r);
-    redisFree(c);
-    return NULL;
+    return r;
 }

@@ -72,8 +72,8 @@ int sb_key_record_accepts(const sb_key_record_t *rec, const sb_keyset_t *set, co
  * when the check fails. Returns 0 (set->n is 0 when the file is missing and 'create' is not
  * set), -1 when the key is refused (reason in 'err'), -2 when Redis failed.
  */
-int sb_master_key_open(redisContext *c, const char *prefix, const char *path, int create,
-                       sb_keyset_t *set, char *err, size_t errlen);
+int sb_master_key_open(redisContext *c, const char *url, const char *prefix, const char *path,
+                       int create, sb_keyset_t *set, char *err, size_t errlen);
 /**
  * Moves a store of the layout before hash tags to the tagged one (keys.h), once: a single
  * script (gateway/scripts/migrate.lua) on a single instance, nothing on a Cluster (which
@@ -82,10 +82,20 @@ int sb_master_key_open(redisContext *c, const char *prefix, const char *path, in
  */
 int sb_store_migrate(redisContext *c, const char *prefix, char *err, size_t errlen);
 /**
- * A blocking connection to the Redis of 'url' (AUTH and SELECT done), for start-up checks
- * and the command line; NULL with a reason in 'err'.
+ * A blocking connection to the Redis of 'url' (AUTH and SELECT done), for start-up checks,
+ * the heartbeat and the command line: to the node that serves the key record
+ * {prefix}{master-key} and the heartbeats beside it (the first seed that answers on a single
+ * instance, that slot's primary on a cluster); NULL with a reason in 'err'.
  */
-redisContext *sb_store_connect(const char *url, int timeout_ms, char *err, size_t errlen);
+redisContext *sb_store_connect(const char *url, const char *prefix, int timeout_ms, char *err,
+                               size_t errlen);
+/**
+ * Calls fn with a blocking connection to every primary of the Redis of 'url' (the one of a
+ * single instance), for a SCAN that must see every key. Returns 0, fn's first non-zero
+ * result, or -1 with a reason in 'err'.
+ */
+int sb_store_each_primary(const char *url, int (*fn)(redisContext *c, void *data), void *data,
+                          char *err, size_t errlen);
 /** Writes into 'out' the MATCH pattern for keys starting with 'prefix' then 'rest'. */
 void sb_key_pattern(const char *prefix, const char *rest, char *out, size_t outlen);
 /** Fills 'cred' from the JSON object 'creds' (strings copied into 'pool'). */

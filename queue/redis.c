@@ -336,6 +336,143 @@ redisReply *sb_redis_sync_command(const sb_redis_url_t *url, uint32_t timeout_ms
     return NULL;
 }
 
+/* The first seed that answers (the unix socket when the URL names one). */
+static redisContext *sync_connect_seed(const sb_redis_url_t *url, uint32_t timeout_ms, char *err,
+                                       size_t errlen)
+{
+    snprintf(err, errlen, "no Redis address");
+    if (url->unix_path[0] != '\0')
+        return sync_connect(url, NULL, 0, timeout_ms, err, errlen);
+    if (url->nseeds == 0)
+        return sync_connect(url, url->host, url->port, timeout_ms, err, errlen);
+    redisContext *c = NULL;
+    for (size_t i = 0; i < url->nseeds && c == NULL; ++i)
+        c = sync_connect(url, url->seeds[i].host, url->seeds[i].port, timeout_ms, err, errlen);
+    return c;
+}
+
+/* 1: a cluster node, 0: a single instance, -1: no answer. */
+static int sync_is_cluster(redisContext *c)
+{
+    redisReply *r = redisCommand(c, "INFO cluster");
+    int cluster = r == NULL ? -1 : r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1") != NULL;
+    if (r != NULL)
+        freeReplyObject(r);
+    return cluster;
+}
+
+typedef struct st_sync_primary_t {
+    char host[256];
+    int port;
+    unsigned first, last; /* one slot range it serves */
+} sync_primary_t;
+
+/* CLUSTER SLOTS as one entry per slot range (its primary); returns the count or -1. */
+static int sync_slots(redisContext *c, sync_primary_t *out, int max, char *err, size_t errlen)
+{
+    redisReply *r = redisCommand(c, "CLUSTER SLOTS");
+    int n = 0;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        snprintf(err, errlen, "CLUSTER SLOTS: %s",
+                 r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+        n = -1;
+    }
+    for (size_t i = 0; n >= 0 && i < r->elements && n < max; ++i) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 || e->element[2]->type != REDIS_REPLY_ARRAY ||
+            e->element[2]->elements < 2 || e->element[2]->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        sync_primary_t *p = out + n++;
+        const char *host = e->element[2]->element[0]->str;
+        /* an empty address: the node we asked */
+        snprintf(p->host, sizeof(p->host), "%s", host[0] != '\0' ? host : c->tcp.host);
+        p->port = (int)e->element[2]->element[1]->integer;
+        p->first = (unsigned)e->element[0]->integer;
+        p->last = (unsigned)e->element[1]->integer;
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    return n;
+}
+
+static int same_node(redisContext *c, const sync_primary_t *p)
+{
+    return c->tcp.host != NULL && strcmp(c->tcp.host, p->host) == 0 && c->tcp.port == p->port;
+}
+
+redisContext *sb_redis_sync_connect_key(const sb_redis_url_t *url, const char *key,
+                                        uint32_t timeout_ms, char *err, size_t errlen)
+{
+    if (timeout_ms == 0)
+        timeout_ms = 5000;
+    redisContext *c = sync_connect_seed(url, timeout_ms, err, errlen);
+    if (c == NULL)
+        return NULL;
+    int cluster = sync_is_cluster(c);
+    if (cluster <= 0) {
+        if (cluster < 0) {
+            snprintf(err, errlen, "no reply: %s", c->errstr);
+            redisFree(c);
+            return NULL;
+        }
+        return c;
+    }
+    sync_primary_t ranges[512];
+    int n = sync_slots(c, ranges, 512, err, errlen);
+    unsigned slot = sb_redis_key_slot(key, strlen(key));
+    for (int i = 0; i < n; ++i) {
+        if (slot < ranges[i].first || slot > ranges[i].last)
+            continue;
+        if (same_node(c, ranges + i))
+            return c;
+        redisFree(c);
+        return sync_connect(url, ranges[i].host, ranges[i].port, timeout_ms, err, errlen);
+    }
+    if (n >= 0)
+        snprintf(err, errlen, "slot %u has no primary", slot);
+    redisFree(c);
+    return NULL;
+}
+
+int sb_redis_sync_each_primary(const sb_redis_url_t *url, uint32_t timeout_ms,
+                               int (*fn)(redisContext *c, void *data), void *data, char *err,
+                               size_t errlen)
+{
+    if (timeout_ms == 0)
+        timeout_ms = 5000;
+    redisContext *c = sync_connect_seed(url, timeout_ms, err, errlen);
+    if (c == NULL)
+        return -1;
+    int cluster = sync_is_cluster(c), rc = 0;
+    if (cluster < 0) {
+        snprintf(err, errlen, "no reply: %s", c->errstr);
+        rc = -1;
+    } else if (cluster == 0) {
+        rc = fn(c, data);
+    } else {
+        sync_primary_t ranges[512];
+        int n = sync_slots(c, ranges, 512, err, errlen);
+        if (n < 0)
+            rc = -1;
+        for (int i = 0; i < n && rc == 0; ++i) {
+            int seen = 0; /* a primary serves several ranges: visit it once */
+            for (int k = 0; k < i && !seen; ++k)
+                seen = strcmp(ranges[k].host, ranges[i].host) == 0 && ranges[k].port == ranges[i].port;
+            if (seen)
+                continue;
+            redisContext *node = sync_connect(url, ranges[i].host, ranges[i].port, timeout_ms, err, errlen);
+            if (node == NULL) {
+                rc = -1;
+                break;
+            }
+            rc = fn(node, data);
+            redisFree(node);
+        }
+    }
+    redisFree(c);
+    return rc;
+}
+
 /* ---- key slots ---- */
 
 uint16_t sb_redis_crc16(const char *buf, size_t len)

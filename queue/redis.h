@@ -186,6 +186,25 @@ redisReply *sb_redis_sync_command(const sb_redis_url_t *url, uint32_t timeout_ms
                                   const char **argv, const size_t *argvlen, char *err,
                                   size_t errlen);
 
+/**
+ * Blocking, for command-line subcommands and the main thread only: a connection (AUTH and
+ * SELECT done) to the node that serves 'key': on a single instance the first seed that
+ * answers, on a cluster the primary of the key's slot (CLUSTER SLOTS). NULL with a reason
+ * in 'err'. A slot that moves later answers MOVED on it like on any connection.
+ */
+redisContext *sb_redis_sync_connect_key(const sb_redis_url_t *url, const char *key,
+                                        uint32_t timeout_ms, char *err, size_t errlen);
+
+/**
+ * Blocking, like sb_redis_sync_connect_key: calls fn with a connection to every primary of
+ * the deployment in turn (a single instance: that one), for what must see every key (SCAN).
+ * Returns 0, fn's first non-zero result (it stops there), or -1 with a reason in 'err' when a
+ * node cannot be reached.
+ */
+int sb_redis_sync_each_primary(const sb_redis_url_t *url, uint32_t timeout_ms,
+                               int (*fn)(redisContext *c, void *data), void *data, char *err,
+                               size_t errlen);
+
 /** Reconnections made by every sb_redis_t of the process (for /metrics), every node
  * connection of a cluster counted. */
 uint64_t sb_redis_reconnects_total(void);

@@ -11,6 +11,7 @@ provider. Every script the gateway runs touches one hash slot, or the cluster re
 
 import json
 import os
+import re
 import sys
 import unittest
 
@@ -107,7 +108,8 @@ class TestFixturesOnCluster(test_inbound.TestFixtures):
 class TestManagementOnCluster(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.env = ClusterEnv()
+        # a prefix of its own: the store under "sb:" is sealed with the fixture class's key
+        cls.env = ClusterEnv(prefix="sbm:")
 
     @classmethod
     def tearDownClass(cls):
@@ -190,6 +192,58 @@ class TestManagementOnCluster(unittest.TestCase):
         self.assertEqual(e.gw.http("GET", "/orgs/c/connections", key=key).status, 200)
         e.gw.keys_revoke(key)
         self.assertEqual(e.gw2.http("GET", "/orgs/c/connections", key=key).status, 401)
+
+
+class TestMasterKeyOnCluster(unittest.TestCase):
+    """The master-key subcommands and simulate on a cluster: connections of orgs whose slots
+    are on different primaries are all re-sealed, both gateways go on opening them, and
+    simulate reads keys of several slots."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = ClusterEnv(prefix="sbk:")  # its own store, under its own key
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.stop()
+
+    def test_rotate_reseals_every_primary_and_simulate_delivers(self):
+        e = self.env
+        conns, primaries = [], set()
+        for n in range(8):
+            e.use_org("org_mk%d" % n)
+            bot = "8%03d%05d" % (n, os.getpid() % 10**5)
+            asst = e.assistant("mk%d" % n)
+            cid, secret = e.telegram_connection(bot, "TEST-mk-token-%d" % n)
+            self.assertEqual(e.bind(asst, cid, bot).status, 201)
+            conns.append((cid, secret, asst))
+            primaries.add(RC.primary_of_key(("sbk:connection:{org_mk%d}" % n).encode()))
+        self.assertGreaterEqual(len(primaries), 2, "the orgs' slots are on one primary")
+        p = e.gw.run_cli("master-key", "rotate", "--wait", "20", timeout=90)
+        self.assertEqual(p.returncode, 0, p.stderr.decode() + p.stdout.decode())
+        m = re.search(rb"(\d+) credential\(s\) re-sealed, (\d+) sealed with it in all", p.stdout)
+        self.assertTrue(m, p.stdout)
+        self.assertGreaterEqual(int(m.group(1)), len(conns), p.stdout)
+        self.assertEqual(int(m.group(1)), int(m.group(2)), p.stdout)
+        show = e.gw.run_cli("master-key", "show")
+        self.assertEqual(show.returncode, 0, show.stderr)
+        self.assertNotIn(b"a rotation is under way", show.stdout)
+        # both gateways open the re-sealed credentials: webhooks verify, events arrive
+        fx = H.load_fixture("telegram", "text_private")
+        for i, (cid, secret, asst) in enumerate(conns):
+            body = json.loads(json.dumps(fx["body"]))
+            body["update_id"] = 700000 + i
+            gw = e.gws[i % 2]
+            H.wait_until(lambda: gw.http(
+                "POST", "/webhooks/telegram/%s" % cid, body=utf8_bytes(body),
+                headers={"X-Telegram-Bot-Api-Secret-Token": secret}).status == 200, 10,
+                "webhook of %s after the rotation" % cid)
+            self.assertEqual(e.xlen("in:{%s}" % asst), 1)
+        # simulate reads connorg, the connection and its binding (three slots)
+        cid, _secret, asst = conns[-1]
+        p = e.gw.run_cli("simulate", cid, "--text", "simulated on the cluster")
+        self.assertEqual(p.returncode, 0, p.stderr.decode() + p.stdout.decode())
+        H.wait_until(lambda: e.xlen("in:{%s}" % asst) == 2, 10, "the simulated event")
 
 
 if __name__ == "__main__":
