@@ -12,7 +12,9 @@ provider. Every script the gateway runs touches one hash slot, or the cluster re
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -239,6 +241,19 @@ class TestMasterKeyOnCluster(unittest.TestCase):
                 headers={"X-Telegram-Bot-Api-Secret-Token": secret}).status == 200, 10,
                 "webhook of %s after the rotation" % cid)
             self.assertEqual(e.xlen("in:{%s}" % asst), 1)
+        # a gateway holding another key is refused on the cluster too, and so is keys create
+        d = tempfile.mkdtemp(prefix="sb-otherkey-")
+        self.addCleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+        with open(os.path.join(d, "master.key"), "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        os.chmod(os.path.join(d, "master.key"), 0o600)
+        other = H.Gateway(RC, e.tg, e.graph, prefix="sbk:", data_dir=d)
+        self.addCleanup(other.cleanup)
+        other.start(wait_ready=False)
+        H.wait_until(lambda: other.proc.poll() is not None, 20, "the refused gateway exits")
+        self.assertNotEqual(other.proc.returncode, 0)
+        self.assertIn("refusing to start", other.stderr_text())
+        self.assertNotEqual(other.run_cli("keys", "create", "--org", "org_mk0").returncode, 0)
         # simulate reads connorg, the connection and its binding (three slots)
         cid, _secret, asst = conns[-1]
         p = e.gw.run_cli("simulate", cid, "--text", "simulated on the cluster")
