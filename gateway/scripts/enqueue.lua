@@ -18,6 +18,7 @@ local maxlen, ttl, now, n, one = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), A
 local K = SBK(P, org)
 local out = {}
 local inbox = KEYS[1]
+local routes = {}
 for i = 0, n - 1 do
   local b = 10 + i * 22
   local identity, recipient, cext, name, phone, username, chat, kind, evid, crest, tail, newcid, uid, thread =
@@ -80,13 +81,22 @@ for i = 0, n - 1 do
       out[#out + 1] = {3, '', '', '', 0}
       if not one then redis.call('HSET', dd, 't', '') end
     else
-      local bid = redis.call('GET', K('route', conn .. ':' .. recipient))
-      local aid, enabled = nil, nil
-      if bid then
-        aid = redis.call('HGET', K('binding', bid), 'assistant_id')
-        if aid then enabled = redis.call('HGET', K('assistant', aid), 'enabled') end
-        if not enabled then bid, aid = nil, nil end
+      -- the route of a number (Page, bot) is read once per call: the events of one
+      -- business number in a batch share it, and nothing in this call changes it
+      local rkey = conn .. ':' .. recipient
+      local rt = routes[rkey]
+      if rt == nil then
+        local b = redis.call('GET', K('route', rkey))
+        local a, en = nil, nil
+        if b then
+          a = redis.call('HGET', K('binding', b), 'assistant_id')
+          if a then en = redis.call('HGET', K('assistant', a), 'enabled') end
+          if not en then b, a = nil, nil end
+        end
+        rt = {b or false, a or false, en or false}
+        routes[rkey] = rt
       end
+      local bid, aid, enabled = rt[1] or nil, rt[2] or nil, rt[3] or nil
       local ev = '{"v":1,"id":"' .. evid .. '","kind":"' .. kind ..
         '","direction":"in","channel":"' .. channel .. '","org_id":"' .. org ..
         '","connection_id":"' .. conn .. '"'
