@@ -548,6 +548,7 @@ static void batch_flush(wbatch_t *b)
     b->head = b->tail = NULL;
     while (list != NULL)
         send_group(w, &list, list);
+    sb_redis_flush(w->redis);
 }
 
 static void on_batch_check(uv_check_t *handle)

@@ -964,6 +964,13 @@ static void maybe_free(sb_cluster_t *cl)
     uv_close((uv_handle_t *)&cl->retry_timer, on_handle_closed);
 }
 
+void sb_cluster_flush(sb_cluster_t *cl)
+{
+    for (size_t i = 0; cl != NULL && i < cl->nnodes; ++i)
+        if (cl->nodes[i] != NULL)
+            sb_conn_flush(cl->nodes[i]->conn);
+}
+
 void sb_cluster_close(sb_cluster_t *cl)
 {
     if (cl == NULL || cl->closing)

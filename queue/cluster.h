@@ -31,6 +31,9 @@ int sb_cluster_send_on(sb_conn_t *conn, const sb_redis_route_t *route, uint32_t 
 int sb_cluster_parse_redirect(const redisReply *r, const char *self, int *slot, char *host,
                               size_t hostsz, int *port);
 
+/** Writes the commands queued on every node connection now (sb_conn_flush). */
+void sb_cluster_flush(sb_cluster_t *cl);
+
 /** Closes every node connection once their replies are in; no state callback after this. */
 void sb_cluster_close(sb_cluster_t *cl);
 

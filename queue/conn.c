@@ -750,6 +750,20 @@ int sb_conn_eval(sb_conn_t *r, sb_redis_script_t *script, sb_redis_cb cb, void *
     return 0;
 }
 
+void sb_conn_flush(sb_conn_t *r)
+{
+    if (r == NULL || r->ac == NULL || r->ac->ev.data == NULL)
+        return;
+    uv_events_t *p = r->ac->ev.data;
+    if (!p->flush_pending)
+        return;
+    /* The plain write, which never frees the context (redisAsyncHandleWrite may, on an
+     * error, and this may run inside a reply callback): the deferred write still runs and
+     * finds nothing left, or what would block, or the error, and handles it as usual. */
+    int done = 0;
+    redisBufferWrite(&r->ac->c, &done);
+}
+
 void sb_conn_close(sb_conn_t *r)
 {
     if (r == NULL || r->closing)

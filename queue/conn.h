@@ -34,6 +34,9 @@ int sb_conn_command(sb_conn_t *c, sb_redis_cb cb, void *data, int argc, const ch
                     const size_t *argvlen);
 int sb_conn_eval(sb_conn_t *c, sb_redis_script_t *script, sb_redis_cb cb, void *data, int nkeys,
                  int argc, const char **argv, const size_t *argvlen);
+/** Writes the commands queued on the connection now instead of at the loop's next turn
+ * (the adapter defers writes: see conn.c). */
+void sb_conn_flush(sb_conn_t *c);
 void sb_conn_close(sb_conn_t *c);
 
 /** After the probe of the last handshake: 1 when the server said cluster_enabled:1, 0 when

@@ -233,6 +233,16 @@ int sb_redis_eval_routed(sb_redis_t *r, const sb_redis_route_t *route, sb_redis_
     return -1;
 }
 
+void sb_redis_flush(sb_redis_t *r)
+{
+    if (r == NULL || r->closing)
+        return;
+    if (r->mode == MODE_CLUSTER)
+        sb_cluster_flush(r->cluster);
+    else
+        sb_conn_flush(r->conn);
+}
+
 void sb_redis_close(sb_redis_t *r)
 {
     if (r == NULL || r->closing)

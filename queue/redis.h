@@ -170,6 +170,13 @@ int sb_redis_eval_routed(sb_redis_t *r, const sb_redis_route_t *route, sb_redis_
                          const size_t *argvlen);
 
 /**
+ * Writes the commands queued so far now. Commands are otherwise written once per turn of the
+ * loop, all together (queue/conn.c): a caller that issues a command and then keeps the loop
+ * busy (a read ahead before delivering a batch) flushes so that it goes out first.
+ */
+void sb_redis_flush(sb_redis_t *r);
+
+/**
  * Closes: waits for the replies of commands already sent, then disconnects, stops its timers
  * and frees itself once every libuv handle is closed. No state callback is called after this.
  */
