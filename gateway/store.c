@@ -294,7 +294,7 @@ int sb_master_key_open(redisContext *c, const char *url, const char *prefix, con
         char perr[256] = "";
         int p = probe_store(url, prefix, set, id, sizeof(id), perr, sizeof(perr));
         if (p < 0) {
-            snprintf(err, errlen, "redis: %s", perr);
+            snprintf(err, errlen, "redis: %.200s", perr);
             return -2;
         }
         if (p != 2) {
@@ -318,7 +318,7 @@ int sb_master_key_open(redisContext *c, const char *url, const char *prefix, con
         char perr[256] = "";
         int p = probe_store(url, prefix, set, id, sizeof(id), perr, sizeof(perr));
         if (p < 0) {
-            snprintf(err, errlen, "redis: %s", perr);
+            snprintf(err, errlen, "redis: %.200s", perr);
             return -2;
         }
         if (p == 0) {
@@ -387,7 +387,7 @@ redisContext *sb_store_connect(const char *url_text, const char *prefix, int tim
     redisContext *c = sb_redis_sync_connect_key(&url, key, (uint32_t)timeout_ms, cerr, sizeof(cerr));
     OPENSSL_cleanse(&url, sizeof(url));
     if (c == NULL)
-        snprintf(err, errlen, "cannot connect to redis: %s", cerr);
+        snprintf(err, errlen, "cannot connect to redis: %.400s", cerr);
     return c;
 }
 
@@ -397,7 +397,7 @@ int sb_store_each_primary(const char *url_text, int (*fn)(redisContext *c, void 
     sb_redis_url_t url;
     char uerr[256];
     if (sb_redis_url_parse(url_text, &url, uerr, sizeof(uerr)) != 0) {
-        snprintf(err, errlen, "redis.url: %s", uerr);
+        snprintf(err, errlen, "redis.url: %.200s", uerr);
         return -1;
     }
     int r = sb_redis_sync_each_primary(&url, 5000, fn, data, err, errlen);

@@ -809,7 +809,7 @@ static void test_moved_and_ask(void)
     ASSERT_STR_EQ(cap.str, "script");
 
     /* ASK: a slot being migrated from a to b; keys not on a any more are asked of b */
-    char old_key[64], new_key[80], tag[64];
+    char old_key[80], new_key[80], tag[64];
     int slot2 = key_on(a, "ask:", tag, sizeof(tag), slot);
     ASSERT(slot2 >= 0 && slot2 != slot_s);
     snprintf(old_key, sizeof(old_key), "{%s}:old", tag);
