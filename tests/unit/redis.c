@@ -4,7 +4,7 @@
  * fallback after SCRIPT FLUSH, error replies, AUTH (password and ACL user) and SELECT from the
  * URL, a refused port, SIGKILL with commands pending (each callback once, with NULL), restart
  * on the same port, SIGSTOP caught by the command watchdog, close with replies pending, and
- * URL parsing. Every wait polls a condition with a deadline; nothing sleeps to synchronize.
+ * URL parsing, and writes deferred to the loop's turn unless flushed. Every wait polls a condition with a deadline; nothing sleeps to synchronize.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -481,6 +481,89 @@ static void test_basic(void)
     ASSERT_EQ(st.downs, 0);
 }
 
+/* Whether the admin connection sees sb:test:flushed = "1" within 'ms' (the loop not run). */
+static int admin_sees_flushed(int ms)
+{
+    for (uint64_t end = mono_ms() + (uint64_t)ms; mono_ms() < end; poll_pause()) {
+        redisReply *reply = admin("GET sb:test:flushed");
+        int seen = reply != NULL && reply->type == REDIS_REPLY_STRING && strcmp(reply->str, "1") == 0;
+        if (reply != NULL)
+            freeReplyObject(reply);
+        if (seen)
+            return 1;
+    }
+    return 0;
+}
+
+typedef struct st_flush_cb_t {
+    sb_redis_t *r;
+    capture_t inner;
+    int seen_before_return; /* the inner command reached Redis inside the callback */
+} flush_cb_t;
+
+static void on_flush_outer(redisReply *reply, void *data)
+{
+    flush_cb_t *f = data;
+    (void)reply;
+    const char *setv[] = {"SET", "sb:test:flushed", "1"};
+    size_t setl[] = {3, 15, 1};
+    memset(&f->inner, 0, sizeof(f->inner));
+    if (sb_redis_command(f->r, on_capture, &f->inner, 3, setv, setl) != 0)
+        return;
+    sb_redis_flush(f->r); /* inside a reply callback: a plain write */
+    f->seen_before_return = admin_sees_flushed(2000);
+}
+
+/* Commands are written once per loop iteration; sb_redis_flush writes them at once, also
+ * from inside a reply callback, and the deferred write then finds nothing left. */
+static void test_flush(void)
+{
+    sb_redis_url_t url;
+    state_t st = {0, 0};
+    char text[128];
+    capture_t cap;
+    sb_redis_t *r = connect_client(&url, tcp_url(text, sizeof(text), "", ""), &st, NULL, 0, 0, 0);
+    ASSERT(r != NULL);
+    ASSERT(wait_count(&st.ups, 1, 5000));
+    CMD(r, &cap, "DEL", "sb:test:flushed");
+
+    /* not flushed: still in the client while the loop does not turn */
+    const char *setv[] = {"SET", "sb:test:flushed", "1"};
+    size_t setl[] = {3, 15, 1};
+    memset(&cap, 0, sizeof(cap));
+    ASSERT_EQ(sb_redis_command(r, on_capture, &cap, 3, setv, setl), 0);
+    ASSERT(!admin_sees_flushed(300));
+    ASSERT(wait_count(&cap.calls, 1, 5000)); /* the loop turned: written and answered */
+    ASSERT_EQ(cap.type, REDIS_REPLY_STATUS);
+    ASSERT(admin_sees_flushed(2000));
+
+    /* flushed: on the wire before the loop turns */
+    CMD(r, &cap, "DEL", "sb:test:flushed");
+    memset(&cap, 0, sizeof(cap));
+    ASSERT_EQ(sb_redis_command(r, on_capture, &cap, 3, setv, setl), 0);
+    sb_redis_flush(r);
+    ASSERT(admin_sees_flushed(2000));
+    ASSERT(wait_count(&cap.calls, 1, 5000));
+    ASSERT_EQ(cap.calls, 1);
+    ASSERT_EQ(cap.type, REDIS_REPLY_STATUS);
+
+    /* from inside a reply callback */
+    CMD(r, &cap, "DEL", "sb:test:flushed");
+    flush_cb_t f = {.r = r};
+    const char *ping[] = {"PING"};
+    size_t pingl[] = {4};
+    ASSERT_EQ(sb_redis_command(r, on_flush_outer, &f, 1, ping, pingl), 0);
+    ASSERT(wait_count(&f.inner.calls, 1, 5000));
+    ASSERT_EQ(f.inner.calls, 1);
+    ASSERT_EQ(f.inner.type, REDIS_REPLY_STATUS);
+    ASSERT(f.seen_before_return);
+    sb_redis_flush(r); /* nothing queued: nothing happens */
+    CMD(r, &cap, "GET", "sb:test:flushed");
+    ASSERT_STR_EQ(cap.str, "1");
+    ASSERT_EQ(close_and_drain(r), 0);
+    ASSERT_EQ(st.downs, 0);
+}
+
 static int client_info_has(sb_redis_t *r, const char *needle, capture_t *cap)
 {
     const char *argv[] = {"CLIENT", "INFO"};
@@ -734,6 +817,7 @@ int main(void)
     SB_RUN(test_url_parse);
     SB_RUN(test_script_sha);
     SB_RUN(test_basic);
+    SB_RUN(test_flush);
     SB_RUN(test_unix_auth_select);
     SB_RUN(test_refused);
     SB_RUN(test_kill_and_restart);
