@@ -522,6 +522,13 @@ static h2o_iovec_t outbound_event(ob_cmd_t *c, size_t part, const sb_send_part_t
         json_member(&b, "external_id", c->result.message_id);
     if (p != NULL && (p->kind == SB_PART_TEXT || p->kind == SB_PART_CAPTION))
         json_member(&b, "text", p->text);
+    if (p != NULL && p->kind == SB_PART_TEMPLATE && c->cmd.template.name.base != NULL) {
+        /* which template went out (its components are the command's, not repeated here) */
+        sb_buf_append(&b, SB_STRLIT(",\"template\":{\"name\":"));
+        sb_buf_append_json_str(&b, c->cmd.template.name.base, c->cmd.template.name.len);
+        json_member(&b, "language", c->cmd.template.language);
+        sb_buf_append(&b, "}", 1);
+    }
     if (is_media) {
         if (c->cmd.media.upload.base != NULL) {
             /* an uploaded file has no URL of its own: its type and name say what it was */
@@ -565,10 +572,13 @@ static void inbox_args(ob_cmd_t *c, const sb_send_part_t *p, const char **argv, 
                        int *argc)
 {
     int is_media = p != NULL && p->kind == SB_PART_MEDIA;
-    h2o_iovec_t type = is_media ? c->cmd.type : iov("text");
+    int is_template = p != NULL && p->kind == SB_PART_TEMPLATE;
+    h2o_iovec_t type = is_media ? c->cmd.type : is_template ? iov("template") : iov("text");
     h2o_iovec_t text = h2o_iovec_init(NULL, 0);
     if (p != NULL && (p->kind == SB_PART_TEXT || p->kind == SB_PART_CAPTION))
         text = p->text;
+    else if (is_template)
+        text = c->cmd.template.name; /* the list shows which template went out */
     args_push(argv, argvlen, argc, c->parsed ? c->cmd.conversation_id : iov(""));
     args_push(argv, argvlen, argc, type);
     args_push(argv, argvlen, argc, sb_inbox_preview(&c->pool, text, type));

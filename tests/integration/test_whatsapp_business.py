@@ -312,6 +312,19 @@ class TestWhatsAppBusiness(harness.GatewayTestCase):
                        "parameters": [{"type": "text", "text": "4711"}]}]
         body = self.assertSent(conv, conn, type="template", template={
             "name": "order_update", "language": "en_US", "components": components})
+        # the inbox says which template went out, and the list shows its name
+        sent = [json.loads(dict(zip(f[::2], f[1::2]))[b"event"]) for _id, f in
+                self.r.command("XRANGE", "sb:inbox:{%s}" % self.org, "-", "+") or []]
+        sent = [ev for ev in sent if ev["kind"] == "outbound" and
+                ev["message"]["type"] == "template"]
+        self.assertEqual(len(sent), 1, sent)
+        self.assertEqual(sent[0]["message"]["template"],
+                         {"name": "order_update", "language": "en_US"})
+        self.assertEqual(sent[0]["status"]["state"], "sent")
+        row = self.api("GET", "/orgs/c/conversations/%s" % conv)
+        self.assertEqual(row.status, 200, row)
+        self.assertEqual(row.json["last_message"]["type"], "template", row.json)
+        self.assertEqual(row.json["last_message"]["preview"], "order_update", row.json)
         self.assertEqual(body, {"messaging_product": "whatsapp", "recipient_type": "individual",
                                 "to": "15550142233", "type": "template",
                                 "template": {"name": "order_update",
