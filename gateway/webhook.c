@@ -989,17 +989,26 @@ static void process(wjob_t *j, const conn_entry_t *conn)
     enqueue(j, conn->org.base);
 }
 
-static void on_connection(redisReply *r, void *data)
+/* Whether a lookup's reply can be used: when the client is gone the job is freed, when
+ * Redis failed it answers 503; both return 0. */
+static int lookup_answered(wjob_t *j, const redisReply *r)
 {
-    wjob_t *j = data;
     if (j->super.req == NULL) {
         sb_job_free(&j->super);
-        return;
+        return 0;
     }
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
-        return;
+        return 0;
     }
+    return 1;
+}
+
+static void on_connection(redisReply *r, void *data)
+{
+    wjob_t *j = data;
+    if (!lookup_answered(j, r))
+        return;
     sb_err_t err;
     conn_entry_t *conn = cache_put(j->super.worker, j->conn_id, r, &err);
     if (conn == NULL) {
@@ -1024,14 +1033,8 @@ static void read_connection(wjob_t *j, const char *org)
 static void on_connorg(redisReply *r, void *data)
 {
     wjob_t *j = data;
-    if (j->super.req == NULL) {
-        sb_job_free(&j->super);
+    if (!lookup_answered(j, r))
         return;
-    }
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
-        return;
-    }
     if (r->type != REDIS_REPLY_STRING || !sb_id_valid(r->str, r->len)) {
         finish(j, SB_ERR_UNKNOWN_CONNECTION, 0);
         return;

@@ -301,22 +301,28 @@ static redisContext *sync_connect(const sb_redis_url_t *url, const char *host, i
     return c;
 }
 
+/* The first seed that answers (the unix socket when the URL names one). */
+static redisContext *sync_connect_seed(const sb_redis_url_t *url, uint32_t timeout_ms, char *err,
+                                       size_t errlen)
+{
+    snprintf(err, errlen, "no Redis address");
+    if (url->unix_path[0] != '\0')
+        return sync_connect(url, NULL, 0, timeout_ms, err, errlen);
+    if (url->nseeds == 0)
+        return sync_connect(url, url->host, url->port, timeout_ms, err, errlen);
+    redisContext *c = NULL;
+    for (size_t i = 0; i < url->nseeds && c == NULL; ++i)
+        c = sync_connect(url, url->seeds[i].host, url->seeds[i].port, timeout_ms, err, errlen);
+    return c;
+}
+
 redisReply *sb_redis_sync_command(const sb_redis_url_t *url, uint32_t timeout_ms, int argc,
                                   const char **argv, const size_t *argvlen, char *err,
                                   size_t errlen)
 {
     if (timeout_ms == 0)
         timeout_ms = 5000;
-    snprintf(err, errlen, "no Redis address");
-    redisContext *c = NULL;
-    if (url->unix_path[0] != '\0') {
-        c = sync_connect(url, NULL, 0, timeout_ms, err, errlen);
-    } else if (url->nseeds == 0) {
-        c = sync_connect(url, url->host, url->port, timeout_ms, err, errlen);
-    } else {
-        for (size_t i = 0; i < url->nseeds && c == NULL; ++i)
-            c = sync_connect(url, url->seeds[i].host, url->seeds[i].port, timeout_ms, err, errlen);
-    }
+    redisContext *c = sync_connect_seed(url, timeout_ms, err, errlen);
     int asking = 0;
     if (c != NULL)
         snprintf(err, errlen, "too many redirections");
@@ -344,21 +350,6 @@ redisReply *sb_redis_sync_command(const sb_redis_url_t *url, uint32_t timeout_ms
     }
     redisFree(c);
     return NULL;
-}
-
-/* The first seed that answers (the unix socket when the URL names one). */
-static redisContext *sync_connect_seed(const sb_redis_url_t *url, uint32_t timeout_ms, char *err,
-                                       size_t errlen)
-{
-    snprintf(err, errlen, "no Redis address");
-    if (url->unix_path[0] != '\0')
-        return sync_connect(url, NULL, 0, timeout_ms, err, errlen);
-    if (url->nseeds == 0)
-        return sync_connect(url, url->host, url->port, timeout_ms, err, errlen);
-    redisContext *c = NULL;
-    for (size_t i = 0; i < url->nseeds && c == NULL; ++i)
-        c = sync_connect(url, url->seeds[i].host, url->seeds[i].port, timeout_ms, err, errlen);
-    return c;
 }
 
 /* 1: a cluster node, 0: a single instance, -1: no answer. */

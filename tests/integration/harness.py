@@ -799,6 +799,62 @@ def _parse_multipart(ctype, body):
     return out
 
 
+class JsonFake:
+    """
+    A fake HTTP API of a test's own (for what FakeTelegram and FakeGraph do not serve): a
+    ThreadingHTTPServer on 127.0.0.1:0 that hands every request, whatever its method, to
+    self.respond(handler, body) and writes back what it returns, (status, answer, headers):
+    answer a JSON value, or bytes sent as they are; headers may set Content-Type (default
+    application/json). By default respond() calls self.answer(handler, body), which returns
+    (status, answer) or (status, answer, headers). self.base is http://127.0.0.1:PORT
+    followed by BASE_PATH.
+    """
+
+    BASE_PATH = ""
+
+    def __init__(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):  # quiet
+                pass
+
+            def _handle(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                status, answer, headers = fake.respond(self, body)
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+                headers = dict(headers or {})
+                self.send_response(status)
+                self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = "http://127.0.0.1:%d%s" % (self.httpd.server_address[1], self.BASE_PATH)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def respond(self, h, body):
+        res = self.answer(h, body)
+        return res if len(res) == 3 else (res[0], res[1], {})
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class FakeTelegram(_FakeServer):
     """
     The Telegram Bot API at http://127.0.0.1:PORT: /bot<TOKEN>/<method>, methods

@@ -15,7 +15,6 @@ import string
 import sys
 import threading
 import unittest
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
@@ -26,7 +25,7 @@ def _rand(n):
                    for _ in range(n))
 
 
-class FakeServices:
+class FakeServices(H.JsonFake):
     """One loopback HTTP server for the action fakes:
     /api/...        a plain API: 200 {"ok": true} when the key is where the test said, else 401
     /mcp/new        an MCP server that answers server/discover (then tools/list)
@@ -42,44 +41,14 @@ class FakeServices:
         self.mcp_key = None
         self.mcp_sessions = set()
         self.echo_token = None
-        fake = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):
-                pass
-
-            def _handle(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
-                with fake.lock:
-                    fake.requests.append({"method": self.command, "path": self.path,
-                                          "headers": dict(self.headers.items()), "body": body})
-                status, answer, ctype, *extra = fake.answer(self, body)
-                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (extra[0] if extra else {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = "http://127.0.0.1:%d" % self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def respond(self, h, body):
+        with self.lock:
+            self.requests.append({"method": h.command, "path": h.path,
+                                  "headers": dict(h.headers.items()), "body": body})
+        status, answer, ctype, *extra = self.answer(h, body)
+        return status, answer, dict({"Content-Type": ctype}, **(extra[0] if extra else {}))
 
     def recorded(self, prefix):
         with self.lock:

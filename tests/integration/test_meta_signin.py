@@ -25,7 +25,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
@@ -36,9 +35,11 @@ OTHER_APP_SECRET = "otherapp-" + "S3cr3tV4lu3" * 2
 CONFIG_ID = "777000111"
 
 
-class FakeMetaGraph:
+class FakeMetaGraph(H.JsonFake):
     """The Graph calls of the sign-in. Every code handed out by new_code() exchanges once
     for a short-lived token, which exchanges for a long-lived one."""
+
+    BASE_PATH = "/v21.0"
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -60,39 +61,7 @@ class FakeMetaGraph:
         self.gateway_base = None
         self.overrides = {}
         self.tamper = set()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):
-                pass
-
-            def _handle(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
-                status, answer = fake.answer(self, body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _handle
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = "http://127.0.0.1:%d/v21.0" % self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__()
 
     def new_code(self):
         c = "code-" + H_rand(20)
@@ -656,10 +625,12 @@ class MetaSignInTest(H.GatewayTestCase):
         gw.stop()
 
 
-class FakeInstagram:
+class FakeInstagram(H.JsonFake):
     """Instagram API with Instagram Login: GET /me with a current token, and
     GET /refresh_access_token?grant_type=ig_refresh_token&access_token=<current> answering a
     new 60-day token (the old one then stops working), or 190 once revoked."""
+
+    BASE_PATH = "/v21.0"
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -668,46 +639,11 @@ class FakeInstagram:
         self.refresh_calls = []
         self.sends = []        # (path, Authorization, JSON body) of each Send API call
         self.revoked = False
-        fake = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):
-                pass
-
-            def do_GET(self):
-                status, answer = fake.answer(self)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
-                status, answer = fake.send(self, body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = "http://127.0.0.1:%d/v21.0" % self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def respond(self, h, body):
+        status, answer = self.answer(h) if h.command == "GET" else self.send(h, body)
+        return status, answer, {}
 
     def send(self, h, body):
         """The Send API of Instagram Login: POST /{IG_ID}/messages with a current token."""

@@ -17,13 +17,12 @@ import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
 
 
-class FakeOAuth:
+class FakeOAuth(H.JsonFake):
     """An authorization server and the API it protects:
     GET  /authorize  302 to redirect_uri?code&state (checks client, S256 challenge)
     POST /token      authorization_code (PKCE checked) and refresh_token grants; rotates
@@ -46,41 +45,7 @@ class FakeOAuth:
         self.expires_in = 3600
         self.intercom_secret = "icsecret-" + H_rand(24)
         self.issued.append(self.intercom_secret)
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):
-                pass
-
-            def _handle(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
-                status, answer, headers = fake.answer(self, body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _handle
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = "http://127.0.0.1:%d" % self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__()
 
     def _issue(self, prefix):
         t = "%s-%s" % (prefix, H_rand(28))
