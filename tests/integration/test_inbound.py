@@ -61,8 +61,10 @@ def dot(obj, path):
 class Env:
     """One gateway with an org, assistants, and connections bound for every fixture."""
 
-    def __init__(self, prefix="sb:", extra_env=None):
-        self.redis = RedisServer().start()
+    def __init__(self, prefix="sb:", extra_env=None, redis=None):
+        # 'redis': a deployment of the caller's (one with client() and cleanup()), else a
+        # redis-server of its own
+        self.redis = redis if redis is not None else RedisServer().start()
         self.tg = FakeTelegram().start()
         self.graph = FakeGraph().start()
         self.gw = Gateway(self.redis, self.tg, self.graph, prefix=prefix,

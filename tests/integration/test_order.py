@@ -4,6 +4,8 @@ one Redis, each conversation's commands reach the provider in the order they wer
 sb:out, whichever gateway holds them; a command id is sent once; one connection's pacing is
 one budget shared by every gateway; a dead gateway's commands are taken over in order; and a
 gateway killed and restarted under a new consumer name keeps every conversation's order.
+Each test runs twice: on one redis-server, and on a 3-primary, 3-replica Redis Cluster where
+the conversations are made by webhooks through the gateway (the *OnCluster classes).
 """
 
 import json
@@ -219,72 +221,62 @@ class TestRestartNewName(OrderBase):
         self.wait_acknowledged()
 
 
-class TestOnCluster(OrderBase):
-    """The same guarantees with two gateways on a 3-primary, 3-replica Redis Cluster. The
-    conversations and the connection are made through a gateway on a single Redis and copied
-    into the cluster (the webhook and management scripts do not run on a cluster yet); the
-    outbound path, every script of it on one slot, runs on the cluster."""
-    RATE = "60"
+class ClusterRedis:
+    """A 3-primary, 3-replica Redis Cluster as OutEnv's Redis: its URL for the gateways, a
+    client that sends each command to the primary of its key (KEYS: of every primary), and
+    cleanup() stops it."""
 
-    def setUp(self):
-        super().setUp()
+    def __init__(self):
         self.rc = RedisCluster().start()
-        self.addCleanup(self.rc.stop)
 
-    def on_cluster(self, *args):
-        key = args[1] if isinstance(args[1], bytes) else str(args[1]).encode()
+    @property
+    def url(self):
+        return self.rc.url
+
+    def client(self):
+        return self
+
+    def command(self, *args):
+        key = args[1] if len(args) > 1 else b""
+        key = key if isinstance(key, bytes) else str(key).encode()
         return self.rc.node(self.rc.primary_of_key(key)).command(*args)
 
-    def copy_into_cluster(self):
-        e = self.env
-        n = 0
-        for pattern in ("sb:convorg:*", "sb:connorg:*"):
-            for key in e.r.keys(pattern):
-                self.on_cluster("SET", key, e.r.command("GET", key))
-        for pattern in ("sb:conv:*", "sb:connection:*", "sb:binding:*", "sb:{master-key}"):
-            for key in e.r.keys(pattern):
-                if e.r.command("TYPE", key) not in (b"hash", "hash"):
-                    continue
-                flat = e.r.command("HGETALL", key)
-                self.on_cluster("HSET", key, *flat)
-                n += 1
-        self.assertGreater(n, 10)
+    def keys(self, pattern="*"):
+        return self.rc.all_keys(pattern)
 
-    def test_order_and_pacing_through_two_gateways(self):
-        e = self.env
-        _, convs = self.conversations(10, 740000)
-        self.copy_into_cluster()
-        env = dict(e.gw.extra_env, SWITCHBOARD_REDIS_TIMEOUT_MS="3000")
-        gws = []
-        for _ in range(2):
-            gw = Gateway(self.rc, e.tg, e.graph, data_dir=e.gw.data_dir, extra_env=env)
-            self.others.append(gw)
-            gws.append(gw.start(timeout=30))
-        timed(e.tg)
-        e.tg.clear()
-        for n in range(20):
-            for i, cv in enumerate(convs):
-                self.on_cluster("XADD", "sb:out", "*", "cmd", json.dumps({
-                    "id": "cl-%d-%d" % (i, n), "conversation_id": cv, "type": "text",
-                    "text": "cl:%d:%d" % (i, n)}))
-        self.wait_all("cl", 10, 20, 60)
-        self.assert_in_order("cl", 10, 20)
-        times = sorted(r["t"] for r in e.tg.requests(method="sendmessage"))
-        self.assertEqual(len(times), 200)
-        worst = max(sum(1 for u in times[k:] if u < t + 1.0)
-                    for k, t in enumerate(times) if t >= times[0] + 1.0)
-        self.assertLessEqual(worst, 60 + 20, "the shared budget and a third of a second")
-        # Recorded after the provider's answer: the last send may still be on its way in.
-        for i in (0, 9):
-            wait_until(lambda: self.on_cluster("HGET", "sb:cmd:{org_in}:cl-%d-19" % i,
-                                               "done") == b"sent", 10,
-                       "cl-%d-19 recorded as sent" % i)
-        wait_until(lambda: self.on_cluster("XPENDING", "sb:out", "switchboard")[0] == 0, 20,
-                   "sb:out acknowledged on the cluster")
-        # Counted once recorded: each part once, by one gateway or the other.
-        wait_until(lambda: sum(sent_count(gw) for gw in gws) == 200, 10,
-                   "200 parts counted as sent")
-        self.assertEqual(sum(sent_count(gw) for gw in gws), 200)
+    def close(self):
+        pass
+
+    def cleanup(self):
+        self.rc.stop()
+
+
+class OnCluster:
+    """The same test, its conversations made by webhooks and its commands consumed by two
+    gateways (one for the restart test), on a Redis Cluster instead of one redis-server."""
+
+    def setUp(self):
+        self.env = OutEnv(extra_env={"SWITCHBOARD_OUTBOUND_RATE_TELEGRAM": self.RATE,
+                                     "SWITCHBOARD_OUTBOUND_RECLAIM_IDLE_MS": self.RECLAIM_MS,
+                                     "SWITCHBOARD_REDIS_TIMEOUT_MS": "3000"},
+                          redis=ClusterRedis())
+        self.others = []
+
+
+class TestTwoGatewaysOnCluster(OnCluster, TestTwoGateways):
+    pass
+
+
+class TestSharedPacingOnCluster(OnCluster, TestSharedPacing):
+    pass
+
+
+class TestTakeOverInOrderOnCluster(OnCluster, TestTakeOverInOrder):
+    pass
+
+
+class TestRestartNewNameOnCluster(OnCluster, TestRestartNewName):
+    pass
 
 
 if __name__ == "__main__":

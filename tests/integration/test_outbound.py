@@ -25,8 +25,8 @@ TG_CHAT = 412345678
 class OutEnv(Env):
     """An Env with one conversation per channel, created by inbound webhooks."""
 
-    def __init__(self, prefix="sb:", extra_env=None):
-        super().__init__(prefix=prefix, extra_env=extra_env)
+    def __init__(self, prefix="sb:", extra_env=None, redis=None):
+        super().__init__(prefix=prefix, extra_env=extra_env, redis=redis)
         self.asst = self.assistant("outbound")
         self.conns = {}
         self.convs = {}
