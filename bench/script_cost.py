@@ -19,6 +19,11 @@ contacts (each its own conversation; the bench's load generator uses one). The v
   no history      without the history copy (XADD hist)
   no filter sets  without the ZADDs of the list and its filter sets
   no stream copy  without the XADD to the assistant's stream (sb:in:{assistant})
+and two scripts of their own, with the same arguments, for the floor under any enqueue:
+  three copies    only the three appends of the event that the contract and the inbox ask
+                  for (sb:inbox:{org}, the conversation's history, sb:in:{assistant}), the
+                  event built from its parts in one concatenation; nothing else
+  one copy        only the append to sb:inbox:{org} (what the minimal server does, in a script)
 A variant whose anchor text is not found in the script is skipped (the script changed).
 Each run starts from an empty Redis with the route, binding and assistant in place; the
 figures are medians over --runs. Times are wall-clock inside Redis (usec), on whatever core
@@ -100,12 +105,32 @@ VARIANTS = [
     ("no history", "redis.pcall('XADD', P .. 'hist:' .. tag .. ':' .. cv, 'MAXLEN', '~', maxlen, eid, 'e', ev)", ""),
     ("no filter sets", None, None),  # built below
     ("no stream copy", "redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'event', ev)", ""),
+    ("three copies", None, None),  # scripts of their own, below
+    ("one copy", None, None),
 ]
+
+FLOOR = """local P, org, maxlen, n = ARGV[1], ARGV[3], ARGV[5], tonumber(ARGV[8])
+for i = 0, n - 1 do
+  local b = 10 + i * 22
+  local ev = '{"v":1,"id":"' .. ARGV[b + 8] .. '","contact":{' .. ARGV[b + 9] .. '}' ..
+    ARGV[b + 10] .. '}'
+  local eid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'event', ev)
+  if COPIES == 3 then
+    redis.call('XADD', P .. 'hist:{' .. org .. '}:cv_bench', 'MAXLEN', '~', maxlen, eid, 'e', ev)
+    redis.call('XADD', P .. 'in:{as_bench}', 'MAXLEN', '~', maxlen, '*', 'event', ev)
+  end
+end
+return {}
+"""
 
 
 def variant_text(script, name, anchor, replacement):
     if name == "full":
         return script
+    if name == "three copies":
+        return "local COPIES = 3\n" + FLOOR
+    if name == "one copy":
+        return "local COPIES = 1\n" + FLOOR
     if name == "no filter sets":
         i = script.find("function SBX.item(")
         j = script.find("function SBX.edit(")
