@@ -30,7 +30,8 @@
  * have no override: their webhooks go to the app's callback URL, which the operator sets once
  * per channel; the answer names it (the URL of the org's oldest signed-in connection of the
  * channel), and webhook.c routes what arrives there by entry to each Page's or account's
- * connection (the index metaid:{org}:<provider> written with them). Each connection of the
+ * connection, of this org or another signed in through the app (the indexes
+ * metaid:{org}:<provider> and metaids:{<provider>} written with them). Each connection of the
  * answer says where its webhooks go (`webhook`), and an override Meta refuses is said there,
  * not failed: the connections are stored by then.
  *
@@ -771,7 +772,9 @@ static void on_channel_listed(redisReply *r, void *data)
         set_webhook(s, i, url, 0, "app",
                     sb_iov_eq(cb, own)
                         ? "Meta sends every Page's webhooks of a channel to the app's one callback "
-                          "URL: set this URL once as the app's callback URL of the channel"
+                          "URL: set this URL once as the app's callback URL of the channel, "
+                          "unless it is already another signed-in connection's URL (of any "
+                          "org), which routes them to this one too"
                         : "Meta sends this account's webhooks to the app's callback URL of the "
                           "channel, another connection's URL, which routes them to this one",
                     NULL);

@@ -669,6 +669,40 @@ static void on_updated(redisReply *r, void *data)
     respond_record(j, r, 200);
 }
 
+/* ---- The gateway's index of signed-in connections ----
+ *
+ * metaids:{<provider>} (its own slot): Meta id -> "org connection" of every signed-in
+ * connection, across orgs, so that the app's one callback URL routes a Page's webhooks to
+ * the org that signed it in (webhook.c, routing by entry). Written after the org's script by
+ * each sign-in (a repeat writes it again, so a failed write is mended by the next), forgotten
+ * by a delete when it still names the deleted connection. The routing checks what it names
+ * against the connection itself, so an entry left behind routes nothing. */
+
+static h2o_iovec_t meta_ids_key(mjob_t *j, h2o_iovec_t provider)
+{
+    return sb_key_own(&j->super.pool, prefix(j), "metaids", provider.base, provider.len);
+}
+
+static void on_meta_id_forgotten(redisReply *r, void *data)
+{
+    mjob_t *j = data;
+    if (check_reply(j, r) != 0)
+        return;
+    sb_job_respond(&j->super, 204, NULL, NULL, 0);
+}
+
+static void forget_meta_id(mjob_t *j, h2o_iovec_t provider, h2o_iovec_t meta)
+{
+    h2o_iovec_t key = meta_ids_key(j, provider);
+    h2o_iovec_t value = sb_pool_printf(&j->super.pool, "%s %s", j->org, j->id1);
+    const char *v[3] = {key.base, pool_str(j, meta.base, meta.len), value.base};
+    size_t l[3] = {key.len, meta.len, value.len};
+    sb_redis_t *redis = j->super.worker->redis;
+    if (redis == NULL ||
+        sb_redis_eval(redis, &sb_script_metaids_forget, on_meta_id_forgotten, j, 1, 3, v, l) != 0)
+        fail(j, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
+}
+
 static void on_deleted(redisReply *r, void *data)
 {
     mjob_t *j = data;
@@ -681,6 +715,11 @@ static void on_deleted(redisReply *r, void *data)
     if (j->op == OP_CONN_DELETE) {
         atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
         track_inactive(j, j->id1, 0);
+        h2o_iovec_t meta = sb_record_get(&j->rec, "meta_id");
+        if (meta.len != 0) {
+            forget_meta_id(j, sb_record_get(&j->rec, "provider"), meta);
+            return;
+        }
     }
     sb_job_respond(&j->super, 204, NULL, NULL, 0);
 }
@@ -2207,6 +2246,7 @@ typedef struct st_save_t {
     char id[SB_ID_MAX + 1];
     sb_mgmt_saved_cb cb;
     void *data;
+    sb_record_t rec; /* as stored */
 } save_t;
 
 static void on_save_dispose(void *p)
@@ -2219,20 +2259,44 @@ static void save_run(save_t *s, sb_redis_script_t *script, args_t *a, sb_redis_c
     run_script_for(s->j, script, a, cb, s);
 }
 
+static void saved(save_t *s)
+{
+    mjob_t *j = s->j;
+    atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
+    track_inactive(j, s->id, 0);
+    s->cb(render_connection(j, &s->rec, s->creds), s->data);
+}
+
+static void on_save_shared(redisReply *r, void *data)
+{
+    save_t *s = data;
+    if (check_reply(s->j, r) != 0)
+        return;
+    saved(s);
+}
+
+/* Stored: then the gateway's index names it by its Meta id (metaids:{provider}). */
 static void on_saved(redisReply *r, void *data)
 {
     save_t *s = data;
     mjob_t *j = s->j;
     if (check_reply(j, r) != 0)
         return;
-    sb_record_t rec;
-    if (sb_record_from_reply(r, &j->super.pool, &rec) != 0) {
+    if (sb_record_from_reply(r, &j->super.pool, &s->rec) != 0) {
         fail(j, SB_ERR_INTERNAL, "the connection vanished while it was stored");
         return;
     }
-    atomic_fetch_add(&j->super.worker->server->conn_generation, 1);
-    track_inactive(j, s->id, 0);
-    s->cb(render_connection(j, &rec, s->creds), s->data);
+    if (s->meta_id == NULL || s->meta_id[0] == '\0') {
+        saved(s);
+        return;
+    }
+    h2o_iovec_t key = meta_ids_key(j, h2o_iovec_init(s->provider, strlen(s->provider)));
+    h2o_iovec_t value = sb_pool_printf(&j->super.pool, "%s %s", s->org, s->id);
+    const char *v[4] = {"HSET", key.base, s->meta_id, value.base};
+    size_t l[4] = {4, key.len, strlen(s->meta_id), value.len};
+    sb_redis_t *redis = j->super.worker->redis;
+    if (redis == NULL || sb_redis_command(redis, on_save_shared, s, 4, v, l) != 0)
+        fail(j, SB_ERR_QUEUE_UNAVAILABLE, "redis is unavailable");
 }
 
 /* A new connection is stored: read back as an update does (the update script with no field). */

@@ -36,6 +36,9 @@ sb_redis_script_t sb_script_conn_signin = {"conn_signin", sb_lua_conn_signin, {0
  * found */
 sb_redis_script_t sb_script_conn_delete = {"conn_delete", sb_lua_conn_delete, {0}};
 
+/* KEYS: metaids:{provider}; ARGV: meta id, "org connection" -> 1 forgotten | 0 (named another) */
+sb_redis_script_t sb_script_metaids_forget = {"metaids_forget", sb_lua_metaids_forget, {0}};
+
 /* ARGV: prefix, org, id, now, limit, window_ms, name, enabled
  * -> {0, retry_ms} (limited) | {1, hash} */
 sb_redis_script_t sb_script_assistant_create = {"assistant_create", sb_lua_assistant_create, {0}};
@@ -101,6 +104,7 @@ static sb_redis_script_t *const scripts[] = {&sb_script_ratelimit,
                                              &sb_script_conn_create,
                                              &sb_script_conn_delete,
                                              &sb_script_conn_signin,
+                                             &sb_script_metaids_forget,
                                              &sb_script_assistant_create,
                                              &sb_script_assistant_delete,
                                              &sb_script_binding_create,

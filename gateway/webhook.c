@@ -107,20 +107,29 @@ typedef struct st_wjob_t {
     const char **ddkeys, **evargs;
     size_t *ddlens, *evlens;
     struct st_wjob_t *batch_next;
-    /* routing by entry: per event the connection it is enqueued as (NULL: the URL's), the
-     * other recipients of the body, and the URL connection's app secret */
-    const char **ev_conn;
+    /* routing by entry: per event the connection it is enqueued as (NULL: the URL's) and
+     * that connection's org (NULL: the URL's), the other recipients of the body, and the URL
+     * connection's app secret */
+    const char **ev_conn, **ev_org;
     struct st_wsib_t *sibs;
     size_t nsibs;
     h2o_iovec_t app_secret;
+    /* a body routed into several orgs is enqueued one org after the other (rounds): the
+     * whole body's events with their connections and orgs, the orgs in order (the URL's
+     * first), the round running, and the counts of the rounds done */
+    sb_event_list_t all;
+    const char **all_conn, **all_org, **rounds;
+    size_t nrounds, round, done_events, done_dups;
 } wjob_t;
 
-/* A recipient of the body other than the URL's connection: its Meta id, the connection the
- * org's index names for it, and that connection when it is accepted. */
+/* A recipient of the body other than the URL's connection: its Meta id, the connection an
+ * index names for it (the org's, else the gateway's across orgs) with that connection's org,
+ * and the connection when it is accepted. */
 typedef struct st_wsib_t {
     wjob_t *j;
     h2o_iovec_t meta;
-    const char *cand, *conn;
+    const char *cand, *cand_org, *conn;
+    int global;
 } wsib_t;
 
 typedef struct st_wevent_t {
@@ -164,6 +173,7 @@ static int step_ok(wjob_t *j, redisReply *r)
 }
 
 static void next_step(wjob_t *j);
+static int next_round(wjob_t *j);
 
 /* The connection event 'i' is enqueued as: the URL's, or the one it was routed to by entry. */
 static const char *event_conn(const wjob_t *j, size_t i)
@@ -342,9 +352,9 @@ static void next_step(wjob_t *j)
         start_waits(j);
     } else if (j->unacked) {
         finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
-    } else {
+    } else if (!next_round(j)) {
         sb_metrics_enqueue_latency(sb_mono_us() - j->enqueue_started_us);
-        finish(j, SB_OK, j->dups == j->events.size);
+        finish(j, SB_OK, j->done_dups + j->dups == j->done_events + j->events.size);
     }
 }
 
@@ -792,19 +802,90 @@ Exit:
 /* ---- Routing by entry ----
  *
  * An app has one callback URL per channel, so the webhooks of every signed-in Page or
- * Instagram account of an org arrive at the URL of one connection (the org's oldest
- * signed-in one of the channel), verified there with the app secret that signs them all. A
- * body whose events name another recipient (entry[].id) than the URL connection's meta_id
- * is split by recipient: a recipient that the org's index metaid:{org}:<channel> names, under
- * a connection of the same org and channel with the same app secret, is enqueued as that
- * connection's (its identity records, guards, contacts, bindings and connection_id); any
- * other stays the URL connection's. The common case (every recipient the URL's own) costs
- * one comparison per event; the index is read only on a mismatch, and the connections it
- * names come from the worker's cache like the URL's. */
+ * Instagram account arrive at the URL of one connection (the one the operator set in the app
+ * dashboard), verified there with the app secret that signs them all. A body whose events
+ * name another recipient (entry[].id) than the URL connection's meta_id is split by
+ * recipient. A recipient is looked up in the URL org's index metaid:{org}:<channel> first,
+ * then, when that names nothing, in the gateway's index metaids:{<channel>} (Meta id -> "org
+ * connection", written by every sign-in): a connection either names is taken when it is of
+ * that org and this channel, stored for that very Meta id, and has the same app secret; its
+ * events are enqueued as that connection's (its org's identity records, guards, contacts,
+ * bindings and connection_id). Any other recipient stays the URL connection's. A body that
+ * reaches other orgs is enqueued one org after the other (start_rounds), and answered 200
+ * after the last. The common case (every recipient the URL's own) costs one comparison per
+ * event; the indexes are read only on a mismatch, and the connections they name come from
+ * the worker's cache like the URL's. */
 
 static int iov_same(h2o_iovec_t a, h2o_iovec_t b)
 {
     return a.len == b.len && (a.len == 0 || memcmp(a.base, b.base, a.len) == 0);
+}
+
+/* How many events of the body are of round 'r''s org; with 'load', they become j->events
+ * (in the body's order) with their connections. */
+static size_t round_events(wjob_t *j, size_t r, int load)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < j->all.size; ++i) {
+        const char *o = j->all_org[i] != NULL ? j->all_org[i] : j->rounds[0];
+        if (strcmp(o, j->rounds[r]) != 0)
+            continue;
+        if (load) {
+            j->events.entries[m] = j->all.entries[i];
+            j->ev_conn[m] = j->all_conn[i];
+        }
+        m++;
+    }
+    if (load)
+        j->events.size = m;
+    return m;
+}
+
+/* Enqueues the next org of a body routed into several (the org's step and the rest, as for
+ * any body): 1 when one started, 0 when none is left (or the body is of one org). */
+static int next_round(wjob_t *j)
+{
+    while (j->round < j->nrounds) {
+        size_t r = j->round++;
+        if (round_events(j, r, 0) == 0)
+            continue;
+        if (j->out != NULL) { /* a round ran: its counts */
+            j->done_events += j->events.size;
+            j->done_dups += j->dups;
+        }
+        round_events(j, r, 1);
+        j->dups = 0;
+        j->out = NULL;
+        enqueue(j, j->rounds[r]);
+        return 1;
+    }
+    return 0;
+}
+
+/* The body reached connections of other orgs: one round per org (the URL's first), each with
+ * its events in the body's order. */
+static void start_rounds(wjob_t *j)
+{
+    h2o_mem_pool_t *pool = &j->super.pool;
+    size_t n = j->events.size;
+    j->all = j->events;
+    j->all_conn = j->ev_conn;
+    j->all_org = j->ev_org;
+    j->rounds = h2o_mem_alloc_pool(pool, sizeof(*j->rounds) * (n + 1));
+    j->rounds[j->nrounds++] = j->org;
+    for (size_t i = 0; i < n; ++i) {
+        const char *o = j->all_org[i];
+        int seen = o == NULL;
+        for (size_t k = 0; k < j->nrounds && !seen; ++k)
+            seen = strcmp(j->rounds[k], o) == 0;
+        if (!seen)
+            j->rounds[j->nrounds++] = o;
+    }
+    j->events.entries = h2o_mem_alloc_pool(pool, sizeof(*j->events.entries) * n);
+    j->events.capacity = n;
+    j->ev_conn = h2o_mem_alloc_pool(pool, sizeof(*j->ev_conn) * n);
+    j->ev_org = NULL;
+    next_round(j);
 }
 
 static void routed(wjob_t *j)
@@ -818,27 +899,39 @@ static void routed(wjob_t *j)
         return;
     }
     size_t n = j->events.size;
+    int other_orgs = 0;
     for (size_t i = 0; i < n; ++i)
-        for (size_t k = 0; k < j->nsibs; ++k)
-            if (j->sibs[k].conn != NULL &&
-                iov_same(j->events.entries[i].recipient_id, j->sibs[k].meta)) {
-                if (j->ev_conn == NULL) {
-                    j->ev_conn = h2o_mem_alloc_pool(&j->super.pool, sizeof(*j->ev_conn) * n);
-                    memset(j->ev_conn, 0, sizeof(*j->ev_conn) * n);
-                }
-                j->ev_conn[i] = j->sibs[k].conn;
+        for (size_t k = 0; k < j->nsibs; ++k) {
+            const wsib_t *sib = j->sibs + k;
+            if (sib->conn == NULL || !iov_same(j->events.entries[i].recipient_id, sib->meta))
+                continue;
+            if (j->ev_conn == NULL) {
+                j->ev_conn = h2o_mem_alloc_pool(&j->super.pool, sizeof(*j->ev_conn) * n);
+                j->ev_org = h2o_mem_alloc_pool(&j->super.pool, sizeof(*j->ev_org) * n);
+                memset(j->ev_conn, 0, sizeof(*j->ev_conn) * n);
+                memset(j->ev_org, 0, sizeof(*j->ev_org) * n);
             }
-    enqueue(j, j->org);
+            j->ev_conn[i] = sib->conn;
+            if (strcmp(sib->cand_org, j->org) != 0) {
+                j->ev_org[i] = sib->cand_org;
+                other_orgs = 1;
+            }
+        }
+    if (other_orgs)
+        start_rounds(j);
+    else
+        enqueue(j, j->org);
 }
 
-/* Whether connection 'e' (the index's 'sib->cand') takes the recipient's events: of the same
- * org and channel, stored for that very Meta id, and with the same app secret, so that a
- * connection of another app (or a stale index entry) is never written as. */
+/* Whether connection 'e' (the index's 'sib->cand') takes the recipient's events: of the org
+ * the index named and of this channel, stored for that very Meta id, and with the same app
+ * secret, so that a connection of another app (or a stale index entry) is never written
+ * as. */
 static void sibling_check(wsib_t *sib, const conn_entry_t *e)
 {
     wjob_t *j = sib->j;
     h2o_iovec_t secret = e->cred.app_secret;
-    if (sb_iov_eq(e->org, j->org) && sb_iov_eq(e->provider, j->adapter->name) &&
+    if (sb_iov_eq(e->org, sib->cand_org) && sb_iov_eq(e->provider, j->adapter->name) &&
         iov_same(e->meta_id, sib->meta) && secret.len == j->app_secret.len && secret.len != 0 &&
         CRYPTO_memcmp(secret.base, j->app_secret.base, secret.len) == 0)
         sib->conn = sib->cand;
@@ -860,8 +953,69 @@ static void on_sibling(redisReply *r, void *data)
         routed(j);
 }
 
-/* The index answered: per recipient the connection it names, checked from the cache or
- * read (HGETALL in the org's slot) first. */
+/* Checks the candidate an index named for 'sib' (from the cache, or read with HGETALL in its
+ * org's slot first; j->pending counts the read). */
+static void check_candidate(wjob_t *j, wsib_t *sib, const char *org, size_t orglen,
+                            const char *id, size_t idlen)
+{
+    if (!sb_id_valid(id, idlen) || !sb_id_valid(org, orglen) ||
+        (idlen == strlen(j->conn_id) && memcmp(id, j->conn_id, idlen) == 0))
+        return;
+    sib->cand = sb_pool_strdup(&j->super.pool, id, idlen).base;
+    sib->cand_org = sb_pool_strdup(&j->super.pool, org, orglen).base;
+    conn_entry_t *c = cache_get(j->super.worker, sib->cand);
+    if (c != NULL) {
+        sibling_check(sib, c);
+        return;
+    }
+    const char *prefix = j->super.worker->server->conf->redis_prefix;
+    h2o_iovec_t key = sb_key_org(&j->super.pool, prefix, "connection", sib->cand_org, sib->cand);
+    const char *argv[2] = {"HGETALL", key.base};
+    size_t argvlen[2] = {7, key.len};
+    if (sb_redis_command(j->super.worker->redis, on_sibling, sib, 2, argv, argvlen) == 0)
+        j->pending++;
+    else
+        j->failed = 1;
+}
+
+/* Whether an index's HMGET answered one value per asked recipient; logs a Redis error. */
+static int index_answered(wjob_t *j, const redisReply *r, size_t n)
+{
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        if (r != NULL && r->type == REDIS_REPLY_ERROR)
+            sb_logkv(SB_LOG_ERROR, SB_MODULE, (const char *[]){"conn", j->conn_id, NULL},
+                     "routing by entry failed: %.*s", (int)r->len, r->str);
+        return 0;
+    }
+    return 1;
+}
+
+/* The gateway's index answered for the recipients the org's named nothing for: "org
+ * connection" each. */
+static void on_global_index(redisReply *r, void *data)
+{
+    wjob_t *j = data;
+    size_t n = 0;
+    for (size_t i = 0; i < j->nsibs; ++i)
+        n += j->sibs[i].global;
+    if (j->super.req != NULL && !index_answered(j, r, n))
+        j->failed = 1;
+    for (size_t i = 0, e = 0; j->super.req != NULL && !j->failed && i < j->nsibs; ++i) {
+        wsib_t *sib = j->sibs + i;
+        if (!sib->global)
+            continue;
+        const redisReply *v = r->element[e++];
+        const char *sp = v->type == REDIS_REPLY_STRING ? memchr(v->str, ' ', v->len) : NULL;
+        if (sp != NULL)
+            check_candidate(j, sib, v->str, (size_t)(sp - v->str), sp + 1,
+                            v->len - (size_t)(sp - v->str) - 1);
+    }
+    if (--j->pending == 0)
+        routed(j);
+}
+
+/* The org's index answered: per recipient the connection it names, checked from the cache or
+ * read first; the recipients it names nothing for are asked of the gateway's index. */
 static void on_index(redisReply *r, void *data)
 {
     wjob_t *j = data;
@@ -869,32 +1023,40 @@ static void on_index(redisReply *r, void *data)
         sb_job_free(&j->super);
         return;
     }
-    if (r == NULL || r->type == REDIS_REPLY_ERROR || r->type != REDIS_REPLY_ARRAY ||
-        r->elements != j->nsibs) {
-        if (r != NULL && r->type == REDIS_REPLY_ERROR)
-            sb_logkv(SB_LOG_ERROR, SB_MODULE, (const char *[]){"conn", j->conn_id, NULL},
-                     "routing by entry failed: %.*s", (int)r->len, r->str);
+    if (!index_answered(j, r, j->nsibs)) {
         finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
         return;
     }
-    const char *prefix = j->super.worker->server->conf->redis_prefix;
+    h2o_mem_pool_t *pool = &j->super.pool;
     j->pending = 1; /* held until every read is sent */
+    size_t nglobal = 0;
     for (size_t i = 0; i < j->nsibs; ++i) {
         const redisReply *e = r->element[i];
         wsib_t *sib = j->sibs + i;
-        if (e->type != REDIS_REPLY_STRING || !sb_id_valid(e->str, e->len) ||
-            (e->len == strlen(j->conn_id) && memcmp(e->str, j->conn_id, e->len) == 0))
-            continue;
-        sib->cand = sb_pool_strdup(&j->super.pool, e->str, e->len).base;
-        conn_entry_t *c = cache_get(j->super.worker, sib->cand);
-        if (c != NULL) {
-            sibling_check(sib, c);
-            continue;
+        if (e->type == REDIS_REPLY_STRING)
+            check_candidate(j, sib, j->org, strlen(j->org), e->str, e->len);
+        else if (e->type == REDIS_REPLY_NIL) {
+            sib->global = 1;
+            nglobal++;
         }
-        h2o_iovec_t key = sb_key_org(&j->super.pool, prefix, "connection", j->org, sib->cand);
-        const char *argv[2] = {"HGETALL", key.base};
-        size_t argvlen[2] = {7, key.len};
-        if (sb_redis_command(j->super.worker->redis, on_sibling, sib, 2, argv, argvlen) == 0)
+    }
+    if (nglobal != 0 && !j->failed) {
+        const char *prefix = j->super.worker->server->conf->redis_prefix;
+        const char **argv = h2o_mem_alloc_pool(pool, sizeof(*argv) * (nglobal + 2));
+        size_t *argvlen = h2o_mem_alloc_pool(pool, sizeof(*argvlen) * (nglobal + 2));
+        h2o_iovec_t key = sb_key_own(pool, prefix, "metaids", j->adapter->name,
+                                     strlen(j->adapter->name));
+        argv[0] = "HMGET";
+        argvlen[0] = 5;
+        argv[1] = key.base;
+        argvlen[1] = key.len;
+        for (size_t i = 0, k = 2; i < j->nsibs; ++i)
+            if (j->sibs[i].global) {
+                argv[k] = j->sibs[i].meta.base;
+                argvlen[k++] = j->sibs[i].meta.len;
+            }
+        if (sb_redis_command(j->super.worker->redis, on_global_index, j, (int)(nglobal + 2), argv,
+                             argvlen) == 0)
             j->pending++;
         else
             j->failed = 1;

@@ -12,8 +12,9 @@ override's URL with Meta's GET handshake against the gateway before it accepts i
 of a business account with several numbers by the number's override, the only number of an
 account by the account's); Pages answer the app's callback URL; without a public URL no
 override is set. Webhooks of the app's callback URL are routed by entry: each Page's or
-Instagram account's events reach its own connection once, never a pasted connection, another
-app's or another org's. A connection of Instagram Login sends through the fake Instagram API.
+Instagram account's events reach its own connection once, never a pasted connection or another
+app's; at another org's URL they reach the org that signed the account in through the app. A
+connection of Instagram Login sends through the fake Instagram API.
 """
 
 import hashlib
@@ -580,6 +581,82 @@ class MetaSignInTest(H.GatewayTestCase):
         self.assertEqual(self.mids(asst["page"], "m_"), [("m_p1", page["id"])])
         self.assertEqual(self.mids(asst["shop"], "m_"), [("m_s1", shop["id"]),
                                                          ("m_s2", shop["id"])])
+        self.assertNoSecrets()
+
+    def test_webhooks_routed_across_orgs(self):
+        """One app's callback URL serves every org signed in through the app: a Page's or an
+        Instagram account's entries at another org's URL reach the org that signed it in."""
+        self.fake.second_ig = True
+        self.fake.only_pages = {"8001"}
+        r = self.sign_in()
+        self.assertStatus(r, 201)
+        a_by = {c["account_hint"]: c for c in r.json}
+        page_a, ig_a = a_by["Acme Page"], a_by["acme.ig"]
+        org_b = self.new_org()
+        key_b = self.gw.keys_create(org_b)
+        self.fake.only_pages = {"8002"}
+        r = self.gw.http("POST", "/orgs/c/connections/meta",
+                         body={"code": self.fake.new_code()}, key=key_b)
+        self.assertStatus(r, 201)
+        b_by = {c["account_hint"]: c for c in r.json}
+        shop_b, ig_b = b_by["Acme Shop"], b_by["acme.shop"]
+        # the gateway's index names each signed-in connection by its Meta id, with its org
+        index = self.PREFIX + "metaids:{messenger}"
+        self.assertEqual(self.redis.command("HGET", index, "8002"),
+                         ("%s %s" % (org_b, shop_b["id"])).encode())
+        self.assertEqual(self.redis.command("HGET", self.PREFIX + "metaids:{instagram}", "9001"),
+                         ("%s %s" % (self.org, ig_a["id"])).encode())
+        asst = {}
+        for name, conn, ext, key in (("a_page", page_a, "8001", self.key),
+                                     ("a_ig", ig_a, "9001", self.key),
+                                     ("b_shop", shop_b, "8002", key_b),
+                                     ("b_ig", ig_b, "9002", key_b)):
+            aid = self.create_assistant(name, key=key)["id"]
+            self.bind(aid, conn["id"], external_id=ext, key=key)
+            asst[name] = "in:{%s}" % aid
+        inbox_a, inbox_b = "inbox:{%s}" % self.org, "inbox:{%s}" % org_b
+
+        # org A's Page URL is the app's callback URL: one body with a Page of each org and an
+        # unknown one, twice (a retry): each event in its own org's streams, once
+        for _ in range(2):
+            self.assertEqual(self.post_meta(page_a, "page", [("8002", "x_b1"), ("8001", "x_a1"),
+                                                             ("8003", "x_u1")]), 200)
+        self.assertEqual(self.mids(asst["a_page"], "x_"), [("x_a1", page_a["id"])])
+        self.assertEqual(self.mids(asst["b_shop"], "x_"), [("x_b1", shop_b["id"])])
+        self.assertEqual(self.mids("unrouted", "x_"), [("x_u1", page_a["id"])])
+        self.assertEqual(sorted(self.mids(inbox_a, "x_")), [("x_a1", page_a["id"]),
+                                                            ("x_u1", page_a["id"])])
+        self.assertEqual(self.mids(inbox_b, "x_"), [("x_b1", shop_b["id"])])
+        # each org lists its own conversation, on its own connection
+        convs = self.gw.http("GET", "/orgs/c/conversations", key=key_b)
+        self.assertStatus(convs, 200)
+        self.assertEqual([c["connection_id"] for c in convs.json], [shop_b["id"]])
+        convs = self.api("GET", "/orgs/c/conversations")
+        self.assertStatus(convs, 200)
+        self.assertEqual([c["connection_id"] for c in convs.json], [page_a["id"]])
+
+        # Instagram the same way, at org B's URL this time
+        for _ in range(2):
+            self.assertEqual(self.post_meta(ig_b, "instagram", [("9001", "y_a1"),
+                                                                ("9002", "y_b1")]), 200)
+        self.assertEqual(self.mids(asst["a_ig"], "y_"), [("y_a1", ig_a["id"])])
+        self.assertEqual(self.mids(asst["b_ig"], "y_"), [("y_b1", ig_b["id"])])
+
+        # what the index names is checked against the connection itself: an entry that
+        # names a connection under another org than its own routes nothing
+        self.redis.command("HSET", index, "8004", "%s %s" % (self.org, shop_b["id"]))
+        self.assertEqual(self.post_meta(page_a, "page", [("8004", "x_f1")]), 200)
+        self.assertEqual(self.mids("unrouted", "x_f1"), [("x_f1", page_a["id"])])
+        self.assertEqual(self.mids(inbox_b, "x_"), [("x_b1", shop_b["id"])])
+
+        # org B's connection deleted: forgotten by the index, its entries at org A's URL
+        # unrouted there
+        r = self.gw.http("DELETE", "/orgs/c/connections/" + shop_b["id"], key=key_b)
+        self.assertStatus(r, 204)
+        self.assertIsNone(self.redis.command("HGET", index, "8002"))
+        self.assertEqual(self.post_meta(page_a, "page", [("8002", "x_d1")]), 200)
+        self.assertEqual(self.mids("unrouted", "x_d1"), [("x_d1", page_a["id"])])
+        self.assertEqual(self.mids(inbox_b, "x_"), [("x_b1", shop_b["id"])])
         self.assertNoSecrets()
 
     def test_no_public_url_sets_no_override(self):

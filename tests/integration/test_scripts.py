@@ -56,6 +56,16 @@ class ScriptsTest(unittest.TestCase):
         text = embedded_scripts()["enqueue"]
         self.assertTrue(text.startswith(keys + sbx), text[:200])
 
+    def test_metaids_forget_keeps_a_later_sign_in(self):
+        # a delete forgets the Meta id only while it still names the deleted connection
+        text = embedded_scripts()["metaids_forget"]
+        key = "ts_scripts:metaids:{messenger}"
+        self.redis.command("HSET", key, "8001", "org_b cn_new", "8002", "org_a cn_old")
+        self.assertEqual(self.redis.command("EVAL", text, 1, key, "8001", "org_a cn_old"), 0)
+        self.assertEqual(self.redis.command("EVAL", text, 1, key, "8002", "org_a cn_old"), 1)
+        self.assertEqual(self.redis.command("HGETALL", key), [b"8001", b"org_b cn_new"])
+        self.redis.command("DEL", key)
+
     def test_a_syntax_error_is_refused(self):
         # the check above can fail: Redis compiles what SCRIPT LOAD is given
         with self.assertRaises(H.RedisError):
