@@ -1402,8 +1402,13 @@ class GatewayTestCase(unittest.TestCase):
     DEFAULT_ENV = {"SWITCHBOARD_API_RATE_LIMIT_PER_MINUTE": "100000"}
 
     @classmethod
+    def start_redis(cls):
+        """The class's Redis, started (a subclass may give another: a cluster's)."""
+        return RedisServer().start()
+
+    @classmethod
     def setUpClass(cls):
-        cls.redis = RedisServer().start()
+        cls.redis = cls.start_redis()
         cls.addClassCleanup(cls.redis.cleanup)
         cls.telegram = FakeTelegram().start()
         cls.addClassCleanup(cls.telegram.stop)

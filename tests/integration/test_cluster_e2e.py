@@ -6,7 +6,9 @@ assistants, bindings, contacts PATCH, DELETE), every fixture of every fixture di
 sent once and again as a provider retry, alternating between the two gateways, each giving
 its events in the right streams exactly once (test_inbound's fixture runner), the inbox
 list and history, and an outbound reply through the HTTP route delivered to the fake
-provider. Every script the gateway runs touches one hash slot, or the cluster refuses it.
+provider; and test_meta_signin's sign-in tests, the webhooks of one Meta app routed by entry
+to the connection of each Page, of the URL's org or another. Every script the gateway runs
+touches one hash slot, or the cluster refuses it.
 """
 
 import json
@@ -21,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as H  # noqa: E402
 from cluster import RedisCluster  # noqa: E402
 import test_inbound  # noqa: E402
+import test_meta_signin  # noqa: E402
 from test_inbound import Env, utf8_bytes  # noqa: E402
 
 RC = None
@@ -49,6 +52,18 @@ class ClusterClient:
         return self.rc.node(self.rc.primary_of_key(key)).command(*args)
 
     def close(self):
+        pass
+
+
+class ClusterAsRedis(ClusterClient):
+    """The module's cluster where a GatewayTestCase starts its redis-server: its URL for the
+    gateways and command() on the primary of the key; the module stops it, not the class."""
+
+    @property
+    def url(self):
+        return self.rc.url
+
+    def cleanup(self):
         pass
 
 
@@ -105,6 +120,18 @@ class TestFixturesOnCluster(test_inbound.TestFixtures):
         return self.env.next_gw().http(
             "POST", "/webhooks/%s/%s" % (channel, conn), body=data,
             headers=dict(headers, **{"Content-Type": "application/json"}))
+
+
+class TestMetaSignInOnCluster(test_meta_signin.MetaSignInTest):
+    """test_meta_signin's sign-in tests on the cluster: the connections and their indexes,
+    and the webhooks of the app's callback URL routed by entry, within an org and across
+    orgs (each org's round in its own slot, the index across orgs in one of its own)."""
+
+    PREFIX = "sbs:"  # a store of its own: each prefix is sealed with one master key
+
+    @classmethod
+    def start_redis(cls):
+        return ClusterAsRedis(RC)
 
 
 class TestManagementOnCluster(unittest.TestCase):
