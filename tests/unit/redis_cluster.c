@@ -700,7 +700,9 @@ static void test_cluster_basic(void)
     sb_redis_route_t w3 = {.wait_replicas = 3, .wait_timeout_ms = 100};
     CMD_R(r, &w3, &cap, "SET", key, "less");
     ASSERT_EQ(cap.type, REDIS_REPLY_ERROR);
-    ASSERT_STR_EQ(cap.str, "NOREPLICAS 1 of 3 replicas acknowledged");
+    /* the one replica may not have acknowledged within the 100 ms on a loaded machine */
+    ASSERT(strcmp(cap.str, "NOREPLICAS 1 of 3 replicas acknowledged") == 0 ||
+           strcmp(cap.str, "NOREPLICAS 0 of 3 replicas acknowledged") == 0);
     CMD(r, &cap, "GET", key);
     ASSERT_STR_EQ(cap.str, "less"); /* the command itself ran */
     /* an error reply of the command is passed on at once */
