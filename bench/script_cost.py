@@ -100,7 +100,7 @@ def event_args(i, senders):
 
 VARIANTS = [
     ("full", None, None),
-    ("call only", "local P, urlconn, org, channel", "do return {} end\nlocal P, urlconn, org, channel"),
+    ("call only", "local P, org, channel", "do return {} end\nlocal P, org, channel"),
     ("no inbox", "SBX.item(P, org, cv, ev, eid, 'in', kind, mtype, preview, ts, now, '', mext, maxlen, pre)", ""),
     ("no history", "redis.pcall('XADD', P .. 'hist:' .. tag .. ':' .. cv, 'MAXLEN', '~', maxlen, eid, 'e', ev)", ""),
     ("no filter sets", None, None),  # built below
@@ -109,9 +109,9 @@ VARIANTS = [
     ("one copy", None, None),
 ]
 
-FLOOR = """local P, org, maxlen, n = ARGV[1], ARGV[3], ARGV[5], tonumber(ARGV[8])
+FLOOR = """local P, org, maxlen, n = ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[7])
 for i = 0, n - 1 do
-  local b = 10 + i * 22
+  local b = 9 + i * 22
   local ev = '{"v":1,"id":"' .. ARGV[b + 8] .. '","contact":{' .. ARGV[b + 9] .. '}' ..
     ARGV[b + 10] .. '}'
   local eid = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'event', ev)
@@ -176,7 +176,7 @@ def run_once(script, events, batch, senders):
                 a = event_args(i, senders)
                 keys.append("%sdd:{%s}:%s:%s" % (P, org, conn, a[0]))
                 argv += a
-            fixed = [P, conn, org, "whatsapp", "1000000", "691200", str(int(time.time() * 1000)),
+            fixed = [P, org, "whatsapp", "1000000", "691200", str(int(time.time() * 1000)),
                      str(n), "1"]
             r.call("EVALSHA", sha, len(keys), *(keys + fixed + argv))
             sent += n

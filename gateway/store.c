@@ -236,22 +236,18 @@ static int probe_store(const char *url, const char *prefix, const sb_keyset_t *s
 
 int sb_store_migrate(redisContext *c, const char *prefix, char *err, size_t errlen)
 {
-    redisReply *r = redisCommand(c, "INFO cluster");
-    if (r == NULL || r->type != REDIS_REPLY_STRING) {
-        snprintf(err, errlen, "redis: %s",
-                 r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
-        if (r != NULL)
-            freeReplyObject(r);
+    char cerr[256];
+    int cluster = sb_redis_sync_is_cluster(c, cerr, sizeof(cerr));
+    if (cluster < 0) {
+        snprintf(err, errlen, "redis: %s", cerr);
         return -1;
     }
-    int cluster = strstr(r->str, "cluster_enabled:1") != NULL;
-    freeReplyObject(r);
     if (cluster)
         return 0;
     char schema[512], version[16];
     snprintf(schema, sizeof(schema), "%s{schema}", prefix);
     snprintf(version, sizeof(version), "%d", SB_SCHEMA_VERSION);
-    r = redisCommand(c, "EVAL %s 1 %s %s %s", sb_lua_migrate, schema, prefix, version);
+    redisReply *r = redisCommand(c, "EVAL %s 1 %s %s %s", sb_lua_migrate, schema, prefix, version);
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
         snprintf(err, errlen, "redis: store migration: %s",
                  r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");

@@ -45,19 +45,19 @@
 
 #define SB_MODULE      "gateway/webhook"
 #define ARGS_PER_EVENT 22
-#define FIXED_ARGS     9
+#define FIXED_ARGS     8
 #include "keys.h"
 
 /* KEYS: inbox:{org}, then each event's identity record dd:{org}:{connection}:{identity}.
- * ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, one ("1" on a single
+ * ARGV: prefix, org, channel, maxlen, ttl_s, now_ms, n, one ("1" on a single
  *   instance: the script then does steps 2 and 3 itself, below), then per event:
  *   identity, recipient, contact ext id, name, phone, username, chat id, kind, event id,
  *   contact members but external_id (JSON), content members (JSON), new contact id,
  *   contact user id (WhatsApp BSUID), thread id (Telegram forum topic), the provider
  *   message id the event is about (its own, or the one a status or reaction names), status
  *   state, message type, preview (inbox.h), timestamp (ms), the field an edit changes
- *   (text or caption, else '') and its new value, the event's connection ('': the URL's; another
- *   when the body was routed by entry, below)
+ *   (text or caption, else '') and its new value, the event's connection (the URL's, or another
+ *   when the body was routed by entry, below; one call holds the webhooks of several URLs)
  * -> per event {status, target, event JSON, conversation, conversation new}: status 0 routed,
  * 1 duplicate, 2 unrouted, 3 blocked, 4 inbox only; target "a:<assistant>", "u" or ""
  *
@@ -365,18 +365,13 @@ static h2o_iovec_t reply_str(wjob_t *j, const redisReply *r)
     return sb_pool_strdup(&j->super.pool, r->str, r->len);
 }
 
-/* Step 1 answered: what became of each event (the job's part of the batch's answer),
- * counted; then the next steps. */
+/* Step 1 answered: what became of each event (the job's part of the batch's answer, each
+ * element of the shape on_batch checked), counted; then the next steps. */
 static void enqueued(wjob_t *j, redisReply **element)
 {
     j->out = h2o_mem_alloc_pool(&j->super.pool, sizeof(*j->out) * j->events.size);
     for (size_t i = 0; i < j->events.size; ++i) {
         const redisReply *e = element[i];
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 5 ||
-            e->element[0]->type != REDIS_REPLY_INTEGER) {
-            finish(j, SB_ERR_QUEUE_UNAVAILABLE, 0);
-            return;
-        }
         wevent_t *w = j->out + i;
         w->status = e->element[0]->integer;
         w->target = reply_str(j, e->element[1]);
@@ -517,7 +512,6 @@ static void send_group(sb_worker_t *w, wjob_t **list, wjob_t *first)
             argvlen[k++] = call->jobs[i]->ddlens[e];
         }
     const char *fixed[FIXED_ARGS] = {conf->redis_prefix,
-                                     call->jobs[0]->conn_id,
                                      org,
                                      call->jobs[0]->adapter->name,
                                      maxlen,

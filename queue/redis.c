@@ -352,14 +352,30 @@ redisReply *sb_redis_sync_command(const sb_redis_url_t *url, uint32_t timeout_ms
     return NULL;
 }
 
-/* 1: a cluster node, 0: a single instance, -1: no answer. */
-static int sync_is_cluster(redisContext *c)
+int sb_redis_sync_is_cluster(redisContext *c, char *err, size_t errlen)
 {
     redisReply *r = redisCommand(c, "INFO cluster");
-    int cluster = r == NULL ? -1 : r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1") != NULL;
+    int cluster = -1;
+    if (r != NULL && r->type == REDIS_REPLY_STRING)
+        cluster = strstr(r->str, "cluster_enabled:1") != NULL;
+    else
+        snprintf(err, errlen, "INFO cluster: %s",
+                 r == NULL ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
     if (r != NULL)
         freeReplyObject(r);
     return cluster;
+}
+
+/* The first seed that answers, and whether it is a cluster node; NULL with a reason in 'err'. */
+static redisContext *sync_open(const sb_redis_url_t *url, uint32_t timeout_ms, int *cluster,
+                               char *err, size_t errlen)
+{
+    redisContext *c = sync_connect_seed(url, timeout_ms, err, errlen);
+    if (c != NULL && (*cluster = sb_redis_sync_is_cluster(c, err, errlen)) < 0) {
+        redisFree(c);
+        c = NULL;
+    }
+    return c;
 }
 
 typedef struct st_sync_primary_t {
@@ -396,9 +412,9 @@ static int sync_slots(redisContext *c, sync_primary_t *out, int max, char *err, 
     return n;
 }
 
-static int same_node(redisContext *c, const sync_primary_t *p)
+static int same_address(const char *host, int port, const sync_primary_t *p)
 {
-    return c->tcp.host != NULL && strcmp(c->tcp.host, p->host) == 0 && c->tcp.port == p->port;
+    return host != NULL && strcmp(host, p->host) == 0 && port == p->port;
 }
 
 redisContext *sb_redis_sync_connect_key(const sb_redis_url_t *url, const char *key,
@@ -406,25 +422,17 @@ redisContext *sb_redis_sync_connect_key(const sb_redis_url_t *url, const char *k
 {
     if (timeout_ms == 0)
         timeout_ms = 5000;
-    redisContext *c = sync_connect_seed(url, timeout_ms, err, errlen);
-    if (c == NULL)
-        return NULL;
-    int cluster = sync_is_cluster(c);
-    if (cluster <= 0) {
-        if (cluster < 0) {
-            snprintf(err, errlen, "no reply: %s", c->errstr);
-            redisFree(c);
-            return NULL;
-        }
+    int cluster = 0;
+    redisContext *c = sync_open(url, timeout_ms, &cluster, err, errlen);
+    if (c == NULL || !cluster)
         return c;
-    }
     sync_primary_t ranges[512];
     int n = sync_slots(c, ranges, 512, err, errlen);
     unsigned slot = sb_redis_key_slot(key, strlen(key));
     for (int i = 0; i < n; ++i) {
         if (slot < ranges[i].first || slot > ranges[i].last)
             continue;
-        if (same_node(c, ranges + i))
+        if (same_address(c->tcp.host, c->tcp.port, ranges + i))
             return c;
         redisFree(c);
         return sync_connect(url, ranges[i].host, ranges[i].port, timeout_ms, err, errlen);
@@ -441,14 +449,11 @@ int sb_redis_sync_each_primary(const sb_redis_url_t *url, uint32_t timeout_ms,
 {
     if (timeout_ms == 0)
         timeout_ms = 5000;
-    redisContext *c = sync_connect_seed(url, timeout_ms, err, errlen);
+    int cluster = 0, rc = 0;
+    redisContext *c = sync_open(url, timeout_ms, &cluster, err, errlen);
     if (c == NULL)
         return -1;
-    int cluster = sync_is_cluster(c), rc = 0;
-    if (cluster < 0) {
-        snprintf(err, errlen, "no reply: %s", c->errstr);
-        rc = -1;
-    } else if (cluster == 0) {
+    if (!cluster) {
         rc = fn(c, data);
     } else {
         sync_primary_t ranges[512];
@@ -458,7 +463,7 @@ int sb_redis_sync_each_primary(const sb_redis_url_t *url, uint32_t timeout_ms,
         for (int i = 0; i < n && rc == 0; ++i) {
             int seen = 0; /* a primary serves several ranges: visit it once */
             for (int k = 0; k < i && !seen; ++k)
-                seen = strcmp(ranges[k].host, ranges[i].host) == 0 && ranges[k].port == ranges[i].port;
+                seen = same_address(ranges[k].host, ranges[k].port, ranges + i);
             if (seen)
                 continue;
             redisContext *node = sync_connect(url, ranges[i].host, ranges[i].port, timeout_ms, err, errlen);

@@ -194,6 +194,12 @@ redisReply *sb_redis_sync_command(const sb_redis_url_t *url, uint32_t timeout_ms
                                   size_t errlen);
 
 /**
+ * Blocking, on a connection of the sync_ functions: 1 when the node is of a cluster
+ * (cluster_enabled:1 in INFO cluster), 0 a single instance, -1 with a reason in 'err'.
+ */
+int sb_redis_sync_is_cluster(redisContext *c, char *err, size_t errlen);
+
+/**
  * Blocking, for command-line subcommands and the main thread only: a connection (AUTH and
  * SELECT done) to the node that serves 'key': on a single instance the first seed that
  * answers, on a cluster the primary of the key's slot (CLUSTER SLOTS). NULL with a reason

@@ -2,9 +2,9 @@
 --! include lib/inbox.lua
 -- The org's step of a webhook's enqueue (webhook.c): everything in the org's slot.
 -- KEYS: inbox:{org}, then each event's identity record dd:{org}:{conn}:{identity}
--- ARGV: prefix, connection, org, channel, maxlen, ttl_s, now_ms, n, one, then 22 per event
---   (webhook.c says which; the last, when not '', is the event's connection: another of the
---   org's than the URL's, which a body of the app's callback URL is routed to by entry)
+-- ARGV: prefix, org, channel, maxlen, ttl_s, now_ms, n, one, then 22 per event (webhook.c
+--   says which; the last is the event's connection: the URL's, or the one a body of the
+--   app's callback URL is routed to by entry; one call may hold the webhooks of several)
 -- -> per event {status, target, event JSON, conversation, conversation new (1/0)}: status
 --   0 routed, 1 duplicate, 2 unrouted, 3 blocked, 4 inbox only; target 'a:<assistant>',
 --   'u' (sb:unrouted) or '' (none). The identity record keeps the target and the event, so
@@ -13,18 +13,17 @@
 --   script also appends each event to its target stream and sets convorg:{cv} itself, in the
 --   same atomic call, and answers target '' and conversation new 0 (nothing left to do); the
 --   identity record is then a mark (SET NX EX, the first call for the event), not a hash.
-local P, urlconn, org, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local maxlen, ttl, now, n, one = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1'
+local P, org, channel = ARGV[1], ARGV[2], ARGV[3]
+local maxlen, ttl, now, n, one = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
 local K = SBK(P, org)
 local out = {}
 local inbox = KEYS[1]
 local routes = {}
 for i = 0, n - 1 do
-  local b = 10 + i * 22
+  local b = 9 + i * 22
   local identity, recipient, cext, name, phone, username, chat, kind, evid, crest, tail, newcid, uid, thread =
     unpack(ARGV, b, b + 13)
   local mext, state, mtype, preview, ts, efield, etext, conn = unpack(ARGV, b + 14, b + 21)
-  if conn == '' then conn = urlconn end
   local dd = KEYS[2 + i]
   local seen
   if one then

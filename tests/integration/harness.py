@@ -650,6 +650,29 @@ class _Override:
         self.headers = headers or {}
 
 
+def _http_server(dispatch):
+    """A ThreadingHTTPServer on 127.0.0.1:0 that hands every request, whatever its method, to
+    dispatch(handler, body), and the thread that will serve it (not started yet)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt, *args):  # quiet
+            pass
+
+        def _handle(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
+            dispatch(self, body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.block_on_close = False
+    return httpd, threading.Thread(target=httpd.serve_forever, daemon=True)
+
+
 class _FakeServer:
     """Common part of the fake providers: a ThreadingHTTPServer on 127.0.0.1:0 that records
     every request and lets a test override answers."""
@@ -659,26 +682,8 @@ class _FakeServer:
         self._requests = []
         self._overrides = {}
         self._release = threading.Event()  # set on stop: delayed handlers return at once
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):  # quiet
-                pass
-
-            def _handle(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
-                fake._dispatch(self, body)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.block_on_close = False
+        self.httpd, self._thread = _http_server(self._dispatch)
         self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def start(self):
         self._thread.start()
@@ -813,34 +818,20 @@ class JsonFake:
     BASE_PATH = ""
 
     def __init__(self):
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt, *args):  # quiet
-                pass
-
-            def _handle(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
-                status, answer, headers = fake.respond(self, body)
-                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-                headers = dict(headers or {})
-                self.send_response(status)
-                self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd, self.thread = _http_server(self._write)
         self.base = "http://127.0.0.1:%d%s" % (self.httpd.server_address[1], self.BASE_PATH)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _write(self, h, body):
+        status, answer, headers = self.respond(h, body)
+        data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+        headers = dict(headers or {})
+        h.send_response(status)
+        h.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
+        h.send_header("Content-Length", str(len(data)))
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
 
     def respond(self, h, body):
         res = self.answer(h, body)

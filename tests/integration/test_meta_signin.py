@@ -455,6 +455,16 @@ class MetaSignInTest(H.GatewayTestCase):
             out.append((ev["message"]["external_id"], ev["connection_id"]))
         return out
 
+    def assistants_bound(self, rows):
+        """An assistant per (name, connection, external id, API key), bound to that
+        connection's external id: {name: its stream key, without the prefix}."""
+        out = {}
+        for name, conn, ext, key in rows:
+            aid = self.create_assistant(name, key=key)["id"]
+            self.bind(aid, conn["id"], external_id=ext, key=key)
+            out[name] = "in:{%s}" % aid
+        return out
+
     def mids(self, key, prefix):
         return [e for e in self.stream(key) if e[0].startswith(prefix)]
 
@@ -484,18 +494,14 @@ class MetaSignInTest(H.GatewayTestCase):
             "access_token": token}})
         self.assertStatus(r, 201)
         pasted = r.json
-        asst = {}
-        for name, conn, ext, key in (("page", page, "8001", self.key),
-                                     ("shop", shop, "8002", self.key),
-                                     ("pasted", pasted, "8002", self.key),
-                                     ("ig1", ig1, "9001", self.key),
-                                     ("ig2", ig2, "9002", self.key),
-                                     ("wa1", wa1, "7001", self.key),
-                                     ("wa2", wa2, "7002", self.key),
-                                     ("b_shop", b_shop, "8002", key_b)):
-            aid = self.create_assistant(name, key=key)["id"]
-            self.bind(aid, conn["id"], external_id=ext, key=key)
-            asst[name] = "in:{%s}" % aid
+        asst = self.assistants_bound((("page", page, "8001", self.key),
+                                      ("shop", shop, "8002", self.key),
+                                      ("pasted", pasted, "8002", self.key),
+                                      ("ig1", ig1, "9001", self.key),
+                                      ("ig2", ig2, "9002", self.key),
+                                      ("wa1", wa1, "7001", self.key),
+                                      ("wa2", wa2, "7002", self.key),
+                                      ("b_shop", b_shop, "8002", key_b)))
         inbox = "inbox:{%s}" % self.org
 
         # one body with entries of both Pages and of an unknown one, at the first Page's
@@ -606,14 +612,10 @@ class MetaSignInTest(H.GatewayTestCase):
                          ("%s %s" % (org_b, shop_b["id"])).encode())
         self.assertEqual(self.redis.command("HGET", self.PREFIX + "metaids:{instagram}", "9001"),
                          ("%s %s" % (self.org, ig_a["id"])).encode())
-        asst = {}
-        for name, conn, ext, key in (("a_page", page_a, "8001", self.key),
-                                     ("a_ig", ig_a, "9001", self.key),
-                                     ("b_shop", shop_b, "8002", key_b),
-                                     ("b_ig", ig_b, "9002", key_b)):
-            aid = self.create_assistant(name, key=key)["id"]
-            self.bind(aid, conn["id"], external_id=ext, key=key)
-            asst[name] = "in:{%s}" % aid
+        asst = self.assistants_bound((("a_page", page_a, "8001", self.key),
+                                      ("a_ig", ig_a, "9001", self.key),
+                                      ("b_shop", shop_b, "8002", key_b),
+                                      ("b_ig", ig_b, "9002", key_b)))
         inbox_a, inbox_b = "inbox:{%s}" % self.org, "inbox:{%s}" % org_b
 
         # org A's Page URL is the app's callback URL: one body with a Page of each org and an
